@@ -1,0 +1,81 @@
+// The command-line parser.
+#include "args.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+namespace attune::cli {
+
+Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& valued,
+           const std::set<std::string>& switches) {
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    const std::string& arg = argv[i];
+    if (arg.rfind("--", 0) != 0 || arg == "--") {
+      positional_.push_back(arg);
+      continue;
+    }
+    std::string name = arg, value;
+    bool has_value = false;
+    if (const auto eq = arg.find('='); eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      has_value = true;
+    }
+    if (switches.count(name)) {
+      if (has_value) throw UsageError(name + " takes no value");
+      values_[name] = "";
+    } else if (valued.count(name)) {
+      if (!has_value) {
+        if (i + 1 >= argv.size()) throw UsageError(name + " needs a value");
+        value = argv[++i];
+      }
+      if (values_.count(name)) throw UsageError(name + " given twice");
+      values_[name] = value;
+    } else {
+      throw UsageError("unknown option '" + name + "' (see --help)");
+    }
+  }
+}
+
+bool Args::has(const std::string& flag) const { return values_.count(flag) != 0; }
+
+std::optional<std::string> Args::get(const std::string& flag) const {
+  const auto it = values_.find(flag);
+  if (it == values_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string Args::required(const std::string& flag) const {
+  const auto v = get(flag);
+  if (!v) throw UsageError("missing required option " + flag);
+  if (v->empty()) throw UsageError(flag + " needs a non-empty value");
+  return *v;
+}
+
+std::optional<std::int64_t> Args::get_int(const std::string& flag, std::int64_t min) const {
+  const auto v = get(flag);
+  if (!v) return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(v->c_str(), &end, 10);
+  if (v->empty() || *end != '\0' || errno == ERANGE) {
+    throw UsageError(flag + " = '" + *v + "' is not an integer");
+  }
+  if (n < min) throw UsageError(flag + " = " + *v + " must be >= " + std::to_string(min));
+  return n;
+}
+
+std::optional<float> Args::get_float(const std::string& flag) const {
+  const auto v = get(flag);
+  if (!v) return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  const float x = std::strtof(v->c_str(), &end);
+  if (v->empty() || *end != '\0' || errno == ERANGE || !std::isfinite(x)) {
+    throw UsageError(flag + " = '" + *v + "' is not a finite number");
+  }
+  return x;
+}
+
+}  // namespace attune::cli

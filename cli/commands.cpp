@@ -1,0 +1,260 @@
+// The attune subcommands: kernels, run, verify, info.
+#include "commands.hpp"
+
+#include "args.hpp"
+#include "reference.hpp"
+
+#include <attune/attune.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+namespace attune::cli {
+namespace {
+
+// --kernel/--isa/--threads/--block-q/--block-kv, shared by every command that runs a kernel.
+const std::set<std::string> kRunFlags = {"--kernel", "--isa", "--threads", "--block-q", "--block-kv",
+                                         "--kv-splits"};
+
+Options parse_options(const Args& a) {
+  Options o;
+  if (auto kernel = a.get("--kernel")) {
+    if (*kernel != "auto" && find_kernel(*kernel) == nullptr) {
+      std::string names;
+      for (const Kernel* k : kernels()) names += std::string(k->name()) + ", ";
+      throw UsageError("unknown kernel '" + *kernel + "' (known: " + names + "auto)");
+    }
+    o.kernel = *kernel;
+  }
+  if (auto isa = a.get("--isa")) {
+    const auto parsed = parse_isa(*isa);
+    if (!parsed) throw UsageError("unknown isa '" + *isa + "' (known: scalar, sse4_2, avx2, avx512, neon)");
+    try {
+      require_isa(*parsed);
+    } catch (const InvalidArgument& e) {
+      throw UsageError(e.what());
+    }
+    o.isa = parsed;
+  }
+  if (auto t = a.get_int("--threads", 1)) o.config.threads = static_cast<int>(std::min<std::int64_t>(*t, 1 << 16));
+  if (auto b = a.get_int("--block-q", 1)) o.config.block_q = *b;
+  if (auto b = a.get_int("--block-kv", 1)) o.config.block_kv = *b;
+  if (auto s = a.get_int("--kv-splits", 1)) o.config.kv_splits = static_cast<int>(std::min<std::int64_t>(*s, 1 << 16));
+  return o;
+}
+
+std::set<std::string> with(std::set<std::string> a, const std::set<std::string>& b) {
+  a.insert(b.begin(), b.end());
+  return a;
+}
+
+void no_positional(const Args& a) {
+  if (!a.positional().empty()) throw UsageError("unexpected argument '" + a.positional().front() + "'");
+}
+
+// ---------------------------------------------------------------------------------------------
+int cmd_kernels(const std::vector<std::string>& argv) {
+  const Args a(argv, {}, {"--long"});
+  no_positional(a);
+  for (const Kernel* k : kernels()) {
+    for (Isa isa : runnable_isas(*k)) {
+      if (a.has("--long")) {
+        std::printf("%-8s %-7s %s\n", std::string(k->name()).c_str(), std::string(to_string(isa)).c_str(),
+                    std::string(k->description()).c_str());
+      } else {
+        std::printf("%s %s\n", std::string(k->name()).c_str(), std::string(to_string(isa)).c_str());
+      }
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+struct Tensor4 {
+  std::int64_t batch, heads, seq, dim;
+};
+
+Tensor4 as_bhsd(const npy::Array& x, const char* name) {
+  const auto& s = x.shape;
+  if (s.size() == 4) return {s[0], s[1], s[2], s[3]};
+  if (s.size() == 3) return {1, s[0], s[1], s[2]};
+  throw IoError(std::string(name) + " must be 3-D [heads, seq, dim] or 4-D [batch, heads, seq, dim], got " +
+                std::to_string(s.size()) + "-D");
+}
+
+void check_output_dir(const std::string& out) {
+  const auto dir = std::filesystem::path(out).parent_path();
+  if (!dir.empty() && !std::filesystem::is_directory(dir)) {
+    throw IoError("cannot write '" + out + "': directory '" + dir.string() + "' does not exist");
+  }
+  if (std::filesystem::is_directory(out)) throw IoError("cannot write '" + out + "': it is a directory");
+}
+
+int cmd_run(const std::vector<std::string>& argv) {
+  const Args a(argv, with({"--q", "--k", "--v", "--out", "--scale"}, kRunFlags), {"--causal"});
+  no_positional(a);
+  const Options options = parse_options(a);
+  const auto q_path = a.required("--q"), k_path = a.required("--k"), v_path = a.required("--v");
+  const auto out_path = a.required("--out");
+  const auto scale = a.get_float("--scale");
+  check_output_dir(out_path);
+
+  const npy::Array q = npy::read(q_path), k = npy::read(k_path), v = npy::read(v_path);
+  const Tensor4 tq = as_bhsd(q, "Q"), tk = as_bhsd(k, "K"), tv = as_bhsd(v, "V");
+  if (q.shape.size() != k.shape.size() || q.shape.size() != v.shape.size())
+    throw IoError("Q, K and V must have the same number of dimensions");
+  if (tk.batch != tq.batch || tv.batch != tq.batch)
+    throw IoError("batch sizes differ: Q " + std::to_string(tq.batch) + ", K " + std::to_string(tk.batch) +
+                  ", V " + std::to_string(tv.batch));
+  if (tk.heads != tv.heads)
+    throw IoError("K and V head counts differ: " + std::to_string(tk.heads) + " vs " + std::to_string(tv.heads));
+  if (tk.seq != tv.seq)
+    throw IoError("K and V sequence lengths differ: " + std::to_string(tk.seq) + " vs " + std::to_string(tv.seq));
+  if (tk.dim != tq.dim)
+    throw IoError("Q and K head dims differ: d_k " + std::to_string(tq.dim) + " vs " + std::to_string(tk.dim));
+
+  Problem p;
+  p.batch = tq.batch;
+  p.heads_q = tq.heads;
+  p.heads_kv = tk.heads;
+  p.seq_q = tq.seq;
+  p.seq_kv = tk.seq;
+  p.d_k = tq.dim;
+  p.d_v = tv.dim;
+  p.causal = a.has("--causal");
+  p.scale = scale;
+  p.validate();
+
+  std::vector<float> out(static_cast<std::size_t>(p.out_elements()));
+  attention(p, q.data.data(), k.data.data(), v.data.data(), out.data(), options);
+  std::vector<std::int64_t> shape = {p.batch, p.heads_q, p.seq_q, p.d_v};
+  if (q.shape.size() == 3) shape.erase(shape.begin());
+  npy::write(out_path, shape, out.data());
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+int cmd_verify(const std::vector<std::string>& argv) {
+  const Args a(argv, kRunFlags, {"--quiet"});
+  no_positional(a);
+  const Options base = parse_options(a);
+  struct Row {
+    const Kernel* kernel;
+    Isa isa;
+    int cases = 0, failed = 0;
+    double worst = 0.0, worst_ratio = 0.0;
+    std::string worst_case;
+  };
+  std::vector<Row> rows;
+  for (const Kernel* k : kernels()) {
+    if (base.kernel != "auto" && k->name() != base.kernel) continue;
+    for (Isa isa : runnable_isas(*k)) {
+      if (base.isa && isa != *base.isa) continue;
+      rows.push_back(Row{k, isa, 0, 0, 0.0, 0.0, ""});
+    }
+  }
+  if (rows.empty()) throw UsageError("no runnable kernel matches --kernel/--isa");
+  const auto grid = reference::verification_grid();
+  std::size_t done = 0;
+  for (const auto& c : grid) {
+    const auto in = reference::make_inputs(c.problem, c.q_scale, 42);
+    const auto ref = reference::attention(c.problem, in.q.data(), in.k.data(), in.v.data());
+    for (Row& r : rows) {
+      Options o = base;
+      o.kernel = std::string(r.kernel->name());
+      o.isa = r.isa;
+      const auto check = reference::run_and_compare(c, in, ref, o);
+      ++r.cases;
+      const double ratio = check.max_abs_error / check.tolerance;
+      if (!check.ok()) ++r.failed;
+      if (ratio >= r.worst_ratio) {
+        r.worst_ratio = ratio;
+        r.worst = check.max_abs_error;
+        r.worst_case = c.name;
+      }
+    }
+    ++done;
+    if (!a.has("--quiet")) std::fprintf(stderr, "\rverify: %zu/%zu shapes", done, grid.size());
+  }
+  if (!a.has("--quiet")) std::fprintf(stderr, "\n");
+  std::printf("%-8s %-7s %6s %7s %12s %10s  %s\n", "kernel", "isa", "cases", "failed", "worst_error",
+              "err/tol", "worst_case");
+  int failures = 0;
+  for (const Row& r : rows) {
+    std::printf("%-8s %-7s %6d %7d %12.3e %10.3f  %s\n", std::string(r.kernel->name()).c_str(),
+                std::string(to_string(r.isa)).c_str(), r.cases, r.failed, r.worst, r.worst_ratio,
+                r.worst_case.c_str());
+    failures += r.failed;
+  }
+  std::printf("%s: %zu kernel/isa pairs x %zu shapes, %d failures\n", failures ? "FAILED" : "OK",
+              rows.size(), grid.size(), failures);
+  return failures ? 1 : 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+int cmd_info(const std::vector<std::string>& argv) {
+  const Args a(argv, {}, {});
+  no_positional(a);
+  auto list = [](const std::vector<Isa>& isas) {
+    std::string s;
+    for (Isa i : isas) {
+      if (!s.empty()) s += ' ';
+      s += to_string(i);
+    }
+    return s;
+  };
+  std::vector<Isa> detected;
+  for (Isa i : {Isa::avx512, Isa::avx2, Isa::sse4_2, Isa::neon, Isa::scalar})
+    if (cpu_supports(i)) detected.push_back(i);
+  std::printf("attune %s\n", version().data());
+  std::printf("git revision:   %s\n", git_revision().data());
+  std::printf("compiler:       %s\n", compiler().data());
+  std::printf("build type:     %s\n", build_type().data());
+  std::printf("flags:          %s\n", compile_flags().data());
+  std::printf("cpu:            %s\n", cpu_model().data());
+  std::printf("cores:          %u\n", std::thread::hardware_concurrency());
+  std::printf("isa detected:   %s\n", list(detected).c_str());
+  std::printf("isa compiled:   %s\n", list(compiled_isas()).c_str());
+  std::printf("isa runnable:   %s\n", list(runnable_isas()).c_str());
+  std::printf("isa default:    %s\n", std::string(to_string(default_isa())).c_str());
+  const Choice c = resolve(Problem{});
+  std::printf("auto kernel:    %s %s\n", std::string(c.kernel->name()).c_str(),
+              std::string(to_string(c.isa)).c_str());
+  return 0;
+}
+
+}  // namespace
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> all = {
+      {"kernels", "list every runnable (kernel, isa) pair, one per line",
+       "usage: attune kernels [--long]\n\n"
+       "Prints '<kernel> <isa>' for every pair that runs on this machine; each line is accepted\n"
+       "verbatim by 'attune run --kernel <kernel> --isa <isa>'. --long adds a description.\n",
+       cmd_kernels},
+      {"run", "compute attention on .npy tensors",
+       "usage: attune run --q Q.npy --k K.npy --v V.npy --out O.npy [--causal] [--scale S]\n"
+       "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n\n"
+       "Inputs: float32 little-endian C-order .npy, shape [batch, heads, seq, dim] (or 3-D\n"
+       "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
+       "[batch, heads_q, seq_q, d_v], written atomically. Default kernel: auto (the best).\n"
+       "Exit status: 0 success, 1 data/input error, 2 usage error.\n",
+       cmd_run},
+      {"verify", "check every kernel/ISA against the float64 reference",
+       "usage: attune verify [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N] [--quiet]\n\n"
+       "Runs every runnable (kernel, isa) pair over the built-in shape grid (odd d_k and\n"
+       "lengths, causal, grouped-query, large logits) and prints the worst error per pair.\n"
+       "Exit status 1 if any case exceeds its tolerance.\n",
+       cmd_verify},
+      {"info", "show the CPU, ISAs, version and build",
+       "usage: attune info\n\nPrints the CPU model, detected/compiled/runnable ISAs, core count,\n"
+       "version, git revision, compiler and flags.\n",
+       cmd_info},
+  };
+  return all;
+}
+
+}  // namespace attune::cli

@@ -1,0 +1,10 @@
+// Umbrella header of the attune library.
+#pragma once
+
+#include <attune/attention.hpp>
+#include <attune/error.hpp>
+#include <attune/isa.hpp>
+#include <attune/kernel.hpp>
+#include <attune/npy.hpp>
+#include <attune/problem.hpp>
+#include <attune/version.hpp>

@@ -1,0 +1,30 @@
+// Instruction sets: detection at run time, names, and the process-wide cap (ATTUNE_ISA).
+#pragma once
+
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace attune {
+
+// Ordered from the most portable to the widest; `scalar` runs everywhere.
+enum class Isa { scalar, sse4_2, avx2, avx512, neon };
+
+std::string_view to_string(Isa isa);
+// Accepts the names printed by to_string; nullopt for anything else.
+std::optional<Isa> parse_isa(std::string_view name);
+
+// True if this CPU (and OS) can execute the ISA; says nothing about what was compiled.
+bool cpu_supports(Isa isa);
+// ISAs the library was compiled for on this target, best first.
+const std::vector<Isa>& compiled_isas();
+// ISAs both compiled and supported by this CPU, best first, capped by ATTUNE_ISA.
+const std::vector<Isa>& runnable_isas();
+// The best runnable ISA (the default of every SIMD kernel).
+Isa default_isa();
+// Throws InvalidArgument unless the ISA is compiled in and runs on this CPU and under the cap.
+void require_isa(Isa isa);
+// Human-readable CPU model name, e.g. "AMD EPYC 9R14"; "unknown" if not available.
+std::string_view cpu_model();
+
+}  // namespace attune

@@ -1,0 +1,59 @@
+// The kernel interface, its run-time configuration, and the registry every variant joins.
+#pragma once
+
+#include <attune/isa.hpp>
+#include <attune/problem.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace attune {
+
+// Run-time parameters of a kernel. Zero means "the kernel's default"; the tuner sets them.
+struct Config {
+  std::int64_t block_q = 0;   // query rows per tile
+  std::int64_t block_kv = 0;  // keys per tile
+  int threads = 0;            // worker threads; 0 = all cores
+  int kv_splits = 0;          // splits of the key range per (batch, head, query tile); 0 = auto
+};
+
+struct Tensors {
+  const float* q = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  float* out = nullptr;
+};
+
+// One tunable parameter of a kernel, for the tuner's search space.
+struct ParamSpec {
+  std::string name;                 // a Config field name, e.g. "block_q"
+  std::vector<std::int64_t> values; // candidate values
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual std::string_view name() const noexcept = 0;
+  virtual std::string_view description() const noexcept = 0;
+  // ISAs this kernel was compiled for, best first; runnable ones are these & runnable_isas().
+  virtual std::vector<Isa> isas() const = 0;
+  // Preference of `auto` when nothing is tuned: higher wins.
+  virtual int rank() const noexcept = 0;
+  // Parameters the tuner may set (empty for kernels without any).
+  virtual std::vector<ParamSpec> params() const { return {}; }
+  // Computes the attention. The problem is validated, tensors are non-null, the ISA runnable.
+  virtual void run(const Problem& problem, const Tensors& tensors, const Config& config,
+                   Isa isa) const = 0;
+};
+
+// Every registered kernel, in registration order (naive first).
+std::span<const Kernel* const> kernels();
+// nullptr if no kernel has that name.
+const Kernel* find_kernel(std::string_view name);
+// Runnable ISAs of one kernel on this machine, best first.
+std::vector<Isa> runnable_isas(const Kernel& kernel);
+
+}  // namespace attune

@@ -1,0 +1,79 @@
+// The public entry point: validation, kernel and ISA resolution, and the call.
+#include <attune/attention.hpp>
+#include <attune/error.hpp>
+
+#include <algorithm>
+#include <string>
+
+namespace attune {
+namespace {
+
+const Kernel* best_kernel_for(std::optional<Isa> isa) {
+  const Kernel* best = nullptr;
+  for (const Kernel* k : kernels()) {
+    const auto isas = runnable_isas(*k);
+    if (isas.empty()) continue;
+    if (isa && std::find(isas.begin(), isas.end(), *isa) == isas.end()) continue;
+    if (best == nullptr || k->rank() > best->rank()) best = k;
+  }
+  return best;
+}
+
+void check_config(const Config& c) {
+  if (c.block_q < 0) throw InvalidArgument("invalid config: block_q = " + std::to_string(c.block_q) + " must be >= 0");
+  if (c.block_kv < 0) throw InvalidArgument("invalid config: block_kv = " + std::to_string(c.block_kv) + " must be >= 0");
+  if (c.threads < 0) throw InvalidArgument("invalid config: threads = " + std::to_string(c.threads) + " must be >= 0");
+  if (c.kv_splits < 0) throw InvalidArgument("invalid config: kv_splits = " + std::to_string(c.kv_splits) + " must be >= 0");
+}
+
+}  // namespace
+
+Choice resolve(const Problem& problem, const Options& options) {
+  problem.validate();
+  check_config(options.config);
+  if (options.isa) require_isa(*options.isa);
+  Choice choice;
+  choice.config = options.config;
+  if (options.kernel == "auto") {
+    choice.kernel = best_kernel_for(options.isa);
+    if (choice.kernel == nullptr) {
+      throw InvalidArgument("no kernel has a build for isa '" +
+                            std::string(to_string(*options.isa)) + "'");
+    }
+  } else {
+    choice.kernel = find_kernel(options.kernel);
+    if (choice.kernel == nullptr) {
+      std::string names;
+      for (const Kernel* k : kernels()) names += (names.empty() ? "" : ", ") + std::string(k->name());
+      throw InvalidArgument("unknown kernel '" + options.kernel + "' (known: " + names + ", auto)");
+    }
+  }
+  const auto isas = runnable_isas(*choice.kernel);
+  if (isas.empty()) {
+    throw InvalidArgument("kernel '" + std::string(choice.kernel->name()) +
+                          "' has no build that runs on this CPU");
+  }
+  if (options.isa) {
+    if (std::find(isas.begin(), isas.end(), *options.isa) == isas.end()) {
+      std::string names;
+      for (Isa i : isas) names += (names.empty() ? "" : ", ") + std::string(to_string(i));
+      throw InvalidArgument("kernel '" + std::string(choice.kernel->name()) + "' has no '" +
+                            std::string(to_string(*options.isa)) + "' build (runnable: " + names + ")");
+    }
+    choice.isa = *options.isa;
+  } else {
+    choice.isa = isas.front();
+  }
+  return choice;
+}
+
+void attention(const Problem& problem, const float* q, const float* k, const float* v, float* out,
+               const Options& options) {
+  const Choice choice = resolve(problem, options);
+  if (q == nullptr || k == nullptr || v == nullptr || out == nullptr) {
+    throw InvalidArgument("attention: q, k, v and out must be non-null");
+  }
+  choice.kernel->run(problem, Tensors{q, k, v, out}, choice.config, choice.isa);
+}
+
+}  // namespace attune

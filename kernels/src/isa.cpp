@@ -1,0 +1,132 @@
+// Run-time ISA detection and the ATTUNE_ISA cap.
+#include <attune/error.hpp>
+#include <attune/isa.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+namespace attune {
+namespace {
+
+constexpr std::pair<Isa, std::string_view> kNames[] = {
+    {Isa::scalar, "scalar"}, {Isa::sse4_2, "sse4_2"}, {Isa::avx2, "avx2"},
+    {Isa::avx512, "avx512"}, {Isa::neon, "neon"}};
+
+std::string join(const std::vector<Isa>& isas) {
+  std::string out;
+  for (Isa isa : isas) out += (out.empty() ? "" : ", ") + std::string(to_string(isa));
+  return out.empty() ? "none" : out;
+}
+
+std::vector<Isa> detect_runnable() {
+  std::vector<Isa> out;
+  for (Isa isa : compiled_isas()) {
+    if (cpu_supports(isa)) out.push_back(isa);
+  }
+  const char* cap = std::getenv("ATTUNE_ISA");
+  if (cap == nullptr || *cap == '\0') return out;
+  const auto parsed = parse_isa(cap);
+  if (!parsed) {
+    throw InvalidArgument("ATTUNE_ISA = '" + std::string(cap) + "' is not an ISA name (runnable: " +
+                          join(out) + ")");
+  }
+  const auto it = std::find(out.begin(), out.end(), *parsed);
+  if (it == out.end()) {
+    throw InvalidArgument("ATTUNE_ISA = '" + std::string(cap) +
+                          "' cannot run here (runnable: " + join(out) + ")");
+  }
+  return std::vector<Isa>(it, out.end());  // the cap and everything below it
+}
+
+}  // namespace
+
+std::string_view to_string(Isa isa) {
+  for (const auto& [value, name] : kNames) {
+    if (value == isa) return name;
+  }
+  return "unknown";
+}
+
+std::optional<Isa> parse_isa(std::string_view name) {
+  for (const auto& [value, text] : kNames) {
+    if (text == name) return value;
+  }
+  return std::nullopt;
+}
+
+bool cpu_supports(Isa isa) {
+  switch (isa) {
+    case Isa::scalar:
+      return true;
+#if defined(__x86_64__) || defined(__i386__)
+    case Isa::sse4_2:
+      return __builtin_cpu_supports("sse4.2");
+    case Isa::avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#endif
+#if defined(__aarch64__)
+    case Isa::neon:
+      return true;  // Advanced SIMD is mandatory on AArch64.
+#endif
+    default:
+      return false;
+  }
+}
+
+const std::vector<Isa>& compiled_isas() {
+  static const std::vector<Isa> isas = {
+#define ATTUNE_ISA(name) Isa::name,
+#include "isa_list.inc"
+#undef ATTUNE_ISA
+  };
+  return isas;
+}
+
+const std::vector<Isa>& runnable_isas() {
+  static const std::vector<Isa> isas = detect_runnable();
+  return isas;
+}
+
+Isa default_isa() { return runnable_isas().front(); }
+
+void require_isa(Isa isa) {
+  const auto& runnable = runnable_isas();
+  if (std::find(runnable.begin(), runnable.end(), isa) != runnable.end()) return;
+  const auto& compiled = compiled_isas();
+  std::string why;
+  if (std::find(compiled.begin(), compiled.end(), isa) == compiled.end()) {
+    why = "is not compiled into this build";
+  } else if (!cpu_supports(isa)) {
+    why = "is not supported by this CPU";
+  } else {
+    why = "is above the ATTUNE_ISA cap";
+  }
+  throw InvalidArgument("isa '" + std::string(to_string(isa)) + "' " + why +
+                        " (runnable: " + join(runnable) + ")");
+}
+
+std::string_view cpu_model() {
+  static const std::string model = [] {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      // x86: "model name"; some aarch64 kernels: "Model" or "CPU part" only.
+      if (line.rfind("model name", 0) == 0 || line.rfind("Model", 0) == 0) {
+        const auto colon = line.find(':');
+        if (colon != std::string::npos) {
+          auto value = line.substr(colon + 1);
+          value.erase(0, value.find_first_not_of(" \t"));
+          if (!value.empty()) return value;
+        }
+      }
+    }
+    return std::string("unknown");
+  }();
+  return model;
+}
+
+}  // namespace attune

@@ -1,0 +1,36 @@
+// Helpers shared by kernel implementations compiled without ISA flags (never include this from
+// a per-ISA translation unit: its inline functions would be compiled with that ISA's flags).
+#pragma once
+
+#include <attune/kernel.hpp>
+#include <attune/problem.hpp>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace attune::detail {
+
+// Pointers to the rows of one (batch, query head): its Q and O slices and the K/V slices of
+// the KV head it reads (grouped-query: kv head = h / group_size).
+struct HeadView {
+  const float* q;
+  const float* k;
+  const float* v;
+  float* out;
+};
+
+inline HeadView head_view(const Problem& p, const Tensors& t, std::int64_t b, std::int64_t h) {
+  const std::int64_t hk = h / p.group_size();
+  return {t.q + ((b * p.heads_q + h) * p.seq_q) * p.d_k,
+          t.k + ((b * p.heads_kv + hk) * p.seq_kv) * p.d_k,
+          t.v + ((b * p.heads_kv + hk) * p.seq_kv) * p.d_v,
+          t.out + ((b * p.heads_q + h) * p.seq_q) * p.d_v};
+}
+
+// A tile size from the config, or the kernel's default, clamped to [1, extent].
+inline std::int64_t tile_size(std::int64_t configured, std::int64_t fallback, std::int64_t extent) {
+  const std::int64_t size = configured > 0 ? configured : fallback;
+  return std::clamp<std::int64_t>(size, 1, std::max<std::int64_t>(extent, 1));
+}
+
+}  // namespace attune::detail

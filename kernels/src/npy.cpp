@@ -1,0 +1,205 @@
+// A strict reader and an atomic writer for float32 .npy files. The reader accepts exactly
+// little-endian float32 in C order and checks every size before allocating.
+#include <attune/error.hpp>
+#include <attune/npy.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string_view>
+#include <unistd.h>
+
+namespace attune::npy {
+namespace {
+
+constexpr unsigned char kMagic[] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+// Far above any real attention tensor, far below what would overflow size arithmetic.
+constexpr std::int64_t kMaxElements = std::int64_t{1} << 40;
+
+[[noreturn]] void bad(const std::string& why) { throw IoError(why); }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == ','))
+    s.remove_suffix(1);
+  return s;
+}
+
+// Finds the value text of 'key' in a Python dict literal such as
+// {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
+std::string_view dict_value(std::string_view dict, std::string_view key) {
+  std::string quoted1(1, '\''), quoted2(1, '"');
+  quoted1.append(key).push_back('\'');
+  quoted2.append(key).push_back('"');
+  auto pos = dict.find(quoted1);
+  std::size_t len = quoted1.size();
+  if (pos == std::string_view::npos) {
+    pos = dict.find(quoted2);
+    len = quoted2.size();
+  }
+  if (pos == std::string_view::npos) bad("malformed .npy header: no '" + std::string(key) + "' key");
+  auto rest = dict.substr(pos + len);
+  rest = trim(rest);
+  if (rest.empty() || rest.front() != ':') bad("malformed .npy header: no ':' after '" + std::string(key) + "'");
+  rest.remove_prefix(1);
+  rest = trim(rest);
+  std::size_t end = 0;
+  if (!rest.empty() && rest.front() == '(') {
+    end = rest.find(')');
+    if (end == std::string_view::npos) bad("malformed .npy header: unterminated shape tuple");
+    return rest.substr(0, end + 1);
+  }
+  if (!rest.empty() && (rest.front() == '\'' || rest.front() == '"')) {
+    end = rest.find(rest.front(), 1);
+    if (end == std::string_view::npos) bad("malformed .npy header: unterminated string for '" + std::string(key) + "'");
+    return rest.substr(0, end + 1);
+  }
+  end = rest.find_first_of(",}");
+  if (end == std::string_view::npos) bad("malformed .npy header: unterminated value for '" + std::string(key) + "'");
+  return trim(rest.substr(0, end));
+}
+
+std::vector<std::int64_t> parse_shape(std::string_view text) {
+  // text is "(...)"
+  text = text.substr(1, text.size() - 2);
+  std::vector<std::int64_t> shape;
+  std::int64_t elements = 1;
+  while (true) {
+    text = trim(text);
+    while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+    if (text.empty()) break;
+    std::size_t i = 0;
+    if (text[0] == '-') bad("invalid .npy shape: negative dimension");
+    std::int64_t dim = 0;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+      if (dim > (std::numeric_limits<std::int64_t>::max() - 9) / 10) bad("invalid .npy shape: dimension too large");
+      dim = dim * 10 + (text[i] - '0');
+      ++i;
+    }
+    // Python writes 3L on some old versions.
+    if (i < text.size() && text[i] == 'L') ++i;
+    if (i == 0) bad("invalid .npy shape: '" + std::string(text.substr(0, 20)) + "' is not a dimension");
+    text.remove_prefix(i);
+    text = trim(text);
+    if (!text.empty()) {
+      if (text.front() != ',') bad("invalid .npy shape: expected ',' between dimensions");
+      text.remove_prefix(1);
+    }
+    if (dim != 0 && elements > kMaxElements / dim) bad("invalid .npy shape: more than 2^40 elements");
+    elements *= dim;
+    shape.push_back(dim);
+    if (shape.size() > 32) bad("invalid .npy shape: more than 32 dimensions");
+  }
+  return shape;
+}
+
+}  // namespace
+
+Array parse(const unsigned char* bytes, std::size_t size) {
+  if (size == 0) bad("empty .npy file");
+  if (size < 10 || std::memcmp(bytes, kMagic, sizeof kMagic) != 0) bad("not a .npy file (bad magic)");
+  const int major = bytes[6];
+  std::size_t header_len = 0, offset = 0;
+  if (major == 1) {
+    header_len = bytes[8] | (std::size_t{bytes[9]} << 8);
+    offset = 10;
+  } else if (major == 2 || major == 3) {
+    if (size < 12) bad("truncated .npy header");
+    header_len = bytes[8] | (std::size_t{bytes[9]} << 8) | (std::size_t{bytes[10]} << 16) |
+                 (std::size_t{bytes[11]} << 24);
+    offset = 12;
+  } else {
+    bad("unsupported .npy format version " + std::to_string(major));
+  }
+  if (header_len > size - offset) bad("truncated .npy file: header length past the end");
+  const std::string_view header(reinterpret_cast<const char*>(bytes + offset), header_len);
+  const auto open = header.find('{');
+  const auto close = header.rfind('}');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open)
+    bad("malformed .npy header: no dict");
+  const auto dict = header.substr(open, close - open + 1);
+
+  const auto descr = dict_value(dict, "descr");
+  if (descr != "'<f4'" && descr != "\"<f4\"") {
+    bad("unsupported .npy dtype " + std::string(descr) + ": attune reads float32 little-endian ('<f4')");
+  }
+  const auto fortran = dict_value(dict, "fortran_order");
+  if (fortran == "True") bad("unsupported .npy layout: Fortran order (save with C order)");
+  if (fortran != "False") bad("malformed .npy header: fortran_order is " + std::string(fortran));
+  const auto shape_text = dict_value(dict, "shape");
+  if (shape_text.empty() || shape_text.front() != '(') bad("malformed .npy header: shape is not a tuple");
+
+  Array array;
+  array.shape = parse_shape(shape_text);
+  std::int64_t elements = 1;
+  for (auto d : array.shape) elements *= d;
+  const std::size_t data_bytes = static_cast<std::size_t>(elements) * sizeof(float);
+  const std::size_t available = size - offset - header_len;
+  if (available < data_bytes) {
+    bad("truncated .npy file: shape needs " + std::to_string(data_bytes) + " data bytes, file has " +
+        std::to_string(available));
+  }
+  if (available > data_bytes) bad("malformed .npy file: " + std::to_string(available - data_bytes) + " bytes past the data");
+  array.data.resize(static_cast<std::size_t>(elements));
+  if (data_bytes > 0) std::memcpy(array.data.data(), bytes + offset + header_len, data_bytes);
+  return array;
+}
+
+Array read(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) bad("cannot open '" + path + "': " + std::strerror(errno));
+  in.seekg(0, std::ios::end);
+  const auto end = in.tellg();
+  if (end < 0) bad("cannot read '" + path + "': not a regular file");
+  in.seekg(0);
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(end));
+  if (!bytes.empty() && !in.read(reinterpret_cast<char*>(bytes.data()), end)) bad("cannot read '" + path + "'");
+  try {
+    return parse(bytes.data(), bytes.size());
+  } catch (const IoError& e) {
+    throw IoError(path + ": " + e.what());
+  }
+}
+
+void write(const std::string& path, const std::vector<std::int64_t>& shape, const float* data) {
+  std::ostringstream dict;
+  dict << "{'descr': '<f4', 'fortran_order': False, 'shape': (";
+  std::int64_t elements = 1;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    dict << shape[i] << (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
+    if (i + 1 < shape.size()) dict << " ";
+    elements *= shape[i];
+  }
+  dict << "), }";
+  std::string header = dict.str();
+  // Pad with spaces so that magic + version + length + header + '\n' is a multiple of 64.
+  const std::size_t unpadded = 10 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header.push_back('\n');
+
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) bad("cannot write '" + path + "': " + std::strerror(errno));
+  const unsigned char prefix[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
+                                    static_cast<unsigned char>(header.size() & 0xff),
+                                    static_cast<unsigned char>(header.size() >> 8)};
+  bool ok = std::fwrite(prefix, 1, sizeof prefix, f) == sizeof prefix &&
+            std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
+            (elements == 0 ||
+             std::fwrite(data, sizeof(float), static_cast<std::size_t>(elements), f) ==
+                 static_cast<std::size_t>(elements));
+  ok = (std::fflush(f) == 0) && ok;
+  ok = (::fsync(::fileno(f)) == 0) && ok;
+  const int saved = errno;
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = ok ? errno : saved;
+    std::remove(tmp.c_str());
+    bad("cannot write '" + path + "': " + std::strerror(err));
+  }
+}
+
+}  // namespace attune::npy

@@ -1,0 +1,179 @@
+// The float64 reference and the verification grid.
+//
+// Why the tolerance is 1e-4 (max abs error) on unit-normal inputs: an output row is a convex
+// combination of V rows (|v| < ~5 for unit-normal data), so its error is about |v| times the
+// relative error of the softmax weights. Those come from float32 logits (a d_k-term dot
+// product: ~sqrt(d_k) * 2^-24 * sum|q_d k_d| * scale, ~1e-6 at d_k 129), from exp
+// (a few ulp, ~1e-7 relative) and from float32 sums over up to seq_kv terms (~1e-6 with the
+// tiled/online summation kernels use). That is ~1e-5 in the worst observed cases, so 1e-4
+// leaves a 10x margin for reordered summation while any real bug (a wrong mask, a missed
+// rescale, a skipped tail) gives errors of order 1e-2 to 1.
+// With large logits the float32 rounding of the logits alone can exceed that: the bound
+// then becomes 2 * max|v| * 2 * sqrt(d_k) * 2^-24 * L, where L = scale * max_ij sum_d |q_id k_jd|
+// (a logit error of delta moves the weights by at most 2 * delta relative).
+#include "reference.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+namespace attune::reference {
+
+std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v) {
+  std::vector<double> out(static_cast<std::size_t>(p.out_elements()), 0.0);
+  std::vector<double> s(static_cast<std::size_t>(p.seq_kv));
+  const double scale = p.effective_scale();
+  const std::int64_t group = p.group_size();
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.heads_q; ++h) {
+      const std::int64_t hk = h / group;
+      const float* qh = q + (b * p.heads_q + h) * p.seq_q * p.d_k;
+      const float* kh = k + (b * p.heads_kv + hk) * p.seq_kv * p.d_k;
+      const float* vh = v + (b * p.heads_kv + hk) * p.seq_kv * p.d_v;
+      double* oh = out.data() + (b * p.heads_q + h) * p.seq_q * p.d_v;
+      for (std::int64_t i = 0; i < p.seq_q; ++i) {
+        const std::int64_t visible = p.visible_keys(i);
+        if (visible == 0) continue;
+        double m = -std::numeric_limits<double>::infinity();
+        for (std::int64_t j = 0; j < visible; ++j) {
+          double dot = 0.0;
+          for (std::int64_t d = 0; d < p.d_k; ++d)
+            dot += static_cast<double>(qh[i * p.d_k + d]) * kh[j * p.d_k + d];
+          s[j] = scale * dot;
+          m = std::max(m, s[j]);
+        }
+        double sum = 0.0;
+        for (std::int64_t j = 0; j < visible; ++j) sum += (s[j] = std::exp(s[j] - m));
+        for (std::int64_t j = 0; j < visible; ++j) {
+          const double w = s[j] / sum;
+          for (std::int64_t d = 0; d < p.d_v; ++d) oh[i * p.d_v + d] += w * vh[j * p.d_v + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Inputs in;
+  in.q.resize(static_cast<std::size_t>(p.q_elements()));
+  in.k.resize(static_cast<std::size_t>(p.k_elements()));
+  in.v.resize(static_cast<std::size_t>(p.v_elements()));
+  for (float& x : in.q) x = q_scale * normal(rng);
+  for (float& x : in.k) x = normal(rng);
+  for (float& x : in.v) x = normal(rng);
+  return in;
+}
+
+std::vector<Case> verification_grid() {
+  std::vector<Case> cases;
+  auto add = [&](Problem p, float q_scale = 1.0f, const char* tag = "") {
+    Case c;
+    c.problem = p;
+    c.q_scale = q_scale;
+    c.name = p.to_string() + tag;
+    for (const Case& other : cases) {
+      if (other.name == c.name) return;  // sweeps overlap; keep one
+    }
+    cases.push_back(c);
+  };
+  auto shape = [](std::int64_t sq, std::int64_t skv, std::int64_t dk, bool causal,
+                  std::int64_t hq = 1, std::int64_t hkv = 1, std::int64_t batch = 1,
+                  std::int64_t dv = 0) {
+    Problem p;
+    p.batch = batch;
+    p.heads_q = hq;
+    p.heads_kv = hkv;
+    p.seq_q = sq;
+    p.seq_kv = skv;
+    p.d_k = dk;
+    p.d_v = dv > 0 ? dv : dk;
+    p.causal = causal;
+    return p;
+  };
+  for (bool causal : {false, true}) {
+    // d_k sweep: vector tails of every width.
+    for (std::int64_t dk : {1, 3, 7, 16, 64, 65, 128, 129}) add(shape(65, 63, dk, causal, 2, 1));
+    // Length sweep: lengths that are and are not multiples of any tile.
+    for (std::int64_t s : {1, 2, 17, 63, 64, 65, 257}) add(shape(s, s, 16, causal));
+    add(shape(1000, 1000, 64, causal));
+    // seq_q != seq_kv both ways (causal alignment of the last query with the last key).
+    add(shape(17, 1000, 7, causal));
+    add(shape(257, 17, 16, causal));
+    add(shape(64, 65, 65, causal));
+    add(shape(65, 64, 3, causal));
+    add(shape(2, 63, 129, causal));
+    // Decode: one query (and a few) against a long KV cache, grouped heads.
+    add(shape(1, 1000, 128, causal, 8, 2));
+    add(shape(4, 1000, 64, causal, 4, 1));
+    // Grouped-query and multi-query heads, batch > 1.
+    add(shape(63, 65, 16, causal, 8, 2, 3));
+    add(shape(65, 65, 32, causal, 4, 1, 2));
+    // d_v != d_k.
+    add(shape(33, 47, 7, causal, 2, 2, 1, 129));
+    add(shape(47, 33, 64, causal, 1, 1, 2, 16));
+    add(shape(17, 17, 1, causal, 1, 1, 1, 3));
+    // Large logits (Q x 30): softmax needs the max subtraction.
+    add(shape(65, 257, 64, causal, 2, 1), 30.0f, "_large");
+    add(shape(128, 128, 129, causal), 30.0f, "_large");
+  }
+  Problem scaled = shape(31, 45, 8, false);
+  scaled.scale = 0.9f;
+  add(scaled, 1.0f, "_scale0p9");
+  return cases;
+}
+
+double tolerance(const Problem& p, const Inputs& in) {
+  const double scale = std::abs(p.effective_scale());
+  double max_v = 0.0;
+  for (float x : in.v) max_v = std::max(max_v, static_cast<double>(std::abs(x)));
+  // L = scale * max_ij sum_d |q_id k_jd| <= scale * max_i |q_i|_2 * max_j |k_j|_2 (Cauchy-Schwarz),
+  // cheap and within a small factor.
+  auto max_row_norm = [](const std::vector<float>& x, std::int64_t d) {
+    double best = 0.0;
+    for (std::size_t r = 0; r + static_cast<std::size_t>(d) <= x.size(); r += static_cast<std::size_t>(d)) {
+      double n = 0.0;
+      for (std::int64_t i = 0; i < d; ++i) n += static_cast<double>(x[r + i]) * x[r + i];
+      best = std::max(best, n);
+    }
+    return std::sqrt(best);
+  };
+  const double logits = scale * max_row_norm(in.q, p.d_k) * max_row_norm(in.k, p.d_k);
+  const double unit = std::ldexp(1.0, -24);
+  const double bound = 2.0 * max_v * 2.0 * std::sqrt(static_cast<double>(p.d_k)) * unit * logits;
+  return std::max(1e-4, bound);
+}
+
+Check compare(const Problem& p, const Inputs& in, const float* out, const std::vector<double>& ref) {
+  Check c;
+  c.tolerance = tolerance(p, in);
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    const double err = std::isfinite(out[i]) ? std::abs(out[i] - ref[i])
+                                             : std::numeric_limits<double>::infinity();
+    if (err > c.max_abs_error || c.worst_index < 0) {
+      c.max_abs_error = err;
+      c.worst_index = static_cast<std::int64_t>(i);
+    }
+  }
+  return c;
+}
+
+Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>& ref,
+                      const Options& options) {
+  // Inputs are copied to buffers offset by one float, so no kernel can rely on alignment.
+  auto misaligned = [](const std::vector<float>& x) {
+    std::vector<float> buf(x.size() + 1);
+    std::copy(x.begin(), x.end(), buf.begin() + 1);
+    return buf;
+  };
+  const auto q = misaligned(in.q), k = misaligned(in.k), v = misaligned(in.v);
+  std::vector<float> out(static_cast<std::size_t>(c.problem.out_elements()) + 1,
+                         std::numeric_limits<float>::quiet_NaN());
+  attune::attention(c.problem, q.data() + 1, k.data() + 1, v.data() + 1, out.data() + 1, options);
+  return compare(c.problem, in, out.data() + 1, ref);
+}
+
+}  // namespace attune::reference

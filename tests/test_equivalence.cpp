@@ -1,0 +1,130 @@
+// Every registered kernel, on every ISA this CPU runs, against the float64 reference over the
+// verification grid; kernels with tile parameters also run with degenerate and odd tiles.
+// Kernels registered later are covered automatically: the parameters come from the registry.
+#include "reference.hpp"
+
+#include <attune/attune.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+
+namespace {
+
+using attune::reference::Case;
+
+struct Param {
+  const attune::Kernel* kernel;
+  attune::Isa isa;
+  Case c;
+  attune::Config config;
+  std::string config_name;  // empty for the kernel defaults
+};
+
+struct Expected {
+  attune::reference::Inputs in;
+  std::vector<double> ref;
+};
+
+// The reference of a case is computed once and shared by every kernel/ISA.
+const Expected& expected(const Case& c) {
+  static std::map<std::string, std::unique_ptr<Expected>> cache;
+  auto& slot = cache[c.name];
+  if (!slot) {
+    slot = std::make_unique<Expected>();
+    slot->in = attune::reference::make_inputs(c.problem, c.q_scale, 42);
+    slot->ref = attune::reference::attention(c.problem, slot->in.q.data(), slot->in.k.data(), slot->in.v.data());
+  }
+  return *slot;
+}
+
+// Tile configurations beyond the defaults: tiles of 1, odd tiles, tiles larger than any
+// sequence, several thread counts.
+std::vector<std::pair<std::string, attune::Config>> extra_configs() {
+  return {{"tiles1x1", {1, 1, 0, 0}},
+          {"tiles7x13", {7, 13, 0, 0}},
+          {"tiles4096", {4096, 4096, 0, 0}},
+          {"t1", {0, 0, 1, 0}},
+          {"t3_split3", {16, 32, 3, 3}}};
+}
+
+std::vector<Param> all_params() {
+  std::vector<Param> out;
+  const auto grid = attune::reference::verification_grid();
+  for (const attune::Kernel* k : attune::kernels()) {
+    for (attune::Isa isa : attune::runnable_isas(*k)) {
+      for (const Case& c : grid) out.push_back({k, isa, c, {}, ""});
+      if (k->params().empty()) continue;
+      // Extra configurations on a subset of the grid with tails, causal and GQA.
+      for (const auto& [name, config] : extra_configs()) {
+        for (const Case& c : grid) {
+          const auto& p = c.problem;
+          const bool interesting = (p.seq_q == 65 && p.seq_kv == 63 && (p.d_k == 7 || p.d_k == 129)) ||
+                                   (p.seq_q == 17 && p.seq_kv == 1000) || (p.seq_q == 1 && p.seq_kv == 1000) ||
+                                   (p.seq_q == 257 && p.seq_kv == 17);
+          if (interesting) out.push_back({k, isa, c, config, name});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+class Equivalence : public ::testing::TestWithParam<Param> {};
+
+TEST_P(Equivalence, MatchesFloat64Reference) {
+  const Param& prm = GetParam();
+  const Expected& e = expected(prm.c);
+  attune::Options o;
+  o.kernel = std::string(prm.kernel->name());
+  o.isa = prm.isa;
+  o.config = prm.config;
+  const auto check = attune::reference::run_and_compare(prm.c, e.in, e.ref, o);
+  EXPECT_LE(check.max_abs_error, check.tolerance)
+      << prm.kernel->name() << "/" << attune::to_string(prm.isa) << " on " << prm.c.name
+      << (prm.config_name.empty() ? "" : " with " + prm.config_name) << ": worst error at flat index "
+      << check.worst_index << " (reference " << e.ref[static_cast<std::size_t>(check.worst_index)] << ")";
+}
+
+TEST_P(Equivalence, DeterministicForFixedConfig) {
+  const Param& prm = GetParam();
+  // Only worth repeating on the configured runs (threads, splits); keeps the suite fast.
+  if (prm.config_name.empty()) GTEST_SKIP() << "covered by the configured variants";
+  const Expected& e = expected(prm.c);
+  attune::Options o;
+  o.kernel = std::string(prm.kernel->name());
+  o.isa = prm.isa;
+  o.config = prm.config;
+  const auto& p = prm.c.problem;
+  std::vector<float> a(static_cast<std::size_t>(p.out_elements())), b(a.size());
+  attune::attention(p, e.in.q.data(), e.in.k.data(), e.in.v.data(), a.data(), o);
+  attune::attention(p, e.in.q.data(), e.in.k.data(), e.in.v.data(), b.data(), o);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  std::string name = std::string(info.param.kernel->name()) + "_" + std::string(attune::to_string(info.param.isa)) +
+                     "_" + info.param.c.name;
+  if (!info.param.config_name.empty()) name += "_" + info.param.config_name;
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, Equivalence, ::testing::ValuesIn(all_params()), param_name);
+
+// ISAs this build has but this CPU lacks are reported as skipped, so the gap is visible.
+TEST(EquivalenceCoverage, IsasThisCpuCannotRun) {
+  std::string missing;
+  for (attune::Isa isa : attune::compiled_isas())
+    if (!attune::cpu_supports(isa)) missing += std::string(attune::to_string(isa)) + " ";
+  if (!missing.empty()) GTEST_SKIP() << "compiled but not runnable on this CPU: " << missing;
+}
+
+TEST(EquivalenceCoverage, EveryKernelHasARunnableIsa) {
+  for (const attune::Kernel* k : attune::kernels()) {
+    EXPECT_FALSE(attune::runnable_isas(*k).empty()) << k->name();
+  }
+}
+
+}  // namespace
