@@ -39,6 +39,14 @@ Options parse_options(const Args& a) {
     }
     o.isa = parsed;
   }
+  // A pair that `attune kernels` does not list is a bad command line (exit 2), like an unknown
+  // name; left to attention() it would surface as a data error (exit 1).
+  if (o.isa && o.kernel != "auto") {
+    const auto isas = runnable_isas(*find_kernel(o.kernel));
+    if (std::find(isas.begin(), isas.end(), *o.isa) == isas.end())
+      throw UsageError("kernel '" + o.kernel + "' has no '" + std::string(to_string(*o.isa)) +
+                       "' build (see attune kernels)");
+  }
   if (auto t = a.get_int("--threads", 1)) o.config.threads = static_cast<int>(std::min<std::int64_t>(*t, 1 << 16));
   if (auto b = a.get_int("--block-q", 1)) o.config.block_q = *b;
   if (auto b = a.get_int("--block-kv", 1)) o.config.block_kv = *b;

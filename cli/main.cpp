@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <exception>
 #include <new>
+#include <string>
 
 namespace {
 
@@ -16,6 +17,24 @@ void print_usage(std::FILE* out) {
   std::fprintf(out, "usage: attune <command> [options]\n\ncommands:\n");
   for (const auto& c : attune::cli::commands()) std::fprintf(out, "  %-9s %s\n", c.name, c.summary);
   std::fprintf(out, "\nRun 'attune <command> --help' for a command's options.\n");
+}
+
+// Prints "error: <what>" as exactly one line: messages can quote bytes from a malformed input
+// file or a path, so control characters (a newline in a .npy header) are escaped as \xHH.
+void report(const char* what) {
+  std::string line = "error: ";
+  for (const char* p = what; *p != '\0'; ++p) {
+    const auto c = static_cast<unsigned char>(*p);
+    if (c < 0x20 || c == 0x7f) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      line += hex;
+    } else {
+      line += *p;
+    }
+  }
+  line += '\n';
+  std::fputs(line.c_str(), stderr);
 }
 
 }  // namespace
@@ -46,19 +65,19 @@ int main(int argc, char** argv) {
     try {
       return command.run(rest);
     } catch (const attune::cli::UsageError& e) {
-      std::fprintf(stderr, "error: %s\n", e.what());
+      report(e.what());
       return 2;
     } catch (const attune::Error& e) {
-      std::fprintf(stderr, "error: %s\n", e.what());
+      report(e.what());
       return 1;
     } catch (const std::bad_alloc&) {
-      std::fprintf(stderr, "error: out of memory\n");
+      report("out of memory");
       return 1;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "error: %s\n", e.what());
+      report(e.what());
       return 1;
     }
   }
-  std::fprintf(stderr, "error: unknown command '%s' (see attune --help)\n", args[0].c_str());
+  report(("unknown command '" + args[0] + "' (see attune --help)").c_str());
   return 2;
 }

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -151,6 +152,10 @@ Array parse(const unsigned char* bytes, std::size_t size) {
 Array read(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) bad("cannot open '" + path + "': " + std::strerror(errno));
+  // A directory opens fine on Linux and then reports a bogus size (a huge allocation follows),
+  // so only regular files (or links to one) are read.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) bad("cannot read '" + path + "': not a regular file");
   in.seekg(0, std::ios::end);
   const auto end = in.tellg();
   if (end < 0) bad("cannot read '" + path + "': not a regular file");

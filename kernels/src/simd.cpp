@@ -1,0 +1,41 @@
+// simd: the tiled online-softmax algorithm (simd/tile_impl.hpp) with explicit xsimd
+// micro-kernels, one build per ISA chosen at run time, on the calling thread only: one task per
+// (batch, head, query tile), no key splits. Scratch: one tile's Q^T, S^T, O^T (see tile.hpp).
+// Config: block_q (query rows per tile), block_kv (keys per tile).
+#include "kernel_impl.hpp"
+#include "simd/driver.hpp"
+
+namespace attune::detail {
+namespace {
+
+constexpr std::int64_t kDefaultBlockQ = 64;
+constexpr std::int64_t kDefaultBlockKv = 128;
+
+class Simd final : public Kernel {
+ public:
+  std::string_view name() const noexcept override { return "simd"; }
+  std::string_view description() const noexcept override {
+    return "xsimd micro-kernels (queries in lanes, online softmax), one thread";
+  }
+  std::vector<Isa> isas() const override { return compiled_isas(); }
+  int rank() const noexcept override { return 20; }
+  std::vector<ParamSpec> params() const override {
+    return {{"block_q", {16, 32, 64, 128, 256}}, {"block_kv", {32, 64, 128, 256, 512}}};
+  }
+
+  void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
+    simd::Plan plan;
+    plan.positions = tile_size(config.block_q, kDefaultBlockQ, p.seq_q);
+    plan.block_kv = tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv);
+    simd::run_tiled(p, t, plan, simd::isa_ops(isa));
+  }
+};
+
+}  // namespace
+
+const Kernel& kernel_simd() {
+  static const Simd kernel;
+  return kernel;
+}
+
+}  // namespace attune::detail

@@ -1,0 +1,181 @@
+// The tiled-attention driver shared by `simd` and `flash`.
+#include "simd/driver.hpp"
+
+#include <attune/error.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
+
+#ifdef ATTUNE_WITH_TBB
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+#endif
+
+namespace attune::simd {
+namespace {
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+using AlignedBuffer = std::unique_ptr<float[], AlignedFree>;
+
+AlignedBuffer aligned_floats(std::int64_t n) {
+  const std::size_t bytes = (static_cast<std::size_t>(std::max<std::int64_t>(n, 1)) * sizeof(float) + 63) / 64 * 64;
+  auto* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (p == nullptr) throw std::bad_alloc();
+  return AlignedBuffer(p);
+}
+
+#ifdef ATTUNE_WITH_TBB
+// One long-lived arena per thread count: creating an arena per call would cost more than a
+// small attention call.
+tbb::task_arena& arena_for(int threads) {
+  static std::mutex mutex;
+  static std::map<int, std::unique_ptr<tbb::task_arena>> arenas;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& slot = arenas[threads];
+  if (!slot) slot = std::make_unique<tbb::task_arena>(threads);
+  return *slot;
+}
+#endif
+
+// Runs body(i) for i in [0, n), on `threads` threads; body gets a worker slot < threads.
+template <class Body>
+void parallel(std::int64_t n, int threads, const Body& body) {
+#ifdef ATTUNE_WITH_TBB
+  if (threads > 1 && n > 1) {
+    arena_for(threads).execute([&] {
+      // Grain 1 and work stealing balance unequal (causal) tasks; tasks are ordered costly first.
+      tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, n, 1), [&](const tbb::blocked_range<std::int64_t>& r) {
+        const int slot = tbb::this_task_arena::current_thread_index();
+        for (std::int64_t i = r.begin(); i != r.end(); ++i) body(i, slot);
+      });
+    });
+    return;
+  }
+#endif
+  for (std::int64_t i = 0; i < n; ++i) body(i, 0);
+}
+
+}  // namespace
+
+int default_threads() {
+#ifdef ATTUNE_WITH_TBB
+  return tbb::this_task_arena::max_concurrency();
+#else
+  return 1;
+#endif
+}
+
+void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops) {
+  const std::int64_t group = p.group_size();
+  const std::int64_t hpt = plan.heads_per_task;
+  const std::int64_t positions = std::clamp<std::int64_t>(plan.positions, 1, p.seq_q);
+  const std::int64_t q_tiles = (p.seq_q + positions - 1) / positions;
+  const std::int64_t head_sets = p.batch * p.heads_kv * (group / hpt);
+  const std::int64_t row_sets = head_sets * q_tiles;
+  const std::int64_t splits = std::max<std::int64_t>(plan.splits, 1);
+  const std::int64_t tasks = row_sets * splits;
+  const std::int64_t rows = hpt * positions;
+  const std::int64_t block_kv = std::clamp<std::int64_t>(plan.block_kv, 1, p.seq_kv);
+  const int threads = std::max(plan.threads, 1);
+
+  const std::int64_t scratch_floats = tile_scratch_floats(ops, rows, p.d_k, p.d_v, block_kv);
+  std::vector<AlignedBuffer> scratch;
+  for (int i = 0; i < threads; ++i) scratch.push_back(aligned_floats(scratch_floats));
+  // Partial results of key-range splits: [task][row][d_v] plus max and sum per row.
+  std::vector<float> part_o, part_m, part_l;
+  if (splits > 1) {
+    part_o.resize(static_cast<std::size_t>(tasks * rows * p.d_v));
+    part_m.resize(static_cast<std::size_t>(tasks * rows));
+    part_l.resize(static_cast<std::size_t>(tasks * rows));
+  }
+
+  const float qk_scale = p.effective_scale() * static_cast<float>(1.4426950408889634);  // log2(e)
+  const std::int64_t offset = p.seq_kv - p.seq_q;
+
+  struct RowSet {
+    std::int64_t b, hk, h0, i0, n, kv_end;
+  };
+  auto row_set = [&](std::int64_t s) {
+    // Causal: later query tiles see more keys; run them first (s = 0 is the last tile).
+    const std::int64_t qt = q_tiles - 1 - s % q_tiles;
+    const std::int64_t hs = s / q_tiles;
+    RowSet r;
+    r.b = hs / (p.heads_kv * (group / hpt));
+    const std::int64_t within = hs % (p.heads_kv * (group / hpt));
+    r.hk = within / (group / hpt);
+    r.h0 = r.hk * group + (within % (group / hpt)) * hpt;
+    r.i0 = qt * positions;
+    r.n = std::min(positions, p.seq_q - r.i0);
+    r.kv_end = p.visible_keys(r.i0 + r.n - 1);
+    return r;
+  };
+
+  parallel(tasks, threads, [&](std::int64_t task, int slot) {
+    const RowSet rs = row_set(task / splits);
+    const std::int64_t split = task % splits;
+    // Splits cover [0, kv_end) in equal parts rounded to 16 keys; some may be empty.
+    const std::int64_t chunk = ((rs.kv_end + splits - 1) / splits + 15) / 16 * 16;
+    TileArgs a;
+    a.q = t.q + ((rs.b * p.heads_q + rs.h0) * p.seq_q) * p.d_k;
+    a.k = t.k + ((rs.b * p.heads_kv + rs.hk) * p.seq_kv) * p.d_k;
+    a.v = t.v + ((rs.b * p.heads_kv + rs.hk) * p.seq_kv) * p.d_v;
+    a.out = t.out + ((rs.b * p.heads_q + rs.h0) * p.seq_q) * p.d_v;
+    a.heads = hpt;
+    a.positions = rs.n;
+    a.i0 = rs.i0;
+    a.j_begin = std::min(split * chunk, rs.kv_end);
+    a.j_end = std::min((split + 1) * chunk, rs.kv_end);
+    a.seq_q = p.seq_q;
+    a.d_k = p.d_k;
+    a.d_v = p.d_v;
+    a.causal = p.causal;
+    a.causal_offset = offset;
+    a.qk_scale = qk_scale;
+    a.block_kv = block_kv;
+    a.scratch = scratch[static_cast<std::size_t>(slot)].get();
+    if (splits > 1) {
+      a.part_o = part_o.data() + task * rows * p.d_v;
+      a.part_m = part_m.data() + task * rows;
+      a.part_l = part_l.data() + task * rows;
+    }
+    ops.tile(a);
+  });
+  if (splits == 1) return;
+
+  // Merge splits in a fixed order (deterministic): m = max m_s, w_s = 2^(m_s - m),
+  // O = sum_s w_s O_s / sum_s w_s l_s.
+  parallel(row_sets, threads, [&](std::int64_t s, int) {
+    const RowSet rs = row_set(s);
+    for (std::int64_t r = 0; r < hpt * rs.n; ++r) {
+      const std::int64_t head = r / rs.n, pos = rs.i0 + r % rs.n;
+      float* o = t.out + ((rs.b * p.heads_q + rs.h0 + head) * p.seq_q + pos) * p.d_v;
+      float m = -std::numeric_limits<float>::infinity();
+      for (std::int64_t k = 0; k < splits; ++k) m = std::max(m, part_m[static_cast<std::size_t>((s * splits + k) * rows + r)]);
+      std::fill(o, o + p.d_v, 0.0f);
+      if (m == -std::numeric_limits<float>::infinity()) continue;  // no visible key: zeros
+      float l = 0.0f;
+      for (std::int64_t k = 0; k < splits; ++k) {
+        const std::size_t idx = static_cast<std::size_t>((s * splits + k) * rows + r);
+        const float w = std::exp2(part_m[idx] - m);
+        if (w == 0.0f) continue;
+        l += w * part_l[idx];
+        const float* po = part_o.data() + idx * static_cast<std::size_t>(p.d_v);
+        for (std::int64_t d = 0; d < p.d_v; ++d) o[d] += w * po[d];
+      }
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      for (std::int64_t d = 0; d < p.d_v; ++d) o[d] *= inv;
+    }
+  });
+}
+
+}  // namespace attune::simd

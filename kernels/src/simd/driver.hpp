@@ -1,0 +1,28 @@
+// Runs the per-ISA tile kernel over a whole problem: task enumeration, scratch, threads
+// (oneTBB when built with it), and the exact merge of key-range splits. Written once; the
+// `simd` and `flash` variants differ only in the Plan they pass.
+#pragma once
+
+#include "simd/tile.hpp"
+
+#include <attune/kernel.hpp>
+#include <attune/problem.hpp>
+
+#include <cstdint>
+
+namespace attune::simd {
+
+struct Plan {
+  std::int64_t heads_per_task = 1;  // query heads of one GQA group sharing a task (divides the group)
+  std::int64_t positions = 64;      // query positions per task
+  std::int64_t splits = 1;          // key-range splits per (heads, positions) row set
+  std::int64_t block_kv = 128;      // keys per tile
+  int threads = 1;                  // 1 runs on the calling thread
+};
+
+void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops);
+
+// Worker threads available by default (all cores, or the oneTBB default arena's size).
+int default_threads();
+
+}  // namespace attune::simd

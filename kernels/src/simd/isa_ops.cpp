@@ -1,0 +1,28 @@
+// The table of per-ISA tile kernels, from the ISAs the build compiled (isa_list.inc).
+#include "simd/tile.hpp"
+
+#include <attune/error.hpp>
+
+#include <string>
+
+namespace attune::simd {
+
+#define ATTUNE_ISA(name) const IsaOps& isa_ops_##name();
+#include "isa_list.inc"
+#undef ATTUNE_ISA
+
+const IsaOps& isa_ops(Isa isa) {
+#define ATTUNE_ISA(name) \
+  if (isa == Isa::name) return isa_ops_##name();
+#include "isa_list.inc"
+#undef ATTUNE_ISA
+  throw InvalidArgument("isa '" + std::string(to_string(isa)) + "' is not compiled into this build");
+}
+
+std::int64_t tile_scratch_floats(const IsaOps& ops, std::int64_t rows, std::int64_t d_k, std::int64_t d_v,
+                                 std::int64_t block_kv) {
+  const std::int64_t padded = (rows + ops.lanes - 1) / ops.lanes * ops.lanes;
+  return padded * (d_k + block_kv + d_v + 4);
+}
+
+}  // namespace attune::simd

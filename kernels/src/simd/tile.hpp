@@ -1,0 +1,52 @@
+// The contract between the kernel drivers (compiled without ISA flags: scheduling, threads,
+// split merging) and the per-ISA tile code (compiled once per ISA). Plain data only.
+#pragma once
+
+#include <attune/isa.hpp>
+
+#include <cstdint>
+
+namespace attune::simd {
+
+// One task of the tiled online-softmax algorithm: a set of query rows (heads x positions
+// of one KV head's group) against a key range [j_begin, j_end).
+//
+// Rows: `heads` query heads (consecutive in Q/O) x `positions` query positions from i0.
+// Row r is head r / positions, position i0 + r % positions; Q row at
+// q + (head * seq_q + position) * d_k, O row at out + (head * seq_q + position) * d_v.
+// The rows live in vector lanes ("queries in lanes"): S^T = K Q^T and O^T += V^T P^T, so
+// K and V are read in their natural layout and the softmax is vertical.
+struct TileArgs {
+  const float* q;
+  const float* k;  // key j at k + j * d_k
+  const float* v;  // value j at v + j * d_v
+  float* out;      // final mode: normalised rows written here
+  std::int64_t heads, positions, i0;
+  std::int64_t j_begin, j_end;
+  std::int64_t seq_q, d_k, d_v;
+  bool causal;
+  std::int64_t causal_offset;  // query i sees keys j <= i + causal_offset
+  float qk_scale;              // scale * log2(e): the softmax runs in base 2
+  std::int64_t block_kv;       // keys per tile
+  float* scratch;              // tile_scratch_floats() floats, 64-byte aligned
+  // Partial mode (a split of the key range) when part_o != nullptr: unnormalised O rows
+  // [rows][d_v], running max (base 2) and sum per row, merged by the driver.
+  float* part_o = nullptr;
+  float* part_m = nullptr;
+  float* part_l = nullptr;
+};
+
+struct IsaOps {
+  Isa isa;
+  int lanes;  // query rows per register tile: the row count is padded to a multiple of it
+  void (*tile)(const TileArgs& args);
+  void (*exp2)(const float* x, float* y, std::int64_t n);  // the softmax's exp2, for tests
+};
+
+// Floats of scratch one tile task needs: Q^T, S^T/P^T, O^T and four per-row vectors.
+std::int64_t tile_scratch_floats(const IsaOps& ops, std::int64_t rows, std::int64_t d_k,
+                                 std::int64_t d_v, std::int64_t block_kv);
+// The ops of a compiled ISA; throws InvalidArgument if it is not compiled in.
+const IsaOps& isa_ops(Isa isa);
+
+}  // namespace attune::simd

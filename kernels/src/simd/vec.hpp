@@ -1,0 +1,82 @@
+// The vector operations the SIMD kernels are written against: xsimd's batch<float, Arch> for
+// every ISA, and a one-lane float for the portable `scalar` build of the same code.
+// Included only by per-ISA translation units; everything is templated on the arch, so no
+// symbol compiled with one ISA's flags can be merged into another's code.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace attune::simd {
+// Anonymous: each per-ISA translation unit gets its own copy, so the linker can never pick a
+// copy compiled with wider-ISA flags for another translation unit.
+namespace {
+
+// Tag of the portable build: the same kernel code with one float per "vector".
+struct scalar_arch {};
+
+// exp2 on [-126, 0] and beyond: x is clamped to [-127, 127], n = round(x), f = x - n in
+// [-0.5, 0.5], 2^f by a degree-6 polynomial (relative error 1.6e-8 before float rounding,
+// fitted for this project), and 2^n by building the float's exponent bits. Inputs below -126
+// (including -inf from masked scores) give exactly 0, never a subnormal.
+constexpr float kExp2C[7] = {1.0f,          0.693147182464599609f, 0.240226462483406067f,
+                             0.0555032864212989807f, 0.00961848907172679901f,
+                             0.00133999309036880732f, 0.000153458109707571566f};
+
+template <class Arch>
+struct Vec {
+  using B = xsimd::batch<float, Arch>;
+  using I = xsimd::batch<std::int32_t, Arch>;
+  static constexpr int width = static_cast<int>(B::size);
+
+  static B load(const float* p) { return B::load_unaligned(p); }
+  static void store(float* p, const B& v) { v.store_unaligned(p); }
+  static B set1(float x) { return B(x); }
+  static B fma(const B& a, const B& b, const B& c) { return xsimd::fma(a, b, c); }
+  static B max(const B& a, const B& b) { return xsimd::max(a, b); }
+  // Lanes where keep is false become `other`.
+  static B keep_le(const B& a, const B& limit, const B& value, const B& other) {
+    return xsimd::select(a <= limit, value, other);
+  }
+  static B exp2(const B& x) {
+    const B xc = xsimd::min(xsimd::max(x, B(-127.0f)), B(127.0f));
+    const B n = xsimd::nearbyint(xc);
+    const B f = xc - n;
+    B p(kExp2C[6]);
+    for (int k = 5; k >= 0; --k) p = xsimd::fma(p, f, B(kExp2C[k]));
+    const I bits = (xsimd::to_int(n) + I(127)) << 23;
+    const B scaled = p * xsimd::bitwise_cast<B>(bits);
+    return xsimd::select(x < B(-126.0f), B(0.0f), scaled);
+  }
+};
+
+template <>
+struct Vec<scalar_arch> {
+  using B = float;
+  static constexpr int width = 1;
+
+  static B load(const float* p) { return *p; }
+  static void store(float* p, B v) { *p = v; }
+  static B set1(float x) { return x; }
+  static B fma(B a, B b, B c) { return a * b + c; }
+  static B max(B a, B b) { return a > b ? a : b; }
+  static B keep_le(B a, B limit, B value, B other) { return a <= limit ? value : other; }
+  static B exp2(B x) {
+    if (!(x >= -126.0f)) return x != x ? x : 0.0f;  // NaN stays NaN; -inf and tiny give 0
+    const float xc = x < -127.0f ? -127.0f : (x > 127.0f ? 127.0f : x);
+    const float n = std::nearbyint(xc);
+    const float f = xc - n;
+    float p = kExp2C[6];
+    for (int k = 5; k >= 0; --k) p = p * f + kExp2C[k];
+    const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) * (1 << 23);
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+  }
+};
+
+}  // namespace
+}  // namespace attune::simd
