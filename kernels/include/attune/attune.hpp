@@ -6,5 +6,6 @@
 #include <attune/isa.hpp>
 #include <attune/kernel.hpp>
 #include <attune/npy.hpp>
+#include <attune/probes.hpp>
 #include <attune/problem.hpp>
 #include <attune/version.hpp>

@@ -41,6 +41,9 @@ struct IsaOps {
   int lanes;  // query rows per register tile: the row count is padded to a multiple of it
   void (*tile)(const TileArgs& args);
   void (*exp2)(const float* x, float* y, std::int64_t n);  // the softmax's exp2, for tests
+  // Peak probe: `iterations` rounds of independent multiply-adds on registers; returns the
+  // FLOPs done (2 per lane per multiply-add) so the caller can time it.
+  double (*fma_probe)(std::int64_t iterations);
 };
 
 // Floats of scratch one tile task needs: Q^T, S^T/P^T, O^T and four per-row vectors.

@@ -180,6 +180,26 @@ void exp2_array(const float* x, float* y, std::int64_t n) {
   for (; i < n; ++i) y[i] = Vec<scalar_arch>::exp2(x[i]);
 }
 
+template <class Arch>
+double fma_probe(std::int64_t iterations) {
+  using V = Vec<Arch>;
+  // 12 independent accumulators cover the FMA latency x throughput of current cores.
+  constexpr int kChains = 12;
+  typename V::B acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = V::set1(static_cast<float>(i) * 1e-3f);
+  const auto a = V::set1(0.999999f), b = V::set1(1e-7f);
+  for (std::int64_t it = 0; it < iterations; ++it) {
+    for (int i = 0; i < kChains; ++i) acc[i] = V::fma(acc[i], a, b);
+  }
+  float sink[V::width];
+  auto total = acc[0];
+  for (int i = 1; i < kChains; ++i) total = total + acc[i];
+  V::store(sink, total);
+  volatile float keep = sink[0];  // the result must look used
+  (void)keep;
+  return 2.0 * kChains * V::width * static_cast<double>(iterations);
+}
+
 }  // namespace
 }  // namespace attune::simd
 
@@ -188,7 +208,8 @@ void exp2_array(const float* x, float* y, std::int64_t n) {
   namespace attune::simd {                                                                  \
   const IsaOps& isa_ops_##name() {                                                          \
     static const IsaOps ops{Isa::name, static_cast<int>(TileKernel<arch, mr, nv>::L),       \
-                            &TileKernel<arch, mr, nv>::run, &exp2_array<arch>};             \
+                            &TileKernel<arch, mr, nv>::run, &exp2_array<arch>,    \
+                            &fma_probe<arch>};             \
     return ops;                                                                             \
   }                                                                                         \
   }

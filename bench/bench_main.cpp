@@ -1,0 +1,235 @@
+// attune_bench: every runnable (kernel, isa) pair over a preset grid of shapes and thread
+// counts, with FLOP/s, bytes/s and the fraction of the machine's peak measured by probes in
+// the same process. All --benchmark_* flags work; attune's own flags are listed by --help.
+//
+// Names: attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/t:T
+#include <attune/attune.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+struct Shape {
+  std::int64_t batch, heads_q, heads_kv, seq_q, seq_kv, d;
+  bool causal;
+};
+
+// Presets: quick ~2 min, standard ~15 min, full: the whole grid of the bench issue.
+std::vector<Shape> preset_shapes(const std::string& preset) {
+  std::vector<Shape> out;
+  auto square = [&](std::vector<std::int64_t> seqs, std::vector<std::int64_t> heads, std::vector<std::int64_t> dks,
+                    std::vector<bool> causals) {
+    for (bool c : causals)
+      for (auto d : dks)
+        for (auto h : heads)
+          for (auto s : seqs) out.push_back({1, h, h, s, s, d, c});
+  };
+  if (preset == "quick") {
+    square({128, 512, 2048}, {8}, {64, 128}, {false, true});
+    out.push_back({1, 32, 8, 1, 8192, 128, false});   // decode, grouped-query
+    out.push_back({1, 8, 2, 512, 512, 128, true});    // grouped-query prefill
+  } else if (preset == "standard") {
+    square({128, 256, 512, 1024, 2048, 4096}, {8}, {64, 128}, {false, true});
+    square({512, 2048}, {1, 32}, {32, 256}, {false, true});
+    for (std::int64_t kv : {1024, 8192, 32768}) out.push_back({1, 32, 8, 1, kv, 128, false});
+    out.push_back({1, 32, 32, 1, 8192, 128, false});
+    out.push_back({1, 32, 8, 2048, 2048, 128, true});
+  } else if (preset == "full") {
+    square({128, 256, 512, 1024, 2048, 4096, 8192}, {1, 8, 32}, {32, 64, 128, 256}, {false, true});
+    for (std::int64_t kv : {1024, 4096, 8192, 16384, 32768})
+      for (std::int64_t hkv : {32, 8}) out.push_back({1, 32, hkv, 1, kv, 128, false});
+    for (std::int64_t s : {512, 2048}) out.push_back({1, 32, 8, s, s, 128, true});
+  }
+  return out;
+}
+
+double g_budget_seconds = 0.0;  // 0: unlimited
+const auto g_start = std::chrono::steady_clock::now();
+std::map<std::pair<attune::Isa, int>, double> g_peak;  // GFLOP/s per (isa, threads)
+
+void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune::Isa isa, Shape s, int threads) {
+  if (g_budget_seconds > 0 &&
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - g_start).count() > g_budget_seconds) {
+    state.SkipWithError("time budget exhausted");
+    return;
+  }
+  attune::Problem p;
+  p.batch = s.batch;
+  p.heads_q = s.heads_q;
+  p.heads_kv = s.heads_kv;
+  p.seq_q = s.seq_q;
+  p.seq_kv = s.seq_kv;
+  p.d_k = p.d_v = s.d;
+  p.causal = s.causal;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  std::vector<float> q(p.q_elements()), k(p.k_elements()), v(p.v_elements()), out(p.out_elements());
+  for (auto* x : {&q, &k, &v})
+    for (float& e : *x) e = normal(rng);
+  attune::Options o;
+  o.kernel = std::string(kernel->name());
+  o.isa = isa;
+  o.config.threads = threads;
+  try {
+    attune::attention(p, q.data(), k.data(), v.data(), out.data(), o);  // warm-up and validation
+  } catch (const attune::Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  for (auto _ : state) {
+    attune::attention(p, q.data(), k.data(), v.data(), out.data(), o);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  const double flops = p.flops();
+  state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bytes_per_second"] = benchmark::Counter(p.min_bytes(), benchmark::Counter::kIsIterationInvariantRate);
+  // Fraction of the measured FMA peak of the best ISA at this thread count.
+  const double peak = g_peak[{attune::default_isa(), threads}] * 1e9;
+  if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(flops / peak, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+std::string name_of(const attune::Kernel* k, attune::Isa isa, const Shape& s, int t) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "attention/%s/%s/b:%lld/hq:%lld/hkv:%lld/sq:%lld/skv:%lld/d:%lld/causal:%d/t:%d",
+                std::string(k->name()).c_str(), std::string(attune::to_string(isa)).c_str(), (long long)s.batch,
+                (long long)s.heads_q, (long long)s.heads_kv, (long long)s.seq_q, (long long)s.seq_kv, (long long)s.d,
+                s.causal ? 1 : 0, t);
+  return buf;
+}
+
+std::string now_utc() {
+  char buf[64];
+  const std::time_t t = std::time(nullptr);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+void usage() {
+  std::printf(
+      "usage: attune_bench [--preset quick|standard|full] [--budget SECONDS] [--no-probes] [--benchmark_*...]\n"
+      "  --preset   shape grid (default quick: ~2 min on 2 cores; standard ~15 min)\n"
+      "  --budget   skip the remaining benchmarks after this many seconds\n"
+      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/t:\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string preset = "quick";
+  bool probes = true;
+  std::vector<char*> rest = {argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](const char* flag) -> std::string {
+      const std::string f = flag;
+      if (a.rfind(f + "=", 0) == 0) return a.substr(f.size() + 1);
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "error: %s needs a value\n", flag);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      usage();
+      return 0;
+    } else if (a.rfind("--preset", 0) == 0) {
+      preset = value("--preset");
+    } else if (a.rfind("--budget", 0) == 0) {
+      const std::string v = value("--budget");
+      char* end = nullptr;
+      g_budget_seconds = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || g_budget_seconds <= 0) {
+        std::fprintf(stderr, "error: --budget '%s' is not a positive number of seconds\n", v.c_str());
+        return 2;
+      }
+    } else if (a == "--no-probes") {
+      probes = false;
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  const auto shapes = preset_shapes(preset);
+  if (shapes.empty()) {
+    std::fprintf(stderr, "error: unknown preset '%s' (quick, standard, full)\n", preset.c_str());
+    return 2;
+  }
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<int> thread_counts = {1};
+  if (cores > 1) thread_counts.push_back(cores);
+
+  int rest_argc = static_cast<int>(rest.size());
+  benchmark::Initialize(&rest_argc, rest.data());
+  if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 2;
+
+  benchmark::AddCustomContext("attune_version", std::string(attune::version()));
+  benchmark::AddCustomContext("attune_git_revision", std::string(attune::git_revision()));
+  benchmark::AddCustomContext("attune_compiler", std::string(attune::compiler()));
+  benchmark::AddCustomContext("attune_flags", std::string(attune::compile_flags()));
+  benchmark::AddCustomContext("attune_build_type", std::string(attune::build_type()));
+  benchmark::AddCustomContext("cpu_model", std::string(attune::cpu_model()));
+  benchmark::AddCustomContext("cores", std::to_string(cores));
+  std::string isas;
+  for (attune::Isa i : attune::runnable_isas()) isas += (isas.empty() ? "" : ",") + std::string(attune::to_string(i));
+  benchmark::AddCustomContext("isa_runnable", isas);
+  benchmark::AddCustomContext("isa_default", std::string(attune::to_string(attune::default_isa())));
+  benchmark::AddCustomContext("preset", preset);
+  benchmark::AddCustomContext("date", now_utc());
+
+  if (probes) {
+    std::fprintf(stderr, "probes: FMA peak per ISA and thread count, stream triad ...\n");
+    for (attune::Isa isa : attune::runnable_isas()) {
+      for (int t : thread_counts) {
+        const auto r = attune::probe_fma_peak(isa, t);
+        g_peak[{isa, t}] = r.median;
+        const std::string key = "peak_gflops_" + std::string(attune::to_string(isa)) + "_t" + std::to_string(t);
+        benchmark::AddCustomContext(key, std::to_string(r.median));
+        std::fprintf(stderr, "  %-28s %8.1f GFLOP/s (min %.1f, max %.1f)\n", key.c_str(), r.median, r.min, r.max);
+      }
+    }
+    for (int t : thread_counts) {
+      const auto r = attune::probe_triad(t);
+      const std::string key = "triad_gbps_t" + std::to_string(t);
+      benchmark::AddCustomContext(key, std::to_string(r.median));
+      std::fprintf(stderr, "  %-28s %8.1f GB/s (min %.1f, max %.1f)\n", key.c_str(), r.median, r.min, r.max);
+    }
+  }
+
+  for (const Shape& s : shapes) {
+    attune::Problem p;
+    p.heads_q = s.heads_q;
+    p.heads_kv = s.heads_kv;
+    p.seq_q = s.seq_q;
+    p.seq_kv = s.seq_kv;
+    p.d_k = p.d_v = s.d;
+    p.causal = s.causal;
+    for (const attune::Kernel* k : attune::kernels()) {
+      // naive and the scalar builds only where they finish quickly.
+      const bool slow = k->name() == "naive" || k->name() == "blocked";
+      if (slow && p.flops() > 2e9) continue;
+      for (attune::Isa isa : attune::runnable_isas(*k)) {
+        if (isa == attune::Isa::scalar && k->name() != "naive" && k->name() != "blocked" && p.flops() > 2e9) continue;
+        const bool threaded = k->name() == "flash";
+        for (int t : thread_counts) {
+          if (t > 1 && !threaded) continue;
+          benchmark::RegisterBenchmark(name_of(k, isa, s, t).c_str(), run_attention, k, isa, s, t)
+              ->UseRealTime()
+              ->Unit(benchmark::kMillisecond);
+        }
+      }
+    }
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

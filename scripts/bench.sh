@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's main command: installs what is missing, builds Release, checks every kernel
+# against the float64 reference, then benchmarks them and writes the results into
+# results/<host>-<date>/ (a new folder each run; earlier runs are never overwritten).
+# Usage: scripts/bench.sh [--preset quick|standard|full] [extra attune_bench flags]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+
+stamp="$(date -u +%Y%m%d-%H%M%S)"
+out="results/$(hostname -s)-$stamp"
+n=1
+while [ -e "$out" ]; do out="results/$(hostname -s)-$stamp-$((n++))"; done
+mkdir -p "$out"
+
+echo "== machine"
+build/bin/attune info | tee "$out/info.txt"
+echo "== verification against the float64 reference"
+build/bin/attune verify | tee "$out/verify.txt"
+if [ -x build/bin/attune_bench ]; then
+  echo "== benchmarks (progress on stderr)"
+  build/bin/attune_bench --benchmark_out="$out/bench.json" --benchmark_out_format=json "$@"
+fi
+echo "results: $out"
