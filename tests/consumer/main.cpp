@@ -15,6 +15,9 @@ int main() {
   std::vector<float> q(p.q_elements(), 0.1f), k(p.k_elements(), 0.2f), v(p.v_elements(), 1.0f);
   std::vector<float> out(p.out_elements());
   attune::attention(p, q.data(), k.data(), v.data(), out.data());  // kernel "auto"
+  // An explicit kernel, ISA and config: block_q 64, block_kv 128, 2 threads.
+  attune::attention(p, q.data(), k.data(), v.data(), out.data(),
+                    {"flash", attune::default_isa(), {64, 128, 2}});
   // Equal keys give uniform weights; each output is then the mean of V rows = 1.
   for (float x : out) {
     if (std::abs(x - 1.0f) > 1e-5f) {
