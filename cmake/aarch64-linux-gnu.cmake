@@ -16,7 +16,9 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 
 # Static executables need no AArch64 loader or libc at run time, so qemu runs them without -L
 # or QEMU_LD_PREFIX (and the -L / multiarch ld.so mismatch that hangs at thread creation cannot
-# happen). Libraries stay as they are; only the final link of executables changes.
+# happen). Libraries stay as they are; only the final link of executables changes. The linker's
+# "getaddrinfo in statically linked applications" warning comes from GoogleTest's unused
+# streaming listener and is harmless here.
 set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
 
 # ctest runs the tests through qemu; without it the cross build still works, the tests cannot run.

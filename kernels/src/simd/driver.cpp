@@ -88,7 +88,8 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   const std::int64_t block_kv = std::clamp<std::int64_t>(plan.block_kv, 1, p.seq_kv);
   const int threads = std::max(plan.threads, 1);
 
-  const std::int64_t scratch_floats = tile_scratch_floats(ops, rows, p.d_k, p.d_v, block_kv);
+  const TileFn& fn = ops.tile_for(rows);
+  const std::int64_t scratch_floats = tile_scratch_floats(fn, rows, p.d_k, p.d_v, block_kv);
   std::vector<AlignedBuffer> scratch;
   for (int i = 0; i < threads; ++i) scratch.push_back(aligned_floats(scratch_floats));
   // Partial results of key-range splits: [task][row][d_v] plus max and sum per row.
@@ -148,7 +149,7 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
       a.part_m = part_m.data() + task * rows;
       a.part_l = part_l.data() + task * rows;
     }
-    ops.tile(a);
+    fn.run(a);
   });
   if (splits == 1) return;
 

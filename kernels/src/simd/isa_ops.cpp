@@ -19,9 +19,9 @@ const IsaOps& isa_ops(Isa isa) {
   throw InvalidArgument("isa '" + std::string(to_string(isa)) + "' is not compiled into this build");
 }
 
-std::int64_t tile_scratch_floats(const IsaOps& ops, std::int64_t rows, std::int64_t d_k, std::int64_t d_v,
+std::int64_t tile_scratch_floats(const TileFn& fn, std::int64_t rows, std::int64_t d_k, std::int64_t d_v,
                                  std::int64_t block_kv) {
-  const std::int64_t padded = (rows + ops.lanes - 1) / ops.lanes * ops.lanes;
+  const std::int64_t padded = (rows + fn.lanes - 1) / fn.lanes * fn.lanes;
   return padded * (d_k + block_kv + d_v + 4);
 }
 

@@ -36,10 +36,18 @@ struct TileArgs {
   float* part_l = nullptr;
 };
 
+// One instantiation of the tile kernel: its register tile's row count and entry point.
+struct TileFn {
+  int lanes;  // query rows per register tile: the row count is padded to a multiple of it
+  void (*run)(const TileArgs& args);
+};
+
 struct IsaOps {
   Isa isa;
-  int lanes;  // query rows per register tile: the row count is padded to a multiple of it
-  void (*tile)(const TileArgs& args);
+  TileFn wide;    // several vectors of rows per register tile: prefill
+  TileFn narrow;  // one vector of rows: decoding and other tasks with few rows
+  // The instantiation that wastes the fewest lanes on `rows` rows.
+  const TileFn& tile_for(std::int64_t rows) const { return rows <= narrow.lanes ? narrow : wide; }
   void (*exp2)(const float* x, float* y, std::int64_t n);  // the softmax's exp2, for tests
   // Peak probe: `iterations` rounds of independent multiply-adds on registers; returns the
   // FLOPs done (2 per lane per multiply-add) so the caller can time it.
@@ -47,7 +55,7 @@ struct IsaOps {
 };
 
 // Floats of scratch one tile task needs: Q^T, S^T/P^T, O^T and four per-row vectors.
-std::int64_t tile_scratch_floats(const IsaOps& ops, std::int64_t rows, std::int64_t d_k,
+std::int64_t tile_scratch_floats(const TileFn& fn, std::int64_t rows, std::int64_t d_k,
                                  std::int64_t d_v, std::int64_t block_kv);
 // The ops of a compiled ISA; throws InvalidArgument if it is not compiled in.
 const IsaOps& isa_ops(Isa isa);
