@@ -49,7 +49,7 @@ tbb::task_arena& arena_for(int threads) {
 
 // Runs body(i) for i in [0, n), on `threads` threads; body gets a worker slot < threads.
 template <class Body>
-void parallel(std::int64_t n, int threads, const Body& body) {
+void parallel(std::int64_t n, [[maybe_unused]] int threads, const Body& body) {  // unused without TBB
 #ifdef ATTUNE_WITH_TBB
   if (threads > 1 && n > 1) {
     arena_for(threads).execute([&] {
