@@ -21,5 +21,12 @@ build/bin/attune verify | tee "$out/verify.txt"
 if [ -x build/bin/attune_bench ]; then
   echo "== benchmarks (progress on stderr)"
   build/bin/attune_bench --benchmark_out="$out/bench.json" --benchmark_out_format=json "$@"
+  # PyTorch's SDPA as a peer on the same shapes, when torch is importable (optional).
+  for py in python3 /usr/bin/python3; do
+    if "$py" -c "import torch" 2>/dev/null; then
+      "$py" bench/pytorch_sdpa.py "$out/bench.json" "$out/pytorch.json"
+      break
+    fi
+  done
 fi
 echo "results: $out"

@@ -86,7 +86,9 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   const std::int64_t tasks = row_sets * splits;
   const std::int64_t rows = hpt * positions;
   const std::int64_t block_kv = std::clamp<std::int64_t>(plan.block_kv, 1, p.seq_kv);
-  const int threads = std::max(plan.threads, 1);
+  // More threads than cores or tasks only adds scratch: oneTBB would not run them anyway.
+  const int threads = static_cast<int>(std::clamp<std::int64_t>(
+      std::min<std::int64_t>(plan.threads, tasks), 1, std::max(1u, std::thread::hardware_concurrency())));
 
   const TileFn& fn = ops.tile_for(rows);
   const std::int64_t scratch_floats = tile_scratch_floats(fn, rows, p.d_k, p.d_v, block_kv);

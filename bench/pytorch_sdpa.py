@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""PyTorch's CPU scaled_dot_product_attention as a peer, on the shapes of an attune bench run.
+
+Reads the attune bench JSON (for its shapes and thread counts), times
+torch.nn.functional.scaled_dot_product_attention on the same shapes, and writes Google
+Benchmark-compatible JSON with names attention/pytorch/native/... so the report merges it.
+Without torch it prints why and exits 0 (the peer is optional).
+
+usage: pytorch_sdpa.py BENCH.json OUT.json [--min-time SECONDS] [--repetitions N]
+"""
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+NAME = re.compile(r"^attention/[^/]+/[^/]+/b:(\d+)/hq:(\d+)/hkv:(\d+)/sq:(\d+)/skv:(\d+)/d:(\d+)/causal:([01])/t:(\d+)")
+
+
+def flops(b, hq, sq, skv, d, causal):
+    if causal:
+        pairs = sum(max(0, min(skv, i + skv - sq + 1)) for i in range(sq))
+    else:
+        pairs = sq * skv
+    return 4.0 * b * hq * pairs * d
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bench_json")
+    ap.add_argument("out_json")
+    ap.add_argument("--min-time", type=float, default=0.2)
+    ap.add_argument("--repetitions", type=int, default=3)
+    args = ap.parse_args()
+    try:
+        import torch  # noqa: F401
+        import torch.nn.functional as F
+    except ImportError:
+        print("pytorch peer: skipped (torch is not importable; pip install torch to add it)", file=sys.stderr)
+        return 0
+    try:
+        with open(args.bench_json) as f:
+            bench = json.load(f)
+        names = [b["name"] for b in bench["benchmarks"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: cannot read bench JSON {args.bench_json}: {e}", file=sys.stderr)
+        return 1
+    shapes = sorted({tuple(int(x) for x in m.groups()) for m in map(NAME.match, names) if m})
+    results = []
+    for i, (b, hq, hkv, sq, skv, d, causal, threads) in enumerate(shapes):
+        torch.set_num_threads(threads)
+        q = torch.randn(b, hq, sq, d)
+        k = torch.randn(b, hkv, skv, d)
+        v = torch.randn(b, hkv, skv, d)
+        if hkv != hq:  # older torch has no enable_gqa: expand K/V heads as users do
+            k = k.repeat_interleave(hq // hkv, dim=1)
+            v = v.repeat_interleave(hq // hkv, dim=1)
+        # PyTorch's is_causal aligns the first query with the first key; attune aligns the last
+        # with the last. They agree when seq_q == seq_kv; otherwise pass attune's mask explicitly.
+        mask = None
+        if causal and sq != skv:
+            qi = torch.arange(sq).unsqueeze(1)
+            kj = torch.arange(skv).unsqueeze(0)
+            mask = kj <= qi + (skv - sq)
+        run = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=bool(causal and mask is None))
+        run()
+        name = f"attention/pytorch/native/b:{b}/hq:{hq}/hkv:{hkv}/sq:{sq}/skv:{skv}/d:{d}/causal:{causal}/t:{threads}/real_time"
+        for rep in range(args.repetitions):
+            iters, start = 0, time.perf_counter()
+            while time.perf_counter() - start < args.min_time:
+                run()
+                iters += 1
+            seconds = (time.perf_counter() - start) / iters
+            fl = flops(b, hq, sq, skv, d, causal)
+            results.append({"name": name, "run_name": name, "run_type": "iteration", "repetitions": args.repetitions,
+                            "repetition_index": rep, "iterations": iters, "real_time": seconds * 1e3,
+                            "cpu_time": seconds * 1e3, "time_unit": "ms", "FLOPS": fl / seconds,
+                            "bytes_per_second": 4.0 * (b * hq * sq * d * 2 + b * hkv * skv * d * 2) / seconds})
+        print(f"pytorch peer: {i + 1}/{len(shapes)} {name}", file=sys.stderr)
+    out = {"context": dict(bench.get("context", {}), peer="pytorch", torch_version=torch.__version__),
+           "benchmarks": results}
+    tmp = args.out_json + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, args.out_json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
