@@ -168,6 +168,11 @@ int main(int argc, char** argv) {
   std::vector<int> thread_counts = {1};
   if (cores > 1) thread_counts.push_back(cores);
 
+  // The quick preset trades a little precision for its ~2 minute budget, unless told otherwise.
+  bool has_min_time = false;
+  for (char* a : rest) has_min_time |= std::strncmp(a, "--benchmark_min_time", 20) == 0;
+  static char quick_min_time[] = "--benchmark_min_time=0.2";
+  if (preset == "quick" && !has_min_time) rest.push_back(quick_min_time);
   int rest_argc = static_cast<int>(rest.size());
   benchmark::Initialize(&rest_argc, rest.data());
   if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 2;
