@@ -189,6 +189,9 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("isa_runnable", isas);
   benchmark::AddCustomContext("isa_default", std::string(attune::to_string(attune::default_isa())));
   benchmark::AddCustomContext("preset", preset);
+  // No tuner yet: `auto` and every kernel run their built-in default tiles.
+  benchmark::AddCustomContext("tuned_table", "none (built-in defaults)");
+  benchmark::AddCustomContext("attune_format", "1");
   benchmark::AddCustomContext("date", now_utc());
 
   if (probes) {
