@@ -212,15 +212,16 @@ double fma_probe(std::int64_t iterations) {
 }  // namespace attune::simd
 
 // Defines attune::simd::isa_ops_<name>() for one ISA: its tag type and register tile (MR keys
-// or value columns x NV vectors of query rows; the narrow form uses one vector of rows).
+// or value columns x NV vectors of query rows; the narrow form uses 8 x one vector of rows,
+// 8 dividing the usual head dims so no scalar tail runs there).
 #define ATTUNE_DEFINE_ISA_OPS(name, arch, mr, nv)                                        \
   namespace attune::simd {                                                               \
   const IsaOps& isa_ops_##name() {                                                       \
     static const IsaOps ops{Isa::name,                                                   \
                             {static_cast<int>(TileKernel<arch, mr, nv>::L),              \
                              &TileKernel<arch, mr, nv>::run},                            \
-                            {static_cast<int>(TileKernel<arch, 2 * mr, 1>::L),           \
-                             &TileKernel<arch, 2 * mr, 1>::run},                         \
+                            {static_cast<int>(TileKernel<arch, 8, 1>::L),           \
+                             &TileKernel<arch, 8, 1>::run},                         \
                             &exp2_array<arch>, &fma_probe<arch>};                        \
     return ops;                                                                          \
   }                                                                                      \
