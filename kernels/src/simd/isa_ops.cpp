@@ -22,7 +22,8 @@ const IsaOps& isa_ops(Isa isa) {
 std::int64_t tile_scratch_floats(const TileFn& fn, std::int64_t rows, std::int64_t d_k, std::int64_t d_v,
                                  std::int64_t block_kv) {
   const std::int64_t padded = (rows + fn.lanes - 1) / fn.lanes * fn.lanes;
-  return padded * (d_k + block_kv + d_v + 4);
+  // + 20 per row: the decoding form pads each score row to whole vectors (up to 16 floats).
+  return padded * (d_k + block_kv + d_v + 4 + 20);
 }
 
 }  // namespace attune::simd

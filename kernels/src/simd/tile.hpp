@@ -44,10 +44,15 @@ struct TileFn {
 
 struct IsaOps {
   Isa isa;
-  TileFn wide;    // several vectors of rows per register tile: prefill
-  TileFn narrow;  // one vector of rows: decoding and other tasks with few rows
-  // The instantiation that wastes the fewest lanes on `rows` rows.
-  const TileFn& tile_for(std::int64_t rows) const { return rows <= narrow.lanes ? narrow : wide; }
+  // Instantiations from the fewest rows to the most: the decoding (dot-product) forms, a
+  // narrow tile of one vector of rows, the wide prefill tile.
+  TileFn tiles[4];
+  // The smallest instantiation that holds `rows` rows (the widest for anything larger).
+  const TileFn& tile_for(std::int64_t rows) const {
+    for (const TileFn& t : tiles)
+      if (rows <= t.lanes) return t;
+    return tiles[3];
+  }
   void (*exp2)(const float* x, float* y, std::int64_t n);  // the softmax's exp2, for tests
   // Peak probe: `iterations` rounds of independent multiply-adds on registers; returns the
   // FLOPs done (2 per lane per multiply-add) so the caller can time it.

@@ -180,6 +180,159 @@ struct TileKernel {
   }
 };
 
+// The decoding form, for tasks of at most R rows (one query of a few grouped heads): vectors
+// run along d, so every K or V vector loaded serves all R rows and no lane idles.
+//   s[r][j] = sum_d Q[r][d] K[j][d]     (two keys per step; lanes summed W keys at a time)
+//   o[r][:] <- o[r][:] * alpha[r] + sum_j p[r][j] V[j][:]
+// Scratch: Q R x d_k, O R x d_v, scores R x (block_kv + W), m and l R each.
+template <class Arch, int R>
+struct DotKernel {
+  using V = Vec<Arch>;
+  using B = typename V::B;
+  using S = Vec<scalar_arch>;
+  static constexpr int W = V::width;
+  static constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  static constexpr int kPrefetchRows = 16;
+
+  // Dot products of NK keys (from key j) with every row, full vectors of d only; the sums of
+  // the lanes land in lanes[r][slot..slot+NK) for a later transpose-add.
+  template <int NK>
+  static void qk(const TileArgs& a, const float* q, std::int64_t j, B (*lanes)[W], int slot) {
+    B acc[R][NK];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < NK; ++t) acc[r][t] = V::set1(0.0f);
+    const float* krow = a.k + j * a.d_k;
+    // Decoding streams K and V from memory once: prefetch whole rows, K a few rows ahead and
+    // the V rows the PV pass of this tile will read.
+    for (int t = 0; t < NK; ++t) {
+      for (std::int64_t d = 0; d < a.d_k; d += 16) __builtin_prefetch(krow + (kPrefetchRows + t) * a.d_k + d);
+      for (std::int64_t d = 0; d < a.d_v; d += 16) __builtin_prefetch(a.v + (j + t) * a.d_v + d);
+    }
+    std::int64_t d = 0;
+    for (; d + W <= a.d_k; d += W) {
+      B kv[NK];
+      for (int t = 0; t < NK; ++t) kv[t] = V::load(krow + t * a.d_k + d);
+      for (int r = 0; r < R; ++r) {
+        const B qv = V::load(q + r * a.d_k + d);
+        for (int t = 0; t < NK; ++t) acc[r][t] = V::fma(qv, kv[t], acc[r][t]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < NK; ++t) lanes[r][slot + t] = acc[r][t];
+  }
+
+  static void run(const TileArgs& a) {
+    const std::int64_t rows = a.heads * a.positions;  // <= R
+    float* q = a.scratch;                              // [R][d_k], scaled, zero rows past `rows`
+    float* o = q + R * a.d_k;                          // [R][d_v]
+    const std::int64_t s_stride = a.block_kv + W;
+    float* s = o + R * a.d_v;                          // [R][block_kv + W]
+    float* m = s + R * s_stride;
+    float* l = m + R;
+    float limit[R];
+    for (int r = 0; r < R; ++r) {
+      const bool real = r < rows;
+      const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
+      const float* qrow = a.q + (head * a.seq_q + pos) * a.d_k;
+      for (std::int64_t d = 0; d < a.d_k; ++d) q[r * a.d_k + d] = real ? qrow[d] * a.qk_scale : 0.0f;
+      for (std::int64_t d = 0; d < a.d_v; ++d) o[r * a.d_v + d] = 0.0f;
+      m[r] = kNegInf;
+      l[r] = 0.0f;
+      limit[r] = real ? static_cast<float>(a.causal ? pos + a.causal_offset : a.j_end) : -1.0f;
+    }
+    std::int64_t j_end = a.j_end;
+    if (a.causal) j_end = imin(j_end, a.i0 + a.positions - 1 + a.causal_offset + 1);
+    const std::int64_t d_full = a.d_k / W * W;
+
+    for (std::int64_t j0 = a.j_begin; j0 < j_end; j0 += a.block_kv) {
+      const std::int64_t cols = imin(a.block_kv, j_end - j0);
+      // Scores, W keys at a time: two-key steps fill `lanes`, one transpose-add per row.
+      for (std::int64_t g = 0; g < cols; g += W) {
+        B lanes[R][W];
+        const int n = static_cast<int>(imin(W, cols - g));
+        int t = 0;
+        for (; t + 2 <= n; t += 2) qk<2>(a, q, j0 + g + t, lanes, t);
+        for (; t < n; ++t) qk<1>(a, q, j0 + g + t, lanes, t);
+        for (int r = 0; r < R; ++r) {
+          for (int u = n; u < W; ++u) lanes[r][u] = V::set1(0.0f);
+          float* srow = s + r * s_stride + g;
+          V::hsum_rows(lanes[r], srow);
+          for (int u = 0; u < n; ++u) {
+            const std::int64_t j = j0 + g + u;
+            float dot = srow[u];
+            for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * a.k[j * a.d_k + d];
+            srow[u] = static_cast<float>(j) <= limit[r] ? dot : kNegInf;
+          }
+        }
+      }
+      // Softmax per row over the tile (padded to whole vectors with -inf, which give 0).
+      const std::int64_t cols_v = (cols + W - 1) / W * W;
+      float alpha[R];
+      for (int r = 0; r < R; ++r) {
+        float* srow = s + r * s_stride;
+        for (std::int64_t u = cols; u < cols_v; ++u) srow[u] = kNegInf;
+        B vmax = V::set1(kNegInf);
+        for (std::int64_t u = 0; u < cols_v; u += W) vmax = V::max(vmax, V::load(srow + u));
+        const float m_new = S::max(m[r], V::hmax(vmax));
+        const float m_use = m_new == kNegInf ? 0.0f : m_new;  // no key seen yet: 2^-inf = 0
+        alpha[r] = S::exp2(m[r] - m_use);
+        B sum = V::set1(0.0f);
+        const B mv = V::set1(m_use);
+        for (std::int64_t u = 0; u < cols_v; u += W) {
+          const B p = V::exp2(V::load(srow + u) - mv);
+          V::store(srow + u, p);
+          sum = sum + p;
+        }
+        l[r] = l[r] * alpha[r] + V::hsum(sum);
+        m[r] = m_new;
+      }
+      // O <- O * alpha + P V, two vectors of d_v at a time; a scalar tail for the rest.
+      const float* vt = a.v + j0 * a.d_v;
+      std::int64_t d0 = 0;
+      for (; d0 + 2 * W <= a.d_v; d0 += 2 * W) pv<2>(a, o, s, s_stride, vt, cols, d0, alpha);
+      for (; d0 + W <= a.d_v; d0 += W) pv<1>(a, o, s, s_stride, vt, cols, d0, alpha);
+      for (; d0 < a.d_v; ++d0) {
+        for (int r = 0; r < R; ++r) {
+          float acc = o[r * a.d_v + d0] * alpha[r];
+          for (std::int64_t j = 0; j < cols; ++j) acc += s[r * s_stride + j] * vt[j * a.d_v + d0];
+          o[r * a.d_v + d0] = acc;
+        }
+      }
+    }
+
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::int64_t head = r / a.positions, pos = a.i0 + r % a.positions;
+      if (a.part_o != nullptr) {
+        for (std::int64_t d = 0; d < a.d_v; ++d) a.part_o[r * a.d_v + d] = o[r * a.d_v + d];
+        a.part_m[r] = m[r];
+        a.part_l[r] = l[r];
+      } else {
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // no visible key: zeros
+        float* orow = a.out + (head * a.seq_q + pos) * a.d_v;
+        for (std::int64_t d = 0; d < a.d_v; ++d) orow[d] = o[r * a.d_v + d] * inv;
+      }
+    }
+  }
+
+  template <int NV>
+  static void pv(const TileArgs& a, float* o, const float* s, std::int64_t s_stride, const float* vt,
+                 std::int64_t cols, std::int64_t d0, const float* alpha) {
+    B acc[R][NV];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < NV; ++t) acc[r][t] = V::load(o + r * a.d_v + d0 + t * W) * V::set1(alpha[r]);
+    for (std::int64_t j = 0; j < cols; ++j) {
+      B vv[NV];
+      for (int t = 0; t < NV; ++t) vv[t] = V::load(vt + j * a.d_v + d0 + t * W);
+      for (int r = 0; r < R; ++r) {
+        const B pb = V::set1(s[r * s_stride + j]);
+        for (int t = 0; t < NV; ++t) acc[r][t] = V::fma(pb, vv[t], acc[r][t]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < NV; ++t) V::store(o + r * a.d_v + d0 + t * W, acc[r][t]);
+  }
+};
+
 template <class Arch>
 void exp2_array(const float* x, float* y, std::int64_t n) {
   using V = Vec<Arch>;
@@ -212,16 +365,19 @@ double fma_probe(std::int64_t iterations) {
 }  // namespace attune::simd
 
 // Defines attune::simd::isa_ops_<name>() for one ISA: its tag type and register tile (MR keys
-// or value columns x NV vectors of query rows; the narrow form uses 8 x one vector of rows,
-// 8 dividing the usual head dims so no scalar tail runs there).
+// or value columns x NV vectors of query rows), smallest first: the decoding forms for 1 and
+// up to 4 rows, a narrow tile of 8 x one vector of rows (8 divides the usual head dims), and
+// the wide prefill tile.
 #define ATTUNE_DEFINE_ISA_OPS(name, arch, mr, nv)                                        \
   namespace attune::simd {                                                               \
   const IsaOps& isa_ops_##name() {                                                       \
     static const IsaOps ops{Isa::name,                                                   \
-                            {static_cast<int>(TileKernel<arch, mr, nv>::L),              \
-                             &TileKernel<arch, mr, nv>::run},                            \
-                            {static_cast<int>(TileKernel<arch, 8, 1>::L),           \
-                             &TileKernel<arch, 8, 1>::run},                         \
+                            {{1, &DotKernel<arch, 1>::run},                              \
+                             {4, &DotKernel<arch, 4>::run},                              \
+                             {static_cast<int>(TileKernel<arch, 8, 1>::L),               \
+                              &TileKernel<arch, 8, 1>::run},                             \
+                             {static_cast<int>(TileKernel<arch, mr, nv>::L),             \
+                              &TileKernel<arch, mr, nv>::run}},                          \
                             &exp2_array<arch>, &fma_probe<arch>};                        \
     return ops;                                                                          \
   }                                                                                      \

@@ -37,6 +37,37 @@ struct Vec {
   static B set1(float x) { return B(x); }
   static B fma(const B& a, const B& b, const B& c) { return xsimd::fma(a, b, c); }
   static B max(const B& a, const B& b) { return xsimd::max(a, b); }
+  static float hsum(const B& v) { return xsimd::hadd(v); }
+  static float hmax(const B& v) {
+    alignas(64) float t[width];
+    v.store_aligned(t);
+    float m = t[0];
+    for (int i = 1; i < width; ++i) m = t[i] > m ? t[i] : m;
+    return m;
+  }
+  // out[i] = sum of the lanes of rows[i], for `width` rows (one transpose-add, not width hadds).
+  static void hsum_rows(const B* rows, float* out) {
+    alignas(64) float t[width];
+    xsimd::haddp(rows).store_aligned(t);
+    const int* order = haddp_order();
+    for (int i = 0; i < width; ++i) out[order[i]] = t[i];
+  }
+  // Which row's sum haddp leaves in each lane: xsimd 8.1's AVX-512 haddp returns the sums in a
+  // permuted order (lanes 2-3 and 4-5 swapped within each half), so the order is measured once.
+  static const int* haddp_order() {
+    static const auto order = [] {
+      struct Order {
+        int lane_row[width];
+      } o{};
+      B rows[width];
+      for (int r = 0; r < width; ++r) rows[r] = B(static_cast<float>(r));
+      alignas(64) float t[width];
+      xsimd::haddp(rows).store_aligned(t);
+      for (int i = 0; i < width; ++i) o.lane_row[i] = static_cast<int>(t[i]) / width;
+      return o;
+    }();
+    return order.lane_row;
+  }
   // Lanes where keep is false become `other`.
   static B keep_le(const B& a, const B& limit, const B& value, const B& other) {
     return xsimd::select(a <= limit, value, other);
@@ -63,6 +94,9 @@ struct Vec<scalar_arch> {
   static B set1(float x) { return x; }
   static B fma(B a, B b, B c) { return a * b + c; }
   static B max(B a, B b) { return a > b ? a : b; }
+  static float hsum(B v) { return v; }
+  static float hmax(B v) { return v; }
+  static void hsum_rows(const B* rows, float* out) { out[0] = rows[0]; }
   static B keep_le(B a, B limit, B value, B other) { return a <= limit ? value : other; }
   static B exp2(B x) {
     if (!(x >= -126.0f)) return x != x ? x : 0.0f;  // NaN stays NaN; -inf and tiny give 0
