@@ -51,6 +51,7 @@ class Blocked final : public Kernel {
             for (std::int64_t r = 0; r < rows; ++r) {
               const float* q = hv.q + (i0 + r) * p.d_k;
               const std::int64_t visible = p.visible_keys(i0 + r) - j0;  // may be <= 0
+              if (visible <= 0) continue;  // nothing visible in this tile for this row
               float* s = &scores[r * bk];
               float tile_max = kNegInf;
               for (std::int64_t c = 0; c < cols; ++c) {
@@ -64,7 +65,8 @@ class Blocked final : public Kernel {
                 s[c] = scale * dot;
                 tile_max = std::max(tile_max, s[c]);
               }
-              if (tile_max == kNegInf) continue;  // nothing visible in this tile for this row
+              // A NaN score leaves tile_max at -inf; alpha = e^(-inf + inf) = NaN then poisons the
+              // row, as a NaN input should.
               // Online softmax: m' = max(m, tile max); acc <- acc * e^(m - m'); l <- l * e^(m - m').
               const float new_max = std::max(row_max[r], tile_max);
               const float alpha = std::exp(row_max[r] - new_max);  // e^-inf = 0 on the first tile

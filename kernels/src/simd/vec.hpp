@@ -73,7 +73,9 @@ struct Vec {
     return xsimd::select(a <= limit, value, other);
   }
   static B exp2(const B& x) {
-    const B xc = xsimd::min(xsimd::max(x, B(-127.0f)), B(127.0f));
+    // Operand order matters: max/min return their second operand when one is NaN, so a NaN
+    // input stays NaN (a NaN score poisons its own row, as in the reference).
+    const B xc = xsimd::min(B(127.0f), xsimd::max(B(-127.0f), x));
     const B n = xsimd::nearbyint(xc);
     const B f = xc - n;
     B p(kExp2C[6]);

@@ -1,0 +1,154 @@
+// Numerical robustness and concurrency: NaN/Inf inputs poison only the rows they reach,
+// extreme scales, and many threads calling the API at once (also from inside a TBB pool).
+#include "reference.hpp"
+
+#include <attune/attune.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#ifdef ATTUNE_WITH_TBB
+#include <tbb/parallel_for.h>
+#endif
+
+namespace {
+
+struct Pair {
+  const attune::Kernel* kernel;
+  attune::Isa isa;
+};
+
+std::vector<Pair> pairs() {
+  std::vector<Pair> out;
+  for (const attune::Kernel* k : attune::kernels())
+    for (attune::Isa isa : attune::runnable_isas(*k)) out.push_back({k, isa});
+  return out;
+}
+
+attune::Options options_for(const Pair& p, int threads = 0) {
+  attune::Options o;
+  o.kernel = std::string(p.kernel->name());
+  o.isa = p.isa;
+  o.config.threads = threads;
+  return o;
+}
+
+attune::Problem shape(std::int64_t hq, std::int64_t hkv, std::int64_t sq, std::int64_t skv, std::int64_t d, bool causal) {
+  attune::Problem p;
+  p.heads_q = hq;
+  p.heads_kv = hkv;
+  p.seq_q = sq;
+  p.seq_kv = skv;
+  p.d_k = p.d_v = d;
+  p.causal = causal;
+  return p;
+}
+
+// A NaN in one query row makes exactly that row NaN; a NaN key poisons exactly the rows that see
+// it (causal: the rows at and after it); every other row still matches the reference.
+TEST(Robustness, NanPropagatesOnlyToAffectedRows) {
+  for (std::int64_t sq : {1, 40}) {  // decoding form and tiled form
+    const auto p = shape(4, 2, sq, 70, 32, true);
+    auto in = attune::reference::make_inputs(p, 1.0f, 7);
+    const std::int64_t bad_q = sq - 1;  // query row 'bad_q' of head 1
+    in.q[static_cast<std::size_t>((1 * p.seq_q + bad_q) * p.d_k + 3)] = std::numeric_limits<float>::quiet_NaN();
+    const std::int64_t bad_key = 69;  // the last key of K head 0: seen only by the last query row
+    in.k[static_cast<std::size_t>(bad_key * p.d_k + 5)] = std::numeric_limits<float>::quiet_NaN();
+    for (const Pair& pr : pairs()) {
+      std::vector<float> out(static_cast<std::size_t>(p.out_elements()));
+      attune::attention(p, in.q.data(), in.k.data(), in.v.data(), out.data(), options_for(pr));
+      for (std::int64_t h = 0; h < p.heads_q; ++h) {
+        for (std::int64_t i = 0; i < p.seq_q; ++i) {
+          const bool sees_bad_key = h / p.group_size() == 0 && p.visible_keys(i) > bad_key;
+          const bool poisoned = (h == 1 && i == bad_q) || sees_bad_key;
+          for (std::int64_t d = 0; d < p.d_v; ++d) {
+            const float x = out[static_cast<std::size_t>((h * p.seq_q + i) * p.d_v + d)];
+            EXPECT_EQ(std::isnan(x), poisoned) << pr.kernel->name() << "/" << attune::to_string(pr.isa)
+                                                << " sq " << sq << " head " << h << " row " << i << " col " << d;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Robustness, ExtremeScalesMatchTheReference) {
+  for (float scale : {1e-30f, 1e-3f, 50.0f}) {
+    auto p = shape(2, 1, 33, 47, 16, false);
+    p.scale = scale;
+    const auto in = attune::reference::make_inputs(p, 1.0f, 11);
+    const auto ref = attune::reference::attention(p, in.q.data(), in.k.data(), in.v.data());
+    for (const Pair& pr : pairs()) {
+      std::vector<float> out(static_cast<std::size_t>(p.out_elements()));
+      attune::attention(p, in.q.data(), in.k.data(), in.v.data(), out.data(), options_for(pr));
+      const auto check = attune::reference::compare(p, in, out.data(), ref);
+      EXPECT_TRUE(check.ok()) << pr.kernel->name() << "/" << attune::to_string(pr.isa) << " scale " << scale
+                              << ": error " << check.max_abs_error << " > " << check.tolerance;
+    }
+  }
+}
+
+// Many threads call the API at once with different shapes, kernels and thread counts; each
+// result must be bit-identical to the same call made alone.
+TEST(Concurrency, ManyCallersGetTheirOwnResults) {
+  struct Job {
+    attune::Problem p;
+    Pair pair;
+    int threads;
+    attune::reference::Inputs in;
+    std::vector<float> alone, together;
+  };
+  std::vector<Job> jobs;
+  const auto all = pairs();
+  const attune::Problem shapes[] = {shape(4, 2, 65, 130, 32, true), shape(8, 8, 1, 700, 64, false),
+                                    shape(2, 1, 129, 129, 7, true), shape(3, 3, 17, 1000, 16, false)};
+  for (std::size_t i = 0; i < 24; ++i) {
+    Job j;
+    j.p = shapes[i % 4];
+    j.pair = all[i % all.size()];
+    j.threads = 1 + static_cast<int>(i % 3);
+    j.in = attune::reference::make_inputs(j.p, 1.0f, i);
+    j.alone.resize(static_cast<std::size_t>(j.p.out_elements()));
+    j.together.resize(j.alone.size());
+    attune::attention(j.p, j.in.q.data(), j.in.k.data(), j.in.v.data(), j.alone.data(), options_for(j.pair, j.threads));
+    jobs.push_back(std::move(j));
+  }
+  std::vector<std::thread> callers;
+  for (Job& j : jobs) {
+    callers.emplace_back([&j] {
+      for (int rep = 0; rep < 3; ++rep)
+        attune::attention(j.p, j.in.q.data(), j.in.k.data(), j.in.v.data(), j.together.data(),
+                          options_for(j.pair, j.threads));
+    });
+  }
+  for (auto& t : callers) t.join();
+  for (const Job& j : jobs) {
+    EXPECT_EQ(0, std::memcmp(j.alone.data(), j.together.data(), j.alone.size() * sizeof(float)))
+        << j.pair.kernel->name() << "/" << attune::to_string(j.pair.isa) << " " << j.p.to_string();
+  }
+}
+
+#ifdef ATTUNE_WITH_TBB
+// Calls from inside a user's own TBB parallel_for (nested arenas) neither deadlock nor change results.
+TEST(Concurrency, CallsFromInsideATbbPool) {
+  const auto p = shape(4, 2, 64, 256, 32, true);
+  const auto in = attune::reference::make_inputs(p, 1.0f, 3);
+  attune::Options o;
+  o.kernel = "flash";
+  o.config.threads = 2;
+  std::vector<float> alone(static_cast<std::size_t>(p.out_elements()));
+  attune::attention(p, in.q.data(), in.k.data(), in.v.data(), alone.data(), o);
+  std::vector<std::vector<float>> outs(16, std::vector<float>(alone.size()));
+  tbb::parallel_for(0, 16, [&](int i) {
+    attune::attention(p, in.q.data(), in.k.data(), in.v.data(), outs[static_cast<std::size_t>(i)].data(), o);
+  });
+  for (const auto& out : outs) EXPECT_EQ(0, std::memcmp(alone.data(), out.data(), alone.size() * sizeof(float)));
+}
+#endif
+
+}  // namespace
