@@ -29,4 +29,14 @@ if [ -x build/bin/attune_bench ]; then
     fi
   done
 fi
+if [ -f "$out/bench.json" ]; then
+  echo "== report (plots and HTML)"
+  inputs=("$out/bench.json")
+  [ -f "$out/pytorch.json" ] && inputs+=("$out/pytorch.json")
+  if bash scripts/report.sh "${inputs[@]}" --out "$out/report" >/dev/null; then
+    echo "report: $out/report/report.html"
+  else
+    echo "report: failed (the bench results are still in $out)" >&2
+  fi
+fi
 echo "results: $out"

@@ -1,0 +1,275 @@
+"""report.html (one self-contained file: CSS inline, PNGs as base64 data URIs, no network) and
+summary.md (the same tables in markdown, for CI logs)."""
+import base64
+import html
+import os
+
+from .bench import BASELINE, best_per_shape, fraction_of_peak, geomean, has_kernel, isa_key, label_of
+
+PROVENANCE = ("cpu_model", "cores", "isa_runnable", "isa_default", "attune_version", "attune_git_revision",
+              "attune_compiler", "attune_flags", "attune_build_type", "preset", "date", "host_name", "peer",
+              "torch_version")
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1180px;
+       padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+.gen { color: #666; font-size: 12px; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.slower td { background: #fde8e8; } tr.faster td { background: #e6f4e6; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 12px; margin-top: 0.3em; } code { font-size: 12px; }
+nav a { margin-right: 1em; }
+"""
+
+
+def _e(x):
+    return html.escape(str(x))
+
+
+def fmt_gflops(x):
+    return "%.1f" % x
+
+
+def fmt_pct(frac):
+    return "" if frac is None else "%.0f%%" % (frac * 100)
+
+
+def fmt_ratio(x):
+    return "" if x is None else "%.2fx" % x
+
+
+def summary_rows(bench):
+    """(headers, rows of strings): the best attune kernel per shape and its speedups."""
+    with_gemm, with_torch = has_kernel(bench, BASELINE), has_kernel(bench, "pytorch")
+    headers = ["shape", "best kernel/isa", "GFLOP/s", "% of peak"]
+    headers += ["vs %s" % BASELINE] if with_gemm else []
+    headers += ["vs pytorch"] if with_torch else []
+    rows = []
+    for shape, best, by_kernel in best_per_shape(bench):
+        if best is None:
+            continue
+        row = [shape.label(), best.variant, fmt_gflops(best.gflops), fmt_pct(fraction_of_peak(bench, best))]
+        for flag, kernel in ((with_gemm, BASELINE), (with_torch, "pytorch")):
+            if flag:
+                row.append(fmt_ratio(best.gflops / by_kernel[kernel].gflops) if kernel in by_kernel else "")
+        rows.append(row)
+    return headers, rows
+
+
+def compare_rows(rows):
+    headers = ["benchmark", "before GFLOP/s", "after GFLOP/s", "after / before"]
+    return headers, [[label_of(n), fmt_gflops(b.gflops), fmt_gflops(a.gflops), "%.3f" % x] for n, b, a, x in rows]
+
+
+def compare_summary(rows, only_before, only_after):
+    gm = geomean(x for *_, x in rows)
+    parts = ["%d benchmarks in both runs" % len(rows)]
+    if gm:
+        parts.append("geometric mean after/before %.3f" % gm)
+        parts.append("%d slower than 0.95, %d faster than 1.05" % (sum(x < 0.95 for *_, x in rows),
+                                                                  sum(x > 1.05 for *_, x in rows)))
+    if only_before:
+        parts.append("%d only before" % len(only_before))
+    if only_after:
+        parts.append("%d only after" % len(only_after))
+    return "; ".join(parts)
+
+
+def notes(bench):
+    out = []
+    if not has_kernel(bench, BASELINE):
+        out.append("No `%s` kernel in this run: speedups over the %s baseline are not shown." % (BASELINE, BASELINE))
+    if not bench.peaks():
+        out.append("The run has no probe results (attune_bench --no-probes?): no peak ceilings or fractions of peak.")
+    for name, why in bench.failed:
+        out.append("Skipped by the bench: `%s` (%s)." % (name, why))
+    if bench.ignored:
+        out.append("Ignored %d benchmarks that are not attention benchmarks (first: `%s`)."
+                   % (len(bench.ignored), bench.ignored[0]))
+    models = {ctx.get("cpu_model") for _, ctx in bench.contexts if ctx.get("cpu_model")}
+    if len(models) > 1:
+        out.append("The inputs come from different CPUs (%s); peaks are the first file's." % ", ".join(sorted(models)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+
+
+def _table(headers, rows, numeric_from=1, row_classes=None):
+    out = ["<table><thead><tr>", "".join("<th>%s</th>" % _e(h) for h in headers), "</tr></thead><tbody>"]
+    for k, row in enumerate(rows):
+        cls = row_classes[k] if row_classes else ""
+        out.append('<tr%s>' % (' class="%s"' % cls if cls else ""))
+        out.append("".join('<td%s>%s</td>' % (' class="num"' if i >= numeric_from else "", _e(c))
+                           for i, c in enumerate(row)))
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _md_inline(text):
+    """Notes are written with `code` spans for markdown; the HTML gets <code> for them."""
+    parts = text.split("`")
+    return "".join(("<code>%s</code>" if i % 2 else "%s") % _e(p) for i, p in enumerate(parts))
+
+
+def _figure(out_dir, fig):
+    with open(os.path.join(out_dir, fig.file), "rb") as f:
+        data = base64.b64encode(f.read()).decode("ascii")
+    return ('<figure id="%s"><img alt="%s" src="data:image/png;base64,%s">'
+            '<figcaption><b>%s</b> (%s). %s</figcaption></figure>'
+            % (_e(fig.file), _e(fig.title), data, _e(fig.title), _e(fig.file), _e(fig.caption)))
+
+
+def provenance_table(contexts, labels=None):
+    keys = [k for k in PROVENANCE if any(k in ctx for _, ctx in contexts)]
+    headers = [""] + [(label + ": " if label else "") + os.path.basename(p)
+                      for (p, _), label in zip(contexts, labels or [""] * len(contexts))]
+    rows = [[k] + [str(ctx.get(k, "")) for _, ctx in contexts] for k in keys]
+    return headers, rows
+
+
+def probes_table(bench):
+    peaks, triads = bench.peaks(), bench.triads()
+    threads = sorted({t for _, t in peaks} | set(triads))
+    if not threads:
+        return None
+    headers = ["probe"] + ["%d thread%s" % (t, "" if t == 1 else "s") for t in threads]
+    rows = []
+    for isa in sorted({i for i, _ in peaks}, key=isa_key):
+        rows.append(["FMA peak %s (GFLOP/s)" % isa] + ["%.1f" % peaks[(isa, t)] if (isa, t) in peaks else ""
+                                                        for t in threads])
+    if triads:
+        rows.append(["stream triad (GB/s)"] + ["%.1f" % triads[t] if t in triads else "" for t in threads])
+    return headers, rows
+
+
+def write_html(path, out_dir, *, command, inputs, generated, bench, figures, comparison=None, tuner=None,
+               history=None):
+    """figures: {section: [plots.Figure]}; comparison: (rows, only_before, only_after, before, after)."""
+    cpu = bench.context.get("cpu_model", "unknown CPU")
+    body = ["<h1>attune benchmark report</h1>",
+            '<p class="gen">Generated by <code>%s</code> from %s on %s. Do not edit: rerun the command.</p>'
+            % (_e(command), ", ".join("<code>%s</code>" % _e(p) for p in inputs), _e(generated))]
+    sections = [("provenance", "Provenance"), ("summary", "Best kernel per shape"), ("plots", "Plots")]
+    sections += [("compare", "Before vs after")] if comparison else []
+    sections += [("tuner", "Tuner")] if tuner else []
+    sections += [("history", "History")] if history else []
+    body.append("<nav>%s</nav>" % "".join('<a href="#%s">%s</a>' % (i, _e(t)) for i, t in sections))
+
+    body.append('<h2 id="provenance">Provenance</h2>')
+    body.append(_table(*provenance_table(bench.contexts), numeric_from=99))
+    probes = probes_table(bench)
+    if probes:
+        body.append("<h3>Probes (measured in the bench process)</h3>")
+        body.append(_table(*probes))
+
+    body.append('<h2 id="summary">Best kernel per shape</h2>')
+    body.append("<p>The fastest attune kernel/ISA on each shape (peers such as PyTorch excluded), its median "
+                "GFLOP/s over repetitions and its fraction of the measured FMA peak of the default ISA at the "
+                "same thread count%s.</p>" % (
+                    "; speedups are GFLOP/s ratios against the best ISA of the baseline on the same shape"
+                    if has_kernel(bench, BASELINE) or has_kernel(bench, "pytorch") else ""))
+    body.append(_table(*summary_rows(bench), numeric_from=2))
+    ns = notes(bench)
+    if ns:
+        body.append("<h3>Notes</h3><ul>%s</ul>" % "".join("<li>%s</li>" % _md_inline(n) for n in ns))
+
+    body.append('<h2 id="plots">Plots</h2>')
+    for fig in figures.get("plots", []):
+        body.append(_figure(out_dir, fig))
+
+    if comparison:
+        rows, only_before, only_after, before, after = comparison
+        body.append('<h2 id="compare">Before vs after</h2>')
+        body.append("<p>%s.</p>" % _e(compare_summary(rows, only_before, only_after)))
+        body.append(_table(*provenance_table(before.contexts + after.contexts, ["before", "after"]),
+                           numeric_from=99))
+        for fig in figures.get("compare", []):
+            body.append(_figure(out_dir, fig))
+        classes = ["slower" if x < 0.95 else "faster" if x > 1.05 else "" for *_, x in rows]
+        body.append(_table(*compare_rows(rows), row_classes=classes))
+        for what, names in (("Only before", only_before), ("Only after", only_after)):
+            if names:
+                body.append("<p>%s: %s</p>" % (what, ", ".join("<code>%s</code>" % _e(n) for n in names)))
+
+    if tuner:
+        ctx, best = tuner
+        body.append('<h2 id="tuner">Tuner</h2>')
+        if ctx:
+            body.append(_table(["", "tuner"], [[k, str(ctx[k])] for k in PROVENANCE if k in ctx], numeric_from=99))
+        body.append(_table(["shape", "best config", "GFLOP/s", "worst GFLOP/s", "best / worst", "configs"],
+                           [[s.label(), m.config(), fmt_gflops(m.gflops), fmt_gflops(worst),
+                             "%.2f" % (m.gflops / worst), str(n)] for s, m, worst, n in best], numeric_from=2))
+        for fig in figures.get("tuner", []):
+            body.append(_figure(out_dir, fig))
+
+    if history:
+        body.append('<h2 id="history">History</h2>')
+        body.append(_table(["run", "date", "git revision", "benchmarks"],
+                           [[str(i + 1), r.date, r.revision, str(len(r.results))] for i, r in enumerate(history)],
+                           numeric_from=3))
+        for fig in figures.get("history", []):
+            body.append(_figure(out_dir, fig))
+
+    page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="generator" content="attune_report"><title>attune report: %s</title>'
+            "<style>%s</style></head><body>\n%s\n</body></html>\n" % (_e(cpu), CSS, "\n".join(body)))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+
+
+def write_weights_html(path, out_dir, *, command, source, generated, info_rows, figures):
+    body = ["<h1>attention weights</h1>",
+            '<p class="gen">Generated by <code>%s</code> from <code>%s</code> on %s. Do not edit: rerun the '
+            "command.</p>" % (_e(command), _e(source), _e(generated)),
+            _table(["", ""], info_rows, numeric_from=99)]
+    body += [_figure(out_dir, fig) for fig in figures]
+    page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="generator" content="attune_report"><title>attention weights: %s</title>'
+            "<style>%s</style></head><body>\n%s\n</body></html>\n" % (_e(os.path.basename(source)), CSS,
+                                                                      "\n".join(body)))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _md_table(headers, rows):
+    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, headers)) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_markdown(path, *, command, inputs, generated, bench, comparison=None, tuner=None):
+    ctx = bench.context
+    lines = ["# attune benchmark report", "",
+             "Generated by `%s` from %s on %s; do not edit." % (command, ", ".join("`%s`" % p for p in inputs),
+                                                              generated), ""]
+    facts = [("CPU", ctx.get("cpu_model")), ("cores", ctx.get("cores")), ("default ISA", ctx.get("isa_default")),
+             ("attune", " ".join(x for x in (ctx.get("attune_version"), ctx.get("attune_git_revision")) if x)),
+             ("compiler", " ".join(x for x in (ctx.get("attune_compiler"), (ctx.get("attune_flags") or "").strip())
+                                   if x)),
+             ("preset", ctx.get("preset")), ("date", ctx.get("date"))]
+    lines += ["; ".join("%s: %s" % (k, v) for k, v in facts if v), ""]
+    lines += ["## Best kernel per shape", "", _md_table(*summary_rows(bench)), ""]
+    if comparison:
+        rows, only_before, only_after, _, _ = comparison
+        lines += ["## Before vs after", "", compare_summary(rows, only_before, only_after) + ".", "",
+                  _md_table(*compare_rows(rows)), ""]
+    if tuner:
+        _, best = tuner
+        lines += ["## Tuner", "", _md_table(["shape", "best config", "GFLOP/s"],
+                                            [[s.label(), m.config(), fmt_gflops(m.gflops)] for s, m, _, _ in best]),
+                  ""]
+    ns = notes(bench)
+    if ns:
+        lines += ["## Notes", ""] + ["- " + n for n in ns] + [""]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
