@@ -24,7 +24,7 @@ fi
 echo "test-aarch64: configuring $build (toolchain cmake/aarch64-linux-gnu.cmake)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch64-linux-gnu.cmake" \
   -DCMAKE_BUILD_TYPE=Release -DATTUNE_WITH_TBB=OFF -DATTUNE_GTEST_FROM_SOURCE=ON \
-  -DATTUNE_BUILD_CLI=OFF -DATTUNE_BUILD_BENCH=OFF >/dev/null
+  -DATTUNE_BUILD_CLI=OFF -DATTUNE_BUILD_BENCH=OFF -DATTUNE_WITH_BLAS=OFF >/dev/null
 
 echo "test-aarch64: building attune_tests (-j2)"
 start=$SECONDS

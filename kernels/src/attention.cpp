@@ -2,6 +2,8 @@
 #include <attune/attention.hpp>
 #include <attune/error.hpp>
 
+#include "tuned_impl.hpp"
+
 #include <algorithm>
 #include <string>
 
@@ -35,6 +37,18 @@ Choice resolve(const Problem& problem, const Options& options) {
   Choice choice;
   choice.config = options.config;
   if (options.kernel == "auto") {
+    // The tuned table's entry for this shape (or the nearest bucket); explicit (non-zero)
+    // config fields still win over it.
+    if (const TunedEntry* e = detail::tuned_entry(problem, options.isa)) {
+      choice.kernel = find_kernel(e->kernel);
+      choice.isa = *parse_isa(e->isa);
+      Config& c = choice.config;
+      if (c.block_q == 0) c.block_q = e->block_q;
+      if (c.block_kv == 0) c.block_kv = e->block_kv;
+      if (c.threads == 0) c.threads = e->threads;
+      if (c.kv_splits == 0) c.kv_splits = e->kv_splits;
+      return choice;
+    }
     choice.kernel = best_kernel_for(options.isa);
     if (choice.kernel == nullptr) {
       throw InvalidArgument("no kernel has a build for isa '" +

@@ -25,6 +25,16 @@ int main() {
       return 1;
     }
   }
+#ifdef ATTUNE_WITH_BLAS  // built with BLAS: multi-head attention with projections (attune/mha.hpp)
+  attune::MhaProblem m;    // one token, d_model 1, one head of d_k = d_v = 1, identity weights
+  const float x = 2.0f, w = 1.0f;
+  float y = 0.0f;
+  attune::mha(m, &x, &w, &w, &w, &w, &y);  // the token attends to itself: y = x
+  if (std::abs(y - 2.0f) > 1e-5f) {
+    std::printf("wrong mha output %f\n", y);
+    return 1;
+  }
+#endif
   std::printf("consumer ok: attune %s\n", attune::version().data());
   return 0;
 }

@@ -5,7 +5,9 @@
 #include <attune/error.hpp>
 #include <attune/isa.hpp>
 #include <attune/kernel.hpp>
+#include <attune/mha.hpp>  // declares attune::mha when built with BLAS
 #include <attune/npy.hpp>
 #include <attune/probes.hpp>
 #include <attune/problem.hpp>
+#include <attune/tuned.hpp>
 #include <attune/version.hpp>

@@ -1,0 +1,123 @@
+// The tuned table: per-shape choices written by `attune tune` into a generated header
+// (attune_tuned.h) and compiled in; `auto` dispatch reads it (see resolve()).
+#pragma once
+
+#include <attune/problem.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace attune {
+
+// One row of a tuned table. Exact keys (d_k, causal, decode, gqa) must match; the buckets are
+// floor(log2(seq)), so bucket b holds lengths in [2^b, 2^(b+1)).
+struct TunedEntry {
+  // keys
+  std::int64_t d_k;
+  bool causal;
+  bool decode;  // seq_q <= 16
+  bool gqa;     // heads_q != heads_kv
+  int log2_seq_q;
+  int log2_seq_kv;
+  // the choice
+  const char* kernel;
+  const char* isa;
+  std::int64_t block_q;  // 0: the kernel's default
+  std::int64_t block_kv;
+  int threads;    // 0: all cores
+  int kv_splits;  // 0: the kernel decides
+  // for readers
+  double gflops;  // median of the chosen config at tuning time
+  double spread;  // its relative spread (median absolute deviation / median)
+  bool tie;       // a simpler config was within the noise and was taken
+};
+
+// Where a table came from: the measuring machine and build, as text.
+struct TunedProvenance {
+  const char* cpu;
+  const char* isas;
+  const char* cores;
+  const char* compiler;
+  const char* flags;
+  const char* version;
+  const char* git_revision;
+  const char* date;  // of the measurement, never of the build
+  const char* strategy;
+  const char* budget;
+  const char* command;
+};
+
+struct TunedTable {
+  std::span<const TunedEntry> entries;  // sorted by tuned_order
+  TunedProvenance provenance;
+  std::string_view signature;  // build_signature() of the measuring build; empty: no table
+};
+
+// Exact keys and buckets of a problem.
+struct TunedKey {
+  std::int64_t d_k = 0;
+  bool causal = false;
+  bool decode = false;
+  bool gqa = false;
+  int log2_seq_q = 0;
+  int log2_seq_kv = 0;
+};
+TunedKey tuned_key(const Problem& problem);
+
+// floor(log2(length)) for length >= 1.
+constexpr int log2_bucket(std::int64_t length) {
+  int b = 0;
+  while (length > 1) {
+    length >>= 1;
+    ++b;
+  }
+  return b;
+}
+
+// Strict weak order of entries (keys, then buckets): the table's sort order, checked by a
+// static_assert in every generated header.
+constexpr bool tuned_order(const TunedEntry& a, const TunedEntry& b) {
+  if (a.d_k != b.d_k) return a.d_k < b.d_k;
+  if (a.causal != b.causal) return b.causal;
+  if (a.decode != b.decode) return b.decode;
+  if (a.gqa != b.gqa) return b.gqa;
+  if (a.log2_seq_q != b.log2_seq_q) return a.log2_seq_q < b.log2_seq_q;
+  return a.log2_seq_kv < b.log2_seq_kv;
+}
+
+// "fnv1a64:<16 hex digits>" of the registered kernel names and compiled ISAs: a table generated
+// by another build (different kernels or ISAs) is ignored.
+std::string build_signature();
+// The text hashed by build_signature(), e.g. "kernels=naive,blocked,...;isas=avx512,...".
+std::string build_signature_text();
+
+// The table compiled into this build (the default has no entries).
+const TunedTable& compiled_tuned_table();
+// One line for `attune info`: entry count, source machine, date, strategy, or why it is unused.
+std::string tuned_table_summary();
+
+// The nearest usable entry for a problem in a sorted table: exact bucket, else the nearest in
+// (log2 seq_q, log2 seq_kv) with the same exact keys (ties: the first in table order), else
+// nullptr. `usable` filters entries (runnable ISA, registered kernel).
+template <class Usable>
+const TunedEntry* nearest_entry(std::span<const TunedEntry> entries, const TunedKey& key,
+                                Usable&& usable) {
+  const TunedEntry* best = nullptr;
+  long best_distance = 0;
+  for (const TunedEntry& e : entries) {
+    if (e.d_k != key.d_k || e.causal != key.causal || e.decode != key.decode || e.gqa != key.gqa)
+      continue;
+    if (!usable(e)) continue;
+    const long dq = e.log2_seq_q - key.log2_seq_q, dkv = e.log2_seq_kv - key.log2_seq_kv;
+    const long distance = dq * dq + dkv * dkv;
+    if (best == nullptr || distance < best_distance) {
+      best = &e;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+}  // namespace attune

@@ -1,0 +1,58 @@
+// Build-time generator of the tuned-table fixture: a synthetic tuning log (this build's
+// provenance, hand-picked choices) and the header generated from it, which
+// test_tuned_dispatch.cpp compiles in. Usage: tuned_fixture_gen <log.json> <header.h>
+#include "records.hpp"
+
+#include <attune/attune.hpp>
+
+#include <cstdio>
+#include <string>
+
+namespace {
+
+std::string choice(int seq_q, int seq_kv, int d_k, bool causal, int heads_q, int heads_kv,
+                   const char* kernel, const char* isa, int bq, int bkv, int threads, int splits,
+                   double gflops) {
+  char buf[1024];
+  std::snprintf(buf, sizeof buf,
+                "{\"type\":\"choice\",\"shape\":\"b1_hq%d_hkv%d_sq%d_skv%d_dk%d_dv%d_causal%d\",\"batch\":1,"
+                "\"heads_q\":%d,\"heads_kv\":%d,\"seq_q\":%d,\"seq_kv\":%d,\"d_k\":%d,\"d_v\":%d,\"causal\":%s,"
+                "\"candidate\":\"x\",\"kernel\":\"%s\",\"isa\":\"%s\",\"block_q\":%d,\"block_kv\":%d,"
+                "\"threads\":%d,\"kv_splits\":%d,\"gflops\":%.3f,\"spread\":0.012345,\"samples\":9,"
+                "\"tie\":false,\"runner_up\":\"\",\"evaluations\":10,\"space\":100,\"strategy\":\"smart\"}\n",
+                heads_q, heads_kv, seq_q, seq_kv, d_k, d_k, causal ? 1 : 0, heads_q, heads_kv, seq_q, seq_kv,
+                d_k, d_k, causal ? "true" : "false", kernel, isa, bq, bkv, threads, splits, gflops);
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: tuned_fixture_gen <log.json> <header.h>\n");
+    return 2;
+  }
+#if defined(__aarch64__)
+  const char* foreign_isa = "avx2";
+#else
+  const char* foreign_isa = "neon";
+#endif
+  // Written out of key order on purpose: the header must come out sorted.
+  std::string log = attune::tuner::provenance_line("smart", "1m", "tuned_fixture_gen (synthetic)");
+  log += choice(2048, 2048, 64, false, 8, 8, "simd", "scalar", 16, 256, 0, 0, 12.5);
+  log += choice(128, 128, 64, false, 8, 8, "flash", "scalar", 32, 64, 1, 0, 10.25);
+  // The same table key as the line above: the shape with more FLOPs (32 heads) wins.
+  log += choice(128, 128, 64, false, 32, 32, "blocked", "scalar", 8, 32, 0, 0, 3.0);
+  log += choice(1, 4096, 64, false, 32, 8, "flash", "scalar", 16, 512, 1, 4, 20.0);
+  log += choice(512, 512, 128, true, 8, 8, "flash", foreign_isa, 64, 64, 0, 0, 99.0);
+  log += choice(512, 512, 32, false, 8, 8, "warp9", "scalar", 64, 64, 0, 0, 99.0);
+  try {
+    attune::tuner::write_atomic(argv[1], log);
+    const auto parsed = attune::tuner::read_log(argv[1]);
+    attune::tuner::write_atomic(argv[2], attune::tuner::generate_header(parsed, "tuned_fixture.json"));
+  } catch (const attune::Error& e) {
+    std::fprintf(stderr, "tuned_fixture_gen: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,68 @@
+// The real oracle: wall-clock samples of attune::attention on the tuned shape, and the
+// reference check on a small instance of the same kind.
+#include "tuner.hpp"
+
+#include "reference.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+namespace attune::tuner {
+namespace {
+
+// Lengths capped at this for the reference check: odd, so tiles end ragged, and long enough
+// for several tiles and key splits.
+constexpr std::int64_t kCheckLength = 193;
+
+}  // namespace
+
+KernelOracle::KernelOracle(const Problem& problem, double window_seconds)
+    : problem_(problem), window_(window_seconds) {
+  problem_.validate();
+  const auto in = reference::make_inputs(problem_, 1.0f, 7);
+  q_ = in.q;
+  k_ = in.k;
+  v_ = in.v;
+  out_.resize(static_cast<std::size_t>(problem_.out_elements()));
+}
+
+bool KernelOracle::verify(const Candidate& c, std::string& why) {
+  reference::Case small;
+  small.problem = problem_;
+  small.problem.batch = 1;
+  small.problem.heads_kv = std::min<std::int64_t>(problem_.heads_kv, 2);
+  small.problem.heads_q = small.problem.heads_kv * problem_.group_size();
+  small.problem.seq_q = std::min(problem_.seq_q, kCheckLength);
+  small.problem.seq_kv = std::min(problem_.seq_kv, kCheckLength);
+  small.name = small.problem.to_string();
+  const auto in = reference::make_inputs(small.problem, 1.0f, 11);
+  const auto ref = reference::attention(small.problem, in.q.data(), in.k.data(), in.v.data());
+  const auto check = reference::run_and_compare(small, in, ref, c.options());
+  if (!check.ok()) {
+    why = "max abs error " + std::to_string(check.max_abs_error) + " > tolerance " +
+          std::to_string(check.tolerance) + " on " + small.name;
+  }
+  return check.ok();
+}
+
+double KernelOracle::sample(const Candidate& c) {
+  using clock = std::chrono::steady_clock;
+  const Options options = c.options();
+  auto call = [&] { attention(problem_, q_.data(), k_.data(), v_.data(), out_.data(), options); };
+  if (!warmed_[c.key()]) {  // first touch of the tensors, thread pool start-up, page faults
+    call();
+    warmed_[c.key()] = true;
+  }
+  std::vector<double> times;
+  const auto window_start = clock::now();
+  do {
+    const auto t0 = clock::now();
+    call();
+    times.push_back(std::chrono::duration<double>(clock::now() - t0).count());
+  } while (std::chrono::duration<double>(clock::now() - window_start).count() < window_);
+  std::sort(times.begin(), times.end());
+  const std::size_t n = times.size();
+  return n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+}
+
+}  // namespace attune::tuner

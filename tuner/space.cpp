@@ -1,0 +1,111 @@
+// The search space as data: each kernel's params() x its runnable ISAs, deduplicated against
+// the problem's extents (tiles past the sequence all behave alike).
+#include "tuner.hpp"
+
+#include <attune/error.hpp>
+
+#include <algorithm>
+#include <thread>
+
+namespace attune::tuner {
+namespace {
+
+// Keeps 0 (the default), the values up to `extent` and the first value at or past it; a tile
+// larger than that is clamped by the kernel into one already in the list.
+std::vector<std::int64_t> tile_values(const std::vector<std::int64_t>& spec, std::int64_t extent,
+                                      std::size_t& pruned) {
+  std::vector<std::int64_t> sorted(spec);
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<std::int64_t> out = {0};
+  bool past = false;
+  for (std::int64_t v : sorted) {
+    if (v <= 0) continue;
+    if (past) {
+      ++pruned;
+      continue;
+    }
+    out.push_back(v);
+    if (v >= extent) past = true;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Candidate::key() const {
+  return kernel + "/" + std::string(attune::to_string(isa)) + "/bq" + std::to_string(config.block_q) +
+         "/bkv" + std::to_string(config.block_kv) + "/t" + std::to_string(config.threads) + "/s" +
+         std::to_string(config.kv_splits);
+}
+
+Options Candidate::options() const {
+  Options o;
+  o.kernel = kernel;
+  o.isa = isa;
+  o.config = config;
+  return o;
+}
+
+Space make_space(const Problem& p, int max_threads) {
+  Space space;
+  // Threads: 0 means all cores; under a cap below that, the cap itself replaces 0.
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int cap = max_threads > 0 ? std::min(max_threads, cores) : cores;
+  const std::int64_t all_threads = cap < cores ? cap : 0;
+  const Kernel* best = nullptr;
+  for (const Kernel* k : kernels()) {
+    if (k->rank() <= 0) continue;
+    const auto isas = runnable_isas(*k);
+    if (isas.empty()) continue;
+    if (best == nullptr || k->rank() > best->rank()) best = k;
+
+    // Per Config field: the values to try (always including 0, the default).
+    std::vector<std::int64_t> bq = {0}, bkv = {0}, threads = {0}, splits = {0};
+    for (const ParamSpec& spec : k->params()) {
+      if (spec.name == "block_q") {
+        // Grouped-query decoding packs the whole group into one tile: the extent is seq_q x group.
+        bq = tile_values(spec.values, p.seq_q * p.group_size(), space.pruned);
+      } else if (spec.name == "block_kv") {
+        bkv = tile_values(spec.values, p.seq_kv, space.pruned);
+      } else if (spec.name == "threads") {
+        threads = {all_threads};
+        for (std::int64_t v : spec.values) {
+          if (v > 0 && v < cap) threads.push_back(v);
+        }
+      } else if (spec.name == "kv_splits") {
+        for (std::int64_t v : spec.values) {
+          if (v <= 0) continue;
+          if (v > 1 && p.seq_kv / v < 64) {  // splits of under 64 keys: pure overhead
+            ++space.pruned;
+            continue;
+          }
+          splits.push_back(v);
+        }
+      }
+    }
+    for (Isa isa : isas) {
+      for (auto q : bq) {
+        for (auto kv : bkv) {
+          for (auto t : threads) {
+            for (auto s : splits) {
+              Candidate c;
+              c.kernel = std::string(k->name());
+              c.isa = isa;
+              c.config = Config{q, kv, static_cast<int>(t), static_cast<int>(s)};
+              space.all.push_back(std::move(c));
+            }
+          }
+        }
+      }
+    }
+  }
+  if (best == nullptr) throw InvalidArgument("no kernel to tune: none runs on this CPU");
+  space.start.kernel = std::string(best->name());
+  space.start.isa = runnable_isas(*best).front();
+  for (const ParamSpec& spec : best->params()) {
+    if (spec.name == "threads") space.start.config.threads = static_cast<int>(all_threads);
+  }
+  return space;
+}
+
+}  // namespace attune::tuner

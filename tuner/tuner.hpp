@@ -1,0 +1,104 @@
+// The tuner's core: the search space (from each kernel's params()), the oracle that measures
+// and verifies a candidate, and the strategies (exhaustive, random, smart) that search it.
+#pragma once
+
+#include <attune/attention.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace attune::tuner {
+
+// One point of the space: a kernel variant on an ISA with a config (0 fields: the kernel's
+// default; threads 0: all cores).
+struct Candidate {
+  std::string kernel;
+  Isa isa = Isa::scalar;
+  Config config;
+  // "flash/avx2/bq64/bkv128/t0/s0": unique in a space, the cache's key.
+  std::string key() const;
+  Options options() const;
+};
+
+struct Space {
+  std::vector<Candidate> all;  // every valid candidate: exhaustive's denominator
+  Candidate start;             // what `auto` runs without a table (all-default config)
+  std::size_t pruned = 0;      // tile/split values that would only repeat another candidate
+};
+// Kernels with rank() > 0 (naive, the readable definition, is not a candidate) x their
+// runnable ISAs x their params() values plus 0 (default). Thread counts above max_threads are
+// dropped; max_threads >= all cores is written as 0.
+Space make_space(const Problem& problem, int max_threads);
+
+// Samples of one candidate on one shape; times in seconds (one sample = the median call time
+// of a >= 20 ms window).
+struct Measurement {
+  Candidate candidate;
+  bool verified = false;  // passed the reference check (false: `error` says why)
+  std::string error;
+  std::vector<double> samples;
+  double median() const;
+  double min() const;
+  double spread() const;  // median absolute deviation / median
+};
+
+// What the search asks of the machine (or of a synthetic cost model in tests).
+class Oracle {
+ public:
+  virtual ~Oracle() = default;
+  // Output checked against the float64 reference on a small instance of the same kind.
+  virtual bool verify(const Candidate& candidate, std::string& why) = 0;
+  // One sample, in seconds.
+  virtual double sample(const Candidate& candidate) = 0;
+};
+
+enum class Strategy { smart, exhaustive, random };
+const char* to_string(Strategy s);
+
+struct SearchOptions {
+  Strategy strategy = Strategy::smart;
+  std::size_t random_k = 32;           // random: evaluations besides the start
+  std::uint64_t seed = 1;
+  int race_samples = 2;                // samples before the first cut
+  int race_rounds = 2;                 // cut, then double the survivors' samples
+  double race_cut = 1.25;              // drop candidates slower than this x the best
+  double min_gain = 0.02;              // smart moves only on a win > max(min_gain, 2 x spread)
+  int confirm_samples = 9;             // the top 3 (and the start), interleaved
+  std::size_t max_evaluations = static_cast<std::size_t>(-1);
+  std::function<bool()> out_of_time;  // empty: no time limit
+  // Called each time a candidate's samples grew or it was verified (the cache and progress).
+  std::function<void(const Measurement&)> on_measured;
+};
+
+struct SearchResult {
+  Measurement best;
+  std::string runner_up;          // key, empty if none
+  bool tie = false;               // a simpler candidate within the noise was taken
+  std::size_t evaluations = 0;    // unique candidates measured at least once
+  std::size_t space_size = 0;
+};
+
+// `known` holds what was measured before (resume, keyed by Candidate::key()) and receives every
+// new measurement. Throws attune::Error if not even the start candidate passes verification.
+SearchResult search(const Space& space, Oracle& oracle, const SearchOptions& options,
+                    std::map<std::string, Measurement>& known);
+
+// The real oracle: times attune::attention on the problem's tensors, verifies on a small instance
+// (same d_k, d_v, causal, heads; lengths capped at 193) against the float64 reference.
+class KernelOracle final : public Oracle {
+ public:
+  explicit KernelOracle(const Problem& problem, double window_seconds = 0.02);
+  bool verify(const Candidate& candidate, std::string& why) override;
+  double sample(const Candidate& candidate) override;
+
+ private:
+  Problem problem_;
+  double window_;
+  std::vector<float> q_, k_, v_, out_;
+  std::map<std::string, bool> warmed_;
+};
+
+}  // namespace attune::tuner
