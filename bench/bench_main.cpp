@@ -225,11 +225,11 @@ int main(int argc, char** argv) {
       // naive and the scalar builds only where they finish quickly.
       const bool slow = k->name() == "naive" || k->name() == "blocked";
       if (slow && p.flops() > 2e9) continue;
-      const auto isas = attune::runnable_isas(*k);
-      for (attune::Isa isa : isas) {
+      const auto kernel_isas = attune::runnable_isas(*k);
+      for (attune::Isa isa : kernel_isas) {
         if (isa == attune::Isa::scalar && k->name() != "naive" && k->name() != "blocked" && p.flops() > 2e9) continue;
         // The BLAS baseline's time is in the BLAS; its own ISA only runs the softmax: best ISA only.
-        if (k->name() == "gemm" && isa != isas.front()) continue;
+        if (k->name() == "gemm" && isa != kernel_isas.front()) continue;
         const bool threaded = k->name() == "flash" || k->name() == "gemm";
         for (int t : thread_counts) {
           if (t > 1 && !threaded) continue;
