@@ -28,7 +28,7 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch6
 
 echo "test-aarch64: building attune_tests (-j2)"
 start=$SECONDS
-cmake --build "$build" -j 2 --target attune_tests
+cmake --build "$build" -j 2  # every test binary (attune_tests, the tuner tests)
 echo "test-aarch64: build took $((SECONDS - start)) s"
 
 # A build that silently lost its NEON translation unit would still pass on scalar alone.

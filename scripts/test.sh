@@ -14,8 +14,8 @@ ctest --test-dir build --output-on-failure -j 2
 echo "== AddressSanitizer + UBSan (build-asan/)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTUNE_SANITIZE=address,undefined \
   -DATTUNE_BUILD_BENCH=OFF -DATTUNE_BUILD_CLI=OFF >/dev/null
-cmake --build build-asan -j "$(nproc)" --target attune_tests
-ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j 2 -R '^(unit|equivalence)$'
+cmake --build build-asan -j "$(nproc)" --target attune_tests attune_tuner_tests
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j 2 -R '^(unit|equivalence|tuner)$'
 
 if [ -x scripts/test-aarch64.sh ]; then
   echo "== aarch64 / NEON under qemu (build-aarch64/)"
