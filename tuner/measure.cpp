@@ -60,9 +60,7 @@ double KernelOracle::sample(const Candidate& c) {
     call();
     times.push_back(std::chrono::duration<double>(clock::now() - t0).count());
   } while (std::chrono::duration<double>(clock::now() - window_start).count() < window_);
-  std::sort(times.begin(), times.end());
-  const std::size_t n = times.size();
-  return n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+  return median_of(std::move(times));
 }
 
 }  // namespace attune::tuner

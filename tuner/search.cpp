@@ -16,13 +16,6 @@
 namespace attune::tuner {
 namespace {
 
-double median_of(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 enum class Coordinate { block_q, block_kv, threads, kv_splits, variant };
 
 bool same_except(const Candidate& a, const Candidate& b, Coordinate c) {
@@ -274,6 +267,13 @@ class Searcher {
 };
 
 }  // namespace
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 double Measurement::median() const { return median_of(samples); }
 

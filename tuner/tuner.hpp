@@ -33,6 +33,9 @@ struct Space {
 // dropped; max_threads >= all cores is written as 0.
 Space make_space(const Problem& problem, int max_threads);
 
+// The median of a set of times (the mean of the middle two for an even count); 0 if empty.
+double median_of(std::vector<double> values);
+
 // Samples of one candidate on one shape; times in seconds (one sample = the median call time
 // of a >= 20 ms window).
 struct Measurement {
