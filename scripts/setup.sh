@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what attune needs on Debian 12 (only what is missing) and configures + builds a
-# Release tree in build/. Sourced by bench.sh and test.sh; safe to run again.
+# Release tree in build/. Run by bench.sh and test.sh; safe to run again.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -9,17 +9,7 @@ packages=(build-essential cmake ninja-build git libxsimd-dev libtbb-dev libbench
 # Extra packages a caller may add (test.sh adds the aarch64 cross toolchain and qemu).
 packages+=(${ATTUNE_EXTRA_PACKAGES:-})
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash "$root/scripts/install-packages.sh" "${packages[@]}"
 
 build="${ATTUNE_BUILD_DIR:-$root/build}"
 echo "setup: configuring $build"

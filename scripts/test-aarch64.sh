@@ -9,17 +9,7 @@ build="$root/build-aarch64"
 # The cross toolchain and qemu, plus what a cross configure needs from the host (xsimd's headers,
 # GoogleTest's sources); only what is missing is installed.
 packages=(cmake ninja-build libxsimd-dev googletest g++-aarch64-linux-gnu qemu-user)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "test-aarch64: installing ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash "$root/scripts/install-packages.sh" "${packages[@]}"
 
 echo "test-aarch64: configuring $build (toolchain cmake/aarch64-linux-gnu.cmake)"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch64-linux-gnu.cmake" \
