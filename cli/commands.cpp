@@ -102,14 +102,22 @@ void check_output_dir(const std::string& out) {
   if (std::filesystem::is_directory(out)) throw IoError("cannot write '" + out + "': it is a directory");
 }
 
+// Upper bound of `attune run --weights` (16 Mi floats): the weights are for looking at.
+constexpr std::int64_t kMaxWeightElements = std::int64_t{1} << 24;
+
 int cmd_run(const std::vector<std::string>& argv) {
-  const Args a(argv, with({"--q", "--k", "--v", "--out", "--scale"}, kRunFlags), {"--causal"});
+  const Args a(argv, with({"--q", "--k", "--v", "--out", "--scale", "--weights"}, kRunFlags), {"--causal"});
   no_positional(a);
   const Options options = parse_options(a);
   const auto q_path = a.required("--q"), k_path = a.required("--k"), v_path = a.required("--v");
   const auto out_path = a.required("--out");
+  const auto weights_path = a.get("--weights");
   const auto scale = a.get_float("--scale");
   check_output_dir(out_path);
+  if (weights_path) {
+    if (weights_path->empty()) throw UsageError("--weights needs a non-empty value");
+    check_output_dir(*weights_path);
+  }
 
   const npy::Array q = npy::read(q_path), k = npy::read(k_path), v = npy::read(v_path);
   const Tensor4 tq = as_bhsd(q, "Q"), tk = as_bhsd(k, "K"), tv = as_bhsd(v, "V");
@@ -138,9 +146,25 @@ int cmd_run(const std::vector<std::string>& argv) {
   p.validate();
 
   std::vector<float> out(static_cast<std::size_t>(p.out_elements()));
+  // The softmax weights are for inspecting small problems: refuse big ones before any work.
+  const std::int64_t weight_elements = p.batch * p.heads_q * p.seq_q * p.seq_kv;  // validated above
+  if (weights_path && weight_elements > kMaxWeightElements) {
+    throw IoError("--weights: " + std::to_string(weight_elements) + " weights (batch * heads_q * seq_q * seq_kv) exceed the limit of " +
+                  std::to_string(kMaxWeightElements) + " (64 MiB); use a smaller problem");
+  }
   attention(p, q.data.data(), k.data.data(), v.data.data(), out.data(), options);
+  std::vector<float> weights;
+  if (weights_path) {
+    const auto w = reference::attention_weights(p, q.data.data(), k.data.data());
+    weights.assign(w.begin(), w.end());
+  }
   std::vector<std::int64_t> shape = {p.batch, p.heads_q, p.seq_q, p.d_v};
-  if (q.shape.size() == 3) shape.erase(shape.begin());
+  std::vector<std::int64_t> weight_shape = {p.batch, p.heads_q, p.seq_q, p.seq_kv};
+  if (q.shape.size() == 3) {
+    shape.erase(shape.begin());
+    weight_shape.erase(weight_shape.begin());
+  }
+  if (weights_path) npy::write(*weights_path, weight_shape, weights.data());
   npy::write(out_path, shape, out.data());
   return 0;
 }
@@ -313,8 +337,10 @@ const std::vector<Command>& commands() {
        "verbatim by 'attune run --kernel <kernel> --isa <isa>'. --long adds a description.\n",
        cmd_kernels},
       {"run", "compute attention on .npy tensors",
-       "usage: attune run --q Q.npy --k K.npy --v V.npy --out O.npy [--causal] [--scale S]\n"
+       "usage: attune run --q Q.npy --k K.npy --v V.npy --out O.npy [--causal] [--scale S] [--weights W.npy]\n"
        "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n\n"
+       "--weights W.npy also writes the softmax weights [batch, heads_q, seq_q, seq_kv] (computed in\n"
+       "float64; at most 2^24 weights) for inspection, e.g. with scripts/report.sh weights.\n"
        "Inputs: float32 little-endian C-order .npy, shape [batch, heads, seq, dim] (or 3-D\n"
        "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
        "[batch, heads_q, seq_q, d_v], written atomically. Default kernel: auto (the best).\n"

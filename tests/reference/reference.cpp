@@ -20,35 +20,42 @@
 
 namespace attune::reference {
 
-std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v) {
-  std::vector<double> out(static_cast<std::size_t>(p.out_elements()), 0.0);
-  std::vector<double> s(static_cast<std::size_t>(p.seq_kv));
+std::vector<double> attention_weights(const Problem& p, const float* q, const float* k) {
+  std::vector<double> w(static_cast<std::size_t>(p.batch * p.heads_q * p.seq_q * p.seq_kv), 0.0);
   const double scale = p.effective_scale();
-  const std::int64_t group = p.group_size();
   for (std::int64_t b = 0; b < p.batch; ++b) {
     for (std::int64_t h = 0; h < p.heads_q; ++h) {
-      const std::int64_t hk = h / group;
       const float* qh = q + (b * p.heads_q + h) * p.seq_q * p.d_k;
-      const float* kh = k + (b * p.heads_kv + hk) * p.seq_kv * p.d_k;
-      const float* vh = v + (b * p.heads_kv + hk) * p.seq_kv * p.d_v;
-      double* oh = out.data() + (b * p.heads_q + h) * p.seq_q * p.d_v;
+      const float* kh = k + (b * p.heads_kv + h / p.group_size()) * p.seq_kv * p.d_k;
       for (std::int64_t i = 0; i < p.seq_q; ++i) {
+        double* row = w.data() + ((b * p.heads_q + h) * p.seq_q + i) * p.seq_kv;
         const std::int64_t visible = p.visible_keys(i);
-        if (visible == 0) continue;
-        double m = -std::numeric_limits<double>::infinity();
+        double m = -std::numeric_limits<double>::infinity(), sum = 0.0;
         for (std::int64_t j = 0; j < visible; ++j) {
           double dot = 0.0;
-          for (std::int64_t d = 0; d < p.d_k; ++d)
-            dot += static_cast<double>(qh[i * p.d_k + d]) * kh[j * p.d_k + d];
-          s[j] = scale * dot;
-          m = std::max(m, s[j]);
+          for (std::int64_t d = 0; d < p.d_k; ++d) dot += static_cast<double>(qh[i * p.d_k + d]) * kh[j * p.d_k + d];
+          row[j] = scale * dot;
+          m = std::max(m, row[j]);
         }
-        double sum = 0.0;
-        for (std::int64_t j = 0; j < visible; ++j) sum += (s[j] = std::exp(s[j] - m));
-        for (std::int64_t j = 0; j < visible; ++j) {
-          const double w = s[j] / sum;
-          for (std::int64_t d = 0; d < p.d_v; ++d) oh[i * p.d_v + d] += w * vh[j * p.d_v + d];
-        }
+        for (std::int64_t j = 0; j < visible; ++j) sum += (row[j] = std::exp(row[j] - m));
+        for (std::int64_t j = 0; j < visible; ++j) row[j] /= sum;
+      }
+    }
+  }
+  return w;
+}
+
+std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v) {
+  const std::vector<double> w = attention_weights(p, q, k);
+  std::vector<double> out(static_cast<std::size_t>(p.out_elements()), 0.0);
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.heads_q; ++h) {
+      const float* vh = v + (b * p.heads_kv + h / p.group_size()) * p.seq_kv * p.d_v;
+      for (std::int64_t i = 0; i < p.seq_q; ++i) {
+        const double* row = w.data() + ((b * p.heads_q + h) * p.seq_q + i) * p.seq_kv;
+        double* o = out.data() + ((b * p.heads_q + h) * p.seq_q + i) * p.d_v;
+        for (std::int64_t j = 0; j < p.visible_keys(i); ++j)
+          for (std::int64_t d = 0; d < p.d_v; ++d) o[d] += row[j] * vh[j * p.d_v + d];
       }
     }
   }

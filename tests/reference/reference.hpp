@@ -12,6 +12,9 @@ namespace attune::reference {
 // Attention computed in double from float inputs: the ground truth every kernel is held to.
 std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v);
 
+// The softmax weights [batch, heads_q, seq_q, seq_kv] in double; masked entries are 0.
+std::vector<double> attention_weights(const Problem& p, const float* q, const float* k);
+
 struct Inputs {
   std::vector<float> q, k, v;
 };
