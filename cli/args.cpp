@@ -1,9 +1,12 @@
 // The command-line parser.
 #include "args.hpp"
 
+#include <attune/error.hpp>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 
 namespace attune::cli {
 
@@ -76,6 +79,14 @@ std::optional<float> Args::get_float(const std::string& flag) const {
     throw UsageError(flag + " = '" + *v + "' is not a finite number");
   }
   return x;
+}
+
+void check_output_dir(const std::string& path) {
+  const auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty() && !std::filesystem::is_directory(dir)) {
+    throw IoError("cannot write '" + path + "': directory '" + dir.string() + "' does not exist");
+  }
+  if (std::filesystem::is_directory(path)) throw IoError("cannot write '" + path + "': it is a directory");
 }
 
 }  // namespace attune::cli

@@ -36,4 +36,8 @@ class Args {
   std::vector<std::string> positional_;
 };
 
+// Throws attune::IoError unless `path` can be created or replaced: its directory exists and it
+// is not itself a directory. Checked before any work, so a bad path fails fast.
+void check_output_dir(const std::string& path);
+
 }  // namespace attune::cli

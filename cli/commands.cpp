@@ -94,14 +94,6 @@ Tensor4 as_bhsd(const npy::Array& x, const char* name) {
                 std::to_string(s.size()) + "-D");
 }
 
-void check_output_dir(const std::string& out) {
-  const auto dir = std::filesystem::path(out).parent_path();
-  if (!dir.empty() && !std::filesystem::is_directory(dir)) {
-    throw IoError("cannot write '" + out + "': directory '" + dir.string() + "' does not exist");
-  }
-  if (std::filesystem::is_directory(out)) throw IoError("cannot write '" + out + "': it is a directory");
-}
-
 // Upper bound of `attune run --weights` (16 Mi floats): the weights are for looking at.
 constexpr std::int64_t kMaxWeightElements = std::int64_t{1} << 24;
 

@@ -82,13 +82,6 @@ std::string clock_text(double seconds) {
   return buf;
 }
 
-void check_writable_dir(const std::string& path, const char* flag) {
-  const auto dir = std::filesystem::path(path).parent_path();
-  if (!dir.empty() && !std::filesystem::is_directory(dir))
-    throw IoError(std::string(flag) + ": directory '" + dir.string() + "' does not exist");
-  if (std::filesystem::is_directory(path)) throw IoError(std::string(flag) + ": '" + path + "' is a directory");
-}
-
 }  // namespace
 
 int cmd_tune(const std::vector<std::string>& argv) {
@@ -151,8 +144,8 @@ int cmd_tune(const std::vector<std::string>& argv) {
               shapes.push_back(p);
             }
 
-  check_writable_dir(out_path, "--out");
-  check_writable_dir(json_path, "--json");
+  check_output_dir(out_path);
+  check_output_dir(json_path);
   std::string command = "attune tune";
   for (const auto& s : argv) command += " " + s;
 
