@@ -38,9 +38,11 @@ class Flash final : public Kernel {
     plan.block_kv = tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv);
     plan.threads = config.threads > 0 ? config.threads : simd::default_threads();
     const std::int64_t group = p.group_size();
-    if (group > 1 && p.seq_q * group <= block_q) {
-      plan.heads_per_task = group;  // the whole group's rows fit one tile
-      plan.positions = p.seq_q;
+    if (group > 1) {
+      // The query heads of a group share each task's rows (block_q rows: group x positions), so
+      // every K/V element loaded serves all of them.
+      plan.heads_per_task = group;
+      plan.positions = std::clamp<std::int64_t>(block_q / group, 1, p.seq_q);
     } else {
       plan.positions = tile_size(block_q, kDefaultBlockQ, p.seq_q);
     }
