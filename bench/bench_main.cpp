@@ -57,12 +57,7 @@ double g_budget_seconds = 0.0;  // 0: unlimited
 const auto g_start = std::chrono::steady_clock::now();
 std::map<std::pair<attune::Isa, int>, double> g_peak;  // GFLOP/s per (isa, threads)
 
-void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune::Isa isa, Shape s, int threads) {
-  if (g_budget_seconds > 0 &&
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - g_start).count() > g_budget_seconds) {
-    state.SkipWithError("time budget exhausted");
-    return;
-  }
+attune::Problem to_problem(const Shape& s) {
   attune::Problem p;
   p.batch = s.batch;
   p.heads_q = s.heads_q;
@@ -71,6 +66,16 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
   p.seq_kv = s.seq_kv;
   p.d_k = p.d_v = s.d;
   p.causal = s.causal;
+  return p;
+}
+
+void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune::Isa isa, Shape s, int threads) {
+  if (g_budget_seconds > 0 &&
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - g_start).count() > g_budget_seconds) {
+    state.SkipWithError("time budget exhausted");
+    return;
+  }
+  const attune::Problem p = to_problem(s);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   std::vector<float> q(p.q_elements()), k(p.k_elements()), v(p.v_elements()), out(p.out_elements());
@@ -214,13 +219,7 @@ int main(int argc, char** argv) {
   }
 
   for (const Shape& s : shapes) {
-    attune::Problem p;
-    p.heads_q = s.heads_q;
-    p.heads_kv = s.heads_kv;
-    p.seq_q = s.seq_q;
-    p.seq_kv = s.seq_kv;
-    p.d_k = p.d_v = s.d;
-    p.causal = s.causal;
+    const attune::Problem p = to_problem(s);
     for (const attune::Kernel* k : attune::kernels()) {
       // naive and the scalar builds only where they finish quickly.
       const bool slow = k->name() == "naive" || k->name() == "blocked";
