@@ -82,11 +82,17 @@ std::optional<float> Args::get_float(const std::string& flag) const {
 }
 
 void check_output_dir(const std::string& path) {
+  // error_code overloads: a name the OS refuses (too long, say) is a bad path, not an exception
+  // from deep inside std::filesystem (found by fuzz_args).
+  std::error_code ec;
   const auto dir = std::filesystem::path(path).parent_path();
-  if (!dir.empty() && !std::filesystem::is_directory(dir)) {
-    throw IoError("cannot write '" + path + "': directory '" + dir.string() + "' does not exist");
+  if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
+    throw IoError("cannot write '" + path + "': directory '" + dir.string() + "' " +
+                  (ec ? ec.message() : std::string("does not exist")));
   }
-  if (std::filesystem::is_directory(path)) throw IoError("cannot write '" + path + "': it is a directory");
+  const bool is_dir = std::filesystem::is_directory(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) throw IoError("cannot write '" + path + "': " + ec.message());
+  if (is_dir) throw IoError("cannot write '" + path + "': it is a directory");
 }
 
 }  // namespace attune::cli

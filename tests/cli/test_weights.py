@@ -51,3 +51,11 @@ def test_weights_refused_above_the_limit_before_writing(attune_bin, tmp_path):
     assert "limit" in r.stderr
     assert not os.path.exists(tmp_path / "w.npy")
     assert (tmp_path / "o.npy").read_bytes() == b"keep"
+
+
+def test_unusable_output_paths_are_clean_errors(attune_bin, tmp_path):
+    # A name longer than the OS allows once made std::filesystem throw (found by fuzz_args).
+    for out in ("x" * 5000 + ".npy", str(tmp_path / ("y" * 300)) + "/o.npy"):
+        r = attune(attune_bin, "run", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--out", out)
+        assert_error(r, (1,))
+        assert "cannot write" in r.stderr
