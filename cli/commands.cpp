@@ -16,9 +16,10 @@
 namespace attune::cli {
 namespace {
 
-// --kernel/--isa/--threads/--block-q/--block-kv, shared by every command that runs a kernel.
+// --kernel/--isa/--threads/--block-q/--block-kv/--kv-splits/--micro, shared by every command
+// that runs a kernel.
 const std::set<std::string> kRunFlags = {"--kernel", "--isa", "--threads", "--block-q", "--block-kv",
-                                         "--kv-splits"};
+                                         "--kv-splits", "--micro"};
 
 Options parse_options(const Args& a) {
   Options o;
@@ -52,6 +53,12 @@ Options parse_options(const Args& a) {
   if (auto b = a.get_int("--block-q", 1)) o.config.block_q = *b;
   if (auto b = a.get_int("--block-kv", 1)) o.config.block_kv = *b;
   if (auto s = a.get_int("--kv-splits", 1)) o.config.kv_splits = static_cast<int>(std::min<std::int64_t>(*s, 1 << 16));
+  if (auto m = a.get("--micro")) {
+    if (*m == "auto") o.config.micro = 0;
+    else if (*m == "narrow") o.config.micro = 1;
+    else if (*m == "wide") o.config.micro = 2;
+    else throw UsageError("--micro = '" + *m + "': expected auto, narrow or wide");
+  }
   return o;
 }
 
@@ -330,7 +337,8 @@ const std::vector<Command>& commands() {
        cmd_kernels},
       {"run", "compute attention on .npy tensors",
        "usage: attune run --q Q.npy --k K.npy --v V.npy --out O.npy [--causal] [--scale S] [--weights W.npy]\n"
-       "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n\n"
+       "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
+       "                  [--kv-splits N] [--micro auto|narrow|wide]\n\n"
        "--weights W.npy also writes the softmax weights [batch, heads_q, seq_q, seq_kv] (computed in\n"
        "float64; at most 2^24 weights) for inspection, e.g. with scripts/report.sh weights.\n"
        "Inputs: float32 little-endian C-order .npy, shape [batch, heads, seq, dim] (or 3-D\n"
@@ -342,7 +350,8 @@ const std::vector<Command>& commands() {
       {"mha", "multi-head attention with projections on .npy tensors",
        "usage: attune mha --x X.npy --wq WQ.npy --wk WK.npy --wv WV.npy --wo WO.npy --heads-q N\n"
        "                  [--heads-kv N] --out Y.npy [--causal] [--scale S] [--kernel NAME] [--isa ISA]\n"
-       "                  [--threads N] [--block-q N] [--block-kv N]\n\n"
+       "                  [--threads N] [--block-q N] [--block-kv N]\n"
+       "                  [--kv-splits N] [--micro auto|narrow|wide]\n\n"
        "y = concat_h(attention(x WQ_h, x WK_g, x WV_g)) WO with g = h / (heads_q / heads_kv).\n"
        "Inputs: float32 little-endian C-order .npy. X: [batch, seq, d_model] (or 2-D [seq, d_model]);\n"
        "WQ: [d_model, heads_q * d_k], WK: [d_model, heads_kv * d_k], WV: [d_model, heads_kv * d_v],\n"
@@ -353,7 +362,8 @@ const std::vector<Command>& commands() {
        cmd_mha},
 #endif
       {"verify", "check every kernel/ISA against the float64 reference",
-       "usage: attune verify [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N] [--quiet]\n\n"
+       "usage: attune verify [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
+       "                     [--kv-splits N] [--micro auto|narrow|wide] [--quiet]\n\n"
        "Runs every runnable (kernel, isa) pair over the built-in shape grid (odd d_k and\n"
        "lengths, causal, grouped-query, large logits) and prints the worst error per pair.\n"
        "Exit status 1 if any case exceeds its tolerance.\n",

@@ -42,13 +42,15 @@ const Expected& expected(const Case& c) {
 }
 
 // Tile configurations beyond the defaults: tiles of 1, odd tiles, tiles larger than any
-// sequence, several thread counts.
+// sequence, several thread counts, each register tile forced (also on decoding rows).
 std::vector<std::pair<std::string, attune::Config>> extra_configs() {
   return {{"tiles1x1", {1, 1, 0, 0}},
           {"tiles7x13", {7, 13, 0, 0}},
           {"tiles4096", {4096, 4096, 0, 0}},
           {"t1", {0, 0, 1, 0}},
-          {"t3_split3", {16, 32, 3, 3}}};
+          {"t3_split3", {16, 32, 3, 3}},
+          {"narrow_tile", {0, 0, 0, 0, 1}},
+          {"wide_tile_7x13_t2", {7, 13, 2, 0, 2}}};
 }
 
 std::vector<Param> all_params() {
@@ -140,6 +142,18 @@ TEST(EquivalenceCoverage, EveryKernelHasARunnableIsa) {
   for (const attune::Kernel* k : attune::kernels()) {
     EXPECT_FALSE(attune::runnable_isas(*k).empty()) << k->name();
   }
+}
+
+TEST(EquivalenceCoverage, MicroKernelOutOfRangeIsRefused) {
+  attune::Problem p;
+  p.heads_q = p.heads_kv = 1;
+  p.seq_q = p.seq_kv = 4;
+  p.d_k = p.d_v = 8;
+  attune::Options o;
+  o.config.micro = 3;
+  EXPECT_THROW(attune::resolve(p, o), attune::InvalidArgument);
+  o.config.micro = -1;
+  EXPECT_THROW(attune::resolve(p, o), attune::InvalidArgument);
 }
 
 }  // namespace

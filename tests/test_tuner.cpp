@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -19,8 +20,10 @@ using namespace attune::tuner;
 
 attune::Problem problem() {
   attune::Problem p;
-  p.heads_q = p.heads_kv = 8;
-  p.seq_q = p.seq_kv = 1024;
+  // Few query rows against many keys, so that key splits stay in the space.
+  p.heads_q = p.heads_kv = 1;
+  p.seq_q = 256;
+  p.seq_kv = 4096;
   p.d_k = p.d_v = 64;
   return p;
 }
@@ -30,7 +33,8 @@ double distance(std::int64_t value, std::int64_t fallback, double best_log2) {
 }
 
 // A separable cost with a unique optimum away from the start in every coordinate (tiles
-// 128 x 256, one thread if the machine has more, 2 key splits, flash on the start ISA), and
+// 128 x 256, one thread if the machine has more, 2 key splits, the wide register tile, flash on
+// the start ISA), and
 // +-0.5% multiplicative noise.
 class Synthetic : public Oracle {
  public:
@@ -43,6 +47,7 @@ class Synthetic : public Oracle {
     t *= 1.0 + 0.2 * distance(c.config.block_kv, 128, 8.0);
     t *= c.config.threads == 1 ? 0.9 : 1.0;
     t *= c.config.kv_splits == 2 ? 0.85 : c.config.kv_splits == 0 ? 1.0 : 1.1;
+    t *= c.config.micro == 2 ? 0.95 : c.config.micro == 1 ? 1.05 : 1.0;
     return t * 1e-3;
   }
   bool verify(const Candidate& c, std::string& why) override {
@@ -84,12 +89,26 @@ TEST(Tuner, SpaceComesFromKernelParams) {
   EXPECT_EQ(kernels.count("flash"), 1u);
   EXPECT_EQ(space.start.kernel, "flash");
   EXPECT_TRUE(keys.count(space.start.key()));
-  // Tiles past the sequence are pruned: 1024 keys keep every block_kv up to 512, a 16-row
+  // Tiles past the sequence are pruned: 4096 keys keep every block_kv up to 512, a 16-row
   // query never needs tiles past 16.
   attune::Problem small = problem();
   small.seq_q = small.seq_kv = 16;
   EXPECT_GT(make_space(small, 0).pruned, 0u);
   EXPECT_LT(make_space(small, 0).all.size(), space.all.size());
+  // Key splits only where the query rows cannot keep the threads busy.
+  auto has_split = [](const Space& s) {
+    return std::any_of(s.all.begin(), s.all.end(), [](const Candidate& c) { return c.config.kv_splits > 0; });
+  };
+  EXPECT_TRUE(has_split(space));
+  attune::Problem prefill = problem();
+  prefill.heads_q = prefill.heads_kv = 16;
+  prefill.seq_q = prefill.seq_kv = 2048;
+  EXPECT_FALSE(has_split(make_space(prefill, 0)));
+  // The register tile is a coordinate of the kernels that declare it.
+  std::set<int> micro;
+  for (const Candidate& c : space.all)
+    if (c.kernel == "flash") micro.insert(c.config.micro);
+  EXPECT_EQ(micro, (std::set<int>{0, 1, 2}));
 }
 
 TEST(Tuner, SmartFindsTheKnownOptimumWithinItsBudget) {

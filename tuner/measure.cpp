@@ -50,8 +50,11 @@ double KernelOracle::sample(const Candidate& c) {
   const Options options = c.options();
   auto call = [&] { attention(problem_, q_.data(), k_.data(), v_.data(), out_.data(), options); };
   if (!warmed_[c.key()]) {  // first touch of the tensors, thread pool start-up, page faults
+    const auto t0 = clock::now();
     call();
     warmed_[c.key()] = true;
+    const double warm = std::chrono::duration<double>(clock::now() - t0).count();
+    if (warm > give_up_after_) return warm;  // hopeless: not worth a window
   }
   std::vector<double> times;
   const auto window_start = clock::now();

@@ -225,7 +225,8 @@ std::string candidate_fields(const Candidate& c) {
   return "\"candidate\":" + json_string(c.key()) + ",\"kernel\":" + json_string(c.kernel) +
          ",\"isa\":" + json_string(attune::to_string(c.isa)) + ",\"block_q\":" + std::to_string(c.config.block_q) +
          ",\"block_kv\":" + std::to_string(c.config.block_kv) + ",\"threads\":" +
-         std::to_string(c.config.threads) + ",\"kv_splits\":" + std::to_string(c.config.kv_splits);
+         std::to_string(c.config.threads) + ",\"kv_splits\":" + std::to_string(c.config.kv_splits) +
+         ",\"micro\":" + std::to_string(c.config.micro);
 }
 
 double gflops(const Problem& p, double seconds) { return seconds > 0 ? p.flops() / seconds * 1e-9 : 0.0; }
@@ -258,6 +259,8 @@ Candidate candidate_of(const JsonObject& o) {
   c.config.block_kv = integer(o, "block_kv");
   c.config.threads = static_cast<int>(integer(o, "threads"));
   c.config.kv_splits = static_cast<int>(integer(o, "kv_splits"));
+  // Logs written before the micro-kernel became a parameter lack it: the automatic choice.
+  if (o.count("micro")) c.config.micro = static_cast<int>(integer(o, "micro"));
   return c;
 }
 
@@ -449,7 +452,7 @@ std::string generate_header(const Log& log, const std::string& json_name) {
     const TunedKey k = tuned_key(p);
     Row r{TunedEntry{k.d_k, k.causal, k.decode, k.gqa, k.log2_seq_q, k.log2_seq_kv, nullptr, nullptr,
                      c.config.block_q, c.config.block_kv, c.config.threads, c.config.kv_splits,
-                     num(*o, "gflops"), num(*o, "spread"), boolean(*o, "tie")},
+                     c.config.micro, num(*o, "gflops"), num(*o, "spread"), boolean(*o, "tie")},
           p.flops(), shape, ""};
     if (auto it = o->find("runner_up"); it != o->end() && it->second.kind == JsonValue::Kind::string)
       r.runner_up = it->second.string;
@@ -486,7 +489,7 @@ std::string generate_header(const Log& log, const std::string& json_name) {
   h += "};\n\n";
   h += "constexpr std::array<TunedEntry, " + std::to_string(unique.size()) + "> kEntries = {{\n";
   h += "    // d_k, causal, decode, gqa, log2_seq_q, log2_seq_kv, kernel, isa, block_q, block_kv,\n";
-  h += "    // threads, kv_splits, gflops, spread, tie\n";
+  h += "    // threads, kv_splits, micro, gflops, spread, tie\n";
   for (const Row& r : unique) {
     const TunedEntry& e = r.entry;
     h += "    {" + std::to_string(e.d_k) + ", " + (e.causal ? "true" : "false") + ", " +
@@ -494,7 +497,7 @@ std::string generate_header(const Log& log, const std::string& json_name) {
          std::to_string(e.log2_seq_q) + ", " + std::to_string(e.log2_seq_kv) + ", " + cpp_string(e.kernel) +
          ", " + cpp_string(e.isa) + ", " + std::to_string(e.block_q) + ", " + std::to_string(e.block_kv) +
          ", " + std::to_string(e.threads) + ", " + std::to_string(e.kv_splits) + ", " +
-         fmt("%.2f", e.gflops) + ", " + fmt("%.4f", e.spread) + ", " + (e.tie ? "true" : "false") +
+         std::to_string(e.micro) + ", " + fmt("%.2f", e.gflops) + ", " + fmt("%.4f", e.spread) + ", " + (e.tie ? "true" : "false") +
          "},\n";
     h += "    //   from " + comment_text(r.shape) +
          (r.runner_up.empty() ? "" : "; runner-up " + comment_text(r.runner_up)) + "\n";

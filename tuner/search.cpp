@@ -1,7 +1,7 @@
 // The search strategies. Every one races its candidates round-robin (interleaved samples,
 // Highway-style cut of anything > race_cut x the best) and ends with an interleaved confirmation
 // of the top candidates and the start; smart is coordinate descent from the start over tiles,
-// then threads and splits, then variant/ISA, moving only on a win larger than the noise.
+// then threads, splits and the micro-kernel, then variant/ISA, moving only on a win larger than the noise.
 #include "tuner.hpp"
 
 #include <attune/error.hpp>
@@ -16,7 +16,7 @@
 namespace attune::tuner {
 namespace {
 
-enum class Coordinate { block_q, block_kv, threads, kv_splits, variant };
+enum class Coordinate { block_q, block_kv, threads, kv_splits, micro, variant };
 
 bool same_except(const Candidate& a, const Candidate& b, Coordinate c) {
   if (a.kernel != b.kernel || a.isa != b.isa) return false;
@@ -24,12 +24,13 @@ bool same_except(const Candidate& a, const Candidate& b, Coordinate c) {
   return (c == Coordinate::block_q || x.block_q == y.block_q) &&
          (c == Coordinate::block_kv || x.block_kv == y.block_kv) &&
          (c == Coordinate::threads || x.threads == y.threads) &&
-         (c == Coordinate::kv_splits || x.kv_splits == y.kv_splits);
+         (c == Coordinate::kv_splits || x.kv_splits == y.kv_splits) &&
+         (c == Coordinate::micro || x.micro == y.micro);
 }
 
 int mismatches(const Config& x, const Config& y) {
   return (x.block_q != y.block_q) + (x.block_kv != y.block_kv) + (x.threads != y.threads) +
-         (x.kv_splits != y.kv_splits);
+         (x.kv_splits != y.kv_splits) + (x.micro != y.micro);
 }
 
 class Searcher {
@@ -120,7 +121,9 @@ class Searcher {
         Measurement& m = entry(c);
         if (!m.verified || static_cast<int>(m.samples.size()) >= round) continue;
         try {
+          oracle_.set_give_up_after(give_up_factor * best_median_);
           m.samples.push_back(oracle_.sample(c));
+          best_median_ = std::min(best_median_, m.median());
         } catch (const Error& e) {
           m.verified = false;
           m.error = e.what();
@@ -193,7 +196,7 @@ class Searcher {
     Candidate inc = space_.start;
     sample_to({inc}, opt_.race_samples);
     const Coordinate order[] = {Coordinate::block_q, Coordinate::block_kv, Coordinate::threads,
-                                Coordinate::kv_splits, Coordinate::variant};
+                                Coordinate::kv_splits, Coordinate::micro, Coordinate::variant};
     for (int pass = 0; pass < 3; ++pass) {
       bool moved = false;
       for (Coordinate coord : order) {
@@ -239,7 +242,7 @@ class Searcher {
     auto simplicity = [&](const Candidate& c) {
       const Config& k = c.config;
       return std::make_tuple(c.key() != start_key, k.threads == 0 ? INT_MAX : k.threads, k.block_q,
-                             k.block_kv, k.kv_splits);
+                             k.block_kv, k.kv_splits, k.micro);
     };
     const Candidate* chosen = &finalists.front();
     for (const Candidate& c : finalists) {
@@ -264,6 +267,11 @@ class Searcher {
   const SearchOptions& opt_;
   std::map<std::string, Measurement>& known_;
   std::set<std::string> evaluated_;
+  // The fastest median seen so far; candidates slower than give_up_factor x it on their first
+  // call are not timed further (Oracle::set_give_up_after). Twice the race cut: such a
+  // candidate would be cut anyway.
+  double best_median_ = INFINITY;
+  const double give_up_factor = 2.0 * opt_.race_cut;
 };
 
 }  // namespace

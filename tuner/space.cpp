@@ -35,7 +35,7 @@ std::vector<std::int64_t> tile_values(const std::vector<std::int64_t>& spec, std
 std::string Candidate::key() const {
   return kernel + "/" + std::string(attune::to_string(isa)) + "/bq" + std::to_string(config.block_q) +
          "/bkv" + std::to_string(config.block_kv) + "/t" + std::to_string(config.threads) + "/s" +
-         std::to_string(config.kv_splits);
+         std::to_string(config.kv_splits) + "/m" + std::to_string(config.micro);
 }
 
 Options Candidate::options() const {
@@ -60,8 +60,18 @@ Space make_space(const Problem& p, int max_threads) {
     if (best == nullptr || k->rank() > best->rank()) best = k;
 
     // Per Config field: the values to try (always including 0, the default).
-    std::vector<std::int64_t> bq = {0}, bkv = {0}, threads = {0}, splits = {0};
-    for (const ParamSpec& spec : k->params()) {
+    std::vector<std::int64_t> bq = {0}, bkv = {0}, threads = {0}, splits = {0}, micro = {0};
+    const auto specs = k->params();
+    std::int64_t largest_bq = 1;
+    for (const ParamSpec& spec : specs)
+      if (spec.name == "block_q")
+        for (std::int64_t v : spec.values) largest_bq = std::max(largest_bq, v);
+    // Splitting the key range only creates parallelism: with at least two query-row tasks per
+    // thread even at the largest block_q, the automatic choice (no split) is the only one kept.
+    const std::int64_t fewest_row_sets =
+        p.batch * p.heads_kv * ((p.seq_q * p.group_size() + largest_bq - 1) / largest_bq);
+    const bool splits_useful = fewest_row_sets < 2 * cap;
+    for (const ParamSpec& spec : specs) {
       if (spec.name == "block_q") {
         // Grouped-query decoding packs the whole group into one tile: the extent is seq_q x group.
         bq = tile_values(spec.values, p.seq_q * p.group_size(), space.pruned);
@@ -72,9 +82,16 @@ Space make_space(const Problem& p, int max_threads) {
         for (std::int64_t v : spec.values) {
           if (v > 0 && v < cap) threads.push_back(v);
         }
+      } else if (spec.name == "micro") {
+        for (std::int64_t v : spec.values)
+          if (v > 0) micro.push_back(v);
       } else if (spec.name == "kv_splits") {
         for (std::int64_t v : spec.values) {
           if (v <= 0) continue;
+          if (!splits_useful) {
+            ++space.pruned;
+            continue;
+          }
           if (v > 1 && p.seq_kv / v < 64) {  // splits of under 64 keys: pure overhead
             ++space.pruned;
             continue;
@@ -88,11 +105,13 @@ Space make_space(const Problem& p, int max_threads) {
         for (auto kv : bkv) {
           for (auto t : threads) {
             for (auto s : splits) {
-              Candidate c;
-              c.kernel = std::string(k->name());
-              c.isa = isa;
-              c.config = Config{q, kv, static_cast<int>(t), static_cast<int>(s)};
-              space.all.push_back(std::move(c));
+              for (auto m : micro) {
+                Candidate c;
+                c.kernel = std::string(k->name());
+                c.isa = isa;
+                c.config = Config{q, kv, static_cast<int>(t), static_cast<int>(s), static_cast<int>(m)};
+                space.all.push_back(std::move(c));
+              }
             }
           }
         }

@@ -56,6 +56,10 @@ class Oracle {
   virtual bool verify(const Candidate& candidate, std::string& why) = 0;
   // One sample, in seconds.
   virtual double sample(const Candidate& candidate) = 0;
+  // Early termination: a candidate whose first (warm-up) call already takes longer than this
+  // may return that call's time as its sample instead of timing a whole window. The search
+  // sets it to a multiple of the best median so far, so hopeless candidates cost one call.
+  virtual void set_give_up_after(double /*seconds*/) {}
 };
 
 enum class Strategy { smart, exhaustive, random };
@@ -96,10 +100,12 @@ class KernelOracle final : public Oracle {
   explicit KernelOracle(const Problem& problem, double window_seconds = 0.02);
   bool verify(const Candidate& candidate, std::string& why) override;
   double sample(const Candidate& candidate) override;
+  void set_give_up_after(double seconds) override { give_up_after_ = seconds; }
 
  private:
   Problem problem_;
   double window_;
+  double give_up_after_ = 1e300;
   std::vector<float> q_, k_, v_, out_;
   std::map<std::string, bool> warmed_;
 };

@@ -29,13 +29,15 @@ class Flash final : public Kernel {
     return {{"block_q", {16, 32, 64, 128, 256}},
             {"block_kv", {32, 64, 128, 256, 512}},
             {"threads", {1, 2, 4, 8, 16, 32, 64}},
-            {"kv_splits", {0, 1, 2, 4, 8, 16}}};
+            {"kv_splits", {0, 1, 2, 4, 8, 16}},
+            {"micro", {1, 2}}};
   }
 
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
     simd::Plan plan;
     const std::int64_t block_q = config.block_q > 0 ? config.block_q : kDefaultBlockQ;
     plan.block_kv = tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv);
+    plan.micro = config.micro;
     plan.threads = config.threads > 0 ? config.threads : simd::default_threads();
     const std::int64_t group = p.group_size();
     if (group > 1) {

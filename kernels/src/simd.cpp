@@ -20,13 +20,14 @@ class Simd final : public Kernel {
   std::vector<Isa> isas() const override { return compiled_isas(); }
   int rank() const noexcept override { return 20; }
   std::vector<ParamSpec> params() const override {
-    return {{"block_q", {16, 32, 64, 128, 256}}, {"block_kv", {32, 64, 128, 256, 512}}};
+    return {{"block_q", {16, 32, 64, 128, 256}}, {"block_kv", {32, 64, 128, 256, 512}}, {"micro", {1, 2}}};
   }
 
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
     simd::Plan plan;
     plan.positions = tile_size(config.block_q, kDefaultBlockQ, p.seq_q);
     plan.block_kv = tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv);
+    plan.micro = config.micro;
     simd::run_tiled(p, t, plan, simd::isa_ops(isa));
   }
 };

@@ -18,6 +18,10 @@ struct Config {
   std::int64_t block_kv = 0;  // keys per tile
   int threads = 0;            // worker threads; 0 = all cores
   int kv_splits = 0;          // splits of the key range per (batch, head, query tile); 0 = auto
+  // Register tile of the SIMD micro-kernel: 0 = auto (the dot-product form for <= 4 query rows,
+  // else the smallest tile holding a task's rows), 1 = narrow (one vector of query rows),
+  // 2 = wide (the ISA's widest: two vectors of rows). 1 and 2 apply to any row count.
+  int micro = 0;
 };
 
 struct Tensors {

@@ -28,6 +28,7 @@ struct TunedEntry {
   std::int64_t block_kv;
   int threads;    // 0: all cores
   int kv_splits;  // 0: the kernel decides
+  int micro;      // Config::micro: 0 auto, 1 narrow, 2 wide register tile
   // for readers
   double gflops;  // median of the chosen config at tuning time
   double spread;  // its relative spread (median absolute deviation / median)

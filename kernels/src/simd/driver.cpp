@@ -90,7 +90,8 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   const int threads = static_cast<int>(std::clamp<std::int64_t>(
       std::min<std::int64_t>(plan.threads, tasks), 1, std::max(1u, std::thread::hardware_concurrency())));
 
-  const TileFn& fn = ops.tile_for(rows);
+  // Config::micro 1 and 2 name the tile instantiations 2 and 3 (after the two dot forms).
+  const TileFn& fn = plan.micro > 0 ? ops.tiles[std::min(plan.micro, 2) + 1] : ops.tile_for(rows);
   const std::int64_t scratch_floats = tile_scratch_floats(fn, rows, p.d_k, p.d_v, block_kv);
   std::vector<AlignedBuffer> scratch;
   for (int i = 0; i < threads; ++i) scratch.push_back(aligned_floats(scratch_floats));

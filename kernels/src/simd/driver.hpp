@@ -18,6 +18,7 @@ struct Plan {
   std::int64_t splits = 1;          // key-range splits per (heads, positions) row set
   std::int64_t block_kv = 128;      // keys per tile
   int threads = 1;                  // 1 runs on the calling thread
+  int micro = 0;                    // Config::micro: 0 auto, 1 narrow tile, 2 wide tile
 };
 
 void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops);
