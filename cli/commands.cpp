@@ -369,6 +369,8 @@ const std::vector<Command>& commands() {
        "Exit status 1 if any case exceeds its tolerance.\n",
        cmd_verify},
       {"tune", "search kernels, tiles and threads per shape; write attune_tuned.h", kTuneHelp, cmd_tune},
+      {"tune-check", "re-measure tuned choices against the defaults and auto, interleaved", kTuneCheckHelp,
+       cmd_tune_check},
       {"info", "show the CPU, ISAs, version and build",
        "usage: attune info\n\nPrints the CPU model, detected/compiled/runnable ISAs, core count,\n"
        "version, git revision, compiler and flags.\n",

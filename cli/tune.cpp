@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -23,7 +24,7 @@ const char* const kTuneHelp =
     "usage: attune tune --seq 128,512,2048 --heads 8,32 --dk 64,128 --out attune_tuned.h --json tune.json\n"
     "                   [--seq-q LIST] [--group LIST] [--causal no|yes|both]\n"
     "                   [--strategy smart|exhaustive|random] [--evals K] [--budget 10m] [--threads N]\n"
-    "                   [--window-ms 20] [--seed S] [--resume]\n\n"
+    "                   [--window-ms 20] [--seed S] [--wait-quiet 30] [--resume]\n\n"
     "Measures every shape of the grid (seq_q = seq_kv = --seq, or --seq-q x --seq for decoding;\n"
     "heads_kv = heads / group) and picks the fastest verified (kernel, isa, block_q, block_kv,\n"
     "threads, kv_splits). smart: coordinate descent from the default with racing; exhaustive:\n"
@@ -33,6 +34,9 @@ const char* const kTuneHelp =
     "continues such a log, reusing its measurements and skipping shapes already chosen.\n"
     "The header (--out) is generated from the whole log and written atomically; build with\n"
     "-DATTUNE_TUNED_CONFIG=<file> to make `auto` use it. Progress goes to stderr.\n"
+    "smart seeds each shape with the winners of the two most similar shapes tuned before it.\n"
+    "Before timing, the tuner waits (up to --wait-quiet seconds, 0: never) while other\n"
+    "processes compete for the cores, and warns when they do not leave.\n"
     "Exit status: 0 success, 1 data/input error, 2 usage error.\n";
 
 namespace {
@@ -82,15 +86,8 @@ std::string clock_text(double seconds) {
   return buf;
 }
 
-}  // namespace
-
-int cmd_tune(const std::vector<std::string>& argv) {
-  const Args a(argv,
-               {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--strategy", "--evals", "--budget",
-                "--threads", "--out", "--json", "--window-ms", "--seed"},
-               {"--resume"});
-  if (!a.positional().empty()) throw UsageError("unexpected argument '" + a.positional().front() + "'");
-  if (!a.has("--seq")) throw UsageError("missing required option --seq");
+// The shape grid of --seq, --seq-q, --heads, --group, --dk and --causal.
+std::vector<Problem> grid_shapes(const Args& a) {
   const auto seqs = int_list(a, "--seq", {}, 1);
   const auto seq_qs = int_list(a, "--seq-q", {}, 1);
   const auto heads = int_list(a, "--heads", {8}, 1);
@@ -102,24 +99,6 @@ int cmd_tune(const std::vector<std::string>& argv) {
   else if (causal == "yes") causals = {true};
   else if (causal == "both") causals = {false, true};
   else throw UsageError("--causal = '" + causal + "' must be no, yes or both");
-  tuner::SearchOptions so;
-  const std::string strategy = a.get("--strategy").value_or("smart");
-  if (strategy == "smart") so.strategy = tuner::Strategy::smart;
-  else if (strategy == "exhaustive") so.strategy = tuner::Strategy::exhaustive;
-  else if (strategy == "random") so.strategy = tuner::Strategy::random;
-  else throw UsageError("--strategy = '" + strategy + "' must be smart, exhaustive or random");
-  if (auto k = a.get_int("--evals", 1)) {
-    so.random_k = static_cast<std::size_t>(*k);
-    so.max_evaluations = static_cast<std::size_t>(*k) + (so.strategy == tuner::Strategy::random ? 1 : 0);
-  }
-  if (auto s = a.get_int("--seed", 0)) so.seed = static_cast<std::uint64_t>(*s);
-  const std::string budget_text = a.get("--budget").value_or("10m");
-  const double budget = parse_budget(budget_text);
-  const int max_threads = static_cast<int>(std::min<std::int64_t>(a.get_int("--threads", 1).value_or(0), 1 << 16));
-  const double window = static_cast<double>(a.get_int("--window-ms", 1).value_or(20)) * 1e-3;
-  const std::string out_path = a.required("--out"), json_path = a.required("--json");
-  const bool resume = a.has("--resume");
-
   std::vector<Problem> shapes;
   for (bool c : causals)
     for (std::int64_t dk : dks)
@@ -143,6 +122,64 @@ int cmd_tune(const std::vector<std::string>& argv) {
               }
               shapes.push_back(p);
             }
+
+  return shapes;
+}
+
+// Similarity of two shapes for seeding: exact keys (d_k, causal, decode, GQA) weigh most, then
+// the log2 distance of the lengths and head counts.
+double shape_distance(const Problem& a, const Problem& b) {
+  auto lg = [](std::int64_t x) { return std::log2(static_cast<double>(x)); };
+  return 8.0 * (a.d_k != b.d_k) + 4.0 * (a.causal != b.causal) + 4.0 * ((a.seq_q <= 16) != (b.seq_q <= 16)) +
+         2.0 * (a.group_size() != b.group_size()) + std::abs(lg(a.seq_q) - lg(b.seq_q)) +
+         std::abs(lg(a.seq_kv) - lg(b.seq_kv)) + 0.5 * std::abs(lg(a.heads_q) - lg(b.heads_q));
+}
+
+std::vector<tuner::Candidate> nearest_winners(const Problem& p,
+                                              const std::vector<std::pair<Problem, tuner::Candidate>>& winners,
+                                              std::size_t n) {
+  std::vector<std::pair<double, std::size_t>> order;
+  for (std::size_t i = 0; i < winners.size(); ++i) order.emplace_back(shape_distance(p, winners[i].first), i);
+  std::stable_sort(order.begin(), order.end());
+  std::vector<tuner::Candidate> out;
+  for (const auto& [d, i] : order) {
+    if (out.size() == n) break;
+    const tuner::Candidate& c = winners[i].second;
+    if (std::none_of(out.begin(), out.end(), [&](const tuner::Candidate& o) { return o.key() == c.key(); }))
+      out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+int cmd_tune(const std::vector<std::string>& argv) {
+  const Args a(argv,
+               {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--strategy", "--evals", "--budget",
+                "--threads", "--out", "--json", "--window-ms", "--seed", "--wait-quiet"},
+               {"--resume"});
+  if (!a.positional().empty()) throw UsageError("unexpected argument '" + a.positional().front() + "'");
+  if (!a.has("--seq")) throw UsageError("missing required option --seq");
+  tuner::SearchOptions so;
+  const std::string strategy = a.get("--strategy").value_or("smart");
+  if (strategy == "smart") so.strategy = tuner::Strategy::smart;
+  else if (strategy == "exhaustive") so.strategy = tuner::Strategy::exhaustive;
+  else if (strategy == "random") so.strategy = tuner::Strategy::random;
+  else throw UsageError("--strategy = '" + strategy + "' must be smart, exhaustive or random");
+  if (auto k = a.get_int("--evals", 1)) {
+    so.random_k = static_cast<std::size_t>(*k);
+    so.max_evaluations = static_cast<std::size_t>(*k) + (so.strategy == tuner::Strategy::random ? 1 : 0);
+  }
+  if (auto s = a.get_int("--seed", 0)) so.seed = static_cast<std::uint64_t>(*s);
+  const std::string budget_text = a.get("--budget").value_or("10m");
+  const double budget = parse_budget(budget_text);
+  const int max_threads = static_cast<int>(std::min<std::int64_t>(a.get_int("--threads", 1).value_or(0), 1 << 16));
+  const double window = static_cast<double>(a.get_int("--window-ms", 1).value_or(20)) * 1e-3;
+  const std::string out_path = a.required("--out"), json_path = a.required("--json");
+  const bool resume = a.has("--resume");
+  const double wait_quiet = static_cast<double>(a.get_int("--wait-quiet", 0).value_or(30));
+
+  const std::vector<Problem> shapes = grid_shapes(a);
 
   check_output_dir(out_path);
   check_output_dir(json_path);
@@ -175,6 +212,9 @@ int cmd_tune(const std::vector<std::string>& argv) {
   }
   const auto chosen = tuner::log_choices(log);
   const std::set<std::string> done_shapes(chosen.begin(), chosen.end());
+  // Winners so far (the log's and this run's): seeds for the shapes still to tune.
+  std::vector<std::pair<Problem, tuner::Candidate>> winners;
+  for (const auto& [name, record] : tuner::log_choice_records(log)) winners.emplace_back(record.problem, record.candidate);
 
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
@@ -195,7 +235,9 @@ int cmd_tune(const std::vector<std::string>& argv) {
     auto known = tuner::log_measurements(log, p);
     const std::size_t reused = known.size();
     tuner::KernelOracle oracle(p, window);
+    oracle.set_max_wait(wait_quiet);
     tuner::SearchOptions opt = so;
+    opt.seeds = nearest_winners(p, winners, 2);
     opt.out_of_time = [&] { return elapsed() > shape_deadline; };
     std::string best_key;
     double best_time = 0.0;
@@ -220,7 +262,15 @@ int cmd_tune(const std::vector<std::string>& argv) {
     };
     const tuner::SearchResult r = tuner::search(space, oracle, opt, known);
     tuner::append_text(json_path, tuner::choice_line(p, r, strategy));
+    winners.emplace_back(p, r.best.candidate);
     ++measured_shapes;
+    if (oracle.waited_seconds() > 0.0 || oracle.busy_timeouts() > 0) {
+      std::fprintf(stderr, "%stune: waited %.0f s for other processes to leave the cores%s\n", tty ? "\r\033[K" : "",
+                   oracle.waited_seconds(),
+                   oracle.busy_timeouts() > 0
+                       ? "; warning: they did not, so some measurements of this shape ran on a busy machine"
+                       : "");
+    }
     const double eta = elapsed() / static_cast<double>(measured_shapes) * static_cast<double>(todo - measured_shapes);
     std::fprintf(stderr, "%s[%zu/%zu] %s: %s %.1f GFLOP/s (spread %.1f%%%s), %zu/%zu evaluations (%zu reused), "
                  "elapsed %s, ETA %s\n", tty ? "\r\033[K" : "", index, shapes.size(), shape.c_str(),
@@ -234,6 +284,156 @@ int cmd_tune(const std::vector<std::string>& argv) {
   tuner::write_atomic(out_path, tuner::generate_header(full, std::filesystem::path(json_path).filename().string()));
   std::fprintf(stderr, "tune: wrote %s and %s (%s)\n", out_path.c_str(), json_path.c_str(),
                clock_text(elapsed()).c_str());
+  return 0;
+}
+
+}  // namespace attune::cli
+
+namespace attune::cli {
+
+const char* const kTuneCheckHelp =
+    "usage: attune tune-check [LOG.json ...] [--seq LIST [--seq-q LIST] [--heads LIST] [--group LIST]\n"
+    "                         [--dk LIST] [--causal no|yes|both]] [--samples 15] [--window-ms 20]\n"
+    "                         [--json OUT.json]\n\n"
+    "Fresh, interleaved re-measurement of tuning results. Per shape (the shapes chosen in the\n"
+    "logs, plus the --seq grid, e.g. held-out shapes) it times, round-robin for --samples\n"
+    "rounds: 'default' (what auto runs without a tuned table), 'auto' (this build's dispatch,\n"
+    "with its compiled table and nearest-bucket lookup) and each log's choice for the shape.\n"
+    "Every candidate is first checked against the float64 reference. Prints GFLOP/s medians,\n"
+    "spreads and ratios to 'default'; --json writes every sample.\n"
+    "Exit status: 0 success, 1 data/input error, 2 usage error.\n";
+
+namespace {
+
+struct Entry {
+  std::string label;
+  tuner::Candidate candidate;
+  std::size_t evaluations = 0, space = 0;  // logs only
+};
+
+std::string sci(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6e", x);
+  return buf;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+int cmd_tune_check(const std::vector<std::string>& argv) {
+  const Args a(argv, {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--samples", "--window-ms", "--json"},
+               {});
+  const int samples = static_cast<int>(std::min<std::int64_t>(a.get_int("--samples", 3).value_or(15), 1000));
+  const double window = static_cast<double>(a.get_int("--window-ms", 1).value_or(20)) * 1e-3;
+  const auto json_path = a.get("--json");
+  if (json_path) check_output_dir(*json_path);
+
+  // Shapes in first-seen order: the logs' choices, then the grid.
+  std::vector<std::string> labels;
+  std::vector<std::map<std::string, tuner::ChoiceRecord>> choices;
+  std::vector<Problem> shapes;
+  std::set<std::string> seen;
+  for (const std::string& path : a.positional()) {
+    const tuner::Log log = tuner::read_log(path);
+    labels.push_back(std::filesystem::path(path).filename().string());
+    choices.push_back(tuner::log_choice_records(log));
+    for (const auto& [name, record] : choices.back())
+      if (seen.insert(name).second) shapes.push_back(record.problem);
+  }
+  if (a.has("--seq")) {
+    for (const Problem& p : grid_shapes(a))
+      if (seen.insert(p.to_string()).second) shapes.push_back(p);
+  }
+  if (shapes.empty()) throw UsageError("nothing to check: give tuning logs and/or a --seq grid");
+
+  std::string json = "[\n";
+  std::map<std::string, std::vector<double>> ratios;  // label -> time(default) / time(label)
+  for (std::size_t si = 0; si < shapes.size(); ++si) {
+    const Problem& p = shapes[si];
+    const std::string shape = p.to_string();
+    std::vector<Entry> entries;
+    entries.push_back({"default", tuner::make_space(p, 0).start});
+    const Choice auto_choice = resolve(p, Options{});
+    tuner::Candidate auto_candidate;
+    auto_candidate.kernel = std::string(auto_choice.kernel->name());
+    auto_candidate.isa = auto_choice.isa;
+    auto_candidate.config = auto_choice.config;
+    entries.push_back({"auto", auto_candidate});
+    for (std::size_t li = 0; li < labels.size(); ++li) {
+      auto it = choices[li].find(shape);
+      if (it != choices[li].end())
+        entries.push_back({labels[li], it->second.candidate, it->second.evaluations, it->second.space});
+    }
+    // Unique candidates, verified, then sampled round-robin (the order rotating each round).
+    tuner::KernelOracle oracle(p, window);
+    std::map<std::string, tuner::Measurement> m;
+    std::vector<std::string> keys;
+    for (const Entry& e : entries) {
+      const std::string key = e.candidate.key();
+      if (m.count(key)) continue;
+      keys.push_back(key);
+      tuner::Measurement& x = m[key];
+      x.candidate = e.candidate;
+      std::string why;
+      x.verified = oracle.verify(e.candidate, why);
+      if (!x.verified) x.error = why;
+    }
+    for (int round = 0; round < samples; ++round) {
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        tuner::Measurement& x = m[keys[(i + static_cast<std::size_t>(round)) % keys.size()]];
+        if (x.verified) x.samples.push_back(oracle.sample(x.candidate));
+      }
+    }
+    const double base = m[entries.front().candidate.key()].median();
+    std::printf("%s\n", shape.c_str());
+    if (si > 0) json += ",\n";
+    json += "{\"shape\":\"" + json_escape(shape) + "\",\"flops\":" +
+            sci(p.flops()) + ",\"entries\":[";
+    for (std::size_t ei = 0; ei < entries.size(); ++ei) {
+      const Entry& e = entries[ei];
+      const tuner::Measurement& x = m[e.candidate.key()];
+      const double ratio = x.verified && x.median() > 0 ? base / x.median() : 0.0;
+      if (x.verified) ratios[e.label].push_back(ratio);
+      std::printf("  %-22s %-40s %s\n", e.label.c_str(), e.candidate.key().c_str(),
+                  x.verified ? (std::to_string(p.flops() / x.median() * 1e-9).substr(0, 7) + " GFLOP/s, spread " +
+                                std::to_string(100.0 * x.spread()).substr(0, 4) + "%, x" +
+                                std::to_string(ratio).substr(0, 5) + " of default")
+                                   .c_str()
+                             : ("FAILS VERIFICATION: " + x.error).c_str());
+      if (ei > 0) json += ',';
+      json += "{\"label\":\"" + json_escape(e.label) + "\",\"candidate\":\"" +
+              json_escape(e.candidate.key()) + "\",\"verified\":" + (x.verified ? "true" : "false") +
+              ",\"evaluations\":" + std::to_string(e.evaluations) + ",\"space\":" + std::to_string(e.space) +
+              ",\"median_s\":" + sci(x.median()) + ",\"spread\":" + sci(x.spread()) +
+              ",\"samples\":[";
+      for (std::size_t k = 0; k < x.samples.size(); ++k) {
+        if (k > 0) json += ',';
+        json += sci(x.samples[k]);
+      }
+      json += "]}";
+    }
+    json += "]}";
+    std::fflush(stdout);
+  }
+  json += "\n]\n";
+  std::printf("summary (speed relative to 'default', over %zu shapes):\n", shapes.size());
+  for (const auto& [label, r] : ratios) {
+    double log_sum = 0.0;
+    for (double x : r) log_sum += std::log(x);
+    std::printf("  %-22s median x%.3f, geometric mean x%.3f, worst x%.3f, best x%.3f (%zu shapes)\n", label.c_str(),
+                tuner::median_of(r), std::exp(log_sum / static_cast<double>(r.size())),
+                *std::min_element(r.begin(), r.end()), *std::max_element(r.begin(), r.end()), r.size());
+  }
+  if (json_path) tuner::write_atomic(*json_path, json);
   return 0;
 }
 

@@ -9,5 +9,7 @@ namespace attune::cli {
 
 extern const char* const kTuneHelp;
 int cmd_tune(const std::vector<std::string>& argv);
+extern const char* const kTuneCheckHelp;
+int cmd_tune_check(const std::vector<std::string>& argv);
 
 }  // namespace attune::cli

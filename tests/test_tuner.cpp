@@ -126,6 +126,23 @@ TEST(Tuner, SmartFindsTheKnownOptimumWithinItsBudget) {
   EXPECT_GE(r.best.samples.size(), 9u);  // confirmed
 }
 
+TEST(Tuner, SmartSeededWithTheOptimumNeedsFewerEvaluations) {
+  const Space space = make_space(problem(), 0);
+  Synthetic plain_oracle(space.start.isa), seeded_oracle(space.start.isa);
+  SearchOptions opt;
+  std::map<std::string, Measurement> plain_known, seeded_known;
+  const SearchResult plain = search(space, plain_oracle, opt, plain_known);
+  opt.seeds = {true_best(space, seeded_oracle)};
+  Candidate foreign = space.start;
+  foreign.kernel = "no-such-kernel";  // not in the space: ignored
+  opt.seeds.push_back(foreign);
+  const SearchResult seeded = search(space, seeded_oracle, opt, seeded_known);
+  EXPECT_EQ(seeded.best.candidate.key(), true_best(space, seeded_oracle).key());
+  EXPECT_EQ(plain.best.candidate.key(), seeded.best.candidate.key());
+  EXPECT_LT(seeded.evaluations, plain.evaluations);
+  EXPECT_EQ(seeded_known.count(foreign.key()), 0u);
+}
+
 TEST(Tuner, ExhaustiveAndRandomAgreeAndHonourTheBudget) {
   const Space space = make_space(problem(), 0);
   Synthetic oracle(space.start.isa);

@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
 
 namespace attune::tuner {
 namespace {
@@ -13,6 +16,36 @@ namespace {
 // Lengths capped at this for the reference check: odd, so tiles end ragged, and long enough
 // for several tiles and key splits.
 constexpr std::int64_t kCheckLength = 193;
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Runnable tasks on the machine right now, this thread included (Linux /proc/stat); 0 if unknown.
+int runnable_tasks() {
+  std::ifstream in("/proc/stat");
+  std::string word;
+  while (in >> word) {
+    if (word == "procs_running") {
+      int n = 0;
+      in >> n;
+      return n;
+    }
+  }
+  return 0;
+}
+
+// Another process wants a core: more than one runnable task (this one) in one read, confirmed
+// by most of 5 reads 10 ms apart (our own oneTBB workers may still spin for a moment).
+bool machine_busy() {
+  if (runnable_tasks() <= 1) return false;
+  int busy = 0;
+  for (int i = 0; i < 5; ++i) {
+    if (runnable_tasks() > 1) ++busy;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return busy >= 3;
+}
 
 }  // namespace
 
@@ -45,8 +78,25 @@ bool KernelOracle::verify(const Candidate& c, std::string& why) {
   return check.ok();
 }
 
+void KernelOracle::wait_until_quiet() {
+  const double t = now_seconds();
+  if (last_check_ >= 0.0 && t - last_check_ < 0.5) return;
+  const double start = t;
+  while (machine_busy()) {
+    if (now_seconds() - start > max_wait_) {
+      ++busy_timeouts_;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  const double end = now_seconds();
+  if (end - start > 0.1) waited_ += end - start;
+  last_check_ = end;
+}
+
 double KernelOracle::sample(const Candidate& c) {
   using clock = std::chrono::steady_clock;
+  wait_until_quiet();
   const Options options = c.options();
   auto call = [&] { attention(problem_, q_.data(), k_.data(), v_.data(), out_.data(), options); };
   if (!warmed_[c.key()]) {  // first touch of the tensors, thread pool start-up, page faults

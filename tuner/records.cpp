@@ -433,6 +433,21 @@ std::vector<std::string> log_choices(const Log& log) {
   return out;
 }
 
+std::map<std::string, ChoiceRecord> log_choice_records(const Log& log) {
+  std::map<std::string, ChoiceRecord> out;
+  for (const JsonObject& o : log.records) {
+    if (str(o, "type") != "choice") continue;
+    ChoiceRecord r;
+    r.problem = problem_of(o);
+    r.candidate = candidate_of(o);
+    r.evaluations = static_cast<std::size_t>(integer(o, "evaluations"));
+    r.space = static_cast<std::size_t>(integer(o, "space"));
+    r.gflops = num(o, "gflops");
+    out[str(o, "shape")] = std::move(r);
+  }
+  return out;
+}
+
 std::string generate_header(const Log& log, const std::string& json_name) {
   const JsonObject& prov = log_provenance(log);
   // The last choice per shape (a resumed run may re-choose).

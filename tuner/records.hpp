@@ -46,6 +46,17 @@ std::map<std::string, Measurement> log_measurements(const Log& log, const Proble
 // Shapes (Problem::to_string()) that have a choice in the log.
 std::vector<std::string> log_choices(const Log& log);
 
+// A shape's choice as the log records it (the last one per shape).
+struct ChoiceRecord {
+  Problem problem;
+  Candidate candidate;
+  std::size_t evaluations = 0;  // unique candidates measured
+  std::size_t space = 0;        // the space's size
+  double gflops = 0.0;          // at tuning time
+};
+// Shape name -> its last choice.
+std::map<std::string, ChoiceRecord> log_choice_records(const Log& log);
+
 // attune_tuned.h from a log: its first provenance and the last choice per shape; one entry per
 // table key (shapes sharing a key: the one with the most FLOPs wins). Deterministic: the same
 // log text gives the same bytes.

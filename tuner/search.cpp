@@ -194,7 +194,19 @@ class Searcher {
 
   Candidate smart() {
     Candidate inc = space_.start;
-    sample_to({inc}, opt_.race_samples);
+    std::vector<Candidate> first = {inc};
+    std::set<std::string> in_space;
+    for (const Candidate& c : space_.all) in_space.insert(c.key());
+    for (const Candidate& s : opt_.seeds) {
+      const bool fresh = std::none_of(first.begin(), first.end(), [&](const Candidate& f) { return f.key() == s.key(); });
+      if (fresh && in_space.count(s.key())) first.push_back(s);
+    }
+    if (first.size() == 1) {
+      sample_to(first, opt_.race_samples);
+    } else {
+      const auto ranked = race(first);
+      if (!ranked.empty() && ranked.front().key() != inc.key() && wins(ranked.front(), inc)) inc = ranked.front();
+    }
     const Coordinate order[] = {Coordinate::block_q, Coordinate::block_kv, Coordinate::threads,
                                 Coordinate::kv_splits, Coordinate::micro, Coordinate::variant};
     for (int pass = 0; pass < 3; ++pass) {

@@ -75,6 +75,9 @@ struct SearchOptions {
   double min_gain = 0.02;              // smart moves only on a win > max(min_gain, 2 x spread)
   int confirm_samples = 9;             // the top 3 (and the start), interleaved
   std::size_t max_evaluations = static_cast<std::size_t>(-1);
+  // smart: winners of similar shapes, raced against the start before the descent begins
+  // (candidates not in this shape's space are ignored).
+  std::vector<Candidate> seeds;
   std::function<bool()> out_of_time;  // empty: no time limit
   // Called each time a candidate's samples grew or it was verified (the cache and progress).
   std::function<void(const Measurement&)> on_measured;
@@ -101,8 +104,17 @@ class KernelOracle final : public Oracle {
   bool verify(const Candidate& candidate, std::string& why) override;
   double sample(const Candidate& candidate) override;
   void set_give_up_after(double seconds) override { give_up_after_ = seconds; }
+  // Contention gating: before timing (at most every half second) the oracle waits, up to
+  // `max_wait` seconds per check, while other processes compete for the cores (runnable tasks
+  // in /proc/stat beyond this one). Seconds waited so far, and checks that gave up waiting:
+  double waited_seconds() const { return waited_; }
+  int busy_timeouts() const { return busy_timeouts_; }
+  void set_max_wait(double seconds) { max_wait_ = seconds; }
 
  private:
+  void wait_until_quiet();
+  double waited_ = 0.0, max_wait_ = 30.0, last_check_ = -1.0;
+  int busy_timeouts_ = 0;
   Problem problem_;
   double window_;
   double give_up_after_ = 1e300;
