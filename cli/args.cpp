@@ -5,8 +5,11 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
+#include <fcntl.h>
 #include <filesystem>
+#include <unistd.h>
 
 namespace attune::cli {
 
@@ -93,6 +96,18 @@ void check_output_dir(const std::string& path) {
   const bool is_dir = std::filesystem::is_directory(path, ec);
   if (ec && ec != std::errc::no_such_file_or_directory) throw IoError("cannot write '" + path + "': " + ec.message());
   if (is_dir) throw IoError("cannot write '" + path + "': it is a directory");
+  // Existing is not enough (read-only mounts, /proc, permissions): create and remove a probe
+  // file, so a long run never ends by failing to write its result.
+  const std::string probe = (dir.empty() ? std::filesystem::path(".") : dir).string() + "/.attune-probe-" +
+                            std::to_string(static_cast<long>(getpid()));
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) return;
+    throw IoError("cannot write '" + path + "': directory '" + (dir.empty() ? std::string(".") : dir.string()) +
+                  "' is not writable (" + std::strerror(errno) + ")");
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 }  // namespace attune::cli

@@ -202,8 +202,9 @@ int cmd_tune(const std::vector<std::string>& argv) {
     if (log.dropped_partial) {
       std::fprintf(stderr, "tune: %s: dropped an interrupted last line; the complete lines are kept\n",
                    json_path.c_str());
-      tuner::write_atomic(json_path, log.complete_text);
     }
+    // Appending needs a log that ends in a newline: rewrite it as read (atomically).
+    if (log.dropped_partial || log.missing_newline) tuner::write_atomic(json_path, log.complete_text);
     tuner::append_text(json_path, tuner::provenance_line(strategy, budget_text, command));
   } else {
     if (exists)
@@ -264,7 +265,7 @@ int cmd_tune(const std::vector<std::string>& argv) {
     tuner::append_text(json_path, tuner::choice_line(p, r, strategy));
     winners.emplace_back(p, r.best.candidate);
     ++measured_shapes;
-    if (oracle.waited_seconds() > 0.0 || oracle.busy_timeouts() > 0) {
+    if (oracle.waited_seconds() >= 1.0 || oracle.busy_timeouts() > 0) {
       std::fprintf(stderr, "%stune: waited %.0f s for other processes to leave the cores%s\n", tty ? "\r\033[K" : "",
                    oracle.waited_seconds(),
                    oracle.busy_timeouts() > 0
@@ -294,7 +295,7 @@ namespace attune::cli {
 const char* const kTuneCheckHelp =
     "usage: attune tune-check [LOG.json ...] [--seq LIST [--seq-q LIST] [--heads LIST] [--group LIST]\n"
     "                         [--dk LIST] [--causal no|yes|both]] [--samples 15] [--window-ms 20]\n"
-    "                         [--json OUT.json]\n\n"
+    "                         [--json OUT.json] [--wait-quiet 30]\n\n"
     "Fresh, interleaved re-measurement of tuning results. Per shape (the shapes chosen in the\n"
     "logs, plus the --seq grid, e.g. held-out shapes) it times, round-robin for --samples\n"
     "rounds: 'default' (what auto runs without a tuned table), 'auto' (this build's dispatch,\n"
@@ -330,8 +331,11 @@ std::string json_escape(const std::string& s) {
 }  // namespace
 
 int cmd_tune_check(const std::vector<std::string>& argv) {
-  const Args a(argv, {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--samples", "--window-ms", "--json"},
+  const Args a(argv,
+               {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--samples", "--window-ms", "--json",
+                "--wait-quiet"},
                {});
+  const double wait_quiet = static_cast<double>(a.get_int("--wait-quiet", 0).value_or(30));
   const int samples = static_cast<int>(std::min<std::int64_t>(a.get_int("--samples", 3).value_or(15), 1000));
   const double window = static_cast<double>(a.get_int("--window-ms", 1).value_or(20)) * 1e-3;
   const auto json_path = a.get("--json");
@@ -375,6 +379,7 @@ int cmd_tune_check(const std::vector<std::string>& argv) {
     }
     // Unique candidates, verified, then sampled round-robin (the order rotating each round).
     tuner::KernelOracle oracle(p, window);
+    oracle.set_max_wait(wait_quiet);
     std::map<std::string, tuner::Measurement> m;
     std::vector<std::string> keys;
     for (const Entry& e : entries) {
@@ -393,6 +398,8 @@ int cmd_tune_check(const std::vector<std::string>& argv) {
         if (x.verified) x.samples.push_back(oracle.sample(x.candidate));
       }
     }
+    if (oracle.busy_timeouts() > 0)
+      std::fprintf(stderr, "tune-check: warning: %s was measured while other processes held the cores\n", shape.c_str());
     const double base = m[entries.front().candidate.key()].median();
     std::printf("%s\n", shape.c_str());
     if (si > 0) json += ",\n";

@@ -346,6 +346,7 @@ Log parse_log(const std::string& text, const std::string& name) {
       if (!complete) {  // valid but unterminated: keep it, the writer was cut before '\n'
         log.records.push_back(std::move(o));
         log.complete_text += line + "\n";
+        log.missing_newline = true;
         break;
       }
       log.records.push_back(std::move(o));
@@ -406,7 +407,7 @@ std::string choice_line(const Problem& p, const SearchResult& r, const std::stri
 const JsonObject& log_provenance(const Log& log) {
   for (const JsonObject& o : log.records)
     if (str(o, "type") == "provenance") return o;
-  throw IoError("the tuning log has no provenance record");
+  throw IoError("the tuning log has no provenance record (not a log written by attune tune, or empty)");
 }
 
 std::map<std::string, Measurement> log_measurements(const Log& log, const Problem& problem) {

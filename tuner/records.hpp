@@ -27,6 +27,7 @@ struct Log {
   std::vector<JsonObject> records;
   std::string complete_text;     // the complete lines, as read
   bool dropped_partial = false;  // an interrupted last line (no newline, not valid) was dropped
+  bool missing_newline = false;  // the last line is complete but lacks its '\n' (kept)
 };
 // Reads a log. A last line without its newline is an interrupted write and is dropped; any
 // other malformed line is an IoError "<name>:<line>: <reason>".

@@ -1,6 +1,7 @@
 // The search strategies. Every one races its candidates round-robin (interleaved samples,
 // Highway-style cut of anything > race_cut x the best) and ends with an interleaved confirmation
-// of the top candidates and the start; smart is coordinate descent from the start over tiles,
+// of the top candidates and the start; smart races the start, the winners of similar shapes and
+// every kernel's default config per thread count, then descends coordinate-wise over tiles,
 // then threads, splits and the micro-kernel, then variant/ISA, moving only on a win larger than the noise.
 #include "tuner.hpp"
 
@@ -106,12 +107,11 @@ class Searcher {
   std::vector<Candidate> sample_to(const std::vector<Candidate>& list, int n) {
     std::vector<Candidate> live;
     for (const Candidate& c : list) {
-      if (!usable(c)) continue;
       const std::string key = c.key();
-      if (!evaluated_.count(key)) {
-        if (!can_add()) continue;
-        evaluated_.insert(key);
-      }
+      const bool is_new = !evaluated_.count(key);
+      if (is_new && !can_add()) continue;  // over budget: not even verified
+      if (!usable(c)) continue;
+      if (is_new) evaluated_.insert(key);
       live.push_back(c);
     }
     std::set<std::string> grew;
@@ -197,9 +197,20 @@ class Searcher {
     std::vector<Candidate> first = {inc};
     std::set<std::string> in_space;
     for (const Candidate& c : space_.all) in_space.insert(c.key());
-    for (const Candidate& s : opt_.seeds) {
+    auto add = [&](const Candidate& s) {
       const bool fresh = std::none_of(first.begin(), first.end(), [&](const Candidate& f) { return f.key() == s.key(); });
       if (fresh && in_space.count(s.key())) first.push_back(s);
+    };
+    for (const Candidate& s : opt_.seeds) add(s);
+    // Multi-start: every kernel's all-default config on its best ISA (the first in the space),
+    // with each thread count, so a descent that begins in the wrong variant (a tiny problem,
+    // where one thread or the BLAS path wins) is not stuck there.
+    std::map<std::string, Isa> best_isa;
+    for (const Candidate& c : space_.all) {
+      best_isa.try_emplace(c.kernel, c.isa);
+      const Config& k = c.config;
+      if (c.isa == best_isa.at(c.kernel) && k.block_q == 0 && k.block_kv == 0 && k.kv_splits == 0 && k.micro == 0)
+        add(c);
     }
     if (first.size() == 1) {
       sample_to(first, opt_.race_samples);

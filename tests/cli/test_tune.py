@@ -343,8 +343,6 @@ def test_resume_drops_a_line_cut_in_the_middle(attune_bin, smart_run, tmp_path):
     assert int(progress[-1].group(8)) > 0  # its measurements were reused
 
 
-@pytest.mark.xfail(strict=True, reason="bug: --resume appends its provenance to a last line that lacks only "
-                   "its newline (cli/tune.cpp rewrites the log only when dropped_partial), corrupting the log")
 def test_resume_keeps_a_complete_last_line_without_newline(attune_bin, smart_run, tmp_path):
     # parse_log accepts a valid last line without '\n' ("the writer was cut before '\n'"); the
     # resumed run must then not glue its first line onto it.
@@ -490,8 +488,6 @@ def test_missing_output_directory_fails_before_measuring(attune_bin, tmp_path):
         assert not log.exists() and not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: check_output_dir (cli/args.cpp) only checks that the directory "
-                   "exists, so an unwritable --out directory fails after the whole tune (cli/tune.cpp write_atomic)")
 def test_unwritable_output_directory_fails_before_measuring(attune_bin, tmp_path):
     if os.geteuid() == 0:
         ro = Path("/proc")  # root may write anywhere else; nothing can be created in /proc

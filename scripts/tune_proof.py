@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Summarises scripts/tune-proof.sh: how close smart and random searches get to the exhaustive
+best (re-measured fresh and interleaved by `attune tune-check`) and with what share of the
+evaluations. Writes OUT/proof.md, OUT/proof.json and OUT/proof.png."""
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+
+def choices(log):
+    out = {}
+    for line in Path(log).read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("type") == "choice":
+            out[rec["shape"]] = rec
+    return out
+
+
+def main(out_dir):
+    out = Path(out_dir)
+    check = json.loads((out / "check.json").read_text())
+    logs = {name: choices(out / f"{name}.json") for name in ("exhaustive", "smart", "random")}
+    seconds = {name: int((out / f"{name}.seconds").read_text()) for name in logs}
+    rows = []
+    for shape in check:
+        t = {e["label"].removesuffix(".json"): e["median_s"] for e in shape["entries"] if e["verified"]}
+        if "exhaustive" not in t:
+            continue
+        row = {"shape": shape["shape"], "speed_vs_exhaustive": {}, "evaluations": {}, "space": None}
+        for name in ("smart", "random", "default"):
+            if name in t:
+                row["speed_vs_exhaustive"][name] = t["exhaustive"] / t[name]
+        for name, log in logs.items():
+            rec = log.get(shape["shape"])
+            if rec:
+                row["evaluations"][name] = rec["evaluations"]
+                row["space"] = rec["space"]
+                row.setdefault("choice", {})[name] = rec["candidate"]
+        rows.append(row)
+    if not rows:
+        sys.exit("error: no shape with an exhaustive choice in check.json")
+
+    def stats(name):
+        speed = [r["speed_vs_exhaustive"][name] for r in rows if name in r["speed_vs_exhaustive"]]
+        frac = [r["evaluations"][name] / r["space"] for r in rows if name in r["evaluations"] and r["space"]]
+        return {
+            "shapes": len(speed),
+            "median_speed": statistics.median(speed),
+            "worst_speed": min(speed),
+            "within_5pct": sum(s >= 1 / 1.05 for s in speed),
+            "median_eval_fraction": statistics.median(frac) if frac else None,
+            "total_evaluations": sum(r["evaluations"].get(name, 0) for r in rows),
+            "seconds": seconds.get(name),
+        }
+
+    summary = {name: stats(name) for name in ("smart", "random", "default")}
+    summary["exhaustive"] = {"total_evaluations": sum(r["evaluations"].get("exhaustive", 0) for r in rows),
+                             "seconds": seconds["exhaustive"]}
+    (out / "proof.json").write_text(json.dumps({"summary": summary, "shapes": rows}, indent=1) + "\n")
+
+    md = ["| shape | space | smart evals | smart / exhaustive speed | random / exhaustive | default / exhaustive |",
+          "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        s = r["speed_vs_exhaustive"]
+        md.append(f"| {r['shape']} | {r['space']} | {r['evaluations'].get('smart', '-')} "
+                  f"({100 * r['evaluations'].get('smart', 0) / r['space']:.1f}%) | {s.get('smart', math.nan):.3f} | "
+                  f"{s.get('random', math.nan):.3f} | {s.get('default', math.nan):.3f} |")
+    md.append("")
+    for name in ("smart", "random", "default"):
+        st = summary[name]
+        frac = f", median {100 * st['median_eval_fraction']:.1f}% of the evaluations" if st["median_eval_fraction"] else ""
+        took = f", {st['seconds']} s" if st["seconds"] is not None else ""
+        md.append(f"- **{name}**: median speed {st['median_speed']:.3f} of the exhaustive best, worst "
+                  f"{st['worst_speed']:.3f}; within 5% on {st['within_5pct']}/{st['shapes']} shapes{frac}"
+                  f" ({st['total_evaluations']} evaluations in all{took})")
+    ex = summary["exhaustive"]
+    md.append(f"- **exhaustive**: {ex['total_evaluations']} evaluations, {ex['seconds']} s")
+    (out / "proof.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.27
+    names = [("smart", "tab:blue"), ("random", "tab:orange"), ("default", "tab:gray")]
+    for i, (name, color) in enumerate(names):
+        ax.bar([x + (i - 1) * width for x in range(len(rows))],
+               [r["speed_vs_exhaustive"].get(name, 0) for r in rows], width, label=name, color=color)
+    ax.axhline(1 / 1.05, color="red", linestyle="--", linewidth=1, label="5% below exhaustive")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["shape"].replace("_dv", "\n_dv").replace("b1_", "") for r in rows], fontsize=6, rotation=45,
+                       ha="right")
+    ax.set_ylabel("speed relative to the exhaustive choice")
+    ax.set_ylim(0, max(1.2, max(max(r["speed_vs_exhaustive"].values()) for r in rows) * 1.05))
+    ax.set_title("Tuner strategies vs exhaustive search (fresh interleaved re-measurement)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "proof.png", dpi=120)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: tune_proof.py OUT_DIR")
+    main(sys.argv[1])
