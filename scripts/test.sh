@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds with warnings as errors, runs every
 # test (GoogleTest suites, CLI pytest, package consumer), the suite again under
-# AddressSanitizer + UBSan, and the NEON build under qemu.
+# AddressSanitizer + UBSan, the threading tests under ThreadSanitizer, and the NEON build under qemu.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -16,6 +16,17 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTUNE_SAN
   -DATTUNE_BUILD_BENCH=OFF -DATTUNE_BUILD_CLI=OFF >/dev/null
 cmake --build build-asan -j "$(nproc)" --target attune_tests attune_tuner_tests
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j 2 -R '^(unit|equivalence|tuner)$'
+
+echo "== ThreadSanitizer: the threading tests (build-tsan/)"
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTUNE_SANITIZE=thread \
+  -DATTUNE_BUILD_BENCH=OFF -DATTUNE_BUILD_CLI=OFF >/dev/null
+cmake --build build-tsan -j "$(nproc)" --target attune_tests
+# tests/tsan.supp says which reports are suppressed and why (uninstrumented thread pools).
+# history_size=7 keeps the older access's stack so those reports can be matched; with
+# suppress_equal_addresses=0 TSan skips its address de-duplication, which is quadratic in the
+# millions of suppressed reports and would turn seconds into minutes.
+TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1 history_size=7 suppress_equal_addresses=0" \
+  ctest --test-dir build-tsan --output-on-failure -R '^threading$'
 
 if [ -x scripts/test-aarch64.sh ]; then
   echo "== aarch64 / NEON under qemu (build-aarch64/)"

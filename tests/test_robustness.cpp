@@ -1,5 +1,6 @@
 // Numerical robustness and concurrency: NaN/Inf inputs poison only the rows they reach,
-// extreme scales, and many threads calling the API at once (also from inside a TBB pool).
+// extreme scales, many threads calling the API at once (also from inside a TBB pool), and
+// flash's threaded paths. The Concurrency tests are also ctest `threading`, run under TSan.
 #include "reference.hpp"
 
 #include <attune/attune.hpp>
@@ -130,6 +131,42 @@ TEST(Concurrency, ManyCallersGetTheirOwnResults) {
   for (const Job& j : jobs) {
     EXPECT_EQ(0, std::memcmp(j.alone.data(), j.together.data(), j.alone.size() * sizeof(float)))
         << j.pair.kernel->name() << "/" << attune::to_string(j.pair.isa) << " " << j.p.to_string();
+  }
+}
+
+// flash's threaded paths (2 threads over query tiles; split-KV decoding with its merge) give the
+// bits of the same plan on one thread, and match the reference. In the TSan build (ctest
+// `threading`) this drives the driver's task scheduling, per-thread scratch and merge.
+TEST(Concurrency, ThreadedFlashMatchesOneThread) {
+  struct Case {
+    attune::Problem p;
+    int kv_splits;  // 0: auto (differs with the thread count, so only the reference is compared)
+  };
+  const Case cases[] = {{shape(4, 2, 200, 200, 32, true), 1},  {shape(4, 2, 200, 200, 32, true), 0},
+                        {shape(8, 2, 1, 3000, 64, false), 4},  {shape(8, 2, 1, 3000, 64, false), 0},
+                        {shape(4, 1, 3, 2500, 16, true), 3}};
+  const attune::Kernel* flash = attune::find_kernel("flash");
+  ASSERT_NE(flash, nullptr);
+  for (const Case& c : cases) {
+    const auto in = attune::reference::make_inputs(c.p, 1.0f, 17);
+    const auto ref = attune::reference::attention(c.p, in.q.data(), in.k.data(), in.v.data());
+    for (attune::Isa isa : attune::runnable_isas(*flash)) {
+      std::vector<float> outs[2];
+      for (int threads : {1, 2}) {
+        auto o = options_for({flash, isa}, threads);
+        o.config.kv_splits = c.kv_splits;
+        auto& out = outs[threads - 1];
+        out.resize(static_cast<std::size_t>(c.p.out_elements()));
+        attune::attention(c.p, in.q.data(), in.k.data(), in.v.data(), out.data(), o);
+        const auto check = attune::reference::compare(c.p, in, out.data(), ref);
+        EXPECT_TRUE(check.ok()) << attune::to_string(isa) << " " << c.p.to_string() << " threads " << threads
+                                << " kv_splits " << c.kv_splits << ": error " << check.max_abs_error;
+      }
+      if (c.kv_splits > 0) {
+        EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * sizeof(float)))
+            << attune::to_string(isa) << " " << c.p.to_string() << " kv_splits " << c.kv_splits;
+      }
+    }
   }
 }
 
