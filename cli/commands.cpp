@@ -59,6 +59,15 @@ Options parse_options(const Args& a) {
     else if (*m == "wide") o.config.micro = 2;
     else throw UsageError("--micro = '" + *m + "': expected auto, narrow or wide");
   }
+  if (auto m = a.get("--max-memory")) {  // only `run` and `mha` accept the flag
+    const auto bytes = parse_bytes(*m);
+    if (!bytes)
+      throw UsageError("--max-memory = '" + *m +
+                       "' is not a size: a positive number of bytes with an optional K, M, G or T suffix "
+                       "(powers of 1024), e.g. 512M");
+    o.max_workspace_bytes = *bytes;
+  }
+  workspace_limit(o);  // a malformed ATTUNE_MAX_MEMORY fails here, before any file is read
   return o;
 }
 
@@ -105,7 +114,8 @@ Tensor4 as_bhsd(const npy::Array& x, const char* name) {
 constexpr std::int64_t kMaxWeightElements = std::int64_t{1} << 24;
 
 int cmd_run(const std::vector<std::string>& argv) {
-  const Args a(argv, with({"--q", "--k", "--v", "--out", "--scale", "--weights"}, kRunFlags), {"--causal"});
+  const Args a(argv, with({"--q", "--k", "--v", "--out", "--scale", "--weights", "--max-memory"}, kRunFlags),
+               {"--causal"});
   no_positional(a);
   const Options options = parse_options(a);
   const auto q_path = a.required("--q"), k_path = a.required("--k"), v_path = a.required("--v");
@@ -191,7 +201,9 @@ std::int64_t head_dim(const npy::Array& w, const char* name, std::int64_t rows, 
 }
 
 int cmd_mha(const std::vector<std::string>& argv) {
-  const Args a(argv, with({"--x", "--wq", "--wk", "--wv", "--wo", "--out", "--heads-q", "--heads-kv", "--scale"}, kRunFlags),
+  const Args a(argv,
+               with({"--x", "--wq", "--wk", "--wv", "--wo", "--out", "--heads-q", "--heads-kv", "--scale", "--max-memory"},
+                    kRunFlags),
                {"--causal"});
   no_positional(a);
   const Options options = parse_options(a);
@@ -338,12 +350,15 @@ const std::vector<Command>& commands() {
       {"run", "compute attention on .npy tensors",
        "usage: attune run --q Q.npy --k K.npy --v V.npy --out O.npy [--causal] [--scale S] [--weights W.npy]\n"
        "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
-       "                  [--kv-splits N] [--micro auto|narrow|wide]\n\n"
+       "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n\n"
        "--weights W.npy also writes the softmax weights [batch, heads_q, seq_q, seq_kv] (computed in\n"
        "float64; at most 2^24 weights) for inspection, e.g. with scripts/report.sh weights.\n"
        "Inputs: float32 little-endian C-order .npy, shape [batch, heads, seq, dim] (or 3-D\n"
        "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
        "[batch, heads_q, seq_q, d_v], written atomically. Default kernel: auto (the best).\n"
+       "--max-memory SIZE caps the kernel's working memory (bytes, or with a K, M, G or T suffix:\n"
+       "powers of 1024); a problem needing more is refused before anything is allocated. Default:\n"
+       "ATTUNE_MAX_MEMORY, else half the physical memory. The tensors themselves are not counted.\n"
        "Exit status: 0 success, 1 data/input error, 2 usage error.\n",
        cmd_run},
 #ifdef ATTUNE_WITH_BLAS
@@ -351,13 +366,15 @@ const std::vector<Command>& commands() {
        "usage: attune mha --x X.npy --wq WQ.npy --wk WK.npy --wv WV.npy --wo WO.npy --heads-q N\n"
        "                  [--heads-kv N] --out Y.npy [--causal] [--scale S] [--kernel NAME] [--isa ISA]\n"
        "                  [--threads N] [--block-q N] [--block-kv N]\n"
-       "                  [--kv-splits N] [--micro auto|narrow|wide]\n\n"
+       "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n\n"
        "y = concat_h(attention(x WQ_h, x WK_g, x WV_g)) WO with g = h / (heads_q / heads_kv).\n"
        "Inputs: float32 little-endian C-order .npy. X: [batch, seq, d_model] (or 2-D [seq, d_model]);\n"
        "WQ: [d_model, heads_q * d_k], WK: [d_model, heads_kv * d_k], WV: [d_model, heads_kv * d_v],\n"
        "WO: [heads_q * d_v, d_model] (y = x W, row-major; column h * d + c is dimension c of head h).\n"
        "--heads-kv defaults to --heads-q and must divide it. Output: X's shape, written atomically.\n"
        "--threads also sets the BLAS threads of the projections. Default kernel: auto.\n"
+       "--max-memory SIZE caps the working memory as for 'attune run'; here it also counts the\n"
+       "projected Q, K, V and the attention output.\n"
        "Exit status: 0 success, 1 data/input error, 2 usage error.\n",
        cmd_mha},
 #endif

@@ -1,10 +1,13 @@
-// The public entry point: validation, kernel and ISA resolution, and the call.
+// The public entry point: validation, kernel and ISA resolution, the working-memory limit, and
+// the call.
 #include <attune/attention.hpp>
 #include <attune/error.hpp>
 
+#include "memory_limit.hpp"
 #include "tuned_impl.hpp"
 
 #include <algorithm>
+#include <new>
 #include <string>
 
 namespace attune {
@@ -90,7 +93,20 @@ void attention(const Problem& problem, const float* q, const float* k, const flo
   if (q == nullptr || k == nullptr || v == nullptr || out == nullptr) {
     throw InvalidArgument("attention: q, k, v and out must be non-null");
   }
-  choice.kernel->run(problem, Tensors{q, k, v, out}, choice.config, choice.isa);
+  const std::string who = "attention: kernel '" + std::string(choice.kernel->name()) + "'";
+  const std::size_t need = choice.kernel->workspace_bytes(problem, choice.config, choice.isa);
+  detail::require_workspace(who, need, options);  // before anything is allocated
+  try {
+    choice.kernel->run(problem, Tensors{q, k, v, out}, choice.config, choice.isa);
+  } catch (const std::bad_alloc&) {
+    // Also what a oneTBB task threw: parallel_for rethrows it here, on the calling thread.
+    throw MemoryError(detail::out_of_memory(who, need));
+  }
+}
+
+std::size_t workspace_bytes(const Problem& problem, const Options& options) {
+  const Choice choice = resolve(problem, options);
+  return choice.kernel->workspace_bytes(problem, choice.config, choice.isa);
 }
 
 }  // namespace attune

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace attune::detail {
@@ -26,9 +27,14 @@ class Blocked final : public Kernel {
     return {{"block_q", {8, 16, 32, 64, 128}}, {"block_kv", {32, 64, 128, 256, 512}}};
   }
 
+  std::size_t workspace_bytes(const Problem& p, const Config& config, Isa) const override {
+    const auto [bq, bk] = tiles(p, config);
+    // scores, acc, row_max and row_sum in run()
+    return saturating_add(float_bytes({bq, bk}), float_bytes({bq, p.d_v + 2}));
+  }
+
   void run(const Problem& p, const Tensors& t, const Config& config, Isa) const override {
-    const std::int64_t bq = tile_size(config.block_q, kDefaultBlockQ, p.seq_q);
-    const std::int64_t bk = tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv);
+    const auto [bq, bk] = tiles(p, config);
     const float scale = p.effective_scale();
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -91,6 +97,12 @@ class Blocked final : public Kernel {
         }
       }
     }
+  }
+
+ private:
+  // (block_q, block_kv): the configured tile, or the default, clamped to the problem.
+  static std::pair<std::int64_t, std::int64_t> tiles(const Problem& p, const Config& config) {
+    return {tile_size(config.block_q, kDefaultBlockQ, p.seq_q), tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv)};
   }
 };
 

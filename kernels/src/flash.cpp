@@ -7,6 +7,7 @@
 // Config: block_q (query rows per tile), block_kv (keys per tile), threads, kv_splits.
 #include "kernel_impl.hpp"
 #include "simd/driver.hpp"
+#include "tiled_workspace.hpp"
 
 namespace attune::detail {
 namespace {
@@ -33,7 +34,16 @@ class Flash final : public Kernel {
             {"micro", {1, 2}}};
   }
 
+  std::size_t workspace_bytes(const Problem& p, const Config& config, Isa isa) const override {
+    return tiled_workspace_bytes(p, plan_for(p, config), isa);
+  }
+
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
+    simd::run_tiled(p, t, plan_for(p, config), simd::isa_ops(isa));
+  }
+
+ private:
+  static simd::Plan plan_for(const Problem& p, const Config& config) {
     simd::Plan plan;
     const std::int64_t block_q = config.block_q > 0 ? config.block_q : kDefaultBlockQ;
     plan.block_kv = tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv);
@@ -59,7 +69,7 @@ class Flash final : public Kernel {
         plan.splits = std::max<std::int64_t>(1, std::min(by_tasks, p.seq_kv / kMinKeysPerSplit));
       }
     }
-    simd::run_tiled(p, t, plan, simd::isa_ops(isa));
+    return plan;
   }
 };
 

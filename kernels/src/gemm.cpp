@@ -82,6 +82,11 @@ class Gemm final : public Kernel {
   int rank() const noexcept override { return 5; }  // a baseline: `auto` never prefers it
   std::vector<ParamSpec> params() const override { return {{"threads", {1, 2, 4, 8, 16, 32, 64}}}; }
 
+  // The BLAS library's own internal buffers are not counted.
+  std::size_t workspace_bytes(const Problem& p, const Config&, Isa) const override {
+    return float_bytes({p.seq_q, p.seq_kv + 1});  // the score matrix and 1 / rowsum
+  }
+
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
     // Refusals first, before any allocation.
     const std::int64_t score_floats = p.seq_q * p.seq_kv;  // fits: validate() checked the product

@@ -6,7 +6,10 @@
 #include <attune/problem.hpp>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <limits>
 
 namespace attune::detail {
 
@@ -31,6 +34,26 @@ inline HeadView head_view(const Problem& p, const Tensors& t, std::int64_t b, st
 inline std::int64_t tile_size(std::int64_t configured, std::int64_t fallback, std::int64_t extent) {
   const std::int64_t size = configured > 0 ? configured : fallback;
   return std::clamp<std::int64_t>(size, 1, std::max<std::int64_t>(extent, 1));
+}
+
+// Working-memory arithmetic (Kernel::workspace_bytes): sizes saturate at SIZE_MAX instead of
+// wrapping, so an absurd shape or config reads as "too much" and is refused, never as a small
+// number. Factors are non-negative counts.
+inline std::size_t saturating_add(std::size_t a, std::size_t b) {
+  std::size_t sum;
+  return __builtin_add_overflow(a, b, &sum) ? std::numeric_limits<std::size_t>::max() : sum;
+}
+
+inline std::size_t saturating_mul(std::size_t a, std::size_t b) {
+  std::size_t product;
+  return __builtin_mul_overflow(a, b, &product) ? std::numeric_limits<std::size_t>::max() : product;
+}
+
+// Bytes of a float buffer whose element count is the product of `factors`.
+inline std::size_t float_bytes(std::initializer_list<std::int64_t> factors) {
+  std::size_t bytes = sizeof(float);
+  for (std::int64_t f : factors) bytes = saturating_mul(bytes, static_cast<std::size_t>(std::max<std::int64_t>(f, 0)));
+  return bytes;
 }
 
 }  // namespace attune::detail

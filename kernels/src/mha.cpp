@@ -2,6 +2,8 @@
 // over all batch x seq rows at once, heads rearranged between the GEMMs' [rows, heads * dim]
 // layout and attention's [batch, heads, seq, dim], and attune::attention in between.
 #include "blas.hpp"
+#include "kernel_impl.hpp"
+#include "memory_limit.hpp"
 
 #include <attune/error.hpp>
 #include <attune/mha.hpp>
@@ -11,6 +13,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -106,34 +109,46 @@ void mha(const MhaProblem& mp, const float* x, const float* wq, const float* wk,
     throw InvalidArgument("mha: x, wq, wk, wv, wo and y must be non-null");
   }
   const Problem p = mp.attention_problem();
-  resolve(p, options);  // an unknown kernel, ISA or bad config is refused before allocating
-  detail::set_blas_threads(options.config.threads);
-
+  // Resolves the kernel: an unknown kernel, ISA or bad config is refused before allocating.
+  const std::size_t attention_need = workspace_bytes(p, options);
   const std::int64_t rows = mp.batch * mp.seq;
   // One GEMM output at a time: the largest is Q or O (heads_kv <= heads_q), both validated counts.
   const std::int64_t stage_floats = rows * mp.heads_q * std::max(mp.d_k, mp.d_v);
-  std::vector<float> stage(static_cast<std::size_t>(stage_floats));
-  std::vector<float> q(static_cast<std::size_t>(p.q_elements())), k(static_cast<std::size_t>(p.k_elements()));
-  std::vector<float> v(static_cast<std::size_t>(p.v_elements())),
-      o(static_cast<std::size_t>(p.out_elements()));
+  // The staging buffer, the projected Q, K, V and the attention output, and attention's own
+  // working memory: refused as a whole before any of it is allocated.
+  std::size_t need = detail::float_bytes({stage_floats});
+  for (std::int64_t n : {p.q_elements(), p.k_elements(), p.v_elements(), p.out_elements()})
+    need = detail::saturating_add(need, detail::float_bytes({n}));
+  need = detail::saturating_add(need, attention_need);
+  detail::require_workspace("mha", need, options);
+  detail::set_blas_threads(options.config.threads);
 
-  // X W for `heads` heads of `dim` columns, rearranged to [batch, heads, seq, dim].
-  auto project = [&](const float* w, std::int64_t heads, std::int64_t dim, float* dst) {
-    const std::int64_t cols = heads * dim;
-    detail::sgemm(false, rows, cols, mp.d_model, 1.0f, x, mp.d_model, w, cols, 0.0f, stage.data(), cols);
-    split_heads(stage.data(), mp.batch, mp.seq, heads, dim, dst);
-  };
-  project(wq, mp.heads_q, mp.d_k, q.data());
-  project(wk, mp.heads_kv, mp.d_k, k.data());
-  project(wv, mp.heads_kv, mp.d_v, v.data());
+  try {
+    std::vector<float> stage(static_cast<std::size_t>(stage_floats));
+    std::vector<float> q(static_cast<std::size_t>(p.q_elements())), k(static_cast<std::size_t>(p.k_elements()));
+    std::vector<float> v(static_cast<std::size_t>(p.v_elements())),
+        o(static_cast<std::size_t>(p.out_elements()));
 
-  attention(p, q.data(), k.data(), v.data(), o.data(), options);
+    // X W for `heads` heads of `dim` columns, rearranged to [batch, heads, seq, dim].
+    auto project = [&](const float* w, std::int64_t heads, std::int64_t dim, float* dst) {
+      const std::int64_t cols = heads * dim;
+      detail::sgemm(false, rows, cols, mp.d_model, 1.0f, x, mp.d_model, w, cols, 0.0f, stage.data(), cols);
+      split_heads(stage.data(), mp.batch, mp.seq, heads, dim, dst);
+    };
+    project(wq, mp.heads_q, mp.d_k, q.data());
+    project(wk, mp.heads_kv, mp.d_k, k.data());
+    project(wv, mp.heads_kv, mp.d_v, v.data());
 
-  // y = concat_h(O_h) wo.
-  const std::int64_t concat_cols = mp.heads_q * mp.d_v;
-  merge_heads(o.data(), mp.batch, mp.seq, mp.heads_q, mp.d_v, stage.data());
-  detail::sgemm(false, rows, mp.d_model, concat_cols, 1.0f, stage.data(), concat_cols, wo, mp.d_model, 0.0f,
-                y, mp.d_model);
+    attention(p, q.data(), k.data(), v.data(), o.data(), options);
+
+    // y = concat_h(O_h) wo.
+    const std::int64_t concat_cols = mp.heads_q * mp.d_v;
+    merge_heads(o.data(), mp.batch, mp.seq, mp.heads_q, mp.d_v, stage.data());
+    detail::sgemm(false, rows, mp.d_model, concat_cols, 1.0f, stage.data(), concat_cols, wo, mp.d_model, 0.0f,
+                  y, mp.d_model);
+  } catch (const std::bad_alloc&) {
+    throw MemoryError(detail::out_of_memory("mha", need));
+  }
 }
 
 }  // namespace attune

@@ -19,6 +19,10 @@ class Naive final : public Kernel {
   std::vector<Isa> isas() const override { return {Isa::scalar}; }
   int rank() const noexcept override { return 0; }
 
+  std::size_t workspace_bytes(const Problem& p, const Config&, Isa) const override {
+    return float_bytes({p.seq_kv});  // the score row
+  }
+
   void run(const Problem& p, const Tensors& t, const Config&, Isa) const override {
     const float scale = p.effective_scale();
     std::vector<float> scores(static_cast<std::size_t>(p.seq_kv));

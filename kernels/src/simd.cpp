@@ -4,6 +4,7 @@
 // Config: block_q (query rows per tile), block_kv (keys per tile).
 #include "kernel_impl.hpp"
 #include "simd/driver.hpp"
+#include "tiled_workspace.hpp"
 
 namespace attune::detail {
 namespace {
@@ -23,12 +24,21 @@ class Simd final : public Kernel {
     return {{"block_q", {16, 32, 64, 128, 256}}, {"block_kv", {32, 64, 128, 256, 512}}, {"micro", {1, 2}}};
   }
 
+  std::size_t workspace_bytes(const Problem& p, const Config& config, Isa isa) const override {
+    return tiled_workspace_bytes(p, plan_for(p, config), isa);
+  }
+
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
-    simd::Plan plan;
+    simd::run_tiled(p, t, plan_for(p, config), simd::isa_ops(isa));
+  }
+
+ private:
+  static simd::Plan plan_for(const Problem& p, const Config& config) {
+    simd::Plan plan;  // one thread, no key splits
     plan.positions = tile_size(config.block_q, kDefaultBlockQ, p.seq_q);
     plan.block_kv = tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv);
     plan.micro = config.micro;
-    simd::run_tiled(p, t, plan, simd::isa_ops(isa));
+    return plan;
   }
 };
 

@@ -4,6 +4,7 @@
 import io
 import os
 import platform
+import re
 import struct
 import subprocess
 import time
@@ -732,3 +733,69 @@ def test_subcommand_usage_errors(attune_bin, args):
     r = attune(attune_bin, *args)
     assert_error(r, 2)
     assert r.stdout == ""
+
+
+# --------------------------------------------------------------------------------------------
+# 6. The working-memory limit: --max-memory and ATTUNE_MAX_MEMORY
+
+
+def _write_long_inputs(tmp_path):
+    """2 heads, 256 queries, 2048 keys, d 64: every kernel needs more than 1 KiB of scratch."""
+    rng = np.random.default_rng(5)
+    arrays = [rand(rng, shape) for shape in ((1, 2, 256, 64), (1, 2, 2048, 64), (1, 2, 2048, 64))]
+    for name, a in zip("qkv", arrays):
+        write(tmp_path / (name + ".npy"), a)
+    return arrays
+
+
+@pytest.mark.parametrize("kernel", ["auto", "naive", "blocked", "flash"])
+def test_max_memory_refuses_before_running(attune_bin, tmp_path, kernel):
+    _write_long_inputs(tmp_path)
+    out = tmp_path / "out.npy"
+    r = check_refused(attune_bin, tmp_path,
+                      _run_args(tmp_path, out) + ["--kernel", kernel, "--max-memory", "1K"], 1, out)
+    assert re.search(r"error: attention: kernel '\w+' needs [0-9.]+ [KM]iB \(\d+ bytes\) of working memory, "
+                     r"above the limit of 1\.0 KiB", r.stderr), r.stderr
+
+
+def test_max_memory_large_enough_runs(attune_bin, tmp_path):
+    q, k, v = _write_long_inputs(tmp_path)
+    out = tmp_path / "out.npy"
+    assert_ok(attune(attune_bin, *_run_args(tmp_path, out), "--causal", "--max-memory", "64M"))
+    assert np.abs(load_output(out) - reference(q, k, v, True)).max() < TOL
+
+
+def test_attune_max_memory(attune_bin, tmp_path):
+    _write_long_inputs(tmp_path)
+    out = tmp_path / "out.npy"
+    r = check_refused(attune_bin, tmp_path, _run_args(tmp_path, out), 1, out,
+                      env=clean_env(ATTUNE_MAX_MEMORY="1k"))
+    assert "(ATTUNE_MAX_MEMORY=1k)" in r.stderr
+    # The flag wins over the environment.
+    assert_ok(attune(attune_bin, *_run_args(tmp_path, out), "--max-memory", "1G",
+                     env=clean_env(ATTUNE_MAX_MEMORY="1k")))
+
+
+@pytest.mark.parametrize("value", ["lots", "1.5G", "0", "-4K"])
+def test_attune_max_memory_malformed(attune_bin, tmp_path, value):
+    _write_good_inputs(tmp_path)
+    out = tmp_path / "out.npy"
+    r = check_refused(attune_bin, tmp_path, _run_args(tmp_path, out), 1, out,
+                      env=clean_env(ATTUNE_MAX_MEMORY=value))
+    assert "ATTUNE_MAX_MEMORY = '%s' is not a size" % value in r.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "", "0", "0K", "-1", "1.5G", "12X", "1KB", "1 K", "K",
+                                   "99999999999999999999", "17179869184G"])
+def test_max_memory_malformed(attune_bin, tmp_path, value):
+    _write_good_inputs(tmp_path)
+    out = tmp_path / "out.npy"
+    r = check_refused(attune_bin, tmp_path, _run_args(tmp_path, out) + ["--max-memory=" + value], 2, out)
+    assert "--max-memory = '%s' is not a size" % value in r.stderr
+
+
+def test_max_memory_only_where_it_applies(attune_bin):
+    r = attune(attune_bin, "verify", "--quiet", "--max-memory", "1G")
+    assert_error(r, 2)
+    assert "--max-memory" in r.stderr
+

@@ -152,3 +152,15 @@ def test_mha_unknown_kernel(attune_bin, tmp_path):
     _write_good(tmp_path)
     out = tmp_path / "y.npy"
     check_refused(attune_bin, tmp_path, mha_args(tmp_path, out, GOOD[1], GOOD[2]) + ["--kernel", "nosuch"], 2, out)
+
+
+def test_mha_max_memory(attune_bin, tmp_path):
+    """The projections count towards the limit too: refused before any work, no output."""
+    _write_good(tmp_path)
+    out = tmp_path / "y.npy"
+    r = check_refused(attune_bin, tmp_path, mha_args(tmp_path, out, GOOD[1], GOOD[2]) + ["--max-memory", "1K"], 1, out)
+    assert "error: mha needs " in r.stderr and "above the limit of 1.0 KiB" in r.stderr
+    r = check_refused(attune_bin, tmp_path, mha_args(tmp_path, out, GOOD[1], GOOD[2]) + ["--max-memory", "1x"], 2, out)
+    assert "--max-memory" in r.stderr
+    assert_ok(attune(attune_bin, *mha_args(tmp_path, out, GOOD[1], GOOD[2]), "--max-memory", "1M"))
+

@@ -5,8 +5,10 @@
 #include <attune/kernel.hpp>
 #include <attune/problem.hpp>
 
+#include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace attune {
 
@@ -14,12 +16,31 @@ struct Options {
   std::string kernel = "auto";  // a registered kernel name, or "auto"
   std::optional<Isa> isa;       // force an ISA; default: the best runnable one
   Config config;
+  // Most working memory (bytes) a call may allocate beyond the caller's tensors; a call that
+  // needs more is refused before allocating. 0: the environment variable ATTUNE_MAX_MEMORY,
+  // else half the physical memory (workspace_limit()).
+  std::size_t max_workspace_bytes = 0;
 };
 
 // Validates everything (problem, pointers, kernel, ISA, config), then computes
-// out = softmax(scale * q k^T + causal mask) v. Throws InvalidArgument on bad input.
+// out = softmax(scale * q k^T + causal mask) v. Throws InvalidArgument on bad input, and
+// MemoryError when the kernel's working memory exceeds the limit (checked before allocating)
+// or an allocation fails.
 void attention(const Problem& problem, const float* q, const float* k, const float* v, float* out,
                const Options& options = {});
+
+// Working memory (bytes) attention() would allocate for this problem and options: the resolved
+// kernel's scratch and partial results, not the caller's tensors. Saturates at SIZE_MAX.
+std::size_t workspace_bytes(const Problem& problem, const Options& options = {});
+// The limit a call with these options enforces: options.max_workspace_bytes if non-zero, else
+// ATTUNE_MAX_MEMORY (InvalidArgument if malformed), else half the physical memory.
+std::size_t workspace_limit(const Options& options = {});
+// A byte count as ATTUNE_MAX_MEMORY and `--max-memory` take it: decimal digits with an optional
+// K, M, G or T suffix (either case; powers of 1024), e.g. "1048576", "512M", "4G". nullopt when
+// malformed, zero, or beyond size_t.
+std::optional<std::size_t> parse_bytes(std::string_view text);
+// "12.0 GiB", "512 bytes": the form error messages use.
+std::string format_bytes(std::size_t bytes);
 
 // What `auto` (or an explicit choice with defaults filled in) resolves to for a problem.
 struct Choice {

@@ -1,4 +1,5 @@
-// Exception types of the attune API: one for invalid problems and options, one for I/O.
+// Exception types of the attune API: one for invalid problems and options, one for I/O, one for
+// memory (a working-memory limit exceeded, or an allocation that failed).
 #pragma once
 
 #include <stdexcept>
@@ -20,6 +21,13 @@ class InvalidArgument : public Error {
 
 // A file could not be read or written, or its contents are malformed.
 class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A call needs more working memory than its limit allows (refused before allocating), or an
+// allocation failed; the message names the size.
+class MemoryError : public Error {
  public:
   using Error::Error;
 };

@@ -4,6 +4,7 @@
 #include <attune/isa.hpp>
 #include <attune/problem.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -48,6 +49,10 @@ class Kernel {
   virtual int rank() const noexcept = 0;
   // Parameters the tuner may set (empty for kernels without any).
   virtual std::vector<ParamSpec> params() const { return {}; }
+  // Bytes of working memory run() allocates for this problem and config on `isa` (scratch and
+  // partial results, not the caller's tensors), saturating at SIZE_MAX instead of overflowing.
+  // attention() compares it with the limit before calling run().
+  virtual std::size_t workspace_bytes(const Problem& problem, const Config& config, Isa isa) const = 0;
   // Computes the attention. The problem is validated, tensors are non-null, the ISA runnable.
   virtual void run(const Problem& problem, const Tensors& tensors, const Config& config,
                    Isa isa) const = 0;

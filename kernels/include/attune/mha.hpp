@@ -50,7 +50,9 @@ struct MhaProblem {
 // y = multi-head attention of x; the attention step runs with `options` (any kernel, ISA and
 // config; config.threads also sets the BLAS threads of the projections). Validates the problem,
 // options and pointers first (InvalidArgument). Scratch: the projected Q, K, V, the attention
-// output (in [batch, heads, seq, dim] layout) and one projection-sized staging buffer.
+// output (in [batch, heads, seq, dim] layout), one projection-sized staging buffer and the
+// attention kernel's working memory; their sum is held to the options' working-memory limit
+// before anything is allocated (MemoryError, as is an allocation that fails).
 void mha(const MhaProblem& problem, const float* x, const float* wq, const float* wk, const float* wv,
          const float* wo, float* y, const Options& options = {});
 
