@@ -11,10 +11,12 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <list>
 #include <map>
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -54,6 +56,9 @@ std::vector<Shape> preset_shapes(const std::string& preset) {
 }
 
 double g_budget_seconds = 0.0;  // 0: unlimited
+// --block-q / --block-kv: run every kernel with these tiles instead of its defaults (0 = default),
+// e.g. to measure what a tile choice costs, or as a known slowdown for the regression gate's A/B proof.
+attune::Config g_tiles;
 const auto g_start = std::chrono::steady_clock::now();
 std::map<std::pair<attune::Isa, int>, double> g_peak;  // GFLOP/s per (isa, threads)
 
@@ -69,6 +74,46 @@ attune::Problem to_problem(const Shape& s) {
   return p;
 }
 
+// Google Benchmark calls a benchmark once per iteration-count probe and once per repetition
+// (and random interleaving alternates shapes): drawing fresh normals every time cost more than
+// the timed loops for decode shapes. Inputs are kept per shape (same seed, so the same values),
+// the least recently used dropped beyond kInputCacheBytes.
+struct Inputs {
+  std::vector<float> q, k, v, out;
+  std::size_t bytes() const { return (q.size() + k.size() + v.size() + out.size()) * sizeof(float); }
+};
+constexpr std::size_t kInputCacheBytes = std::size_t{512} << 20;
+
+Inputs& inputs_for(const Shape& s) {
+  using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
+  static std::list<std::pair<Key, Inputs>> cache;  // most recently used first
+  const Key key{s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d};
+  for (auto it = cache.begin(); it != cache.end(); ++it) {
+    if (it->first == key) {
+      cache.splice(cache.begin(), cache, it);
+      return cache.front().second;
+    }
+  }
+  const attune::Problem p = to_problem(s);
+  Inputs in;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  in.q.resize(p.q_elements());
+  in.k.resize(p.k_elements());
+  in.v.resize(p.v_elements());
+  in.out.resize(p.out_elements());
+  for (auto* x : {&in.q, &in.k, &in.v})
+    for (float& e : *x) e = normal(rng);
+  std::size_t total = in.bytes();
+  for (const auto& entry : cache) total += entry.second.bytes();
+  while (!cache.empty() && total > kInputCacheBytes) {
+    total -= cache.back().second.bytes();
+    cache.pop_back();
+  }
+  cache.emplace_front(key, std::move(in));
+  return cache.front().second;
+}
+
 void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune::Isa isa, Shape s, int threads) {
   if (g_budget_seconds > 0 &&
       std::chrono::duration<double>(std::chrono::steady_clock::now() - g_start).count() > g_budget_seconds) {
@@ -76,15 +121,13 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
     return;
   }
   const attune::Problem p = to_problem(s);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> normal;
-  std::vector<float> q(p.q_elements()), k(p.k_elements()), v(p.v_elements()), out(p.out_elements());
-  for (auto* x : {&q, &k, &v})
-    for (float& e : *x) e = normal(rng);
+  auto& [q, k, v, out] = inputs_for(s);
   attune::Options o;
   o.kernel = std::string(kernel->name());
   o.isa = isa;
   o.config.threads = threads;
+  o.config.block_q = g_tiles.block_q;
+  o.config.block_kv = g_tiles.block_kv;
   try {
     attune::attention(p, q.data(), k.data(), v.data(), out.data(), o);  // warm-up and validation
   } catch (const attune::Error& e) {
@@ -122,9 +165,11 @@ std::string now_utc() {
 
 void usage() {
   std::printf(
-      "usage: attune_bench [--preset quick|standard|full] [--budget SECONDS] [--no-probes] [--benchmark_*...]\n"
+      "usage: attune_bench [--preset quick|standard|full] [--budget SECONDS] [--no-probes]\n"
+      "                    [--block-q N] [--block-kv N] [--benchmark_*...]\n"
       "  --preset   shape grid (default quick: ~2 min on 2 cores; standard ~15 min)\n"
       "  --budget   skip the remaining benchmarks after this many seconds\n"
+      "  --block-q, --block-kv  tiles for every kernel that reads them (default 0: the kernel's own)\n"
       "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/t:\n");
 }
 
@@ -158,6 +203,17 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "error: --budget '%s' is not a positive number of seconds\n", v.c_str());
         return 2;
       }
+    } else if (a.rfind("--block-q", 0) == 0 || a.rfind("--block-kv", 0) == 0) {
+      const bool kv = a.rfind("--block-kv", 0) == 0;
+      const char* flag = kv ? "--block-kv" : "--block-q";
+      const std::string v = value(flag);
+      char* end = nullptr;
+      const long long n = std::strtoll(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 0) {
+        std::fprintf(stderr, "error: %s '%s' is not a tile size (>= 0; 0 = the kernel's default)\n", flag, v.c_str());
+        return 2;
+      }
+      (kv ? g_tiles.block_kv : g_tiles.block_q) = n;
     } else if (a == "--no-probes") {
       probes = false;
     } else {
@@ -197,6 +253,8 @@ int main(int argc, char** argv) {
   // No tuner yet: `auto` and every kernel run their built-in default tiles.
   benchmark::AddCustomContext("tuned_table", "none (built-in defaults)");
   benchmark::AddCustomContext("attune_format", "1");
+  benchmark::AddCustomContext("bench_tiles", "block_q=" + std::to_string(g_tiles.block_q) +
+                                                 " block_kv=" + std::to_string(g_tiles.block_kv));
   benchmark::AddCustomContext("date", now_utc());
 
   if (probes) {
