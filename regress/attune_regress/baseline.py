@@ -25,17 +25,23 @@ def update(run: BenchRun, directory: str) -> str:
         raise InputError("%s: fewer than %d repetitions for %d benchmark(s), e.g. %s; a baseline needs "
                          "--benchmark_repetitions >= %d" % (run.path, MIN_REPETITIONS, len(short), short[0],
                                                              MIN_REPETITIONS))
-    dest = path_for(run, directory)
+    entry = dict(run.fingerprint())
+    return store(run.path, directory, os.path.basename(path_for(run, directory)), run.fingerprint_hash(), entry)
+
+
+def store(source: str, directory: str, name: str, key: str, entry: dict) -> str:
+    """Copy `source` to DIR/name atomically (temporary sibling, fsync, rename) and list it in
+    DIR/index.json under `key`, all under the folder's lock. Shared with `icount baseline`."""
+    dest = os.path.join(directory, name)
     with history.locked(directory):
-        tmp = os.path.join(directory, ".%s.tmp.%d" % (os.path.basename(dest), os.getpid()))
+        tmp = os.path.join(directory, ".%s.tmp.%d" % (name, os.getpid()))
         try:
-            shutil.copyfile(run.path, tmp)
+            shutil.copyfile(source, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, dest)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        entry = dict(run.fingerprint())
-        history.update_index(directory, run.fingerprint_hash(), entry)
+        history.update_index(directory, key, entry)
     return dest

@@ -13,7 +13,7 @@ FINGERPRINT_FIELDS = ("cpu_model", "isa_default", "cores", "preset", "attune_com
 # Must match too when both runs carry it (older JSON may lack it).
 OPTIONAL_FINGERPRINT_FIELDS = ("attune_build_type",)
 # Expected to differ between a baseline and new code: a warning, never a refusal.
-WARN_FIELDS = ("attune_version", "attune_git_revision", "isa_runnable")
+WARN_FIELDS = ("attune_version", "attune_git_revision", "isa_runnable", "bench_tiles")
 
 UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 MIN_REPETITIONS = 3

@@ -14,8 +14,9 @@ Per benchmark present in both runs (matched by name), from the per-repetition re
            INCONCLUSIVE otherwise: rerun with more repetitions
 with T the benchmark's threshold (percent / 100). The suite: the geometric mean over benchmarks of
 median(new)/median(base), with a percentile bootstrap interval (fixed seed), judged with the
-default threshold: REGRESSION when the interval lies above 1 and the estimate >= 1 + T,
-IMPROVEMENT symmetrically, OK when the interval's upper end < 1 + T, else INCONCLUSIVE.
+suite threshold (by default the default one): REGRESSION when the interval lies above 1 and the
+estimate >= 1 + T, IMPROVEMENT symmetrically, OK when the interval's upper end < 1 + T, else
+INCONCLUSIVE.
 """
 from __future__ import annotations
 
@@ -30,18 +31,30 @@ from .benchjson import MIN_REPETITIONS, BenchRun, InputError
 SEVERITY = {"REGRESSION": 0, "INCONCLUSIVE": 1, "IMPROVEMENT": 2, "OK": 3}
 
 
+def _check_percent(what: str, value) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise InputError("%s must be a positive percentage (got %r)" % (what, value))
+
+
 class Thresholds:
     """Percent thresholds per benchmark: the first pattern (file order) that re.search-matches
-    the name wins, else the default."""
+    the name wins, else the default. The suite's geometric mean is judged with `suite` (by
+    default the default)."""
 
-    def __init__(self, default: float, patterns=()):
-        if not (isinstance(default, (int, float)) and math.isfinite(default) and default > 0):
-            raise InputError("--threshold must be a positive percentage (got %r)" % (default,))
+    def __init__(self, default: float, patterns=(), suite=None):
+        _check_percent("--threshold", default)
+        if suite is not None:
+            _check_percent("the suite threshold", suite)
         self.default = float(default)
+        self.suite = float(suite) if suite is not None else self.default
         self.patterns = list(patterns)
+        self.source = None  # the file it was read from, for reports
 
     @classmethod
     def from_file(cls, default: float, path: str) -> "Thresholds":
+        """Either {name_regex: percent, ...} or {"default": percent, "suite": percent,
+        "patterns": {name_regex: percent, ...}} (all three optional; "default" replaces
+        --threshold)."""
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
@@ -53,6 +66,20 @@ class Thresholds:
             raise InputError("thresholds file %s is not valid JSON (%s)" % (path, e))
         if not isinstance(data, dict):
             raise InputError("thresholds file %s must hold one object {name_regex: percent}" % path)
+        suite = None
+        if isinstance(data.get("patterns"), dict):
+            unknown = sorted(set(data) - {"default", "suite", "patterns", "comment"})
+            if unknown:
+                raise InputError("thresholds file %s: unknown key(s) %s (default, suite, patterns, comment)"
+                                 % (path, ", ".join(unknown)))
+            for key in ("default", "suite"):
+                if key in data and (isinstance(data[key], bool) or not isinstance(data[key], (int, float))
+                                    or not math.isfinite(data[key]) or data[key] <= 0):
+                    raise InputError("thresholds file %s: %r needs a positive percentage, got %r"
+                                     % (path, key, data[key]))
+            default = data.get("default", default)
+            suite = data.get("suite")
+            data = data["patterns"]
         patterns = []
         for pattern, pct in data.items():
             if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not math.isfinite(pct) or pct <= 0:
@@ -61,7 +88,9 @@ class Thresholds:
                 patterns.append((re.compile(pattern), float(pct)))
             except re.error as e:
                 raise InputError("thresholds file %s: bad regex %r (%s)" % (path, pattern, e))
-        return cls(default, patterns)
+        t = cls(default, patterns, suite)
+        t.source = path
+        return t
 
     def for_name(self, name: str) -> float:
         for regex, pct in self.patterns:
@@ -150,7 +179,7 @@ def compare(base: BenchRun, new: BenchRun, thresholds: Thresholds, alpha: float 
         r.verdict = judge(r.ratio, r.ci_low, r.ci_high, ps, pf, r.threshold, alpha, r.new_median / r.base_median)
 
     geo, lo, hi = stats.suite_bootstrap([(base.times[n], new.times[n]) for n in common], level)
-    limit = 1.0 + thresholds.default / 100.0
+    limit = 1.0 + thresholds.suite / 100.0
     if lo > 1.0 and geo >= limit:
         sv = "REGRESSION"
     elif hi < 1.0 and geo <= 1.0 / limit:
@@ -160,7 +189,7 @@ def compare(base: BenchRun, new: BenchRun, thresholds: Thresholds, alpha: float 
     else:
         sv = "INCONCLUSIVE"
     rows.sort(key=lambda r: (SEVERITY[r.verdict], r.name))
-    return Result(rows, Suite(geo, lo, hi, thresholds.default, sv), alpha,
+    return Result(rows, Suite(geo, lo, hi, thresholds.suite, sv), alpha,
                   only_base=sorted(set(base.times) - set(new.times)),
                   only_new=sorted(set(new.times) - set(base.times)))
 

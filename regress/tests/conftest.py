@@ -1,4 +1,5 @@
-"""The package on sys.path (tests run without installing it) and a JSON-writing fixture."""
+"""The package on sys.path (tests run without installing it), a JSON-writing fixture, and a bin
+folder of stand-ins (attune_bench, attune, valgrind) for the tests of paired, icount and the CI script."""
 import json
 import os
 import sys
@@ -22,3 +23,21 @@ def write_json(tmp_path):
         return str(path)
 
     return write
+
+
+FAKES = os.path.join(HERE, "fakes")
+
+
+@pytest.fixture
+def fake_bin(tmp_path, monkeypatch):
+    """tmp/bin with attune_bench, attune and valgrind: shell wrappers around tests/fakes/*.py."""
+    d = tmp_path / "bin"
+    d.mkdir()
+    for name, script in (("attune_bench", "fake_bench.py"), ("attune", "fake_attune.py"),
+                         ("valgrind", "fake_valgrind.py")):
+        w = d / name
+        w.write_text('#!/bin/sh\nexec "%s" "%s" "$@"\n' % (sys.executable, os.path.join(FAKES, script)))
+        w.chmod(0o755)
+    # icount runs valgrind in a fixed environment; let the stand-in's controls through.
+    monkeypatch.setenv("ATTUNE_ICOUNT_PASS_ENV", "FAKE_VALGRIND_LOG,FAKE_IR_SCALE")
+    return d

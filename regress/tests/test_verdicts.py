@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from attune_regress import compare as cmp
+from attune_regress.benchjson import InputError
 from regress_synth import bench_name, noisy, run_of
 
 NAMES = [bench_name(k, s, d) for k in ("flash", "simd") for s in (128, 512) for d in (64, 128)]
@@ -127,6 +128,35 @@ def test_per_benchmark_thresholds_first_match_wins(tmp_path):
     for row in r.rows:
         expected = "REGRESSION" if "/flash/" in row.name and "/sq:512/" in row.name else "OK"
         assert row.verdict == expected, row.name
+
+
+def test_structured_thresholds_set_default_and_suite(tmp_path):
+    path = tmp_path / "thr.json"
+    path.write_text('{"comment": "why", "default": 12, "suite": 7, "patterns": {"/simd/": 20}}')
+    t = cmp.Thresholds.from_file(5.0, str(path))
+    assert (t.default, t.suite) == (12, 7)
+    assert t.for_name(bench_name("simd")) == 20 and t.for_name(bench_name("flash")) == 12
+    rng = np.random.default_rng(9)
+    base, new = suite(rng, 1.10, 0.01)  # +10% everywhere: below every benchmark's threshold, above the suite's
+    r = cmp.compare(base, new, t)
+    assert not any(row.verdict == "REGRESSION" for row in r.rows)
+    assert r.suite.threshold == 7 and r.suite.verdict == "REGRESSION"
+    path.write_text('{"patterns": {}}')
+    t = cmp.Thresholds.from_file(5.0, str(path))
+    assert (t.default, t.suite, t.patterns) == (5.0, 5.0, [])
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"patterns": {}, "defualt": 5}', "unknown key"),
+    ('{"patterns": {}, "suite": 0}', "positive percentage"),
+    ('{"patterns": {}, "default": true}', "positive percentage"),
+    ('{"patterns": {"x": -2}}', "positive percentage"),
+])
+def test_bad_structured_thresholds(tmp_path, content, message):
+    path = tmp_path / "thr.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        cmp.Thresholds.from_file(5.0, str(path))
 
 
 def test_judge_rules():

@@ -1,0 +1,97 @@
+"""scripts/regress.sh and .ci/run on stand-ins: record-only without a baseline (a new CI machine),
+compare and fail with one, the confirming second run, instruction counts, paired mode."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "scripts", "regress.sh")
+
+
+@pytest.fixture
+def env(fake_bin, tmp_path):
+    e = dict(os.environ)
+    e.update(ATTUNE_BENCH=str(fake_bin / "attune_bench"), ATTUNE_PYTHON=sys.executable,
+             ATTUNE_REGRESS_OUT=str(tmp_path / "out"), ATTUNE_BASELINES=str(tmp_path / "baselines"),
+             ATTUNE_VALGRIND=str(fake_bin / "valgrind"), FAKE_BENCH_COUNTER=str(tmp_path / "calls"))
+    e.pop("ATTUNE_ISA", None)
+    (tmp_path / "baselines").mkdir()
+    return e
+
+
+def regress(env, *args, **extra):
+    e = dict(env)
+    e.update(extra)
+    return subprocess.run(["bash", SCRIPT, *args], env=e, capture_output=True, text=True, timeout=120)
+
+
+def test_no_baseline_records_and_passes(env, tmp_path):
+    p = regress(env)
+    assert p.returncode == 0, p.stderr
+    assert "no baseline for this machine" in p.stdout
+    hist = tmp_path / "out" / "history"
+    lines = [l for f in hist.glob("*.jsonl") for l in f.read_text().splitlines()]
+    assert len(lines) == 8
+    assert not [f for f in os.listdir(tmp_path / "baselines") if f.endswith(".json")]  # never stored implicitly
+
+
+def test_regression_against_the_stored_baseline_fails_once_confirmed(env, tmp_path):
+    assert regress(env, "--update-baseline").returncode == 0
+    stored = [f for f in os.listdir(tmp_path / "baselines") if f.endswith(".json") and f != "index.json"]
+    assert len(stored) == 1
+    assert regress(env).returncode == 0                          # unchanged: passes
+    p = regress(env, FAKE_BENCH_SLOW="1.3")                     # slower in both runs: confirmed
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "confirming with a fresh run" in p.stdout and "== confirmed" in p.stdout
+    calls = int((tmp_path / "calls").read_text())
+    p = regress(env, FAKE_BENCH_SLOW="1.3", FAKE_BENCH_SLOW_CALLS=str(calls + 1))  # only the first run slow
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "not confirmed by the fresh run" in p.stdout
+
+
+def test_thresholds_file_is_used(env, tmp_path):
+    assert regress(env, "--update-baseline").returncode == 0
+    (tmp_path / "baselines" / "thresholds.json").write_text(json.dumps({"default": 50, "patterns": {}}))
+    p = regress(env, FAKE_BENCH_SLOW="1.3")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "threshold 50%: OK" in p.stdout  # the suite too
+
+
+def test_icount_records_then_compares(env, tmp_path):
+    p = regress(env, "--icount")
+    assert p.returncode == 0, p.stderr
+    assert "no instruction-count baseline" in p.stdout
+    assert list((tmp_path / "out").glob("icount-2*.json"))
+    assert regress(env, "--icount", "--update-baseline").returncode == 0
+    assert list((tmp_path / "baselines").glob("icount-*.json"))
+    p = regress(env, "--icount")
+    assert p.returncode == 0 and "8 of 8 cases identical" in p.stdout
+    p = regress(env, "--icount", FAKE_IR_SCALE="1.02")
+    assert p.returncode == 1 and "REGRESSION" in p.stdout
+
+
+def test_paired_mode(env, tmp_path):
+    p = regress(env, "--paired", env["ATTUNE_BENCH"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "paired session" in p.stdout + p.stderr
+    assert not (tmp_path / "out" / "history").exists()  # A/B sessions are not history
+    assert regress(env, "--paired", str(tmp_path / "missing")).returncode == 2
+    assert regress(env, "--paired").returncode == 2
+
+
+def test_bench_missing_is_exit_2(env, tmp_path):
+    p = regress(env, ATTUNE_BENCH=str(tmp_path / "nope"))
+    assert p.returncode == 2 and "is not built" in p.stderr
+
+
+def test_ci_runs_both_checks_after_the_tests():
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        lines = [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
+    pos = {key: next(i for i, l in enumerate(lines) if key in l)
+           for key in ("scripts/test.sh", "scripts/fuzz.sh", "scripts/regress.sh ||", "scripts/regress.sh --icount")}
+    assert pos["scripts/test.sh"] < pos["scripts/fuzz.sh"] < pos["scripts/regress.sh ||"] \
+        < pos["scripts/regress.sh --icount"]
+    assert lines[-1] == 'exit "$status"'

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Proves the regression gate on this machine (run it when the machine is otherwise quiet):
+#   (a) A/A: N paired sessions of build/bin/attune_bench against itself: false alarms
+#   (b) A/B: M sessions against the same bench with a known real slowdown (default --block-q 120: ragged
+#       query tiles, about +7% on the seq-512 d-64 benchmarks here)
+#   (c) the smallest slowdown detected in >= 90% of comparisons (slowdowns injected into the A/A data)
+# Writes summary.json, summary.md and proof.png to build/regress/proof-<time>/ (or --out DIR).
+# Usage: scripts/regress-proof.sh [--aa N (20)] [--ab M (10)] [--slowdown-args 'FLAGS'] [--out DIR] ...
+#   (every option of `python3 -m attune_regress proof --help`). Defaults take ~14 minutes on 2 cores;
+#   the smoke test: scripts/regress-proof.sh --aa 2 --ab 2
+# Environment: ATTUNE_BENCH (default build/bin/attune_bench), ATTUNE_PYTHON (default /usr/bin/python3).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export PYTHONPATH="$root/regress${PYTHONPATH:+:$PYTHONPATH}"
+exec "${ATTUNE_PYTHON:-/usr/bin/python3}" -m attune_regress proof --bench "${ATTUNE_BENCH:-build/bin/attune_bench}" "$@"
