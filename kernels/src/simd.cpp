@@ -4,7 +4,6 @@
 // Config: block_q (query rows per tile), block_kv (keys per tile).
 #include "kernel_impl.hpp"
 #include "simd/driver.hpp"
-#include "tiled_workspace.hpp"
 
 namespace attune::detail {
 namespace {
@@ -25,7 +24,7 @@ class Simd final : public Kernel {
   }
 
   std::size_t workspace_bytes(const Problem& p, const Config& config, Isa isa) const override {
-    return tiled_workspace_bytes(p, plan_for(p, config), isa);
+    return simd::workspace_bytes(p, plan_for(p, config), simd::isa_ops(isa));
   }
 
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {

@@ -1,6 +1,8 @@
 // The tiled-attention driver shared by `simd` and `flash`.
 #include "simd/driver.hpp"
 
+#include "kernel_impl.hpp"
+
 #include <attune/error.hpp>
 
 #include <algorithm>
@@ -75,24 +77,64 @@ int default_threads() {
 #endif
 }
 
-void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops) {
-  const std::int64_t group = p.group_size();
-  const std::int64_t hpt = plan.heads_per_task;
-  const std::int64_t positions = std::clamp<std::int64_t>(plan.positions, 1, p.seq_q);
-  const std::int64_t q_tiles = (p.seq_q + positions - 1) / positions;
-  const std::int64_t head_sets = p.batch * p.heads_kv * (group / hpt);
-  const std::int64_t row_sets = head_sets * q_tiles;
-  const std::int64_t splits = std::max<std::int64_t>(plan.splits, 1);
-  const std::int64_t tasks = row_sets * splits;
-  const std::int64_t rows = hpt * positions;
-  const std::int64_t block_kv = std::clamp<std::int64_t>(plan.block_kv, 1, p.seq_kv);
-  // More threads than cores or tasks only adds scratch: oneTBB would not run them anyway.
-  const int threads = static_cast<int>(std::clamp<std::int64_t>(
-      std::min<std::int64_t>(plan.threads, tasks), 1, std::max(1u, std::thread::hardware_concurrency())));
+namespace {
 
+using detail::saturating_add;
+using detail::saturating_mul;
+
+// The sizes one plan implies: shared by run_tiled and workspace_bytes, so the memory check
+// always describes what the driver allocates. Task counts saturate (an absurd kv_splits reads
+// as "too much memory" and is refused before run_tiled ever sees it).
+struct Layout {
+  std::int64_t hpt, positions, q_tiles, row_sets, splits, rows, block_kv;
+  std::size_t tasks;
+  int threads;
+  const TileFn* fn;
+  std::int64_t scratch_floats;
+};
+
+Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
+  Layout l;
+  l.hpt = plan.heads_per_task;
+  l.positions = std::clamp<std::int64_t>(plan.positions, 1, p.seq_q);
+  l.q_tiles = (p.seq_q + l.positions - 1) / l.positions;
+  l.row_sets = p.batch * p.heads_kv * (p.group_size() / l.hpt) * l.q_tiles;  // <= Q's element count
+  l.splits = std::max<std::int64_t>(plan.splits, 1);
+  l.tasks = saturating_mul(static_cast<std::size_t>(l.row_sets), static_cast<std::size_t>(l.splits));
+  l.rows = l.hpt * l.positions;
+  l.block_kv = std::clamp<std::int64_t>(plan.block_kv, 1, p.seq_kv);
+  // More threads than cores or tasks only adds scratch: oneTBB would not run them anyway.
+  const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  l.threads = static_cast<int>(
+      std::clamp<std::size_t>(std::min<std::size_t>(static_cast<std::size_t>(std::max(plan.threads, 1)), l.tasks), 1, cores));
   // Config::micro 1 and 2 name the tile instantiations 2 and 3 (after the two dot forms).
-  const TileFn& fn = plan.micro > 0 ? ops.tiles[std::min(plan.micro, 2) + 1] : ops.tile_for(rows);
-  const std::int64_t scratch_floats = tile_scratch_floats(fn, rows, p.d_k, p.d_v, block_kv);
+  l.fn = plan.micro > 0 ? &ops.tiles[std::min(plan.micro, 2) + 1] : &ops.tile_for(l.rows);
+  l.scratch_floats = std::max<std::int64_t>(tile_scratch_floats(*l.fn, l.rows, p.d_k, p.d_v, l.block_kv), 1);
+  return l;
+}
+
+}  // namespace
+
+std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& ops) {
+  const Layout l = layout_of(p, plan, ops);
+  const std::size_t scratch = (detail::float_bytes({l.scratch_floats}) + 63) / 64 * 64;
+  std::size_t bytes = saturating_mul(static_cast<std::size_t>(l.threads), scratch);
+  if (l.splits > 1) {  // [task][row][d_v] partial rows, and a max and a sum per task row
+    const std::size_t task_rows = saturating_mul(l.tasks, static_cast<std::size_t>(l.rows));
+    bytes = saturating_add(bytes, saturating_mul(detail::float_bytes({p.d_v + 2}), task_rows));
+  }
+  return bytes;
+}
+
+void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops) {
+  const Layout lay = layout_of(p, plan, ops);
+  const std::int64_t group = p.group_size();
+  const std::int64_t hpt = lay.hpt, positions = lay.positions, q_tiles = lay.q_tiles, splits = lay.splits, rows = lay.rows;
+  const std::int64_t block_kv = lay.block_kv, row_sets = lay.row_sets;
+  const std::int64_t tasks = static_cast<std::int64_t>(lay.tasks);  // bounded: the memory check passed
+  const int threads = lay.threads;
+  const TileFn& fn = *lay.fn;
+  const std::int64_t scratch_floats = lay.scratch_floats;
   std::vector<AlignedBuffer> scratch;
   for (int i = 0; i < threads; ++i) scratch.push_back(aligned_floats(scratch_floats));
   // Partial results of key-range splits: [task][row][d_v] plus max and sum per row.

@@ -8,6 +8,7 @@
 #include <attune/kernel.hpp>
 #include <attune/problem.hpp>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace attune::simd {
@@ -22,6 +23,10 @@ struct Plan {
 };
 
 void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops);
+
+// Bytes run_tiled allocates for this plan (per-thread tile scratch, split partials), from the
+// same sizing rules; saturates instead of overflowing. Kernel::workspace_bytes of simd/flash.
+std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& ops);
 
 // Worker threads available by default (all cores, or the oneTBB default arena's size).
 int default_threads();
