@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
-"""Summarises scripts/tune-proof.sh: how close smart and random searches get to the exhaustive
+"""Summarises the tuner's proofs.
+
+tune_proof.py OUT: scripts/tune-proof.sh, how close smart and random searches get to the exhaustive
 best (re-measured fresh and interleaved by `attune tune-check`) and with what share of the
-evaluations. Writes OUT/proof.md, OUT/proof.json and OUT/proof.png."""
+evaluations. Writes OUT/proof.md, OUT/proof.json and OUT/proof.png.
+
+tune_proof.py --auto OUT: scripts/tune-auto-proof.sh, the rebuilt `auto` (compiled tuned table)
+against `default` (built-in heuristic) on the tuned shapes (check-tuned.json) and on held-out
+shapes (check-heldout.json). Writes OUT/auto.md, OUT/auto.json and OUT/auto.png."""
 import json
 import math
 import statistics
@@ -104,7 +110,85 @@ def main(out_dir):
     fig.savefig(out / "proof.png", dpi=120)
 
 
+def auto_rows(path):
+    rows = []
+    for shape in json.loads(Path(path).read_text()):
+        t = {e["label"]: e for e in shape["entries"] if e["verified"]}
+        if "default" not in t or "auto" not in t:
+            continue
+        rows.append({"shape": shape["shape"], "auto": t["auto"]["candidate"], "default": t["default"]["candidate"],
+                     "speedup": t["default"]["median_s"] / t["auto"]["median_s"],
+                     "spread_auto": t["auto"]["spread"], "spread_default": t["default"]["spread"],
+                     "gflops_auto": shape["flops"] / t["auto"]["median_s"] * 1e-9})
+    return rows
+
+
+def main_auto(out_dir):
+    out = Path(out_dir)
+    sets = {}
+    for name in ("tuned", "heldout"):
+        path = out / f"check-{name}.json"
+        if path.exists():
+            sets[name] = auto_rows(path)
+    if not sets.get("tuned"):
+        sys.exit(f"error: no verified auto/default pair in {out / 'check-tuned.json'}")
+    summary = {}
+    for name, rows in sets.items():
+        sp = [r["speedup"] for r in rows]
+        summary[name] = {"shapes": len(sp), "median_speedup": statistics.median(sp), "worst_speedup": min(sp),
+                         "best_speedup": max(sp),
+                         "geomean_speedup": math.exp(sum(math.log(x) for x in sp) / len(sp)),
+                         "at_least_default": sum(x >= 1.0 for x in sp),
+                         "within_noise_of_default": sum(x >= 0.97 for x in sp)}
+    seconds = out / "tune.seconds"
+    if seconds.exists():
+        summary["tune_seconds"] = int(seconds.read_text())
+    (out / "auto.json").write_text(json.dumps({"summary": summary, "shapes": sets}, indent=1) + "\n")
+
+    md = []
+    for name, rows in sets.items():
+        md += [f"**{'tuned shapes' if name == 'tuned' else 'held-out shapes (nearest bucket)'}**", "",
+               "| shape | auto (tuned table) | default (heuristic) | auto / default speed | auto GFLOP/s |",
+               "| --- | --- | --- | --- | --- |"]
+        for r in rows:
+            md.append(f"| {r['shape']} | {r['auto']} | {r['default']} | {r['speedup']:.3f} "
+                      f"(spread {100 * r['spread_auto']:.1f}% / {100 * r['spread_default']:.1f}%) | "
+                      f"{r['gflops_auto']:.1f} |")
+        st = summary[name]
+        md += ["", f"- median x{st['median_speedup']:.3f}, geometric mean x{st['geomean_speedup']:.3f}, worst "
+                   f"x{st['worst_speedup']:.3f}, best x{st['best_speedup']:.3f}; auto >= default on "
+                   f"{st['at_least_default']}/{st['shapes']} shapes, within 3% or better on "
+                   f"{st['within_noise_of_default']}/{st['shapes']}", ""]
+    if "tune_seconds" in summary:
+        md.append(f"- the smart tune took {summary['tune_seconds']} s")
+    (out / "auto.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [(r, "tab:blue") for r in sets["tuned"]] + [(r, "tab:orange") for r in sets.get("heldout", [])]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.bar(range(len(rows)), [r["speedup"] for r, _ in rows], color=[c for _, c in rows])
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(1.1, color="red", linestyle="--", linewidth=1, label="1.1x")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["shape"].replace("_dv", "\n_dv").replace("b1_", "") for r, _ in rows], fontsize=6,
+                       rotation=45, ha="right")
+    ax.set_ylabel("auto speed / default speed")
+    ax.set_title("Rebuilt with the tuned header: auto vs the built-in heuristic (blue: tuned, orange: held-out)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "auto.png", dpi=120)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: tune_proof.py OUT_DIR")
-    main(sys.argv[1])
+    if len(sys.argv) == 3 and sys.argv[1] == "--auto":
+        main_auto(sys.argv[2])
+    elif len(sys.argv) == 2:
+        main(sys.argv[1])
+    else:
+        sys.exit("usage: tune_proof.py OUT_DIR | tune_proof.py --auto OUT_DIR")
