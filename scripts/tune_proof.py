@@ -103,9 +103,9 @@ def main(out_dir):
     ax.set_xticklabels([r["shape"].replace("_dv", "\n_dv").replace("b1_", "") for r in rows], fontsize=6, rotation=45,
                        ha="right")
     ax.set_ylabel("speed relative to the exhaustive choice")
-    ax.set_ylim(0, max(1.2, max(max(r["speed_vs_exhaustive"].values()) for r in rows) * 1.05))
+    ax.set_ylim(0, max(1.2, max(max(r["speed_vs_exhaustive"].values()) for r in rows) * 1.05) + 0.2)
     ax.set_title("Tuner strategies vs exhaustive search (fresh interleaved re-measurement)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", ncol=4)
     fig.tight_layout()
     fig.savefig(out / "proof.png", dpi=120)
 
