@@ -15,6 +15,17 @@ import sys
 from pathlib import Path
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or None without matplotlib (the figure is skipped)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def choices(log):
     out = {}
     for line in Path(log).read_text().splitlines():
@@ -86,11 +97,8 @@ def main(out_dir):
     (out / "proof.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.27
@@ -164,11 +172,8 @@ def main_auto(out_dir):
     (out / "auto.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     rows = [(r, "tab:blue") for r in sets["tuned"]] + [(r, "tab:orange") for r in sets.get("heldout", [])]
     fig, ax = plt.subplots(figsize=(10, 4.5))

@@ -38,17 +38,7 @@ namespace {
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
 
-attune::Problem shape(std::int64_t hq, std::int64_t hkv, std::int64_t sq, std::int64_t skv, std::int64_t d,
-                      bool causal = false) {
-  attune::Problem p;
-  p.heads_q = hq;
-  p.heads_kv = hkv;
-  p.seq_q = sq;
-  p.seq_kv = skv;
-  p.d_k = p.d_v = d;
-  p.causal = causal;
-  return p;
-}
+using attune::reference::shape;
 
 attune::Options options(const std::string& kernel, std::size_t limit, std::optional<attune::Isa> isa = {}) {
   attune::Options o;

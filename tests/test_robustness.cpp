@@ -39,16 +39,7 @@ attune::Options options_for(const Pair& p, int threads = 0) {
   return o;
 }
 
-attune::Problem shape(std::int64_t hq, std::int64_t hkv, std::int64_t sq, std::int64_t skv, std::int64_t d, bool causal) {
-  attune::Problem p;
-  p.heads_q = hq;
-  p.heads_kv = hkv;
-  p.seq_q = sq;
-  p.seq_kv = skv;
-  p.d_k = p.d_v = d;
-  p.causal = causal;
-  return p;
-}
+using attune::reference::shape;
 
 // A NaN in one query row makes exactly that row NaN; a NaN key poisons exactly the rows that see
 // it (causal: the rows at and after it); every other row still matches the reference.

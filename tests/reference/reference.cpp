@@ -183,4 +183,16 @@ Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>
   return compare(c.problem, in, out.data() + 1, ref);
 }
 
+Problem shape(std::int64_t heads_q, std::int64_t heads_kv, std::int64_t seq_q, std::int64_t seq_kv, std::int64_t d,
+              bool causal) {
+  Problem p;
+  p.heads_q = heads_q;
+  p.heads_kv = heads_kv;
+  p.seq_q = seq_q;
+  p.seq_kv = seq_kv;
+  p.d_k = p.d_v = d;
+  p.causal = causal;
+  return p;
+}
+
 }  // namespace attune::reference

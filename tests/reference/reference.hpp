@@ -15,6 +15,10 @@ std::vector<double> attention(const Problem& p, const float* q, const float* k, 
 // The softmax weights [batch, heads_q, seq_q, seq_kv] in double; masked entries are 0.
 std::vector<double> attention_weights(const Problem& p, const float* q, const float* k);
 
+// Batch 1, d_v = d_k: the shorthand the tests write shapes in.
+Problem shape(std::int64_t heads_q, std::int64_t heads_kv, std::int64_t seq_q, std::int64_t seq_kv, std::int64_t d,
+              bool causal = false);
+
 struct Inputs {
   std::vector<float> q, k, v;
 };
