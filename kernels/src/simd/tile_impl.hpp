@@ -47,14 +47,20 @@ struct TileKernel {
       for (int nv = 0; nv < NV; ++nv) acc[mr][nv] = V::set1(0.0f);
     const float* krow = a.k + (j0 + jj) * a.d_k;
     const float* qcol = c.qt + c0;
-    // Few rows (decoding) read each K/V row once, straight from memory, in an order the hardware
-    // prefetchers miss (MK rows in parallel): prefetch the next K rows and this block's V rows.
+    // Prefetches, one line per step. Few rows (decoding) read each K/V row once, straight from
+    // memory, in an order the hardware prefetchers miss (MK rows in parallel): the next K rows
+    // and this block's V rows, into L1. Every tile brings the V rows its PV pass reads into L2
+    // while QK^T runs: a head's K and V together outgrow L2 at long sequences, and PV's
+    // strided V broadcasts otherwise wait on L3 (9% of the time at seq 2048, d_k 128).
     const float* k_next = krow + MK * a.d_k;
     const float* v_rows = a.v + (j0 + jj) * a.d_v;
     for (std::int64_t d = 0; d < a.d_k; ++d) {
       if constexpr (NV == 1) {
         __builtin_prefetch(k_next + d * 16);
         __builtin_prefetch(v_rows + d * 16);
+      } else {
+        __builtin_prefetch(k_next + d * 16);
+        __builtin_prefetch(v_rows + d * 16, 0, 2);
       }
       B qv[NV];
       for (int nv = 0; nv < NV; ++nv) qv[nv] = V::load(qcol + d * c.rp + nv * W);
