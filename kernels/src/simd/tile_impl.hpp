@@ -163,10 +163,36 @@ struct TileKernel {
         for (int nv = 0; nv < NV; ++nv) tmax[nv] = V::set1(kNegInf);
         std::int64_t jj = 0;
         for (; jj + MR <= cols; jj += MR) qk<MR>(c, j0, jj, c0, masked, tmax);
+        // Tails in halving steps: with MR = 6, a 128-key tile leaves 2 keys (and d_v = 128 two
+        // columns), which one-key steps would run at a third of the tile's FMAs per load.
+        if constexpr (MR > 4) {
+          if (jj + 4 <= cols) {
+            qk<4>(c, j0, jj, c0, masked, tmax);
+            jj += 4;
+          }
+        }
+        if constexpr (MR > 2) {
+          if (jj + 2 <= cols) {
+            qk<2>(c, j0, jj, c0, masked, tmax);
+            jj += 2;
+          }
+        }
         for (; jj < cols; ++jj) qk<1>(c, j0, jj, c0, masked, tmax);
         softmax(c, cols, c0, tmax);
         std::int64_t d0 = 0;
         for (; d0 + MR <= a.d_v; d0 += MR) pv<MR>(c, j0, cols, d0, c0);
+        if constexpr (MR > 4) {
+          if (d0 + 4 <= a.d_v) {
+            pv<4>(c, j0, cols, d0, c0);
+            d0 += 4;
+          }
+        }
+        if constexpr (MR > 2) {
+          if (d0 + 2 <= a.d_v) {
+            pv<2>(c, j0, cols, d0, c0);
+            d0 += 2;
+          }
+        }
         for (; d0 < a.d_v; ++d0) pv<1>(c, j0, cols, d0, c0);
       }
     }
