@@ -26,6 +26,12 @@ def pyplot():
     return plt
 
 
+def emit(path, md):
+    """Writes the markdown lines to path and prints them."""
+    path.write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def choices(log):
     out = {}
     for line in Path(log).read_text().splitlines():
@@ -94,8 +100,7 @@ def main(out_dir):
                   f" ({st['total_evaluations']} evaluations in all{took})")
     ex = summary["exhaustive"]
     md.append(f"- **exhaustive**: {ex['total_evaluations']} evaluations, {ex['seconds']} s")
-    (out / "proof.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    emit(out / "proof.md", md)
 
     plt = pyplot()
     if plt is None:
@@ -169,8 +174,7 @@ def main_auto(out_dir):
                    f"{st['within_noise_of_default']}/{st['shapes']}", ""]
     if "tune_seconds" in summary:
         md.append(f"- the smart tune took {summary['tune_seconds']} s")
-    (out / "auto.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    emit(out / "auto.md", md)
 
     plt = pyplot()
     if plt is None:
