@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace attune::simd {
 // Anonymous: each per-ISA translation unit gets its own copy, so the linker can never pick a
@@ -73,6 +74,21 @@ struct Vec {
     return xsimd::select(a <= limit, value, other);
   }
   static B exp2(const B& x) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<Arch, xsimd::avx512f>) {
+      // AVX-512 rounds (vrndscaleps) and scales by 2^n (vscalefps) in one instruction each,
+      // with no clamp: 2^f of f = x - round(x) times 2^n, zeroed (masked scalef) where
+      // x < -126; the unordered compare keeps NaN lanes, which stay NaN. -inf gives f = NaN,
+      // zeroed by the mask like every other masked score.
+      const __m512 xv = x;
+      const __m512 n = _mm512_roundscale_ps(xv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512 f = _mm512_sub_ps(xv, n);
+      __m512 p = _mm512_set1_ps(kExp2C[6]);
+      for (int k = 5; k >= 0; --k) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2C[k]));
+      const __mmask16 keep = _mm512_cmp_ps_mask(xv, _mm512_set1_ps(-126.0f), _CMP_NLT_UQ);
+      return B(_mm512_maskz_scalef_ps(keep, p, n));
+    }
+#endif
     // Operand order matters: max/min return their second operand when one is NaN, so a NaN
     // input stays NaN (a NaN score poisons its own row, as in the reference).
     const B xc = xsimd::min(B(127.0f), xsimd::max(B(-127.0f), x));
