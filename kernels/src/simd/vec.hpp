@@ -21,8 +21,9 @@ struct scalar_arch {};
 
 // exp2 on [-126, 0] and beyond: x is clamped to [-127, 127], n = round(x), f = x - n in
 // [-0.5, 0.5], 2^f by a degree-6 polynomial (relative error 1.6e-8 before float rounding,
-// fitted for this project), and 2^n by building the float's exponent bits. Inputs below -126
-// (including -inf from masked scores) give exactly 0, never a subnormal.
+// fitted for this project), and 2^n by building the float's exponent bits (AVX-512 scales
+// with one instruction instead, see Vec::exp2). Inputs below -126 (including -inf from masked
+// scores) give exactly 0, never a subnormal.
 constexpr float kExp2C[7] = {1.0f,          0.693147182464599609f, 0.240226462483406067f,
                              0.0555032864212989807f, 0.00961848907172679901f,
                              0.00133999309036880732f, 0.000153458109707571566f};
@@ -76,10 +77,10 @@ struct Vec {
   static B exp2(const B& x) {
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<Arch, xsimd::avx512f>) {
-      // AVX-512 rounds (vrndscaleps) and scales by 2^n (vscalefps) in one instruction each,
-      // with no clamp: 2^f of f = x - round(x) times 2^n, zeroed (masked scalef) where
-      // x < -126; the unordered compare keeps NaN lanes, which stay NaN. -inf gives f = NaN,
-      // zeroed by the mask like every other masked score.
+      // The same polynomial, with one instruction each for n = round(x) (vrndscaleps) and for
+      // p * 2^n (vscalefps), so no clamp and no exponent-bit arithmetic. The scale is
+      // zero-masked where x < -126 (including -inf, whose f = x - n is NaN); the unordered
+      // compare keeps NaN inputs, which stay NaN. Unlike the portable form, x > 128 gives inf.
       const __m512 xv = x;
       const __m512 n = _mm512_roundscale_ps(xv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       const __m512 f = _mm512_sub_ps(xv, n);
