@@ -5,7 +5,7 @@ Each target gives one row per benchmarked shape it applies to: the measured rati
 median over repetitions), the goal, pass/fail, and the spread (coefficient of variation of the
 benchmarks involved). Shapes the run did not benchmark are simply absent; a target with no shape
 at all is reported as "not measured", never as passed."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .bench import BASELINE
 
@@ -50,10 +50,13 @@ def _peak_rows(bench, text, goal, pick):
     return rows
 
 
+def square(shape):
+    return shape.seq_q == shape.seq_kv
+
+
 def evaluate(bench):
     """[(target text, [TargetRow, ...]), ...] in the issue's order."""
     out = []
-    square = lambda s: s.seq_q == s.seq_kv  # noqa: E731
     out.append(("flash, non-causal, seq >= 1024, d_k 128, 1 thread: >= 80% of peak",
                 _peak_rows(bench, "prefill d128", 0.80,
                            lambda s: square(s) and not s.causal and s.seq_q >= 1024 and s.d_k == 128)))
@@ -74,7 +77,7 @@ def evaluate(bench):
         if shape.threads != 1 or not square(shape) or shape.seq_q < 1024 or top == 1 or not (p1 and pn):
             continue
         r1 = _flash(bench, shape)
-        rn = [r for r in bench.at(_with_threads(shape, top), "flash") if r.isa == bench.default_isa]
+        rn = [r for r in bench.at(replace(shape, threads=top), "flash") if r.isa == bench.default_isa]
         if r1 is None or not rn:
             continue
         speedup, probe = rn[0].gflops / r1.gflops, pn / p1
@@ -108,11 +111,6 @@ def evaluate(bench):
                               "%.1f vs %.1f GFLOP/s" % (r.gflops, g.gflops)))
     out.append(("flash >= gemm on every shape (>= 1.15x at d_k 64, seq >= 1024)", rows))
     return out
-
-
-def _with_threads(shape, threads):
-    from dataclasses import replace
-    return replace(shape, threads=threads)
 
 
 def summary_lines(results):
