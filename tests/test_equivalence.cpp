@@ -42,7 +42,8 @@ const Expected& expected(const Case& c) {
 }
 
 // Tile configurations beyond the defaults: tiles of 1, odd tiles, tiles larger than any
-// sequence, several thread counts, each register tile forced (also on decoding rows).
+// sequence, several thread counts, each register tile forced (also on decoding rows), row
+// counts that split into lane chunks of different widths.
 std::vector<std::pair<std::string, attune::Config>> extra_configs() {
   return {{"tiles1x1", {1, 1, 0, 0}},
           {"tiles7x13", {7, 13, 0, 0}},
@@ -50,7 +51,10 @@ std::vector<std::pair<std::string, attune::Config>> extra_configs() {
           {"t1", {0, 0, 1, 0}},
           {"t3_split3", {16, 32, 3, 3}},
           {"narrow_tile", {0, 0, 0, 0, 1}},
-          {"wide_tile_7x13_t2", {7, 13, 2, 0, 2}}};
+          {"wide_tile_7x13_t2", {7, 13, 2, 0, 2}},
+          // 112 rows: lane chunks of 4, 2 and 1 vectors on AVX-512 (2 + 1 + ... elsewhere);
+          // the 33-row and 65-row tails take other mixes.
+          {"wide_tile_chunks_112x13", {112, 13, 0, 0, 2}}};
 }
 
 std::vector<Param> all_params() {

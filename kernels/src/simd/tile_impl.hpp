@@ -8,8 +8,10 @@
 //   O^T[d][r] <- O^T[d][r] * alpha[r] + sum_j V[j][d] * P^T[j][r]
 // Register tiles: MR keys x NV vectors of rows for S^T (K scalars broadcast from their natural
 // layout), MR value columns x NV vectors of rows for O^T (V scalars broadcast likewise).
+// Rows are padded to whole vectors only: lane chunks of NV vectors, then one of NV/2, ... 1
+// for the rest, so 48 rows on AVX-512 run as 32 + 16, not as a 64-row tile a quarter empty.
 // Scratch: Q^T d_k x R, S^T block_kv x R, O^T d_v x R, and m, l, alpha, limit (R each),
-// R = rows rounded up to NV * width.
+// R = rows rounded up to one vector (at most NV * width floats per row are reserved).
 #pragma once
 
 #include "simd/tile.hpp"
@@ -29,6 +31,11 @@ struct TileKernel {
   using B = typename V::B;
   static constexpr int W = V::width;
   static constexpr std::int64_t L = NV * W;  // rows per register tile
+  // Keys (or value columns) per step for a chunk of N vectors: the widest chunk takes the
+  // ISA's tile; narrower ones take 8, which fits the registers of every ISA at N <= NV / 2
+  // (8 N accumulators + N row vectors + 1 broadcast).
+  template <int N>
+  static constexpr int kSteps = N == NV ? MR : 8;
   static constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
   struct Ctx {
@@ -39,12 +46,12 @@ struct TileKernel {
 
   // S^T rows [jj, jj + MK) of the tile for lane chunk c0; masked lanes get -inf. Returns the
   // running vertical max through tmax.
-  template <int MK>
+  template <int MK, int N>
   static void qk(const Ctx& c, std::int64_t j0, std::int64_t jj, std::int64_t c0, bool masked, B* tmax) {
     const TileArgs& a = *c.a;
-    B acc[MK][NV];
+    B acc[MK][N];
     for (int mr = 0; mr < MK; ++mr)
-      for (int nv = 0; nv < NV; ++nv) acc[mr][nv] = V::set1(0.0f);
+      for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::set1(0.0f);
     const float* krow = a.k + (j0 + jj) * a.d_k;
     const float* qcol = c.qt + c0;
     // Prefetches, one line per step. Few rows (decoding) read each K/V row once, straight from
@@ -55,24 +62,24 @@ struct TileKernel {
     const float* k_next = krow + MK * a.d_k;
     const float* v_rows = a.v + (j0 + jj) * a.d_v;
     for (std::int64_t d = 0; d < a.d_k; ++d) {
-      if constexpr (NV == 1) {
+      if constexpr (L == W) {
         __builtin_prefetch(k_next + d * 16);
         __builtin_prefetch(v_rows + d * 16);
       } else {
         __builtin_prefetch(k_next + d * 16);
         __builtin_prefetch(v_rows + d * 16, 0, 2);
       }
-      B qv[NV];
-      for (int nv = 0; nv < NV; ++nv) qv[nv] = V::load(qcol + d * c.rp + nv * W);
+      B qv[N];
+      for (int nv = 0; nv < N; ++nv) qv[nv] = V::load(qcol + d * c.rp + nv * W);
       for (int mr = 0; mr < MK; ++mr) {
         const B kb = V::set1(krow[mr * a.d_k + d]);
-        for (int nv = 0; nv < NV; ++nv) acc[mr][nv] = V::fma(kb, qv[nv], acc[mr][nv]);
+        for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::fma(kb, qv[nv], acc[mr][nv]);
       }
     }
     for (int mr = 0; mr < MK; ++mr) {
       float* srow = c.st + (jj + mr) * c.rp + c0;
       const B key = V::set1(static_cast<float>(j0 + jj + mr));
-      for (int nv = 0; nv < NV; ++nv) {
+      for (int nv = 0; nv < N; ++nv) {
         B s = acc[mr][nv];
         if (masked) s = V::keep_le(key, V::load(c.limit + c0 + nv * W), s, V::set1(kNegInf));
         V::store(srow + nv * W, s);
@@ -82,30 +89,31 @@ struct TileKernel {
   }
 
   // O^T columns [d0, d0 + MK) for lane chunk c0: rescale by alpha, add V^T P^T over the tile.
-  template <int MK>
+  template <int MK, int N>
   static void pv(const Ctx& c, std::int64_t j0, std::int64_t cols, std::int64_t d0, std::int64_t c0) {
     const TileArgs& a = *c.a;
-    B acc[MK][NV];
-    B al[NV];
-    for (int nv = 0; nv < NV; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
+    B acc[MK][N];
+    B al[N];
+    for (int nv = 0; nv < N; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
     for (int md = 0; md < MK; ++md)
-      for (int nv = 0; nv < NV; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
+      for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
     const float* vcol = a.v + j0 * a.d_v + d0;
     for (std::int64_t j = 0; j < cols; ++j) {
-      B pv[NV];
-      for (int nv = 0; nv < NV; ++nv) pv[nv] = V::load(c.st + j * c.rp + c0 + nv * W);
+      B pv[N];
+      for (int nv = 0; nv < N; ++nv) pv[nv] = V::load(c.st + j * c.rp + c0 + nv * W);
       for (int md = 0; md < MK; ++md) {
         const B vb = V::set1(vcol[j * a.d_v + md]);
-        for (int nv = 0; nv < NV; ++nv) acc[md][nv] = V::fma(vb, pv[nv], acc[md][nv]);
+        for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::fma(vb, pv[nv], acc[md][nv]);
       }
     }
     for (int md = 0; md < MK; ++md)
-      for (int nv = 0; nv < NV; ++nv) V::store(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
+      for (int nv = 0; nv < N; ++nv) V::store(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
   }
 
   // The fused softmax pass for one lane chunk: new max, alpha, P = 2^(S - m'), running sum.
+  template <int N>
   static void softmax(const Ctx& c, std::int64_t cols, std::int64_t c0, const B* tmax) {
-    for (int nv = 0; nv < NV; ++nv) {
+    for (int nv = 0; nv < N; ++nv) {
       const std::int64_t off = c0 + nv * W;
       const B m_old = V::load(c.m + off);
       const B m_new = V::max(m_old, tmax[nv]);
@@ -124,20 +132,20 @@ struct TileKernel {
     }
   }
 
-  // step<K>(i) over [0, n): K = MR while MR fit, then single steps of 4 and 2 (those below MR),
-  // then 1. With MR = 6, a 128-key tile leaves 2 keys (and d_v = 128 two columns), which
+  // step<K>(i) over [0, n): K = M while M fit, then single steps of 4 and 2 (those below M),
+  // then 1. With M = 6, a 128-key tile leaves 2 keys (and d_v = 128 two columns), which
   // one-at-a-time steps would run at a third of the tile's FMAs per load.
-  template <class Step>
+  template <int M, class Step>
   static void in_steps(std::int64_t n, const Step& step) {
     std::int64_t i = 0;
-    for (; i + MR <= n; i += MR) step.template operator()<MR>(i);
-    if constexpr (MR > 4) {
+    for (; i + M <= n; i += M) step.template operator()<M>(i);
+    if constexpr (M > 4) {
       if (i + 4 <= n) {
         step.template operator()<4>(i);
         i += 4;
       }
     }
-    if constexpr (MR > 2) {
+    if constexpr (M > 2) {
       if (i + 2 <= n) {
         step.template operator()<2>(i);
         i += 2;
@@ -146,11 +154,20 @@ struct TileKernel {
     for (; i < n; ++i) step.template operator()<1>(i);
   }
 
+  // chunk<N>(c0) over the padded rows: chunks of NV vectors, then at most one each of the
+  // halves (NV is a power of two).
+  template <int N = NV, class Chunk>
+  static void chunks(std::int64_t rp, const Chunk& chunk, std::int64_t c0 = 0) {
+    const std::int64_t end = c0 + (rp - c0) / (N * W) * (N * W);
+    for (; c0 < end; c0 += N * W) chunk.template operator()<N>(c0);
+    if constexpr (N > 1) chunks<N / 2>(rp, chunk, c0);
+  }
+
   static void run(const TileArgs& a) {
     const std::int64_t rows = a.heads * a.positions;
     Ctx c;
     c.a = &a;
-    c.rp = (rows + L - 1) / L * L;
+    c.rp = (rows + W - 1) / W * W;
     c.qt = a.scratch;
     c.st = c.qt + a.d_k * c.rp;
     c.ot = c.st + a.block_kv * c.rp;
@@ -180,13 +197,13 @@ struct TileKernel {
       const std::int64_t cols = imin(a.block_kv, j_end - j0);
       // Only tiles crossing the diagonal apply the mask (padded rows compute harmless zeros).
       const bool masked = j0 + cols - 1 > first_full_limit;
-      for (std::int64_t c0 = 0; c0 < c.rp; c0 += L) {
-        B tmax[NV];
-        for (int nv = 0; nv < NV; ++nv) tmax[nv] = V::set1(kNegInf);
-        in_steps(cols, [&]<int K>(std::int64_t jj) { qk<K>(c, j0, jj, c0, masked, tmax); });
-        softmax(c, cols, c0, tmax);
-        in_steps(a.d_v, [&]<int K>(std::int64_t d0) { pv<K>(c, j0, cols, d0, c0); });
-      }
+      chunks(c.rp, [&]<int N>(std::int64_t c0) {
+        B tmax[N];
+        for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
+        in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N>(c, j0, jj, c0, masked, tmax); });
+        softmax<N>(c, cols, c0, tmax);
+        in_steps<kSteps<N>>(a.d_v, [&]<int K>(std::int64_t d0) { pv<K, N>(c, j0, cols, d0, c0); });
+      });
     }
 
     for (std::int64_t r = 0; r < rows; ++r) {
