@@ -2,6 +2,7 @@
 // synthetic log (tuned_fixture_gen.cpp) and compiled in here.
 #include "attune_tuned_fixture.h"
 #include "records.hpp"
+#include "reference.hpp"
 #include "tuned_impl.hpp"
 
 #include <attune/attune.hpp>
@@ -16,16 +17,10 @@ namespace {
 using attune::Config;
 using attune::Problem;
 
+// The table is keyed by sequence lengths first, so these tests name shapes in that order.
 Problem shape(std::int64_t seq_q, std::int64_t seq_kv, std::int64_t d_k, bool causal = false,
               std::int64_t heads_q = 8, std::int64_t heads_kv = 8) {
-  Problem p;
-  p.heads_q = heads_q;
-  p.heads_kv = heads_kv;
-  p.seq_q = seq_q;
-  p.seq_kv = seq_kv;
-  p.d_k = p.d_v = d_k;
-  p.causal = causal;
-  return p;
+  return attune::reference::shape(heads_q, heads_kv, seq_q, seq_kv, d_k, causal);
 }
 
 std::string describe(const attune::Choice& c) {
