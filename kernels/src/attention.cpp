@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <new>
 #include <string>
+#include <vector>
 
 namespace attune {
 namespace {
@@ -22,6 +23,12 @@ const Kernel* best_kernel_for(std::optional<Isa> isa) {
     if (best == nullptr || k->rank() > best->rank()) best = k;
   }
   return best;
+}
+
+// "bf16" or "fp32 Q/O with bf16 K/V": the element types of a problem, for messages.
+std::string dtype_names(const Problem& p) {
+  if (p.kv_type() == p.dtype) return std::string(to_string(p.dtype));
+  return std::string(to_string(p.dtype)) + " Q/O with " + std::string(to_string(p.kv_type())) + " K/V";
 }
 
 void check_config(const Config& c) {
@@ -68,10 +75,11 @@ Choice resolve(const Problem& problem, const Options& options) {
       throw InvalidArgument("unknown kernel '" + options.kernel + "' (known: " + names + ", auto)");
     }
   }
-  const auto isas = runnable_isas(*choice.kernel);
+  std::vector<Isa> isas = runnable_isas(*choice.kernel);
+  std::erase_if(isas, [&](Isa isa) { return !choice.kernel->supports(problem, isa); });
   if (isas.empty()) {
-    throw InvalidArgument("kernel '" + std::string(choice.kernel->name()) +
-                          "' has no build that runs on this CPU");
+    throw InvalidArgument("kernel '" + std::string(choice.kernel->name()) + "' has no build that runs " +
+                          dtype_names(problem) + " on this CPU");
   }
   if (options.isa) {
     if (std::find(isas.begin(), isas.end(), *options.isa) == isas.end()) {
@@ -87,7 +95,7 @@ Choice resolve(const Problem& problem, const Options& options) {
   return choice;
 }
 
-void attention(const Problem& problem, const float* q, const float* k, const float* v, float* out,
+void attention(const Problem& problem, const void* q, const void* k, const void* v, void* out,
                const Options& options) {
   const Choice choice = resolve(problem, options);
   if (q == nullptr || k == nullptr || v == nullptr || out == nullptr) {

@@ -1,7 +1,8 @@
 // blocked: cache-tiled scalar attention. Queries in tiles of block_q rows meet keys in tiles of
 // block_kv rows; an online softmax (running max m, running sum l, unnormalised accumulator)
 // carries each row across key tiles, so only a block_q x block_kv score tile exists at a time.
-// Scratch: block_q * (block_kv + d_v + 2) floats. Config: block_q, block_kv.
+// Scratch: block_q * (block_kv + d_v + 2) floats, plus float32 copies of 16-bit tensors.
+// Config: block_q, block_kv.
 #include "kernel_impl.hpp"
 
 #include <cmath>
@@ -29,8 +30,8 @@ class Blocked final : public Kernel {
 
   std::size_t workspace_bytes(const Problem& p, const Config& config, Isa) const override {
     const auto [bq, bk] = tiles(p, config);
-    // scores, acc, row_max and row_sum in run()
-    return saturating_add(float_bytes({bq, bk}), float_bytes({bq, p.d_v + 2}));
+    // scores, acc, row_max and row_sum in run(), and float32 copies of 16-bit tensors
+    return saturating_add(saturating_add(float_bytes({bq, bk}), float_bytes({bq, p.d_v + 2})), Float32Copies::bytes(p));
   }
 
   void run(const Problem& p, const Tensors& t, const Config& config, Isa) const override {
@@ -41,10 +42,11 @@ class Blocked final : public Kernel {
     std::vector<float> scores(static_cast<std::size_t>(bq * bk));
     std::vector<float> acc(static_cast<std::size_t>(bq * p.d_v));
     std::vector<float> row_max(static_cast<std::size_t>(bq)), row_sum(static_cast<std::size_t>(bq));
+    Float32Copies f32(p, t);
 
     for (std::int64_t b = 0; b < p.batch; ++b) {
       for (std::int64_t h = 0; h < p.heads_q; ++h) {
-        const HeadView hv = head_view(p, t, b, h);
+        const HeadView hv = head_view(p, f32.tensors(), b, h);
         for (std::int64_t i0 = 0; i0 < p.seq_q; i0 += bq) {
           const std::int64_t rows = std::min(bq, p.seq_q - i0);
           std::fill(acc.begin(), acc.end(), 0.0f);
@@ -97,6 +99,7 @@ class Blocked final : public Kernel {
         }
       }
     }
+    f32.finish();
   }
 
  private:

@@ -6,6 +6,8 @@
 // one build per compiled ISA like `flash`; the max and sum loops are written for the compiler to
 // vectorise. A row that sees no key has P = 0 and 1 / rowsum taken as 0: it outputs zeros. Both
 // GEMMs run over every key, masked or not (no causal skipping: this is the baseline to beat).
+// 16-bit tensors: widened to float32 copies and run through cblas_sgemm (Debian 12's OpenBLAS
+// 0.3.21 declares cblas_sbgemm but is built without it: the symbol is not in the library).
 // Scratch: the seq_q x seq_kv score matrix of one head plus seq_q row factors, reused across
 // heads; a problem whose score matrix exceeds kMaxScoreBytes (1 GiB) is refused with
 // InvalidArgument before anything is allocated.
@@ -84,7 +86,8 @@ class Gemm final : public Kernel {
 
   // The BLAS library's own internal buffers are not counted.
   std::size_t workspace_bytes(const Problem& p, const Config&, Isa) const override {
-    return float_bytes({p.seq_q, p.seq_kv + 1});  // the score matrix and 1 / rowsum
+    // The score matrix and 1 / rowsum, and float32 copies of 16-bit tensors.
+    return saturating_add(float_bytes({p.seq_q, p.seq_kv + 1}), Float32Copies::bytes(p));
   }
 
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
@@ -105,10 +108,11 @@ class Gemm final : public Kernel {
     std::vector<float> inv_sum(static_cast<std::size_t>(p.seq_q));
     const float qk_scale = p.effective_scale() * static_cast<float>(1.4426950408889634);  // log2(e)
     set_blas_threads(config.threads);
+    Float32Copies f32(p, t);
 
     for (std::int64_t b = 0; b < p.batch; ++b) {
       for (std::int64_t h = 0; h < p.heads_q; ++h) {
-        const HeadView hv = head_view(p, t, b, h);
+        const HeadView hv = head_view(p, f32.tensors(), b, h);
         // S = qk_scale Q K^T: [seq_q x d_k] x [seq_kv x d_k]^T.
         sgemm(true, p.seq_q, p.seq_kv, p.d_k, qk_scale, hv.q, p.d_k, hv.k, p.d_k, 0.0f, scores.get(),
               p.seq_kv);
@@ -126,6 +130,7 @@ class Gemm final : public Kernel {
         }
       }
     }
+    f32.finish();
   }
 };
 

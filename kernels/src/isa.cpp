@@ -64,7 +64,8 @@ bool cpu_supports(Isa isa) {
     case Isa::sse4_2:
       return __builtin_cpu_supports("sse4.2");
     case Isa::avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      // F16C: the fp16 conversions of the AVX2 build (every AVX2 CPU so far has it).
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     case Isa::avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
 #endif

@@ -10,19 +10,42 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <memory>
 
 namespace attune::detail {
 
-// Pointers to the rows of one (batch, query head): its Q and O slices and the K/V slices of
-// the KV head it reads (grouped-query: kv head = h / group_size).
-struct HeadView {
+// Float32 tensors: what naive, blocked and gemm compute on.
+struct FloatTensors {
   const float* q;
   const float* k;
   const float* v;
   float* out;
 };
 
-inline HeadView head_view(const Problem& p, const Tensors& t, std::int64_t b, std::int64_t h) {
+// The float32 view of a call's tensors, for kernels that compute in float32 from float32
+// buffers ("by converting": naive, blocked, gemm). An all-fp32 problem is passed through
+// untouched; otherwise each 16-bit tensor is widened into a copy before the kernel runs and the
+// float32 output is rounded into the caller's when finish() is called (dtype.cpp's rounding).
+class Float32Copies {
+ public:
+  Float32Copies(const Problem& p, const Tensors& t);
+  const FloatTensors& tensors() const { return view_; }
+  void finish();  // writes the output in the problem's dtype (nothing to do for fp32)
+  // Bytes the copies of this problem take (0 when everything is fp32).
+  static std::size_t bytes(const Problem& p);
+
+ private:
+  const Problem& p_;
+  void* out_;
+  std::unique_ptr<float[]> q_, k_, v_, o_;
+  FloatTensors view_;
+};
+
+// Pointers to the rows of one (batch, query head): its Q and O slices and the K/V slices of
+// the KV head it reads (grouped-query: kv head = h / group_size).
+using HeadView = FloatTensors;
+
+inline HeadView head_view(const Problem& p, const FloatTensors& t, std::int64_t b, std::int64_t h) {
   const std::int64_t hk = h / p.group_size();
   return {t.q + ((b * p.heads_q + h) * p.seq_q) * p.d_k,
           t.k + ((b * p.heads_kv + hk) * p.seq_kv) * p.d_k,

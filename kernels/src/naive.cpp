@@ -1,5 +1,6 @@
 // naive: the readable definition. Per query row, the full score row, a max-subtracted softmax
 // and the weighted sum of V, in float with scalar loops. Scratch: one row of seq_kv floats.
+// 16-bit tensors are widened to float32 copies first (and the output rounded once at the end).
 // Reads no config fields.
 #include "kernel_impl.hpp"
 
@@ -20,15 +21,16 @@ class Naive final : public Kernel {
   int rank() const noexcept override { return 0; }
 
   std::size_t workspace_bytes(const Problem& p, const Config&, Isa) const override {
-    return float_bytes({p.seq_kv});  // the score row
+    return saturating_add(float_bytes({p.seq_kv}), Float32Copies::bytes(p));  // the score row
   }
 
   void run(const Problem& p, const Tensors& t, const Config&, Isa) const override {
     const float scale = p.effective_scale();
     std::vector<float> scores(static_cast<std::size_t>(p.seq_kv));
+    Float32Copies f32(p, t);  // 16-bit tensors are widened first: the definition is float32
     for (std::int64_t b = 0; b < p.batch; ++b) {
       for (std::int64_t h = 0; h < p.heads_q; ++h) {
-        const HeadView hv = head_view(p, t, b, h);
+        const HeadView hv = head_view(p, f32.tensors(), b, h);
         for (std::int64_t i = 0; i < p.seq_q; ++i) {
           const float* q = hv.q + i * p.d_k;
           float* o = hv.out + i * p.d_v;
@@ -54,6 +56,7 @@ class Naive final : public Kernel {
         }
       }
     }
+    f32.finish();
   }
 };
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <utility>
 
 namespace attune {
 namespace {
@@ -23,7 +24,7 @@ std::int64_t checked_product(std::initializer_list<std::int64_t> factors, const 
                             " overflows a 64-bit element count");
     }
   }
-  // Byte counts must fit as well (4 bytes per float), with headroom for index arithmetic.
+  // Byte counts must fit as well (at most 4 bytes an element), with headroom for index arithmetic.
   if (result > std::numeric_limits<std::int64_t>::max() / 8) {
     throw InvalidArgument(std::string("invalid problem: ") + what + " has " +
                           std::to_string(result) + " elements, too many to address");
@@ -48,6 +49,10 @@ void Problem::validate() const {
   if (scale && !std::isfinite(*scale)) {
     throw InvalidArgument("invalid problem: scale = " + std::to_string(*scale) +
                           " must be finite");
+  }
+  for (const auto& [name, type] : {std::pair{"dtype", dtype}, std::pair{"kv_dtype", kv_type()}}) {
+    if (attune::to_string(type) == "unknown")
+      fail(name, static_cast<std::int64_t>(type), "is not an element type (fp32, bf16, fp16)");
   }
   checked_product({batch, heads_q, seq_q, d_k}, "Q");
   checked_product({batch, heads_kv, seq_kv, d_k}, "K");
@@ -95,13 +100,16 @@ double Problem::flops() const {
 }
 
 double Problem::min_bytes() const {
-  return 4.0 * static_cast<double>(q_elements() + k_elements() + v_elements() + out_elements());
+  const double qo = static_cast<double>(size_of(dtype)), kv = static_cast<double>(size_of(kv_type()));
+  return qo * static_cast<double>(q_elements() + out_elements()) + kv * static_cast<double>(k_elements() + v_elements());
 }
 
 std::string Problem::to_string() const {
   std::ostringstream os;
   os << "b" << batch << "_hq" << heads_q << "_hkv" << heads_kv << "_sq" << seq_q << "_skv"
      << seq_kv << "_dk" << d_k << "_dv" << d_v << "_causal" << (causal ? 1 : 0);
+  if (dtype != Dtype::fp32) os << "_" << attune::to_string(dtype);
+  if (kv_type() != dtype) os << "_kv" << attune::to_string(kv_type());
   return os.str();
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <attune/attention.hpp>
+#include <attune/dtype.hpp>
 #include <attune/error.hpp>
 #include <attune/isa.hpp>
 #include <attune/kernel.hpp>

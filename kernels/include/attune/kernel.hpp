@@ -25,11 +25,12 @@ struct Config {
   int micro = 0;
 };
 
+// The caller's tensors, stored as the problem's dtype (Q, O) and kv_dtype (K, V).
 struct Tensors {
-  const float* q = nullptr;
-  const float* k = nullptr;
-  const float* v = nullptr;
-  float* out = nullptr;
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;
 };
 
 // One tunable parameter of a kernel, for the tuner's search space.
@@ -49,6 +50,13 @@ class Kernel {
   virtual int rank() const noexcept = 0;
   // Parameters the tuner may set (empty for kernels without any).
   virtual std::vector<ParamSpec> params() const { return {}; }
+  // Whether run() takes this problem's element types on `isa` (kernels that compute from
+  // float32 copies take every type; a kernel with ISA-specific 16-bit code may not).
+  virtual bool supports(const Problem& problem, Isa isa) const {
+    (void)problem;
+    (void)isa;
+    return true;
+  }
   // Bytes of working memory run() allocates for this problem and config on `isa` (scratch and
   // partial results, not the caller's tensors), saturating at SIZE_MAX instead of overflowing.
   // attention() compares it with the limit before calling run().

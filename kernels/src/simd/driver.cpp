@@ -82,6 +82,14 @@ namespace {
 using detail::saturating_add;
 using detail::saturating_mul;
 
+// Element `index` of a tensor stored as `type`, as a pointer (tensors are untyped here).
+const void* at(const void* base, Dtype type, std::int64_t index) {
+  return static_cast<const char*>(base) + index * static_cast<std::int64_t>(size_of(type));
+}
+void* at(void* base, Dtype type, std::int64_t index) {
+  return static_cast<char*>(base) + index * static_cast<std::int64_t>(size_of(type));
+}
+
 // The sizes one plan implies: shared by run_tiled and workspace_bytes, so the memory check
 // always describes what the driver allocates. Task counts saturate (an absurd kv_splits reads
 // as "too much memory" and is refused before run_tiled ever sees it).
@@ -108,7 +116,8 @@ Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
   l.threads = static_cast<int>(
       std::clamp<std::size_t>(std::min<std::size_t>(static_cast<std::size_t>(std::max(plan.threads, 1)), l.tasks), 1, cores));
   // Config::micro 1 and 2 name the tile instantiations 2 and 3 (after the two dot forms).
-  l.fn = plan.micro > 0 ? &ops.tiles[std::min(plan.micro, 2) + 1] : &ops.tile_for(l.rows);
+  const Dtype kv = p.kv_type();
+  l.fn = plan.micro > 0 ? &ops.tiles[static_cast<int>(kv)][std::min(plan.micro, 2) + 1] : &ops.tile_for(kv, l.rows);
   l.scratch_floats = std::max<std::int64_t>(tile_scratch_floats(*l.fn, l.rows, p.d_k, p.d_v, l.block_kv), 1);
   return l;
 }
@@ -147,6 +156,7 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
 
   const float qk_scale = p.effective_scale() * static_cast<float>(1.4426950408889634);  // log2(e)
   const std::int64_t offset = p.seq_kv - p.seq_q;
+  const Dtype kv = p.kv_type();
 
   struct RowSet {
     std::int64_t b, hk, h0, i0, n, kv_end;
@@ -172,10 +182,11 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     // Splits cover [0, kv_end) in equal parts rounded to 16 keys; some may be empty.
     const std::int64_t chunk = ((rs.kv_end + splits - 1) / splits + 15) / 16 * 16;
     TileArgs a;
-    a.q = t.q + ((rs.b * p.heads_q + rs.h0) * p.seq_q) * p.d_k;
-    a.k = t.k + ((rs.b * p.heads_kv + rs.hk) * p.seq_kv) * p.d_k;
-    a.v = t.v + ((rs.b * p.heads_kv + rs.hk) * p.seq_kv) * p.d_v;
-    a.out = t.out + ((rs.b * p.heads_q + rs.h0) * p.seq_q) * p.d_v;
+    a.q = at(t.q, p.dtype, ((rs.b * p.heads_q + rs.h0) * p.seq_q) * p.d_k);
+    a.k = at(t.k, kv, ((rs.b * p.heads_kv + rs.hk) * p.seq_kv) * p.d_k);
+    a.v = at(t.v, kv, ((rs.b * p.heads_kv + rs.hk) * p.seq_kv) * p.d_v);
+    a.out = at(t.out, p.dtype, ((rs.b * p.heads_q + rs.h0) * p.seq_q) * p.d_v);
+    a.dtype = p.dtype;
     a.heads = hpt;
     a.positions = rs.n;
     a.i0 = rs.i0;
@@ -199,27 +210,31 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   if (splits == 1) return;
 
   // Merge splits in a fixed order (deterministic): m = max m_s, w_s = 2^(m_s - m),
-  // O = sum_s w_s O_s / sum_s w_s l_s.
+  // O = sum_s w_s O_s / sum_s w_s l_s, in float32, rounded once to the output type.
   parallel(row_sets, threads, [&](std::int64_t s, int) {
     const RowSet rs = row_set(s);
+    std::vector<float> row(static_cast<std::size_t>(p.d_v));
     for (std::int64_t r = 0; r < hpt * rs.n; ++r) {
       const std::int64_t head = r / rs.n, pos = rs.i0 + r % rs.n;
-      float* o = t.out + ((rs.b * p.heads_q + rs.h0 + head) * p.seq_q + pos) * p.d_v;
+      void* out_row = at(t.out, p.dtype, ((rs.b * p.heads_q + rs.h0 + head) * p.seq_q + pos) * p.d_v);
+      float* o = p.dtype == Dtype::fp32 ? static_cast<float*>(out_row) : row.data();
       float m = -std::numeric_limits<float>::infinity();
       for (std::int64_t k = 0; k < splits; ++k) m = std::max(m, part_m[static_cast<std::size_t>((s * splits + k) * rows + r)]);
       std::fill(o, o + p.d_v, 0.0f);
-      if (m == -std::numeric_limits<float>::infinity()) continue;  // no visible key: zeros
-      float l = 0.0f;
-      for (std::int64_t k = 0; k < splits; ++k) {
-        const std::size_t idx = static_cast<std::size_t>((s * splits + k) * rows + r);
-        const float w = std::exp2(part_m[idx] - m);
-        if (w == 0.0f) continue;
-        l += w * part_l[idx];
-        const float* po = part_o.data() + idx * static_cast<std::size_t>(p.d_v);
-        for (std::int64_t d = 0; d < p.d_v; ++d) o[d] += w * po[d];
+      if (m != -std::numeric_limits<float>::infinity()) {  // else no visible key: zeros
+        float l = 0.0f;
+        for (std::int64_t k = 0; k < splits; ++k) {
+          const std::size_t idx = static_cast<std::size_t>((s * splits + k) * rows + r);
+          const float w = std::exp2(part_m[idx] - m);
+          if (w == 0.0f) continue;
+          l += w * part_l[idx];
+          const float* po = part_o.data() + idx * static_cast<std::size_t>(p.d_v);
+          for (std::int64_t d = 0; d < p.d_v; ++d) o[d] += w * po[d];
+        }
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        for (std::int64_t d = 0; d < p.d_v; ++d) o[d] *= inv;
       }
-      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-      for (std::int64_t d = 0; d < p.d_v; ++d) o[d] *= inv;
+      if (o != out_row) convert_from_float(p.dtype, o, out_row, static_cast<std::size_t>(p.d_v));
     }
   });
 }

@@ -2,6 +2,7 @@
 // split merging) and the per-ISA tile code (compiled once per ISA). Plain data only.
 #pragma once
 
+#include <attune/dtype.hpp>
 #include <attune/isa.hpp>
 
 #include <cstdint>
@@ -16,11 +17,15 @@ namespace attune::simd {
 // q + (head * seq_q + position) * d_k, O row at out + (head * seq_q + position) * d_v.
 // The rows live in vector lanes ("queries in lanes"): S^T = K Q^T and O^T += V^T P^T, so
 // K and V are read in their natural layout and the softmax is vertical.
+// Q and O are stored as `dtype` (widened when Q^T is packed, rounded once when O is written);
+// K and V as the kv dtype the instantiation was compiled for (IsaOps::tiles[kv dtype]), read
+// in that type and widened in registers.
 struct TileArgs {
-  const float* q;
-  const float* k;  // key j at k + j * d_k
-  const float* v;  // value j at v + j * d_v
-  float* out;      // final mode: normalised rows written here
+  const void* q;
+  const void* k;   // key j at element j * d_k
+  const void* v;   // value j at element j * d_v
+  void* out;       // final mode: normalised rows written here
+  Dtype dtype;     // of Q and O
   std::int64_t heads, positions, i0;
   std::int64_t j_begin, j_end;
   std::int64_t seq_q, d_k, d_v;
@@ -44,14 +49,15 @@ struct TileFn {
 
 struct IsaOps {
   Isa isa;
-  // Instantiations from the fewest rows to the most: the decoding (dot-product) forms, a
-  // narrow tile of one vector of rows, the wide prefill tile.
-  TileFn tiles[4];
+  // Per K/V storage type (indexed by Dtype), instantiations from the fewest rows to the most:
+  // the decoding (dot-product) forms, a narrow tile of one vector of rows, the wide prefill tile.
+  TileFn tiles[kDtypeCount][4];
   // The smallest instantiation that holds `rows` rows (the widest for anything larger).
-  const TileFn& tile_for(std::int64_t rows) const {
-    for (const TileFn& t : tiles)
-      if (rows <= t.lanes) return t;
-    return tiles[3];
+  const TileFn& tile_for(Dtype kv, std::int64_t rows) const {
+    const TileFn* set = tiles[static_cast<int>(kv)];
+    for (int i = 0; i < 4; ++i)
+      if (rows <= set[i].lanes) return set[i];
+    return set[3];
   }
   void (*exp2)(const float* x, float* y, std::int64_t n);  // the softmax's exp2, for tests
   // Peak probe: `iterations` rounds of independent multiply-adds on registers; returns the

@@ -25,7 +25,7 @@ namespace {
 inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 
-template <class Arch, int MR, int NV>
+template <class Arch, int MR, int NV, class T>
 struct TileKernel {
   using V = Vec<Arch>;
   using B = typename V::B;
@@ -52,22 +52,22 @@ struct TileKernel {
     B acc[MK][N];
     for (int mr = 0; mr < MK; ++mr)
       for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::set1(0.0f);
-    const float* krow = a.k + (j0 + jj) * a.d_k;
+    const T* krow = static_cast<const T*>(a.k) + (j0 + jj) * a.d_k;
     const float* qcol = c.qt + c0;
     // Prefetches, one line per step. Few rows (decoding) read each K/V row once, straight from
     // memory, in an order the hardware prefetchers miss (MK rows in parallel): the next K rows
     // and this block's V rows, into L1. Every tile brings the V rows its PV pass reads into L2
     // while QK^T runs: a head's K and V together outgrow L2 at long sequences, and PV's
     // strided V broadcasts otherwise wait on L3 (5% of the time at seq 2048 in a paired A/B).
-    const float* k_next = krow + MK * a.d_k;
-    const float* v_rows = a.v + (j0 + jj) * a.d_v;
+    const char* k_next = reinterpret_cast<const char*>(krow + MK * a.d_k);
+    const char* v_rows = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j0 + jj) * a.d_v);
     for (std::int64_t d = 0; d < a.d_k; ++d) {
       if constexpr (L == W) {
-        __builtin_prefetch(k_next + d * 16);
-        __builtin_prefetch(v_rows + d * 16);
+        __builtin_prefetch(k_next + d * 64);
+        __builtin_prefetch(v_rows + d * 64);
       } else {
-        __builtin_prefetch(k_next + d * 16);
-        __builtin_prefetch(v_rows + d * 16, 0, 2);
+        __builtin_prefetch(k_next + d * 64);
+        __builtin_prefetch(v_rows + d * 64, 0, 2);
       }
       B qv[N];
       for (int nv = 0; nv < N; ++nv) qv[nv] = V::load(qcol + d * c.rp + nv * W);
@@ -121,7 +121,7 @@ struct TileKernel {
     for (int nv = 0; nv < N; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
     for (int md = 0; md < MK; ++md)
       for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
-    const float* vcol = a.v + j0 * a.d_v + d0;
+    const T* vcol = static_cast<const T*>(a.v) + j0 * a.d_v + d0;
     for (std::int64_t j = 0; j < cols; ++j) {
       B pv[N];
       for (int nv = 0; nv < N; ++nv) pv[nv] = V::load(c.st + j * c.rp + c0 + nv * W);
@@ -204,8 +204,9 @@ struct TileKernel {
     for (std::int64_t r = 0; r < c.rp; ++r) {
       const bool real = r < rows;
       const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
-      const float* qrow = a.q + (head * a.seq_q + pos) * a.d_k;
-      for (std::int64_t d = 0; d < a.d_k; ++d) c.qt[d * c.rp + r] = real ? qrow[d] * a.qk_scale : 0.0f;
+      const std::int64_t qrow = (head * a.seq_q + pos) * a.d_k;
+      for (std::int64_t d = 0; d < a.d_k; ++d)
+        c.qt[d * c.rp + r] = real ? load_element(a.q, a.dtype, qrow + d) * a.qk_scale : 0.0f;
       c.limit[r] = real ? static_cast<float>(a.causal ? pos + a.causal_offset : a.j_end) : -1.0f;
       c.m[r] = kNegInf;
       c.l[r] = 0.0f;
@@ -238,8 +239,8 @@ struct TileKernel {
         a.part_l[r] = c.l[r];
       } else {
         const float inv = c.l[r] > 0.0f ? 1.0f / c.l[r] : 0.0f;  // no visible key: zeros
-        float* orow = a.out + (head * a.seq_q + pos) * a.d_v;
-        for (std::int64_t d = 0; d < a.d_v; ++d) orow[d] = c.ot[d * c.rp + r] * inv;
+        const std::int64_t orow = (head * a.seq_q + pos) * a.d_v;
+        for (std::int64_t d = 0; d < a.d_v; ++d) store_element(a.out, a.dtype, orow + d, c.ot[d * c.rp + r] * inv);
       }
     }
   }
@@ -250,7 +251,7 @@ struct TileKernel {
 //   s[r][j] = sum_d Q[r][d] K[j][d]     (two keys per step; lanes summed W keys at a time)
 //   o[r][:] <- o[r][:] * alpha[r] + sum_j p[r][j] V[j][:]
 // Scratch: Q R x d_k, O R x d_v, scores R x (block_kv + W), m and l R each.
-template <class Arch, int R>
+template <class Arch, int R, class T>
 struct DotKernel {
   using V = Vec<Arch>;
   using B = typename V::B;
@@ -266,12 +267,15 @@ struct DotKernel {
     B acc[R][NK];
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < NK; ++t) acc[r][t] = V::set1(0.0f);
-    const float* krow = a.k + j * a.d_k;
-    // Decoding streams K and V from memory once: prefetch whole rows, K a few rows ahead and
-    // the V rows the PV pass of this tile will read.
+    const T* krow = static_cast<const T*>(a.k) + j * a.d_k;
+    // Decoding streams K and V from memory once: prefetch whole rows (one line per 64 bytes),
+    // K a few rows ahead and the V rows the PV pass of this tile will read.
+    const std::int64_t k_bytes = a.d_k * static_cast<std::int64_t>(sizeof(T)), v_bytes = a.d_v * static_cast<std::int64_t>(sizeof(T));
     for (int t = 0; t < NK; ++t) {
-      for (std::int64_t d = 0; d < a.d_k; d += 16) __builtin_prefetch(krow + (kPrefetchRows + t) * a.d_k + d);
-      for (std::int64_t d = 0; d < a.d_v; d += 16) __builtin_prefetch(a.v + (j + t) * a.d_v + d);
+      const char* kp = reinterpret_cast<const char*>(krow + (kPrefetchRows + t) * a.d_k);
+      const char* vp = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j + t) * a.d_v);
+      for (std::int64_t b = 0; b < k_bytes; b += 64) __builtin_prefetch(kp + b);
+      for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vp + b);
     }
     std::int64_t d = 0;
     for (; d + W <= a.d_k; d += W) {
@@ -298,8 +302,9 @@ struct DotKernel {
     for (int r = 0; r < R; ++r) {
       const bool real = r < rows;
       const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
-      const float* qrow = a.q + (head * a.seq_q + pos) * a.d_k;
-      for (std::int64_t d = 0; d < a.d_k; ++d) q[r * a.d_k + d] = real ? qrow[d] * a.qk_scale : 0.0f;
+      const std::int64_t qrow = (head * a.seq_q + pos) * a.d_k;
+      for (std::int64_t d = 0; d < a.d_k; ++d)
+        q[r * a.d_k + d] = real ? load_element(a.q, a.dtype, qrow + d) * a.qk_scale : 0.0f;
       for (std::int64_t d = 0; d < a.d_v; ++d) o[r * a.d_v + d] = 0.0f;
       m[r] = kNegInf;
       l[r] = 0.0f;
@@ -308,6 +313,7 @@ struct DotKernel {
     std::int64_t j_end = a.j_end;
     if (a.causal) j_end = imin(j_end, a.i0 + a.positions - 1 + a.causal_offset + 1);
     const std::int64_t d_full = a.d_k / W * W;
+    const T* k = static_cast<const T*>(a.k);
 
     for (std::int64_t j0 = a.j_begin; j0 < j_end; j0 += a.block_kv) {
       const std::int64_t cols = imin(a.block_kv, j_end - j0);
@@ -325,7 +331,7 @@ struct DotKernel {
           for (int u = 0; u < n; ++u) {
             const std::int64_t j = j0 + g + u;
             float dot = srow[u];
-            for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * a.k[j * a.d_k + d];
+            for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * widen(k[j * a.d_k + d]);
             srow[u] = static_cast<float>(j) <= limit[r] ? dot : kNegInf;
           }
         }
@@ -352,14 +358,14 @@ struct DotKernel {
         m[r] = m_new;
       }
       // O <- O * alpha + P V, two vectors of d_v at a time; a scalar tail for the rest.
-      const float* vt = a.v + j0 * a.d_v;
+      const T* vt = static_cast<const T*>(a.v) + j0 * a.d_v;
       std::int64_t d0 = 0;
       for (; d0 + 2 * W <= a.d_v; d0 += 2 * W) pv<2>(a, o, s, s_stride, vt, cols, d0, alpha);
       for (; d0 + W <= a.d_v; d0 += W) pv<1>(a, o, s, s_stride, vt, cols, d0, alpha);
       for (; d0 < a.d_v; ++d0) {
         for (int r = 0; r < R; ++r) {
           float acc = o[r * a.d_v + d0] * alpha[r];
-          for (std::int64_t j = 0; j < cols; ++j) acc += s[r * s_stride + j] * vt[j * a.d_v + d0];
+          for (std::int64_t j = 0; j < cols; ++j) acc += s[r * s_stride + j] * widen(vt[j * a.d_v + d0]);
           o[r * a.d_v + d0] = acc;
         }
       }
@@ -373,14 +379,14 @@ struct DotKernel {
         a.part_l[r] = l[r];
       } else {
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // no visible key: zeros
-        float* orow = a.out + (head * a.seq_q + pos) * a.d_v;
-        for (std::int64_t d = 0; d < a.d_v; ++d) orow[d] = o[r * a.d_v + d] * inv;
+        const std::int64_t orow = (head * a.seq_q + pos) * a.d_v;
+        for (std::int64_t d = 0; d < a.d_v; ++d) store_element(a.out, a.dtype, orow + d, o[r * a.d_v + d] * inv);
       }
     }
   }
 
   template <int NV>
-  static void pv(const TileArgs& a, float* o, const float* s, std::int64_t s_stride, const float* vt,
+  static void pv(const TileArgs& a, float* o, const float* s, std::int64_t s_stride, const T* vt,
                  std::int64_t cols, std::int64_t d0, const float* alpha) {
     B acc[R][NV];
     for (int r = 0; r < R; ++r)
@@ -432,17 +438,19 @@ double fma_probe(std::int64_t iterations) {
 // Defines attune::simd::isa_ops_<name>() for one ISA: its tag type and register tile (MR keys
 // or value columns x NV vectors of query rows), smallest first: the decoding forms for 1 and
 // up to 4 rows, a narrow tile of 8 x one vector of rows (8 divides the usual head dims), and
-// the wide prefill tile.
+// the wide prefill tile; one such set per K/V storage type (float, bf16, fp16).
+#define ATTUNE_TILE_SET(arch, mr, nv, T)                                                  \
+  {{1, &DotKernel<arch, 1, T>::run},                                                     \
+   {4, &DotKernel<arch, 4, T>::run},                                                     \
+   {static_cast<int>(TileKernel<arch, 8, 1, T>::L), &TileKernel<arch, 8, 1, T>::run},    \
+   {static_cast<int>(TileKernel<arch, mr, nv, T>::L), &TileKernel<arch, mr, nv, T>::run}}
 #define ATTUNE_DEFINE_ISA_OPS(name, arch, mr, nv)                                        \
   namespace attune::simd {                                                               \
   const IsaOps& isa_ops_##name() {                                                       \
     static const IsaOps ops{Isa::name,                                                   \
-                            {{1, &DotKernel<arch, 1>::run},                              \
-                             {4, &DotKernel<arch, 4>::run},                              \
-                             {static_cast<int>(TileKernel<arch, 8, 1>::L),               \
-                              &TileKernel<arch, 8, 1>::run},                             \
-                             {static_cast<int>(TileKernel<arch, mr, nv>::L),             \
-                              &TileKernel<arch, mr, nv>::run}},                          \
+                            {ATTUNE_TILE_SET(arch, mr, nv, float),                       \
+                             ATTUNE_TILE_SET(arch, mr, nv, bf16),                        \
+                             ATTUNE_TILE_SET(arch, mr, nv, fp16)},                       \
                             &exp2_array<arch>, &fma_probe<arch>};                        \
     return ops;                                                                          \
   }                                                                                      \

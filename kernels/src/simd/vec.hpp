@@ -4,6 +4,10 @@
 // symbol compiled with one ISA's flags can be merged into another's code.
 #pragma once
 
+#include "detail/convert.hpp"
+
+#include <attune/dtype.hpp>
+
 #include <xsimd/xsimd.hpp>
 
 #include <cmath>
@@ -18,6 +22,50 @@ namespace {
 
 // Tag of the portable build: the same kernel code with one float per "vector".
 struct scalar_arch {};
+
+// One stored element widened to float32 (T: float, bf16 or fp16). fp16 uses F16C where the
+// translation unit is compiled with it (the AVX2 and AVX-512 builds), else the portable bit
+// conversion; bf16 is a 16-bit shift everywhere.
+inline float widen(float x) { return x; }
+inline float widen(bf16 x) { return detail::bf16_to_float(x.bits); }
+inline float widen(fp16 x) {
+#if defined(__F16C__)
+  return _cvtsh_ss(x.bits);
+#elif defined(__aarch64__)
+  __fp16 h;
+  std::memcpy(&h, &x.bits, sizeof h);
+  return static_cast<float>(h);
+#else
+  return detail::fp16_to_float(x.bits);
+#endif
+}
+
+// Element i of a tensor stored as `type`, widened; and the inverse, rounded to the type.
+inline float load_element(const void* base, Dtype type, std::int64_t i) {
+  switch (type) {
+    case Dtype::bf16:
+      return widen(static_cast<const bf16*>(base)[i]);
+    case Dtype::fp16:
+      return widen(static_cast<const fp16*>(base)[i]);
+    case Dtype::fp32:
+      break;
+  }
+  return static_cast<const float*>(base)[i];
+}
+
+inline void store_element(void* base, Dtype type, std::int64_t i, float x) {
+  switch (type) {
+    case Dtype::bf16:
+      static_cast<std::uint16_t*>(base)[i] = detail::float_to_bf16(x);
+      return;
+    case Dtype::fp16:
+      static_cast<std::uint16_t*>(base)[i] = detail::float_to_fp16(x);
+      return;
+    case Dtype::fp32:
+      break;
+  }
+  static_cast<float*>(base)[i] = x;
+}
 
 // exp2 on [-126, 0] and beyond: x is clamped to [-127, 127], n = round(x), f = x - n in
 // [-0.5, 0.5], 2^f by a degree-6 polynomial (relative error 1.6e-8 before float rounding,
@@ -35,8 +83,54 @@ struct Vec {
   static constexpr int width = static_cast<int>(B::size);
 
   static B load(const float* p) { return B::load_unaligned(p); }
+  // `width` 16-bit elements widened in registers (the conversion path: K and V are read in
+  // their storage type, never copied to float32 in memory).
+  static B load(const bf16* p) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<Arch, xsimd::avx512f>)
+      return B(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16)));
+#endif
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<Arch, xsimd::fma3<xsimd::avx2>>)
+      return B(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16)));
+#endif
+#if defined(__SSE4_1__)
+    if constexpr (std::is_same_v<Arch, xsimd::sse4_2>)
+      return B(_mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))), 16)));
+#endif
+#if defined(__aarch64__)
+    if constexpr (std::is_same_v<Arch, xsimd::neon64>)
+      return B(vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p)), 16)));
+#endif
+    return widen_each(p);
+  }
+  static B load(const fp16* p) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<Arch, xsimd::avx512f>)
+      return B(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#endif
+#if defined(__AVX2__) && defined(__F16C__)
+    if constexpr (std::is_same_v<Arch, xsimd::fma3<xsimd::avx2>>)
+      return B(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
+#if defined(__aarch64__)
+    if constexpr (std::is_same_v<Arch, xsimd::neon64>)
+      return B(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p)))));
+#endif
+    return widen_each(p);  // SSE4.2 has no half-precision conversion
+  }
+  template <class T>
+  static B widen_each(const T* p) {
+    alignas(64) float t[width];
+    for (int i = 0; i < width; ++i) t[i] = widen(p[i]);
+    return B::load_aligned(t);
+  }
   static void store(float* p, const B& v) { v.store_unaligned(p); }
   static B set1(float x) { return B(x); }
+  template <class T>
+  static B set1(T x) {
+    return B(widen(x));
+  }
   static B fma(const B& a, const B& b, const B& c) { return xsimd::fma(a, b, c); }
   static B max(const B& a, const B& b) { return xsimd::max(a, b); }
   static float hsum(const B& v) { return xsimd::hadd(v); }
@@ -108,9 +202,15 @@ struct Vec<scalar_arch> {
   using B = float;
   static constexpr int width = 1;
 
-  static B load(const float* p) { return *p; }
+  template <class T>
+  static B load(const T* p) {
+    return widen(*p);
+  }
   static void store(float* p, B v) { *p = v; }
-  static B set1(float x) { return x; }
+  template <class T>
+  static B set1(T x) {
+    return widen(x);
+  }
   static B fma(B a, B b, B c) { return a * b + c; }
   static B max(B a, B b) { return a > b ? a : b; }
   static float hsum(B v) { return v; }
