@@ -111,10 +111,11 @@ TEST_P(Determinism, BitIdenticalForFixedConfig) {
   o.isa = prm.isa;
   o.config = prm.config;
   const auto& p = prm.c.problem;
-  std::vector<float> a(static_cast<std::size_t>(p.out_elements())), b(a.size());
-  attune::attention(p, e.in.q.data(), e.in.k.data(), e.in.v.data(), a.data(), o);
-  attune::attention(p, e.in.q.data(), e.in.k.data(), e.in.v.data(), b.data(), o);
-  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  const auto s = attune::reference::store(p, e.in);
+  std::vector<unsigned char> a(static_cast<std::size_t>(p.out_elements()) * attune::size_of(p.dtype)), b(a.size());
+  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), a.data(), o);
+  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), b.data(), o);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size()));
 }
 
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {

@@ -11,12 +11,29 @@
 // With large logits the float32 rounding of the logits alone can exceed that: the bound
 // then becomes 2 * max|v| * 2 * sqrt(d_k) * 2^-24 * L, where L = scale * max_ij sum_d |q_id k_jd|
 // (a logit error of delta moves the weights by at most 2 * delta relative).
+//
+// 16-bit storage (bf16: 8 significant bits, unit roundoff u = 2^-8; fp16: 11 bits, u = 2^-11).
+// Inputs are rounded to their storage type before anything runs (make_inputs), and the reference
+// computes from those stored values, so input rounding is the problem's, not an error. Kernels
+// widen 16-bit values exactly and compute in float32, so their arithmetic is held to the float32
+// bound tol_f above. Two roundings remain, each bounded per output element:
+// - O stored in 16 bits: the float32 result o_f (|o_f - ref| <= tol_f) is rounded once, adding at
+//   most u_out |o_f| <= u_out (|ref| + tol_f). Bound: tol_f (1 + u_out) + u_out |ref|.
+// - P rounded to 16 bits for the PV product (Kernel::pv_dtype; the AVX512-BF16 kernels do this,
+//   as the fast peers do): each weight numerator gets a relative error |delta_j| <= u_pv, moving
+//   O by sum_j w_j delta_j v_jd, at most u_pv sum_j w_j |v_jd| (attention_abs_v); normalising by
+//   the sum of the rounded numerators instead can add as much again, hence 2 u_pv sum_j w_j |v_jd|.
+// Both are first-order bounds; the second-order terms (u^2 ~ 1.5e-5 relative at bf16) are
+// covered by the 10x margin in tol_f. A bug still fails loudly: a wrong mask, a missed rescale or
+// a dropped key on the grid's short rows moves an output by 1e-1 to 1, far beyond bf16's
+// ~4e-3 at |ref| ~ 1 (tests/test_tolerance.cpp breaks outputs on purpose and checks that).
 #include "reference.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
+#include <stdexcept>
 
 namespace attune::reference {
 
@@ -45,7 +62,10 @@ std::vector<double> attention_weights(const Problem& p, const float* q, const fl
   return w;
 }
 
-std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v) {
+namespace {
+
+// O = W V, or W |V| (abs_v): the weighted sums of the value rows.
+std::vector<double> weighted_values(const Problem& p, const float* q, const float* k, const float* v, bool abs_v) {
   const std::vector<double> w = attention_weights(p, q, k);
   std::vector<double> out(static_cast<std::size_t>(p.out_elements()), 0.0);
   for (std::int64_t b = 0; b < p.batch; ++b) {
@@ -55,11 +75,24 @@ std::vector<double> attention(const Problem& p, const float* q, const float* k, 
         const double* row = w.data() + ((b * p.heads_q + h) * p.seq_q + i) * p.seq_kv;
         double* o = out.data() + ((b * p.heads_q + h) * p.seq_q + i) * p.d_v;
         for (std::int64_t j = 0; j < p.visible_keys(i); ++j)
-          for (std::int64_t d = 0; d < p.d_v; ++d) o[d] += row[j] * vh[j * p.d_v + d];
+          for (std::int64_t d = 0; d < p.d_v; ++d) {
+            const double x = vh[j * p.d_v + d];
+            o[d] += row[j] * (abs_v ? std::abs(x) : x);
+          }
       }
     }
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v) {
+  return weighted_values(p, q, k, v, false);
+}
+
+std::vector<double> attention_abs_v(const Problem& p, const float* q, const float* k, const float* v) {
+  return weighted_values(p, q, k, v, true);
 }
 
 Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed) {
@@ -69,10 +102,50 @@ Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed) {
   in.q.resize(static_cast<std::size_t>(p.q_elements()));
   in.k.resize(static_cast<std::size_t>(p.k_elements()));
   in.v.resize(static_cast<std::size_t>(p.v_elements()));
-  for (float& x : in.q) x = q_scale * normal(rng);
-  for (float& x : in.k) x = normal(rng);
-  for (float& x : in.v) x = normal(rng);
+  const Dtype kv = p.kv_type();
+  for (float& x : in.q) x = round_to(p.dtype, q_scale * normal(rng));
+  for (float& x : in.k) x = round_to(kv, normal(rng));
+  for (float& x : in.v) x = round_to(kv, normal(rng));
   return in;
+}
+
+namespace {
+
+std::vector<unsigned char> stored_bytes(Dtype type, const std::vector<float>& x, std::size_t pad) {
+  const std::size_t size = size_of(type);
+  std::vector<unsigned char> bytes((x.size() + pad) * size);
+  convert_from_float(type, x.data(), bytes.data() + pad * size, x.size());
+  return bytes;
+}
+
+}  // namespace
+
+Stored store(const Problem& p, const Inputs& in, std::size_t pad) {
+  Stored s;
+  s.q = stored_bytes(p.dtype, in.q, pad);
+  s.k = stored_bytes(p.kv_type(), in.k, pad);
+  s.v = stored_bytes(p.kv_type(), in.v, pad);
+  s.q_offset = pad * size_of(p.dtype);
+  s.kv_offset = pad * size_of(p.kv_type());
+  return s;
+}
+
+std::vector<float> load_output(const Problem& p, const void* out) {
+  std::vector<float> o(static_cast<std::size_t>(p.out_elements()));
+  convert_to_float(p.dtype, out, o.data(), o.size());
+  return o;
+}
+
+double unit_roundoff(Dtype type) {
+  switch (type) {
+    case Dtype::bf16:
+      return std::ldexp(1.0, -8);
+    case Dtype::fp16:
+      return std::ldexp(1.0, -11);
+    case Dtype::fp32:
+      break;
+  }
+  return 0.0;
 }
 
 std::vector<Case> verification_grid() {
@@ -130,6 +203,21 @@ std::vector<Case> verification_grid() {
   Problem scaled = shape(31, 45, 8, false);
   scaled.scale = 0.9f;
   add(scaled, 1.0f, "_scale0p9");
+  // Every case again in each 16-bit storage: all tensors, and 16-bit K/V with float32 Q/O (the
+  // decoding mix). Names gain the type (Problem::to_string).
+  const std::size_t fp32_cases = cases.size();
+  const std::pair<Dtype, Dtype> storages[] = {
+      {Dtype::bf16, Dtype::bf16}, {Dtype::fp16, Dtype::fp16}, {Dtype::fp32, Dtype::bf16}, {Dtype::fp32, Dtype::fp16}};
+  for (const auto& [dtype, kv] : storages) {
+    for (std::size_t i = 0; i < fp32_cases; ++i) {
+      Case c = cases[i];
+      const std::string tag = c.name.substr(c.problem.to_string().size());
+      c.problem.dtype = dtype;
+      c.problem.kv_dtype = kv;
+      c.name = c.problem.to_string() + tag;
+      cases.push_back(c);
+    }
+  }
   return cases;
 }
 
@@ -154,14 +242,24 @@ double tolerance(const Problem& p, const Inputs& in) {
   return std::max(1e-4, bound);
 }
 
-Check compare(const Problem& p, const Inputs& in, const float* out, const std::vector<double>& ref) {
+Check compare(const Problem& p, const Inputs& in, const float* out, const std::vector<double>& ref, Dtype pv_type,
+              const std::vector<double>* abs_v) {
+  const double u_out = unit_roundoff(p.dtype), u_pv = unit_roundoff(pv_type);
+  const double base = tolerance(p, in) * (1.0 + u_out);
+  if (u_pv > 0.0 && (abs_v == nullptr || abs_v->size() != ref.size()))
+    throw std::invalid_argument("reference::compare: a 16-bit pv_type needs attention_abs_v");
   Check c;
-  c.tolerance = tolerance(p, in);
+  double worst_ratio = -1.0;
   for (std::size_t i = 0; i < ref.size(); ++i) {
     const double err = std::isfinite(out[i]) ? std::abs(out[i] - ref[i])
                                              : std::numeric_limits<double>::infinity();
-    if (err > c.max_abs_error || c.worst_index < 0) {
+    double tol = base + u_out * std::abs(ref[i]);
+    if (u_pv > 0.0) tol += 2.0 * u_pv * (*abs_v)[i];
+    const double ratio = err / tol;
+    if (ratio > worst_ratio) {
+      worst_ratio = ratio;
       c.max_abs_error = err;
+      c.tolerance = tol;
       c.worst_index = static_cast<std::int64_t>(i);
     }
   }
@@ -170,17 +268,19 @@ Check compare(const Problem& p, const Inputs& in, const float* out, const std::v
 
 Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>& ref,
                       const Options& options) {
-  // Inputs are copied to buffers offset by one float, so no kernel can rely on alignment.
-  auto misaligned = [](const std::vector<float>& x) {
-    std::vector<float> buf(x.size() + 1);
-    std::copy(x.begin(), x.end(), buf.begin() + 1);
-    return buf;
-  };
-  const auto q = misaligned(in.q), k = misaligned(in.k), v = misaligned(in.v);
-  std::vector<float> out(static_cast<std::size_t>(c.problem.out_elements()) + 1,
-                         std::numeric_limits<float>::quiet_NaN());
-  attune::attention(c.problem, q.data() + 1, k.data() + 1, v.data() + 1, out.data() + 1, options);
-  return compare(c.problem, in, out.data() + 1, ref);
+  // Inputs are stored in buffers offset by one element, so no kernel can rely on alignment.
+  const Problem& p = c.problem;
+  const Stored s = store(p, in, 1);
+  const std::size_t osize = size_of(p.dtype);
+  // All-ones bytes are NaN in every type: an element the kernel never writes fails.
+  std::vector<unsigned char> out((static_cast<std::size_t>(p.out_elements()) + 1) * osize, 0xff);
+  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), out.data() + osize, options);
+  const std::vector<float> o = load_output(p, out.data() + osize);
+  const Choice choice = resolve(p, options);
+  const Dtype pv = choice.kernel->pv_dtype(p, choice.isa);
+  if (pv == Dtype::fp32) return compare(p, in, o.data(), ref);
+  const auto abs_v = attention_abs_v(p, in.q.data(), in.k.data(), in.v.data());
+  return compare(p, in, o.data(), ref, pv, &abs_v);
 }
 
 Problem shape(std::int64_t heads_q, std::int64_t heads_kv, std::int64_t seq_q, std::int64_t seq_kv, std::int64_t d,

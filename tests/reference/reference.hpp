@@ -10,7 +10,13 @@
 namespace attune::reference {
 
 // Attention computed in double from float inputs: the ground truth every kernel is held to.
+// For 16-bit problems the inputs are the stored values (make_inputs rounds them), so storage
+// rounding is part of the problem, not an error of the kernel.
 std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v);
+
+// sum_j w_ij |v_jd| per output element (w the softmax weights): what a relative error of each
+// weight moves the output by at most, for the bound on P rounded to 16 bits (see reference.cpp).
+std::vector<double> attention_abs_v(const Problem& p, const float* q, const float* k, const float* v);
 
 // The softmax weights [batch, heads_q, seq_q, seq_kv] in double; masked entries are 0.
 std::vector<double> attention_weights(const Problem& p, const float* q, const float* k);
@@ -23,7 +29,22 @@ struct Inputs {
   std::vector<float> q, k, v;
 };
 // Unit-normal Q, K, V from a fixed seed; Q is multiplied by q_scale (large logits when > 1).
+// Each value is rounded to its tensor's storage type (p.dtype for Q, p.kv_type() for K and V),
+// so the floats are exactly what a kernel reads.
 Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed);
+
+// The inputs in their storage types, ready for attention(); `pad` elements of padding before
+// each tensor (tensors then start at data() + pad * size_of(type), e.g. to misalign them).
+struct Stored {
+  std::vector<unsigned char> q, k, v;
+  std::size_t q_offset = 0, kv_offset = 0;  // bytes before the first element
+  const void* q_data() const { return q.data() + q_offset; }
+  const void* k_data() const { return k.data() + kv_offset; }
+  const void* v_data() const { return v.data() + kv_offset; }
+};
+Stored store(const Problem& p, const Inputs& in, std::size_t pad = 0);
+// An output buffer in p.dtype as float32 values (what compare() reads).
+std::vector<float> load_output(const Problem& p, const void* out);
 
 struct Case {
   Problem problem;
@@ -34,20 +55,33 @@ struct Case {
 // ways, causal, grouped- and multi-query heads, d_v != d_k, batch > 1, large logits, decode.
 std::vector<Case> verification_grid();
 
-// Tolerance on the max abs error of one output, see reference.cpp for the derivation:
-// 1e-4, widened only when the logits are so large that float32 cannot represent them to 1e-4.
+// The float32 part of the tolerance on the abs error of one output, see reference.cpp for the
+// derivation: 1e-4, widened only when the logits are so large that float32 cannot represent
+// them to 1e-4.
 double tolerance(const Problem& p, const Inputs& in);
 
+// Unit roundoff of a storage type: 2^-8 for bf16 (8 significant bits), 2^-11 for fp16, 0 for
+// fp32 (whose rounding the float32 part of the bound already holds).
+double unit_roundoff(Dtype type);
+
+// The bound on output element i (reference.cpp derives it):
+//   tol_i = tolerance(p, in) * (1 + u_out) + u_out * |ref_i| + 2 u_pv * sum_j w_ij |v_jd|
+// u_out: the output's storage roundoff (p.dtype); u_pv: that of P when a kernel rounds the
+// softmax weights for the PV product (Kernel::pv_dtype), 0 when it multiplies in float32.
 struct Check {
-  double max_abs_error = 0.0;
-  double tolerance = 0.0;
-  std::int64_t worst_index = -1;  // flat index of the worst output element
+  double max_abs_error = 0.0;  // the error at worst_index
+  double tolerance = 0.0;      // the bound at worst_index
+  std::int64_t worst_index = -1;  // flat index of the output with the largest error / bound
   bool ok() const { return max_abs_error <= tolerance; }
 };
-// Compares a kernel's output with the reference. NaN anywhere counts as an infinite error.
-Check compare(const Problem& p, const Inputs& in, const float* out, const std::vector<double>& ref);
+// Compares a kernel's output (as float32 values) with the reference. NaN anywhere counts as an
+// infinite error. abs_v (attention_abs_v) is needed only when pv_type is a 16-bit type.
+Check compare(const Problem& p, const Inputs& in, const float* out, const std::vector<double>& ref,
+              Dtype pv_type = Dtype::fp32, const std::vector<double>* abs_v = nullptr);
 
-// Runs one kernel/ISA/config on a case and compares it with the (given) reference.
+// Runs one kernel/ISA/config on a case (inputs stored in the problem's types, misaligned by
+// one element) and compares it with the (given) reference, with the P-rounding term of the
+// resolved kernel's pv_dtype.
 Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>& ref,
                       const Options& options);
 

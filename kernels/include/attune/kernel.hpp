@@ -57,6 +57,14 @@ class Kernel {
     (void)isa;
     return true;
   }
+  // The type P (the softmax weights) is rounded to for the PV product on `isa`: fp32 when the
+  // kernel multiplies in float32 (every conversion path), bf16 where it uses bf16 dot products.
+  // The reference's error bound depends on it (tests/reference/reference.cpp).
+  virtual Dtype pv_dtype(const Problem& problem, Isa isa) const {
+    (void)problem;
+    (void)isa;
+    return Dtype::fp32;
+  }
   // Bytes of working memory run() allocates for this problem and config on `isa` (scratch and
   // partial results, not the caller's tensors), saturating at SIZE_MAX instead of overflowing.
   // attention() compares it with the limit before calling run().
