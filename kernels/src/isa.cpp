@@ -3,6 +3,9 @@
 #include <attune/isa.hpp>
 
 #include <algorithm>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -12,13 +15,21 @@ namespace {
 
 constexpr std::pair<Isa, std::string_view> kNames[] = {
     {Isa::scalar, "scalar"}, {Isa::sse4_2, "sse4_2"}, {Isa::avx2, "avx2"},
-    {Isa::avx512, "avx512"}, {Isa::neon, "neon"}};
+    {Isa::avx512, "avx512"}, {Isa::neon, "neon"}, {Isa::avx512_bf16, "avx512_bf16"}};
 
 std::string join(const std::vector<Isa>& isas) {
   std::string out;
   for (Isa isa : isas) out += (out.empty() ? "" : ", ") + std::string(to_string(isa));
   return out.empty() ? "none" : out;
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+// CPUID leaf 1, ECX bit 29 (clang 14's __builtin_cpu_supports has no "f16c").
+bool has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+}
+#endif
 
 std::vector<Isa> detect_runnable() {
   std::vector<Isa> out;
@@ -65,9 +76,11 @@ bool cpu_supports(Isa isa) {
       return __builtin_cpu_supports("sse4.2");
     case Isa::avx2:
       // F16C: the fp16 conversions of the AVX2 build (every AVX2 CPU so far has it).
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case Isa::avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    case Isa::avx512_bf16:  // + BW for the 16-bit permutes of the pair packing
+      return cpu_supports(Isa::avx512) && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
 #endif
 #if defined(__aarch64__)
     case Isa::neon:

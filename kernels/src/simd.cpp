@@ -27,6 +27,8 @@ class Simd final : public Kernel {
     return simd::workspace_bytes(p, plan_for(p, config), simd::isa_ops(isa));
   }
 
+  Dtype pv_dtype(const Problem& p, Isa isa) const override { return simd::pv_dtype(p, simd::isa_ops(isa)); }
+
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
     simd::run_tiled(p, t, plan_for(p, config), simd::isa_ops(isa));
   }

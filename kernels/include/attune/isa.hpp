@@ -7,8 +7,9 @@
 
 namespace attune {
 
-// Ordered from the most portable to the widest; `scalar` runs everywhere.
-enum class Isa { scalar, sse4_2, avx2, avx512, neon };
+// `scalar` runs everywhere. avx512_bf16 is AVX-512 with the bf16 dot product (vdpbf16ps): the
+// same code as avx512 for fp32/fp16, the bf16 dot-product tiles for problems stored in bf16.
+enum class Isa { scalar, sse4_2, avx2, avx512, neon, avx512_bf16 };
 
 std::string_view to_string(Isa isa);
 // Accepts the names printed by to_string; nullopt for anything else.

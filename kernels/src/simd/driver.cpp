@@ -116,13 +116,17 @@ Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
   l.threads = static_cast<int>(
       std::clamp<std::size_t>(std::min<std::size_t>(static_cast<std::size_t>(std::max(plan.threads, 1)), l.tasks), 1, cores));
   // Config::micro 1 and 2 name the tile instantiations 2 and 3 (after the two dot forms).
-  const Dtype kv = p.kv_type();
-  l.fn = plan.micro > 0 ? &ops.tiles[static_cast<int>(kv)][std::min(plan.micro, 2) + 1] : &ops.tile_for(kv, l.rows);
+  const TileFn* set = ops.set_for(p.dtype, p.kv_type());
+  l.fn = plan.micro > 0 ? &set[std::min(plan.micro, 2) + 1] : &IsaOps::tile_for(set, l.rows);
   l.scratch_floats = std::max<std::int64_t>(tile_scratch_floats(*l.fn, l.rows, p.d_k, p.d_v, l.block_kv), 1);
   return l;
 }
 
 }  // namespace
+
+Dtype pv_dtype(const Problem& p, const IsaOps& ops) {
+  return ops.bf16_dot != nullptr && ops.set_for(p.dtype, p.kv_type()) == ops.bf16_dot ? Dtype::bf16 : Dtype::fp32;
+}
 
 std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& ops) {
   const Layout l = layout_of(p, plan, ops);

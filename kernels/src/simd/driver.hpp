@@ -28,6 +28,10 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
 // same sizing rules; saturates instead of overflowing. Kernel::workspace_bytes of simd/flash.
 std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& ops);
 
+// The type P is rounded to for the PV product (Kernel::pv_dtype of simd/flash): bf16 where the
+// problem runs the ISA's bf16 dot-product tiles, else fp32.
+Dtype pv_dtype(const Problem& p, const IsaOps& ops);
+
 // Worker threads available by default (all cores, or the oneTBB default arena's size).
 int default_threads();
 

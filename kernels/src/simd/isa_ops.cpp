@@ -23,7 +23,9 @@ std::int64_t tile_scratch_floats(const TileFn& fn, std::int64_t rows, std::int64
                                  std::int64_t block_kv) {
   const std::int64_t padded = (rows + fn.lanes - 1) / fn.lanes * fn.lanes;
   // + 20 per row: the decoding form pads each score row to whole vectors (up to 16 floats).
-  return padded * (d_k + block_kv + d_v + 4 + 20);
+  const std::int64_t tile = padded * (d_k + block_kv + d_v + 4 + 20);
+  // The bf16 dot form packs each V tile in key pairs: ceil(block_kv / 2) x d_v 32-bit words.
+  return fn.bf16_dot ? tile + (block_kv + 1) / 2 * d_v + 16 : tile;
 }
 
 }  // namespace attune::simd

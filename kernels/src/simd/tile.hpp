@@ -45,6 +45,7 @@ struct TileArgs {
 struct TileFn {
   int lanes;  // query rows per register tile: the row count is padded to a multiple of it
   void (*run)(const TileArgs& args);
+  bool bf16_dot = false;  // multiplies in bf16 pairs (vdpbf16ps): P rounded to bf16, V packed in pairs
 };
 
 struct IsaOps {
@@ -52,9 +53,14 @@ struct IsaOps {
   // Per K/V storage type (indexed by Dtype), instantiations from the fewest rows to the most:
   // the decoding (dot-product) forms, a narrow tile of one vector of rows, the wide prefill tile.
   TileFn tiles[kDtypeCount][4];
+  // The instantiations a problem runs: bf16_dot for all-bf16 problems where present, else the
+  // conversion path of its K/V type.
+  const TileFn* set_for(Dtype dtype, Dtype kv) const {
+    if (bf16_dot != nullptr && dtype == Dtype::bf16 && kv == Dtype::bf16) return bf16_dot;
+    return tiles[static_cast<int>(kv)];
+  }
   // The smallest instantiation that holds `rows` rows (the widest for anything larger).
-  const TileFn& tile_for(Dtype kv, std::int64_t rows) const {
-    const TileFn* set = tiles[static_cast<int>(kv)];
+  static const TileFn& tile_for(const TileFn* set, std::int64_t rows) {
     for (int i = 0; i < 4; ++i)
       if (rows <= set[i].lanes) return set[i];
     return set[3];
@@ -63,6 +69,9 @@ struct IsaOps {
   // Peak probe: `iterations` rounds of independent multiply-adds on registers; returns the
   // FLOPs done (2 per lane per multiply-add) so the caller can time it.
   double (*fma_probe)(std::int64_t iterations);
+  // ISAs with bf16 dot products (vdpbf16ps): the set for problems stored entirely in bf16
+  // (Q too: it is multiplied as stored, never re-rounded), else nullptr.
+  const TileFn* bf16_dot = nullptr;
 };
 
 // Floats of scratch one tile task needs: Q^T, S^T/P^T, O^T and four per-row vectors.

@@ -25,7 +25,12 @@ namespace {
 inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 
-template <class Arch, int MR, int NV, class T>
+// Dot = true: the bf16 dot-product form (AVX512-BF16 only, all tensors bf16). Q^T is packed in
+// d pairs and K dwords (two consecutive d of a key) broadcast from their natural layout, so one
+// vdpbf16ps does two multiply-adds per lane; P is rounded to bf16 and stored in key pairs, and
+// each V tile is packed once in key pairs (V2[j/2][d] = V[j][d], V[j+1][d]) for the PV product.
+// The scale is applied to the float32 scores (Q is multiplied as stored, never re-rounded).
+template <class Arch, int MR, int NV, class T, bool Dot = false>
 struct TileKernel {
   using V = Vec<Arch>;
   using B = typename V::B;
@@ -42,6 +47,7 @@ struct TileKernel {
     const TileArgs* a;
     std::int64_t rp;  // padded row count
     float *qt, *st, *ot, *m, *l, *alpha, *limit;
+    std::uint32_t* v2;  // Dot: the V tile in key pairs
   };
 
   // S^T rows [jj, jj + MK) of the tile for lane chunk c0; masked lanes get -inf. Returns the
@@ -156,6 +162,129 @@ struct TileKernel {
     }
   }
 
+#if defined(__AVX512BF16__)
+  // Dot form of qk: S^T rows [jj, jj + MK) for lane chunk c0, from Q^T pairs and K dwords.
+  template <int MK, int N>
+  static void qk_dot(const Ctx& c, std::int64_t j0, std::int64_t jj, std::int64_t c0, bool masked, B* tmax) {
+    const TileArgs& a = *c.a;
+    __m512 acc[MK][N];
+    for (int mr = 0; mr < MK; ++mr)
+      for (int nv = 0; nv < N; ++nv) acc[mr][nv] = _mm512_setzero_ps();
+    const std::uint16_t* krow = static_cast<const std::uint16_t*>(a.k) + (j0 + jj) * a.d_k;
+    const auto* q2 = reinterpret_cast<const std::uint32_t*>(c.qt) + c0;
+    const char* k_next = reinterpret_cast<const char*>(krow + MK * a.d_k);
+    const char* v_rows = reinterpret_cast<const char*>(static_cast<const std::uint16_t*>(a.v) + (j0 + jj) * a.d_v);
+    const std::int64_t pairs = (a.d_k + 1) / 2, full = a.d_k / 2;
+    for (std::int64_t dp = 0; dp < pairs; ++dp) {
+      __builtin_prefetch(k_next + dp * 64);
+      __builtin_prefetch(v_rows + dp * 64, 0, 2);
+      __m512bh qv[N];
+      for (int nv = 0; nv < N; ++nv) qv[nv] = (__m512bh)_mm512_loadu_si512(q2 + dp * c.rp + nv * W);
+      for (int mr = 0; mr < MK; ++mr) {
+        std::uint32_t word;
+        if (dp < full) {
+          std::memcpy(&word, krow + mr * a.d_k + 2 * dp, sizeof word);
+        } else {
+          word = krow[mr * a.d_k + 2 * dp];  // odd d_k: the last d pairs with zero
+        }
+        const __m512bh kb = (__m512bh)_mm512_set1_epi32(static_cast<int>(word));
+        for (int nv = 0; nv < N; ++nv) acc[mr][nv] = _mm512_dpbf16_ps(acc[mr][nv], kb, qv[nv]);
+      }
+    }
+    const __m512 scale = _mm512_set1_ps(a.qk_scale);
+#pragma GCC unroll 16
+    for (int mr = 0; mr < MK; ++mr) {
+      const B key = V::set1(static_cast<float>(j0 + jj + mr));
+#pragma GCC unroll 8
+      for (int nv = 0; nv < N; ++nv) {
+        B s = B(_mm512_mul_ps(acc[mr][nv], scale));
+        if (masked) s = V::keep_le(key, V::load(c.limit + c0 + nv * W), s, V::set1(kNegInf));
+        V::store(c.st + (jj + mr) * c.rp + c0 + nv * W, s);
+        tmax[nv] = V::max(tmax[nv], s);
+      }
+    }
+  }
+
+  // Dot form of the softmax: as softmax(), but P is stored rounded to bf16 in key pairs
+  // (P2[j/2][r] = P[j][r], P[j+1][r]) over the rows of S^T it has consumed; the sum is of the
+  // unrounded values.
+  template <int N>
+  static void softmax_dot(const Ctx& c, std::int64_t cols, std::int64_t c0, const B* tmax) {
+    // vcvtne2ps2bf16 puts 16 values of each vector in the low and high halves; this interleaves them.
+    alignas(64) static constexpr std::int16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                                 21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                                 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i interleave = _mm512_load_si512(kInterleave);
+    for (int nv = 0; nv < N; ++nv) {
+      const std::int64_t off = c0 + nv * W;
+      const B m_old = V::load(c.m + off);
+      const B m_new = V::max(m_old, tmax[nv]);
+      const B m_use = V::keep_le(V::set1(std::numeric_limits<float>::lowest()), m_new, m_new, V::set1(0.0f));
+      V::store(c.alpha + off, V::exp2(m_old - m_use));
+      V::store(c.m + off, m_new);
+      B sum = V::set1(0.0f);
+      for (std::int64_t j = 0; j < cols; j += 2) {
+        const B p0 = V::exp2(V::load(c.st + j * c.rp + off) - m_use);
+        const B p1 = j + 1 < cols ? V::exp2(V::load(c.st + (j + 1) * c.rp + off) - m_use) : V::set1(0.0f);
+        sum = sum + p0 + p1;
+        const __m512i halves = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
+        _mm512_storeu_si512(c.st + (j / 2) * c.rp + off, _mm512_permutexvar_epi16(interleave, halves));
+      }
+      V::store(c.l + off, V::load(c.l + off) * V::load(c.alpha + off) + sum);
+    }
+  }
+
+  // Dot form of pv: O^T columns [d0, d0 + MK) += V2 pairs x P2 pairs.
+  template <int MK, int N>
+  static void pv_dot(const Ctx& c, std::int64_t cols, std::int64_t d0, std::int64_t c0) {
+    const TileArgs& a = *c.a;
+    __m512 acc[MK][N];
+    __m512 al[N];
+    for (int nv = 0; nv < N; ++nv) al[nv] = _mm512_loadu_ps(c.alpha + c0 + nv * W);
+    for (int md = 0; md < MK; ++md)
+      for (int nv = 0; nv < N; ++nv) acc[md][nv] = _mm512_mul_ps(_mm512_loadu_ps(c.ot + (d0 + md) * c.rp + c0 + nv * W), al[nv]);
+    const auto* p2 = reinterpret_cast<const std::uint32_t*>(c.st) + c0;
+    for (std::int64_t jp = 0; jp < (cols + 1) / 2; ++jp) {
+      __m512bh pv[N];
+      for (int nv = 0; nv < N; ++nv) pv[nv] = (__m512bh)_mm512_loadu_si512(p2 + jp * c.rp + nv * W);
+      for (int md = 0; md < MK; ++md) {
+        const __m512bh vb = (__m512bh)_mm512_set1_epi32(static_cast<int>(c.v2[jp * a.d_v + d0 + md]));
+        for (int nv = 0; nv < N; ++nv) acc[md][nv] = _mm512_dpbf16_ps(acc[md][nv], vb, pv[nv]);
+      }
+    }
+    for (int md = 0; md < MK; ++md)
+      for (int nv = 0; nv < N; ++nv) _mm512_storeu_ps(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
+  }
+
+  // V rows [j0, j0 + cols) in key pairs: v2[jp][d] = V[j0 + 2jp][d] | V[j0 + 2jp + 1][d] << 16,
+  // 32 columns per two permutes; an odd last key pairs with zero (its P is zero too).
+  static void pack_v(const Ctx& c, std::int64_t j0, std::int64_t cols) {
+    const TileArgs& a = *c.a;
+    alignas(64) static constexpr std::int16_t kLo[32] = {0,  32, 1,  33, 2,  34, 3,  35, 4,  36, 5,
+                                                         37, 6,  38, 7,  39, 8,  40, 9,  41, 10, 42,
+                                                         11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+    alignas(64) static constexpr std::int16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21,
+                                                         53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58,
+                                                         27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+    const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_load_si512(kHi);
+    const auto* v = static_cast<const std::uint16_t*>(a.v) + j0 * a.d_v;
+    for (std::int64_t jp = 0; jp < (cols + 1) / 2; ++jp) {
+      const std::uint16_t* r0 = v + 2 * jp * a.d_v;
+      const bool pair = 2 * jp + 1 < cols;
+      std::uint32_t* out = c.v2 + jp * a.d_v;
+      std::int64_t d = 0;
+      for (; d + 32 <= a.d_v; d += 32) {
+        const __m512i x = _mm512_loadu_si512(r0 + d);
+        const __m512i y = pair ? _mm512_loadu_si512(r0 + a.d_v + d) : _mm512_setzero_si512();
+        _mm512_storeu_si512(out + d, _mm512_permutex2var_epi16(x, lo, y));
+        _mm512_storeu_si512(out + d + 16, _mm512_permutex2var_epi16(x, hi, y));
+      }
+      for (; d < a.d_v; ++d)
+        out[d] = r0[d] | (pair ? static_cast<std::uint32_t>(r0[a.d_v + d]) << 16 : 0u);
+    }
+  }
+#endif
+
   // step<K>(i) over [0, n): K = M while M fit, then single steps of 4 and 2 (those below M),
   // then 1. With M = 6, a 128-key tile leaves 2 keys (and d_v = 128 two columns), which
   // one-at-a-time steps would run at a third of the tile's FMAs per load.
@@ -199,14 +328,25 @@ struct TileKernel {
     c.l = c.m + c.rp;
     c.alpha = c.l + c.rp;
     c.limit = c.alpha + c.rp;
+    c.v2 = reinterpret_cast<std::uint32_t*>(c.limit + c.rp + 20 * c.rp);  // past the tile (see tile_scratch_floats)
 
-    // Pack Q^T (scaled into the base-2 domain); padded rows are zero and fully masked.
+    // Pack Q^T (scaled into the base-2 domain; Dot: in d pairs of bf16, unscaled); padded rows
+    // are zero and fully masked.
     for (std::int64_t r = 0; r < c.rp; ++r) {
       const bool real = r < rows;
       const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
       const std::int64_t qrow = (head * a.seq_q + pos) * a.d_k;
-      for (std::int64_t d = 0; d < a.d_k; ++d)
-        c.qt[d * c.rp + r] = real ? load_element(a.q, a.dtype, qrow + d) * a.qk_scale : 0.0f;
+      if constexpr (Dot) {
+        const auto* q = static_cast<const std::uint16_t*>(a.q) + qrow;
+        auto* q2 = reinterpret_cast<std::uint32_t*>(c.qt);
+        for (std::int64_t d = 0; d < a.d_k; d += 2) {
+          const std::uint32_t hi = d + 1 < a.d_k ? q[d + 1] : 0u;
+          q2[(d / 2) * c.rp + r] = real ? q[d] | hi << 16 : 0u;
+        }
+      } else {
+        for (std::int64_t d = 0; d < a.d_k; ++d)
+          c.qt[d * c.rp + r] = real ? load_element(a.q, a.dtype, qrow + d) * a.qk_scale : 0.0f;
+      }
       c.limit[r] = real ? static_cast<float>(a.causal ? pos + a.causal_offset : a.j_end) : -1.0f;
       c.m[r] = kNegInf;
       c.l[r] = 0.0f;
@@ -222,6 +362,19 @@ struct TileKernel {
       const std::int64_t cols = imin(a.block_kv, j_end - j0);
       // Only tiles crossing the diagonal apply the mask (padded rows compute harmless zeros).
       const bool masked = j0 + cols - 1 > first_full_limit;
+#if defined(__AVX512BF16__)
+      if constexpr (Dot) {
+        pack_v(c, j0, cols);
+        chunks(c.rp, [&]<int N>(std::int64_t c0) {
+          B tmax[N];
+          for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
+          in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk_dot<K, N>(c, j0, jj, c0, masked, tmax); });
+          softmax_dot<N>(c, cols, c0, tmax);
+          in_steps<kSteps<N>>(a.d_v, [&]<int K>(std::int64_t d0) { pv_dot<K, N>(c, cols, d0, c0); });
+        });
+        continue;
+      }
+#endif
       chunks(c.rp, [&]<int N>(std::int64_t c0) {
         B tmax[N];
         for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
@@ -444,6 +597,27 @@ double fma_probe(std::int64_t iterations) {
    {4, &DotKernel<arch, 4, T>::run},                                                     \
    {static_cast<int>(TileKernel<arch, 8, 1, T>::L), &TileKernel<arch, 8, 1, T>::run},    \
    {static_cast<int>(TileKernel<arch, mr, nv, T>::L), &TileKernel<arch, mr, nv, T>::run}}
+// An ISA that extends `base` with the bf16 dot form (all-bf16 problems): the base's conversion
+// sets as they are, plus the decoding forms (bandwidth-bound: the conversion path) and the dot
+// tiles for prefill.
+#define ATTUNE_DEFINE_BF16_DOT_ISA_OPS(name, base, arch, mr, nv)                                     \
+  namespace attune::simd {                                                                           \
+  const IsaOps& isa_ops_##base();                                                                    \
+  const IsaOps& isa_ops_##name() {                                                                   \
+    static const TileFn dot[4] = {                                                                   \
+        {1, &DotKernel<arch, 1, bf16>::run},                                                         \
+        {4, &DotKernel<arch, 4, bf16>::run},                                                         \
+        {static_cast<int>(TileKernel<arch, 8, 1, bf16, true>::L), &TileKernel<arch, 8, 1, bf16, true>::run, true}, \
+        {static_cast<int>(TileKernel<arch, mr, nv, bf16, true>::L), &TileKernel<arch, mr, nv, bf16, true>::run, true}}; \
+    static const IsaOps ops = [] {                                                                   \
+      IsaOps o = isa_ops_##base();                                                                   \
+      o.isa = Isa::name;                                                                             \
+      o.bf16_dot = dot;                                                                              \
+      return o;                                                                                      \
+    }();                                                                                             \
+    return ops;                                                                                      \
+  }                                                                                                  \
+  }
 #define ATTUNE_DEFINE_ISA_OPS(name, arch, mr, nv)                                        \
   namespace attune::simd {                                                               \
   const IsaOps& isa_ops_##name() {                                                       \
