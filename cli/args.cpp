@@ -84,6 +84,13 @@ std::optional<float> Args::get_float(const std::string& flag) const {
   return x;
 }
 
+std::optional<Dtype> Args::get_dtype(const std::string& flag) const {
+  const auto v = get(flag);
+  if (!v) return std::nullopt;
+  if (const auto dtype = parse_dtype(*v)) return dtype;
+  throw UsageError(flag + " = '" + *v + "': expected fp32, bf16 or fp16");
+}
+
 void check_output_dir(const std::string& path) {
   // error_code overloads: a name the OS refuses (too long, say) is a bad path, not an exception
   // from deep inside std::filesystem (found by fuzz_args).

@@ -1,6 +1,8 @@
 // A small, strict command-line parser: --flag value, --flag=value, boolean --flag.
 #pragma once
 
+#include <attune/dtype.hpp>
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -29,6 +31,8 @@ class Args {
   // Parsed numbers; UsageError names the flag and the bad text.
   std::optional<std::int64_t> get_int(const std::string& flag, std::int64_t min) const;
   std::optional<float> get_float(const std::string& flag) const;
+  // A storage type named as attune names them (fp32, bf16, fp16).
+  std::optional<Dtype> get_dtype(const std::string& flag) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:

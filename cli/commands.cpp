@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <thread>
+#include <utility>
 
 namespace attune::cli {
 namespace {
@@ -80,17 +81,39 @@ void no_positional(const Args& a) {
   if (!a.positional().empty()) throw UsageError("unexpected argument '" + a.positional().front() + "'");
 }
 
+// A small problem stored as `dtype` (Q, O) and `kv_dtype` (K, V): what `attune kernels` and the
+// command-line checks ask Kernel::supports() about. attention() asks again with the real shape.
+Problem typed_probe(Dtype dtype, Dtype kv_dtype) {
+  Problem p;
+  p.seq_q = p.seq_kv = 16;
+  p.d_k = p.d_v = 16;
+  p.dtype = dtype;
+  if (kv_dtype != dtype) p.kv_dtype = kv_dtype;
+  return p;
+}
+
+// The kernel's runnable ISAs that take these storage types, best first.
+std::vector<Isa> isas_for(const Kernel& k, const Problem& probe) {
+  std::vector<Isa> isas = runnable_isas(k);
+  std::erase_if(isas, [&](Isa isa) { return !k.supports(probe, isa); });
+  return isas;
+}
+
 // ---------------------------------------------------------------------------------------------
 int cmd_kernels(const std::vector<std::string>& argv) {
   const Args a(argv, {}, {"--long"});
   no_positional(a);
   for (const Kernel* k : kernels()) {
     for (Isa isa : runnable_isas(*k)) {
-      if (a.has("--long")) {
-        std::printf("%-8s %-7s %s\n", std::string(k->name()).c_str(), std::string(to_string(isa)).c_str(),
-                    std::string(k->description()).c_str());
-      } else {
-        std::printf("%s %s\n", std::string(k->name()).c_str(), std::string(to_string(isa)).c_str());
+      for (Dtype dtype : kAllDtypes) {
+        if (!k->supports(typed_probe(dtype, dtype), isa)) continue;
+        const std::string name(k->name()), isa_name(to_string(isa)), dtype_name(to_string(dtype));
+        if (a.has("--long")) {
+          std::printf("%-8s %-7s %-4s %s\n", name.c_str(), isa_name.c_str(), dtype_name.c_str(),
+                      std::string(k->description()).c_str());
+        } else {
+          std::printf("%s %s %s\n", name.c_str(), isa_name.c_str(), dtype_name.c_str());
+        }
       }
     }
   }
@@ -102,8 +125,7 @@ struct Tensor4 {
   std::int64_t batch, heads, seq, dim;
 };
 
-Tensor4 as_bhsd(const npy::Array& x, const char* name) {
-  const auto& s = x.shape;
+Tensor4 as_bhsd(const std::vector<std::int64_t>& s, const char* name) {
   if (s.size() == 4) return {s[0], s[1], s[2], s[3]};
   if (s.size() == 3) return {1, s[0], s[1], s[2]};
   throw IoError(std::string(name) + " must be 3-D [heads, seq, dim] or 4-D [batch, heads, seq, dim], got " +
@@ -113,11 +135,72 @@ Tensor4 as_bhsd(const npy::Array& x, const char* name) {
 // Upper bound of `attune run --weights` (16 Mi floats): the weights are for looking at.
 constexpr std::int64_t kMaxWeightElements = std::int64_t{1} << 24;
 
+// Storage types of `attune run`: Q and O (--dtype), K and V (--kv-dtype, default --dtype) and
+// the written file (--out-dtype, default fp32).
+struct RunTypes {
+  Dtype dtype = Dtype::fp32;
+  Dtype kv_dtype = Dtype::fp32;
+  Dtype out_dtype = Dtype::fp32;
+};
+
+// Parses the type flags and refuses, as usage errors, a --kernel/--isa that does not take these
+// types (Kernel::supports on a small problem): checked before any file is read.
+RunTypes parse_types(const Args& a, const Options& options) {
+  RunTypes t;
+  t.dtype = a.get_dtype("--dtype").value_or(Dtype::fp32);
+  t.kv_dtype = a.get_dtype("--kv-dtype").value_or(t.dtype);
+  t.out_dtype = a.get_dtype("--out-dtype").value_or(Dtype::fp32);
+  const Problem probe = typed_probe(t.dtype, t.kv_dtype);
+  std::string types(to_string(t.dtype));
+  if (t.kv_dtype != t.dtype) types += " Q/O with " + std::string(to_string(t.kv_dtype)) + " K/V";
+  if (options.kernel != "auto") {
+    const auto isas = isas_for(*find_kernel(options.kernel), probe);
+    if (isas.empty())
+      throw UsageError("kernel '" + options.kernel + "' has no build that runs " + types +
+                       " here (see attune kernels)");
+    if (options.isa && std::find(isas.begin(), isas.end(), *options.isa) == isas.end())
+      throw UsageError("kernel '" + options.kernel + "' on '" + std::string(to_string(*options.isa)) +
+                       "' does not run " + types + " (see attune kernels)");
+  } else if (options.isa) {
+    const bool any = std::any_of(kernels().begin(), kernels().end(), [&](const Kernel* k) {
+      const auto isas = isas_for(*k, probe);
+      return std::find(isas.begin(), isas.end(), *options.isa) != isas.end();
+    });
+    if (!any)
+      throw UsageError("no kernel on '" + std::string(to_string(*options.isa)) + "' runs " + types +
+                       " (see attune kernels)");
+  }
+  return t;
+}
+
+// Elements stored as `from`, re-stored as `to`: the same bytes when the types agree, else
+// widened to float32 and, for a 16-bit `to`, rounded to nearest even (one rounding at most).
+std::vector<std::byte> stored_as(std::vector<std::byte> bytes, Dtype from, Dtype to) {
+  if (from == to) return bytes;
+  const std::size_t n = bytes.size() / size_of(from);
+  std::vector<float> wide(n);
+  convert_to_float(from, bytes.data(), wide.data(), n);
+  std::vector<std::byte> out(n * size_of(to));
+  convert_from_float(to, wide.data(), out.data(), n);
+  return out;
+}
+
+// The stored values widened to float32 (exactly).
+std::vector<float> widened(const std::vector<std::byte>& stored, Dtype dtype) {
+  std::vector<float> out(stored.size() / size_of(dtype));
+  convert_to_float(dtype, stored.data(), out.data(), out.size());
+  return out;
+}
+
 int cmd_run(const std::vector<std::string>& argv) {
-  const Args a(argv, with({"--q", "--k", "--v", "--out", "--scale", "--weights", "--max-memory"}, kRunFlags),
+  const Args a(argv,
+               with({"--q", "--k", "--v", "--out", "--scale", "--weights", "--max-memory", "--dtype",
+                     "--kv-dtype", "--out-dtype"},
+                    kRunFlags),
                {"--causal"});
   no_positional(a);
   const Options options = parse_options(a);
+  const RunTypes types = parse_types(a, options);
   const auto q_path = a.required("--q"), k_path = a.required("--k"), v_path = a.required("--v");
   const auto out_path = a.required("--out");
   const auto weights_path = a.get("--weights");
@@ -128,8 +211,8 @@ int cmd_run(const std::vector<std::string>& argv) {
     check_output_dir(*weights_path);
   }
 
-  const npy::Array q = npy::read(q_path), k = npy::read(k_path), v = npy::read(v_path);
-  const Tensor4 tq = as_bhsd(q, "Q"), tk = as_bhsd(k, "K"), tv = as_bhsd(v, "V");
+  npy::TypedArray q = npy::read_typed(q_path), k = npy::read_typed(k_path), v = npy::read_typed(v_path);
+  const Tensor4 tq = as_bhsd(q.shape, "Q"), tk = as_bhsd(k.shape, "K"), tv = as_bhsd(v.shape, "V");
   if (q.shape.size() != k.shape.size() || q.shape.size() != v.shape.size())
     throw IoError("Q, K and V must have the same number of dimensions");
   if (tk.batch != tq.batch || tv.batch != tq.batch)
@@ -152,19 +235,27 @@ int cmd_run(const std::vector<std::string>& argv) {
   p.d_v = tv.dim;
   p.causal = a.has("--causal");
   p.scale = scale;
+  p.dtype = types.dtype;
+  if (types.kv_dtype != types.dtype) p.kv_dtype = types.kv_dtype;
   p.validate();
 
-  std::vector<float> out(static_cast<std::size_t>(p.out_elements()));
   // The softmax weights are for inspecting small problems: refuse big ones before any work.
   const std::int64_t weight_elements = p.batch * p.heads_q * p.seq_q * p.seq_kv;  // validated above
   if (weights_path && weight_elements > kMaxWeightElements) {
     throw IoError("--weights: " + std::to_string(weight_elements) + " weights (batch * heads_q * seq_q * seq_kv) exceed the limit of " +
                   std::to_string(kMaxWeightElements) + " (64 MiB); use a smaller problem");
   }
-  attention(p, q.data.data(), k.data.data(), v.data.data(), out.data(), options);
+  const auto q_stored = stored_as(std::move(q.bytes), q.dtype, p.dtype);
+  const auto k_stored = stored_as(std::move(k.bytes), k.dtype, p.kv_type());
+  const auto v_stored = stored_as(std::move(v.bytes), v.dtype, p.kv_type());
+  const auto out_elements = static_cast<std::size_t>(p.out_elements());
+  std::vector<std::byte> out(out_elements * size_of(p.dtype));
+  attention(p, q_stored.data(), k_stored.data(), v_stored.data(), out.data(), options);
   std::vector<float> weights;
   if (weights_path) {
-    const auto w = reference::attention_weights(p, q.data.data(), k.data.data());
+    // From the values the kernel read: the inputs as stored, widened exactly.
+    const auto w = reference::attention_weights(p, widened(q_stored, p.dtype).data(),
+                                                widened(k_stored, p.kv_type()).data());
     weights.assign(w.begin(), w.end());
   }
   std::vector<std::int64_t> shape = {p.batch, p.heads_q, p.seq_q, p.d_v};
@@ -173,8 +264,9 @@ int cmd_run(const std::vector<std::string>& argv) {
     shape.erase(shape.begin());
     weight_shape.erase(weight_shape.begin());
   }
+  out = stored_as(std::move(out), p.dtype, types.out_dtype);
   if (weights_path) npy::write(*weights_path, weight_shape, weights.data());
-  npy::write(out_path, shape, out.data());
+  npy::write(out_path, shape, types.out_dtype, out.data());
   return 0;
 }
 
@@ -342,20 +434,30 @@ int cmd_info(const std::vector<std::string>& argv) {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
-      {"kernels", "list every runnable (kernel, isa) pair, one per line",
+      {"kernels", "list every runnable (kernel, isa, dtype) triple, one per line",
        "usage: attune kernels [--long]\n\n"
-       "Prints '<kernel> <isa>' for every pair that runs on this machine; each line is accepted\n"
-       "verbatim by 'attune run --kernel <kernel> --isa <isa>'. --long adds a description.\n",
+       "Prints '<kernel> <isa> <dtype>' for every kernel and ISA that run on this machine and every\n"
+       "storage type (fp32, bf16, fp16) the pair takes for all of Q, K, V and O; each line is accepted\n"
+       "verbatim by 'attune run --kernel <kernel> --isa <isa> --dtype <dtype>'. --long adds a\n"
+       "description.\n",
        cmd_kernels},
       {"run", "compute attention on .npy tensors",
        "usage: attune run --q Q.npy --k K.npy --v V.npy --out O.npy [--causal] [--scale S] [--weights W.npy]\n"
+       "                  [--dtype fp32|bf16|fp16] [--kv-dtype fp32|bf16|fp16] [--out-dtype fp32|bf16|fp16]\n"
        "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
        "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n\n"
-       "--weights W.npy also writes the softmax weights [batch, heads_q, seq_q, seq_kv] (computed in\n"
-       "float64; at most 2^24 weights) for inspection, e.g. with scripts/report.sh weights.\n"
-       "Inputs: float32 little-endian C-order .npy, shape [batch, heads, seq, dim] (or 3-D\n"
+       "Inputs: little-endian C-order .npy of float32 ('<f4'), float16 ('<f2') or bfloat16 ('<V2', as\n"
+       "np.save writes an ml_dtypes.bfloat16 array), shape [batch, heads, seq, dim] (or 3-D\n"
        "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
        "[batch, heads_q, seq_q, d_v], written atomically. Default kernel: auto (the best).\n"
+       "--dtype is the storage type of Q and O, --kv-dtype that of K and V (default: --dtype;\n"
+       "fp32 Q/O with a 16-bit K/V is the decoding mix). Each input is converted to its storage type\n"
+       "on load (rounded to nearest even when narrowing; a file already of that type is used as is).\n"
+       "Arithmetic is float32; O is rounded once to --dtype, then written as --out-dtype (default\n"
+       "fp32: '<f4'; fp16: '<f2'; bf16: '<V2', read back with np.load(...).view(ml_dtypes.bfloat16)).\n"
+       "--weights W.npy also writes the softmax weights [batch, heads_q, seq_q, seq_kv] as float32\n"
+       "(computed in float64 from Q and K as stored; at most 2^24 weights) for inspection, e.g. with\n"
+       "scripts/report.sh weights.\n"
        "--max-memory SIZE caps the kernel's working memory (bytes, or with a K, M, G or T suffix:\n"
        "powers of 1024); a problem needing more is refused before anything is allocated. Default:\n"
        "ATTUNE_MAX_MEMORY, else half the physical memory. The tensors themselves are not counted.\n"

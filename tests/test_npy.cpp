@@ -3,10 +3,15 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <tuple>
+#include <unistd.h>
 
 namespace {
 
@@ -91,9 +96,123 @@ TEST(Npy, WriteThenReadRoundTrips) {
   std::filesystem::remove_all(dir);
 }
 
+// 16-bit bit patterns that a conversion would change or lose: -0, the smallest subnormal, the
+// largest finite value, +-inf, a NaN with a payload, plus ordinary values.
+const std::vector<std::uint16_t> kFp16Bits = {0x0000, 0x8000, 0x0001, 0x7bff, 0x7c00,
+                                              0xfc00, 0x7e01, 0x3c00, 0xc4d2};
+const std::vector<std::uint16_t> kBf16Bits = {0x0000, 0x8000, 0x0001, 0x7f7f, 0x7f80,
+                                              0xff80, 0x7fc1, 0x3f80, 0xc0a5};
+
+std::vector<unsigned char> image16(const std::string& descr, const std::vector<std::uint16_t>& bits) {
+  auto out = image(
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + std::to_string(bits.size()) + ",), }",
+      0);
+  for (std::uint16_t b : bits) {  // little-endian, as the file stores it
+    out.push_back(static_cast<unsigned char>(b & 0xff));
+    out.push_back(static_cast<unsigned char>(b >> 8));
+  }
+  return out;
+}
+
+std::vector<std::uint16_t> bits_of(const attune::npy::TypedArray& a) {
+  std::vector<std::uint16_t> bits(a.bytes.size() / 2);
+  std::memcpy(bits.data(), a.bytes.data(), a.bytes.size());
+  return bits;
+}
+
+TEST(Npy, ParsesFloat16AndBfloat16BitExact) {
+  const auto f2 =
+      attune::npy::parse_typed(image16("<f2", kFp16Bits).data(), image16("<f2", kFp16Bits).size());
+  EXPECT_EQ(f2.dtype, attune::Dtype::fp16);
+  EXPECT_EQ(f2.shape, (std::vector<std::int64_t>{static_cast<std::int64_t>(kFp16Bits.size())}));
+  EXPECT_EQ(bits_of(f2), kFp16Bits);
+  // '<V2' is how np.save writes ml_dtypes.bfloat16; attune reads it as bf16.
+  const auto v2 =
+      attune::npy::parse_typed(image16("<V2", kBf16Bits).data(), image16("<V2", kBf16Bits).size());
+  EXPECT_EQ(v2.dtype, attune::Dtype::bf16);
+  EXPECT_EQ(bits_of(v2), kBf16Bits);
+  // Double quotes and format 2.0 as for float32.
+  auto quoted = image("{\"descr\": \"<f2\", \"fortran_order\": False, \"shape\": (2, 3), }", 12, 2);
+  const auto q = attune::npy::parse_typed(quoted.data(), quoted.size());
+  EXPECT_EQ(q.dtype, attune::Dtype::fp16);
+  EXPECT_EQ(q.elements(), 6);
+  EXPECT_EQ(q.bytes.size(), 12u);
+  // float32 through the typed reader keeps its bits too.
+  auto f4 = image(kGood, 0);
+  const float values[6] = {1.0f, -0.0f, 3.5f, 1e-40f, -7.25f, 65504.0f};
+  const auto* raw = reinterpret_cast<const unsigned char*>(values);
+  f4.insert(f4.end(), raw, raw + sizeof values);
+  const auto a = attune::npy::parse_typed(f4.data(), f4.size());
+  EXPECT_EQ(a.dtype, attune::Dtype::fp32);
+  ASSERT_EQ(a.bytes.size(), sizeof values);
+  EXPECT_EQ(std::memcmp(a.bytes.data(), values, sizeof values), 0);
+}
+
+TEST(Npy, Float32ReaderRefuses16BitFiles) {
+  // read()/parse() stay float32-only for their callers (mha, bench, tests).
+  expect_error(image16("<f2", kFp16Bits), "'<f2'");
+  expect_error(image16("<V2", kBf16Bits), "'<V2'");
+}
+
+void expect_typed_error(const std::vector<unsigned char>& bytes, const std::string& needle) {
+  try {
+    attune::npy::parse_typed(bytes.data(), bytes.size());
+    FAIL() << "accepted; expected: " << needle;
+  } catch (const attune::IoError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Npy, RejectsMalformed16BitImages) {
+  const std::string shape = "'fortran_order': False, 'shape': (2, 3), }";
+  for (const char* descr : {">f2", "|V2", "<V4", "|V1", "<u2", "<i2", "f2", "<f2 ", "bfloat16"})
+    expect_typed_error(image(std::string("{'descr': '") + descr + "', " + shape, 12), "dtype");
+  expect_typed_error(image("{'descr': '<f2', " + shape, 11), "truncated");
+  expect_typed_error(image("{'descr': '<V2', " + shape, 11), "truncated");
+  expect_typed_error(image("{'descr': '<f2', " + shape, 24), "12 bytes past the data");  // float32-sized data
+  expect_typed_error(image("{'descr': '<V2', 'fortran_order': True, 'shape': (2, 3), }", 12), "Fortran");
+  expect_typed_error(image("{'descr': '<f2', 'fortran_order': False, 'shape': (4611686018427387904,), }", 0),
+                     "2^40");
+  expect_typed_error(image("{'descr': '<V2', 'fortran_order': False, 'shape': (2, -3), }", 12), "negative");
+  // 2^40 elements of 2 bytes are accepted by the header check and refused by the data check.
+  expect_typed_error(image("{'descr': '<f2', 'fortran_order': False, 'shape': (1099511627776,), }", 0),
+                     "truncated");
+}
+
+TEST(Npy, Write16BitThenReadRoundTripsBitExact) {
+  const auto dir = std::filesystem::temp_directory_path() / ("attune_npy16_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (const auto& [dtype, bits, descr] : {std::tuple{attune::Dtype::fp16, kFp16Bits, "'<f2'"},
+                                           std::tuple{attune::Dtype::bf16, kBf16Bits, "'<V2'"}}) {
+    const std::string path = (dir / (std::string(attune::to_string(dtype)) + ".npy")).string();
+    const std::vector<std::int64_t> shape = {3, 1, static_cast<std::int64_t>(bits.size() / 3)};
+    attune::npy::write(path, shape, dtype, bits.data());
+    const auto a = attune::npy::read_typed(path);
+    EXPECT_EQ(a.dtype, dtype);
+    EXPECT_EQ(a.shape, shape);
+    EXPECT_EQ(bits_of(a), bits);
+    std::ifstream in(path, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find(std::string("'descr': ") + descr), std::string::npos) << text.substr(0, 64);
+    EXPECT_EQ((text.size() - 2 * bits.size()) % 64, 0u);  // data on a 64-byte boundary
+    EXPECT_THROW(attune::npy::read(path), attune::IoError);
+  }
+  // The float32 overload and the typed one with fp32 write the same bytes.
+  const std::vector<float> data = {1.5f, -2.0f, 0.1f};
+  attune::npy::write((dir / "a.npy").string(), {3}, data.data());
+  attune::npy::write((dir / "b.npy").string(), {3}, attune::Dtype::fp32, data.data());
+  std::ifstream a(dir / "a.npy", std::ios::binary), b(dir / "b.npy", std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(a), {}),
+            std::string(std::istreambuf_iterator<char>(b), {}));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Npy, FailedWriteLeavesNoFileBehind) {
   EXPECT_THROW(attune::npy::write("/nonexistent-dir/x.npy", {1}, nullptr), attune::IoError);
   EXPECT_THROW(attune::npy::read("/nonexistent-dir/x.npy"), attune::IoError);
+  const std::uint16_t one = 0x3c00;
+  EXPECT_THROW(attune::npy::write("/nonexistent-dir/x.npy", {1}, attune::Dtype::fp16, &one), attune::IoError);
+  EXPECT_THROW(attune::npy::read_typed("/nonexistent-dir/x.npy"), attune::IoError);
 }
 
 }  // namespace

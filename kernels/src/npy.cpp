@@ -1,5 +1,6 @@
-// A strict reader and an atomic writer for float32 .npy files. The reader accepts exactly
-// little-endian float32 in C order and checks every size before allocating.
+// A strict reader and an atomic writer for .npy files. The reader accepts exactly
+// little-endian C-order float32 ('<f4'), float16 ('<f2') and bfloat16 (ml_dtypes' '<V2') and
+// checks every size before allocating.
 #include <attune/error.hpp>
 #include <attune/npy.hpp>
 
@@ -11,6 +12,7 @@
 #include <limits>
 #include <sstream>
 #include <string_view>
+#include <utility>
 #include <unistd.h>
 
 namespace attune::npy {
@@ -97,9 +99,29 @@ std::vector<std::int64_t> parse_shape(std::string_view text) {
   return shape;
 }
 
+// The element type a header's descr names, or IoError. Only the little-endian forms: a '>'
+// or '|' file would be misread byte for byte.
+Dtype descr_dtype(std::string_view descr) {
+  if (descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"') && descr.back() == descr.front()) {
+    const auto text = descr.substr(1, descr.size() - 2);
+    if (text == "<f4") return Dtype::fp32;
+    if (text == "<f2") return Dtype::fp16;
+    if (text == "<V2") return Dtype::bf16;  // how np.save writes an ml_dtypes.bfloat16 array
+  }
+  bad("unsupported .npy dtype " + std::string(descr) +
+      ": attune reads little-endian float32 ('<f4'), float16 ('<f2') and bfloat16 ('<V2', as ml_dtypes saves "
+      "it)");
+}
+
 }  // namespace
 
-Array parse(const unsigned char* bytes, std::size_t size) {
+std::int64_t TypedArray::elements() const {
+  std::int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+TypedArray parse_typed(const unsigned char* bytes, std::size_t size) {
   if (size == 0) bad("empty .npy file");
   if (size < 10 || std::memcmp(bytes, kMagic, sizeof kMagic) != 0) bad("not a .npy file (bad magic)");
   const int major = bytes[6];
@@ -123,33 +145,43 @@ Array parse(const unsigned char* bytes, std::size_t size) {
     bad("malformed .npy header: no dict");
   const auto dict = header.substr(open, close - open + 1);
 
-  const auto descr = dict_value(dict, "descr");
-  if (descr != "'<f4'" && descr != "\"<f4\"") {
-    bad("unsupported .npy dtype " + std::string(descr) + ": attune reads float32 little-endian ('<f4')");
-  }
+  TypedArray array;
+  array.dtype = descr_dtype(dict_value(dict, "descr"));
   const auto fortran = dict_value(dict, "fortran_order");
   if (fortran == "True") bad("unsupported .npy layout: Fortran order (save with C order)");
   if (fortran != "False") bad("malformed .npy header: fortran_order is " + std::string(fortran));
   const auto shape_text = dict_value(dict, "shape");
   if (shape_text.empty() || shape_text.front() != '(') bad("malformed .npy header: shape is not a tuple");
 
-  Array array;
-  array.shape = parse_shape(shape_text);
-  std::int64_t elements = 1;
-  for (auto d : array.shape) elements *= d;
-  const std::size_t data_bytes = static_cast<std::size_t>(elements) * sizeof(float);
+  array.shape = parse_shape(shape_text);  // at most 2^40 elements: the byte count cannot overflow
+  const std::size_t data_bytes = static_cast<std::size_t>(array.elements()) * size_of(array.dtype);
   const std::size_t available = size - offset - header_len;
   if (available < data_bytes) {
     bad("truncated .npy file: shape needs " + std::to_string(data_bytes) + " data bytes, file has " +
         std::to_string(available));
   }
   if (available > data_bytes) bad("malformed .npy file: " + std::to_string(available - data_bytes) + " bytes past the data");
-  array.data.resize(static_cast<std::size_t>(elements));
-  if (data_bytes > 0) std::memcpy(array.data.data(), bytes + offset + header_len, data_bytes);
+  const auto* data = reinterpret_cast<const std::byte*>(bytes + offset + header_len);
+  array.bytes.assign(data, data + data_bytes);
   return array;
 }
 
-Array read(const std::string& path) {
+Array parse(const unsigned char* bytes, std::size_t size) {
+  TypedArray typed = parse_typed(bytes, size);
+  if (typed.dtype != Dtype::fp32) {
+    bad(std::string("unsupported .npy dtype ") + (typed.dtype == Dtype::fp16 ? "'<f2'" : "'<V2'") +
+        ": this input must be float32 little-endian ('<f4')");
+  }
+  Array array;
+  array.shape = std::move(typed.shape);
+  array.data.resize(typed.bytes.size() / sizeof(float));
+  if (!typed.bytes.empty()) std::memcpy(array.data.data(), typed.bytes.data(), typed.bytes.size());
+  return array;
+}
+
+namespace {
+
+std::vector<unsigned char> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) bad("cannot open '" + path + "': " + std::strerror(errno));
   // A directory opens fine on Linux and then reports a bogus size (a huge allocation follows),
@@ -162,16 +194,34 @@ Array read(const std::string& path) {
   in.seekg(0);
   std::vector<unsigned char> bytes(static_cast<std::size_t>(end));
   if (!bytes.empty() && !in.read(reinterpret_cast<char*>(bytes.data()), end)) bad("cannot read '" + path + "'");
+  return bytes;
+}
+
+// Runs a parser on the file's bytes; errors are prefixed with the path.
+template <typename Parse>
+auto read_with(const std::string& path, Parse parse_image) {
+  const auto bytes = read_file(path);
   try {
-    return parse(bytes.data(), bytes.size());
+    return parse_image(bytes.data(), bytes.size());
   } catch (const IoError& e) {
     throw IoError(path + ": " + e.what());
   }
 }
 
+}  // namespace
+
+Array read(const std::string& path) { return read_with(path, parse); }
+
+TypedArray read_typed(const std::string& path) { return read_with(path, parse_typed); }
+
 void write(const std::string& path, const std::vector<std::int64_t>& shape, const float* data) {
+  write(path, shape, Dtype::fp32, data);
+}
+
+void write(const std::string& path, const std::vector<std::int64_t>& shape, Dtype dtype, const void* data) {
+  const char* descr = dtype == Dtype::fp32 ? "<f4" : dtype == Dtype::fp16 ? "<f2" : "<V2";
   std::ostringstream dict;
-  dict << "{'descr': '<f4', 'fortran_order': False, 'shape': (";
+  dict << "{'descr': '" << descr << "', 'fortran_order': False, 'shape': (";
   std::int64_t elements = 1;
   for (std::size_t i = 0; i < shape.size(); ++i) {
     dict << shape[i] << (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
@@ -194,7 +244,7 @@ void write(const std::string& path, const std::vector<std::int64_t>& shape, cons
   bool ok = std::fwrite(prefix, 1, sizeof prefix, f) == sizeof prefix &&
             std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
             (elements == 0 ||
-             std::fwrite(data, sizeof(float), static_cast<std::size_t>(elements), f) ==
+             std::fwrite(data, size_of(dtype), static_cast<std::size_t>(elements), f) ==
                  static_cast<std::size_t>(elements));
   ok = (std::fflush(f) == 0) && ok;
   ok = (::fsync(::fileno(f)) == 0) && ok;

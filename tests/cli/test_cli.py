@@ -15,6 +15,7 @@ import pytest
 
 TOL = 1e-4
 KNOWN_ISAS = {"scalar", "sse4_2", "avx2", "avx512", "neon"}
+KNOWN_DTYPES = ["fp32", "bf16", "fp16"]
 SUBCOMMANDS = ["kernels", "run", "verify", "info"]
 
 
@@ -140,33 +141,50 @@ def absent_isa():
     pytest.skip("every ISA attune knows looks supported here")
 
 
-def listed_pairs(binary):
+def listed_triples(binary):
+    """The (kernel, isa, dtype) lines of `attune kernels`."""
     r = attune(binary, "kernels")
     assert_ok(r)
     return [tuple(line.split()) for line in r.stdout.splitlines()]
+
+
+def listed_pairs(binary):
+    """The (kernel, isa) pairs of `attune kernels`, in order of first appearance."""
+    return list(dict.fromkeys(t[:2] for t in listed_triples(binary)))
 
 
 # --------------------------------------------------------------------------------------------
 # 1. attune kernels: every listed pair runs verbatim and matches the reference
 
 
-def test_kernels_lists_pairs(attune_bin):
+def test_kernels_lists_triples(attune_bin):
     r = attune(attune_bin, "kernels")
     assert_ok(r)
     assert r.stderr == ""
     lines = r.stdout.splitlines()
     assert lines
-    pairs = [tuple(line.split()) for line in lines]
-    for line, pair in zip(lines, pairs):
-        assert len(pair) == 2 and line == "%s %s" % pair, repr(line)
-        assert pair[1] in KNOWN_ISAS
-    assert len(set(pairs)) == len(pairs)
-    # --long keeps the same pairs, in the same order, and adds a description.
+    triples = [tuple(line.split()) for line in lines]
+    for line, triple in zip(lines, triples):
+        assert len(triple) == 3 and line == "%s %s %s" % triple, repr(line)
+        assert triple[1] in KNOWN_ISAS
+        assert triple[2] in KNOWN_DTYPES
+    assert len(set(triples)) == len(triples)
+    # Grouped by (kernel, isa), dtypes in the fixed order fp32, bf16, fp16.
+    pairs = list(dict.fromkeys(t[:2] for t in triples))
+    assert [t[:2] for t in triples] == [p for p in pairs for t in triples if t[:2] == p]
+    for pair in pairs:
+        dtypes = [t[2] for t in triples if t[:2] == pair]
+        assert dtypes == [d for d in KNOWN_DTYPES if d in dtypes]
+    # Every pair takes float32; the default kernel runs both 16-bit types on some ISA.
+    assert all((k, i, "fp32") in triples for k, i in pairs)
+    for dtype in ("bf16", "fp16"):
+        assert any(t[0] == "flash" and t[2] == dtype for t in triples), dtype
+    # --long keeps the same triples, in the same order, and adds a description.
     long = attune(attune_bin, "kernels", "--long")
     assert_ok(long)
     long_lines = long.stdout.splitlines()
-    assert [tuple(l.split()[:2]) for l in long_lines] == pairs
-    assert all(len(l.split()) > 2 for l in long_lines)
+    assert [tuple(l.split()[:3]) for l in long_lines] == triples
+    assert all(len(l.split()) > 3 for l in long_lines)
 
 
 KERNEL_PROBLEMS = [
@@ -328,8 +346,14 @@ BAD_FILES = {
     "header_control_bytes": ("q", raw_npy(f4_header("(1, \x01\x1b[2J\r, 3, 4)"), _PAYLOAD)),
     "float64": ("q", _GOOD.astype(np.float64)),
     "int32": ("k", np.ones(GOOD_K, dtype=np.int32)),
-    "float16": ("v", np.ones(GOOD_V, dtype=np.float16)),
+    "void_V1": ("v", raw_npy(f4_header(GOOD_V, descr="|V1"), b"\0" * 40)),
+    "void_V4": ("k", raw_npy(f4_header(GOOD_K, descr="<V4"), b"\0" * 160)),
+    "plain_void_V2": ("k", raw_npy(f4_header(GOOD_K, descr="|V2"), b"\0" * 80)),
+    "uint16": ("k", np.ones(GOOD_K, dtype=np.uint16)),
     "big_endian_f4": ("q", _GOOD.astype(">f4")),
+    "big_endian_f2": ("q", _GOOD.astype(">f2")),
+    "truncated_f2": ("q", npy_image(_GOOD.astype(np.float16))[:-1]),
+    "f4_payload_under_f2_header": ("q", raw_npy(f4_header(GOOD_Q, descr="<f2"), _PAYLOAD)),
     "fortran_order": ("q", np.asfortranarray(_GOOD)),
     "ndim_1": ("q", _GOOD.reshape(-1)),
     "ndim_2": ("q", _GOOD.reshape(6, 4)),

@@ -1,26 +1,49 @@
-// Reading and writing float32 .npy files (NumPy's format 1.0-3.0), with strict validation.
+// Reading and writing .npy files (NumPy's format 1.0-3.0) of float32, float16 and bfloat16,
+// with strict validation.
 #pragma once
 
+#include <attune/dtype.hpp>
+
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace attune::npy {
 
+// A float32 array: what read() and parse() return.
 struct Array {
   std::vector<std::int64_t> shape;
   std::vector<float> data;  // C order
 };
 
+// An array of any element type attune stores, as the file holds it (C order, little-endian).
+// The .npy type strings: '<f4' is fp32, '<f2' is fp16, and '<V2' (two raw bytes) is bf16.
+// NumPy has no bfloat16 of its own: np.save of an ml_dtypes.bfloat16 array writes '<V2', and
+// np.load(...).view(ml_dtypes.bfloat16) reads attune's bf16 files back.
+struct TypedArray {
+  std::vector<std::int64_t> shape;
+  Dtype dtype = Dtype::fp32;
+  std::vector<std::byte> bytes;  // elements() * size_of(dtype)
+  std::int64_t elements() const;
+};
+
 // Reads a little-endian float32 C-order array. Throws IoError with a one-line reason for
-// anything else: missing file, truncated data, bad magic or header, other dtypes, Fortran
-// order, negative or overflowing dimensions (checked before any allocation).
+// anything else: missing file, truncated data, bad magic or header, other dtypes (16-bit ones
+// included: use read_typed), Fortran order, negative or overflowing dimensions (checked before
+// any allocation).
 Array read(const std::string& path);
 // Parses an in-memory .npy image (the fuzz target and read() share it).
 Array parse(const unsigned char* bytes, std::size_t size);
 
+// As read() and parse(), accepting '<f4', '<f2' and '<V2' (bf16) and keeping the stored bits.
+TypedArray read_typed(const std::string& path);
+TypedArray parse_typed(const unsigned char* bytes, std::size_t size);
+
 // Writes atomically: a temporary file in the same directory, then rename. On failure the
-// destination is untouched and no temporary is left. Throws IoError.
+// destination is untouched and no temporary is left. Throws IoError. `data` holds the
+// elements stored as `dtype` (float32 for the first overload).
 void write(const std::string& path, const std::vector<std::int64_t>& shape, const float* data);
+void write(const std::string& path, const std::vector<std::int64_t>& shape, Dtype dtype, const void* data);
 
 }  // namespace attune::npy
