@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 TOL = 1e-4
-KNOWN_ISAS = {"scalar", "sse4_2", "avx2", "avx512", "neon"}
+KNOWN_ISAS = {"scalar", "sse4_2", "avx2", "avx512", "avx512_bf16", "neon"}
 KNOWN_DTYPES = ["fp32", "bf16", "fp16"]
 SUBCOMMANDS = ["kernels", "run", "verify", "info"]
 

@@ -52,10 +52,11 @@ def run(binary, q, k, v, out, *extra):
     return np.load(out, allow_pickle=False)
 
 
-def assert_within_rounding(got, want, dtype, what):
-    """Each output element within one rounding to `dtype` (plus float32 arithmetic) of `want`."""
+def assert_within_rounding(got, want, dtype, what, extra=0.0):
+    """Each output element within one rounding to `dtype` (plus float32 arithmetic, plus `extra`)
+    of `want`."""
     want = np.asarray(want, dtype=np.float64)
-    bound = HALF_ULP[dtype] * np.abs(want) + ARITH_TOL
+    bound = HALF_ULP[dtype] * np.abs(want) + ARITH_TOL + extra
     excess = np.abs(got.astype(np.float64) - want) - bound
     worst = np.unravel_index(np.argmax(excess), excess.shape)
     assert excess.max() <= 0, "%s: element %s is %r, want %r +- %g" % (
@@ -186,8 +187,14 @@ def test_every_listed_triple_runs(attune_bin, tmp_path, kernel_isa_dtype):
     got = run(attune_bin, *paths, tmp_path / "o.npy", "--kernel", kernel, "--isa", isa,
               "--dtype", dtype, "--causal")
     assert np.array_equal(rounded(got, dtype), got), "the output must be %s values" % dtype
-    want = reference(*(rounded(x, dtype) for x in (q, k, v)), causal=True)
-    assert_within_rounding(got, want, dtype, "%s %s %s" % kernel_isa_dtype)
+    qr, kr, vr = (rounded(x, dtype) for x in (q, k, v))
+    want = reference(qr, kr, vr, causal=True)
+    # The bf16 dot-product kernels round P to bf16 for the PV product: at most 2 u sum_j w_j |v_j|
+    # more (the derivation is in tests/reference/reference.cpp).
+    extra = 0.0
+    if isa == "avx512_bf16" and dtype == "bf16" and kernel in ("simd", "flash"):
+        extra = 2 * HALF_ULP["bf16"] * reference(qr, kr, np.abs(vr), causal=True)
+    assert_within_rounding(got, want, dtype, "%s %s %s" % kernel_isa_dtype, extra)
 
 
 def test_ml_dtypes_reads_and_writes_the_same_files(attune_bin, tmp_path):
