@@ -344,28 +344,40 @@ int cmd_verify(const std::vector<std::string>& argv) {
   const Args a(argv, kRunFlags, {"--quiet"});
   no_positional(a);
   const Options base = parse_options(a);
+  // One row per (kernel, isa, storage): storage "bf16" (every tensor) or "fp32/kvbf16" (Q/O, K/V).
   struct Row {
     const Kernel* kernel;
     Isa isa;
+    std::string storage;
     int cases = 0, failed = 0;
     double worst = 0.0, worst_ratio = 0.0;
     std::string worst_case;
   };
+  auto storage_of = [](const Problem& p) {
+    const std::string dtype(to_string(p.dtype));
+    return p.kv_type() == p.dtype ? dtype : dtype + "/kv" + std::string(to_string(p.kv_type()));
+  };
+  const auto grid = reference::verification_grid();
+  std::vector<std::string> storages;  // in grid order
+  for (const auto& c : grid)
+    if (std::find(storages.begin(), storages.end(), storage_of(c.problem)) == storages.end())
+      storages.push_back(storage_of(c.problem));
   std::vector<Row> rows;
   for (const Kernel* k : kernels()) {
     if (base.kernel != "auto" && k->name() != base.kernel) continue;
     for (Isa isa : runnable_isas(*k)) {
       if (base.isa && isa != *base.isa) continue;
-      rows.push_back(Row{k, isa, 0, 0, 0.0, 0.0, ""});
+      for (const std::string& st : storages) rows.push_back(Row{k, isa, st, 0, 0, 0.0, 0.0, ""});
     }
   }
   if (rows.empty()) throw UsageError("no runnable kernel matches --kernel/--isa");
-  const auto grid = reference::verification_grid();
   std::size_t done = 0;
   for (const auto& c : grid) {
     const auto in = reference::make_inputs(c.problem, c.q_scale, 42);
     const auto ref = reference::attention(c.problem, in.q.data(), in.k.data(), in.v.data());
+    const std::string storage = storage_of(c.problem);
     for (Row& r : rows) {
+      if (r.storage != storage || !r.kernel->supports(c.problem, r.isa)) continue;
       Options o = base;
       o.kernel = std::string(r.kernel->name());
       o.isa = r.isa;
@@ -383,17 +395,19 @@ int cmd_verify(const std::vector<std::string>& argv) {
     if (!a.has("--quiet")) std::fprintf(stderr, "\rverify: %zu/%zu shapes", done, grid.size());
   }
   if (!a.has("--quiet")) std::fprintf(stderr, "\n");
-  std::printf("%-8s %-7s %6s %7s %12s %10s  %s\n", "kernel", "isa", "cases", "failed", "worst_error",
-              "err/tol", "worst_case");
-  int failures = 0;
+  std::printf("%-8s %-11s %-11s %6s %7s %12s %10s  %s\n", "kernel", "isa", "storage", "cases", "failed",
+              "worst_error", "err/tol", "worst_case");
+  int failures = 0, checked = 0;
   for (const Row& r : rows) {
-    std::printf("%-8s %-7s %6d %7d %12.3e %10.3f  %s\n", std::string(r.kernel->name()).c_str(),
-                std::string(to_string(r.isa)).c_str(), r.cases, r.failed, r.worst, r.worst_ratio,
+    if (r.cases == 0) continue;  // a storage the kernel does not take on this ISA
+    std::printf("%-8s %-11s %-11s %6d %7d %12.3e %10.3f  %s\n", std::string(r.kernel->name()).c_str(),
+                std::string(to_string(r.isa)).c_str(), r.storage.c_str(), r.cases, r.failed, r.worst, r.worst_ratio,
                 r.worst_case.c_str());
     failures += r.failed;
+    checked += r.cases;
   }
-  std::printf("%s: %zu kernel/isa pairs x %zu shapes, %d failures\n", failures ? "FAILED" : "OK",
-              rows.size(), grid.size(), failures);
+  std::printf("%s: %d (kernel, isa, case) checks over %zu shapes, %d failures\n", failures ? "FAILED" : "OK",
+              checked, grid.size(), failures);
   return failures ? 1 : 0;
 }
 

@@ -669,12 +669,18 @@ def test_verify_quiet(attune_bin):
     assert_ok(r)
     assert r.stderr == ""
     lines = r.stdout.splitlines()
-    assert lines[0].split()[:2] == ["kernel", "isa"]
+    assert lines[0].split()[:3] == ["kernel", "isa", "storage"]
     assert lines[-1].startswith("OK")
-    rows = [tuple(line.split()[:2]) for line in lines[1:-1]]
-    assert rows == listed_pairs(attune_bin)
+    rows = [tuple(line.split()[:3]) for line in lines[1:-1]]
+    pairs = list(dict.fromkeys(row[:2] for row in rows))
+    assert pairs == listed_pairs(attune_bin)
+    # Every pair is checked in every storage of the grid.
+    storages = {"fp32", "bf16", "fp16", "fp32/kvbf16", "fp32/kvfp16"}
+    for pair in pairs:
+        assert {row[2] for row in rows if row[:2] == pair} == storages, pair
     for line in lines[1:-1]:
-        assert int(line.split()[3]) == 0  # failed cases
+        assert int(line.split()[3]) > 0  # cases
+        assert int(line.split()[4]) == 0  # failed cases
 
 
 def test_verify_one_pair(attune_bin):
@@ -682,7 +688,7 @@ def test_verify_one_pair(attune_bin):
     r = attune(attune_bin, "verify", "--quiet", "--kernel", kernel, "--isa", isa)
     assert_ok(r)
     lines = r.stdout.splitlines()
-    assert [tuple(l.split()[:2]) for l in lines[1:-1]] == [(kernel, isa)]
+    assert {tuple(l.split()[:2]) for l in lines[1:-1]} == {(kernel, isa)}
     assert lines[-1].startswith("OK")
 
 
