@@ -310,7 +310,7 @@ struct TileKernel {
   // chunk<N>(c0) over the padded rows: chunks of NV vectors, then at most one each of the
   // halves (NV is a power of two).
   template <int N = NV, class Chunk>
-  static void chunks(std::int64_t rp, const Chunk& chunk, std::int64_t c0 = 0) {
+  [[gnu::always_inline]] static void chunks(std::int64_t rp, const Chunk& chunk, std::int64_t c0 = 0) {
     const std::int64_t end = c0 + (rp - c0) / (N * W) * (N * W);
     for (; c0 < end; c0 += N * W) chunk.template operator()<N>(c0);
     if constexpr (N > 1) chunks<N / 2>(rp, chunk, c0);
@@ -344,8 +344,10 @@ struct TileKernel {
           q2[(d / 2) * c.rp + r] = real ? q[d] | hi << 16 : 0u;
         }
       } else {
-        for (std::int64_t d = 0; d < a.d_k; ++d)
-          c.qt[d * c.rp + r] = real ? load_element(a.q, a.dtype, qrow + d) * a.qk_scale : 0.0f;
+        with_element_type(a.dtype, [&]<class TQ>(const TQ*) {
+          const TQ* q = static_cast<const TQ*>(a.q) + qrow;
+          for (std::int64_t d = 0; d < a.d_k; ++d) c.qt[d * c.rp + r] = real ? widen(q[d]) * a.qk_scale : 0.0f;
+        });
       }
       c.limit[r] = real ? static_cast<float>(a.causal ? pos + a.causal_offset : a.j_end) : -1.0f;
       c.m[r] = kNegInf;
@@ -384,18 +386,20 @@ struct TileKernel {
       });
     }
 
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const std::int64_t head = r / a.positions, pos = a.i0 + r % a.positions;
-      if (a.part_o != nullptr) {
-        for (std::int64_t d = 0; d < a.d_v; ++d) a.part_o[r * a.d_v + d] = c.ot[d * c.rp + r];
-        a.part_m[r] = c.m[r];
-        a.part_l[r] = c.l[r];
-      } else {
-        const float inv = c.l[r] > 0.0f ? 1.0f / c.l[r] : 0.0f;  // no visible key: zeros
-        const std::int64_t orow = (head * a.seq_q + pos) * a.d_v;
-        for (std::int64_t d = 0; d < a.d_v; ++d) store_element(a.out, a.dtype, orow + d, c.ot[d * c.rp + r] * inv);
+    with_element_type(a.dtype, [&]<class TO>(const TO*) {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t head = r / a.positions, pos = a.i0 + r % a.positions;
+        if (a.part_o != nullptr) {
+          for (std::int64_t d = 0; d < a.d_v; ++d) a.part_o[r * a.d_v + d] = c.ot[d * c.rp + r];
+          a.part_m[r] = c.m[r];
+          a.part_l[r] = c.l[r];
+        } else {
+          const float inv = c.l[r] > 0.0f ? 1.0f / c.l[r] : 0.0f;  // no visible key: zeros
+          TO* orow = static_cast<TO*>(a.out) + (head * a.seq_q + pos) * a.d_v;
+          for (std::int64_t d = 0; d < a.d_v; ++d) store_rounded(orow + d, c.ot[d * c.rp + r] * inv);
+        }
       }
-    }
+    });
   }
 };
 
@@ -455,9 +459,10 @@ struct DotKernel {
     for (int r = 0; r < R; ++r) {
       const bool real = r < rows;
       const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
-      const std::int64_t qrow = (head * a.seq_q + pos) * a.d_k;
-      for (std::int64_t d = 0; d < a.d_k; ++d)
-        q[r * a.d_k + d] = real ? load_element(a.q, a.dtype, qrow + d) * a.qk_scale : 0.0f;
+      with_element_type(a.dtype, [&]<class TQ>(const TQ*) {
+        const TQ* qrow = static_cast<const TQ*>(a.q) + (head * a.seq_q + pos) * a.d_k;
+        for (std::int64_t d = 0; d < a.d_k; ++d) q[r * a.d_k + d] = real ? widen(qrow[d]) * a.qk_scale : 0.0f;
+      });
       for (std::int64_t d = 0; d < a.d_v; ++d) o[r * a.d_v + d] = 0.0f;
       m[r] = kNegInf;
       l[r] = 0.0f;
@@ -532,8 +537,10 @@ struct DotKernel {
         a.part_l[r] = l[r];
       } else {
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // no visible key: zeros
-        const std::int64_t orow = (head * a.seq_q + pos) * a.d_v;
-        for (std::int64_t d = 0; d < a.d_v; ++d) store_element(a.out, a.dtype, orow + d, o[r * a.d_v + d] * inv);
+        with_element_type(a.dtype, [&]<class TO>(const TO*) {
+          TO* orow = static_cast<TO*>(a.out) + (head * a.seq_q + pos) * a.d_v;
+          for (std::int64_t d = 0; d < a.d_v; ++d) store_rounded(orow + d, o[r * a.d_v + d] * inv);
+        });
       }
     }
   }

@@ -40,31 +40,32 @@ inline float widen(fp16 x) {
 #endif
 }
 
-// Element i of a tensor stored as `type`, widened; and the inverse, rounded to the type.
-inline float load_element(const void* base, Dtype type, std::int64_t i) {
+// Calls f(static_cast<const T*>(nullptr)) with T the element type of `type` (float, bf16, fp16),
+// so a loop over a tensor's elements is compiled once per type instead of switching per element.
+template <class F>
+inline void with_element_type(Dtype type, const F& f) {
   switch (type) {
     case Dtype::bf16:
-      return widen(static_cast<const bf16*>(base)[i]);
+      f(static_cast<const bf16*>(nullptr));
+      return;
     case Dtype::fp16:
-      return widen(static_cast<const fp16*>(base)[i]);
+      f(static_cast<const fp16*>(nullptr));
+      return;
     case Dtype::fp32:
       break;
   }
-  return static_cast<const float*>(base)[i];
+  f(static_cast<const float*>(nullptr));
 }
 
-inline void store_element(void* base, Dtype type, std::int64_t i, float x) {
-  switch (type) {
-    case Dtype::bf16:
-      static_cast<std::uint16_t*>(base)[i] = detail::float_to_bf16(x);
-      return;
-    case Dtype::fp16:
-      static_cast<std::uint16_t*>(base)[i] = detail::float_to_fp16(x);
-      return;
-    case Dtype::fp32:
-      break;
-  }
-  static_cast<float*>(base)[i] = x;
+// x rounded to nearest even into the storage type of *p.
+inline void store_rounded(float* p, float x) { *p = x; }
+inline void store_rounded(bf16* p, float x) { p->bits = detail::float_to_bf16(x); }
+inline void store_rounded(fp16* p, float x) {
+#if defined(__F16C__)
+  p->bits = static_cast<std::uint16_t>(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+  p->bits = detail::float_to_fp16(x);
+#endif
 }
 
 // exp2 on [-126, 0] and beyond: x is clamped to [-127, 127], n = round(x), f = x - n in
