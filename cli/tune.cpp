@@ -22,14 +22,18 @@ namespace attune::cli {
 
 const char* const kTuneHelp =
     "usage: attune tune --seq 128,512,2048 --heads 8,32 --dk 64,128 --out attune_tuned.h --json tune.json\n"
-    "                   [--seq-q LIST] [--group LIST] [--causal no|yes|both]\n"
+    "                   [--seq-q LIST] [--group LIST] [--causal no|yes|both] [--dtype fp32,bf16,fp16]\n"
+    "                   [--kv-dtype LIST]\n"
     "                   [--strategy smart|exhaustive|random] [--evals K] [--budget 10m] [--threads N]\n"
     "                   [--window-ms 20] [--seed S] [--wait-quiet 30] [--resume]\n\n"
     "Measures every shape of the grid (seq_q = seq_kv = --seq, or --seq-q x --seq for decoding;\n"
     "heads_kv = heads / group) and picks the fastest verified (kernel, isa, block_q, block_kv,\n"
-    "threads, kv_splits). smart: coordinate descent from the default with racing; exhaustive:\n"
-    "the whole space; random: --evals K random candidates (default 32). --evals also caps the\n"
-    "evaluations of smart and exhaustive. --budget (s, m or h; default 10m) is shared by the\n"
+    "threads, kv_splits). Each shape is tuned once per storage type of --dtype (default fp32;\n"
+    "all tensors of that type); --kv-dtype LIST stores K/V as each of its types instead (e.g.\n"
+    "--dtype fp32 --kv-dtype bf16: a bf16 KV cache). A table entry serves only its own types.\n"
+    "smart: coordinate descent from the default with racing; exhaustive: the whole space;\n"
+    "random: --evals K random candidates (default 32). --evals also caps the evaluations of\n"
+    "smart and exhaustive. --budget (s, m or h; default 10m) is shared by the\n"
     "shapes. Every measurement is appended to --json as one JSON line as it finishes; --resume\n"
     "continues such a log, reusing its measurements and skipping shapes already chosen.\n"
     "The header (--out) is generated from the whole log and written atomically; build with\n"
@@ -41,15 +45,24 @@ const char* const kTuneHelp =
 
 namespace {
 
+// The comma-separated items of a flag's value, in order (empty items kept, for the error).
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  for (;;) {
+    const std::size_t comma = text.find(',', pos);
+    out.push_back(text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+    if (comma == std::string::npos) return out;
+    pos = comma + 1;
+  }
+}
+
 std::vector<std::int64_t> int_list(const Args& a, const std::string& flag, std::vector<std::int64_t> fallback,
                                    std::int64_t min) {
   const auto text = a.get(flag);
   if (!text) return fallback;
   std::vector<std::int64_t> out;
-  std::size_t pos = 0;
-  for (;;) {
-    const std::size_t comma = text->find(',', pos);
-    const std::string item = text->substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+  for (const std::string& item : split_list(*text)) {
     char* end = nullptr;
     errno = 0;
     const long long v = std::strtoll(item.c_str(), &end, 10);
@@ -57,8 +70,6 @@ std::vector<std::int64_t> int_list(const Args& a, const std::string& flag, std::
       throw UsageError(flag + " = '" + *text + "': '" + item + "' is not an integer");
     if (v < min) throw UsageError(flag + " = '" + *text + "': " + item + " must be >= " + std::to_string(min));
     if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
   }
   return out;
 }
@@ -86,8 +97,35 @@ std::string clock_text(double seconds) {
   return buf;
 }
 
-// The shape grid of --seq, --seq-q, --heads, --group, --dk and --causal.
+// A comma-separated list of storage types ("fp32,bf16"), in the order given, without repeats.
+std::vector<Dtype> dtype_list(const Args& a, const std::string& flag, std::vector<Dtype> fallback) {
+  const auto text = a.get(flag);
+  if (!text) return fallback;
+  std::vector<Dtype> out;
+  for (const std::string& item : split_list(*text)) {
+    const auto d = parse_dtype(item);
+    if (!d) throw UsageError(flag + " = '" + *text + "': '" + item + "' is not fp32, bf16 or fp16");
+    if (std::find(out.begin(), out.end(), *d) == out.end()) out.push_back(*d);
+  }
+  return out;
+}
+
+// (dtype, kv_dtype) pairs of --dtype (Q/O; default fp32) and --kv-dtype (K/V; default: each
+// dtype itself, else every pair of the two lists).
+std::vector<std::pair<Dtype, Dtype>> storage_types(const Args& a) {
+  const auto dtypes = dtype_list(a, "--dtype", {Dtype::fp32});
+  const auto kv_dtypes = dtype_list(a, "--kv-dtype", {});
+  std::vector<std::pair<Dtype, Dtype>> out;
+  for (Dtype d : dtypes) {
+    if (kv_dtypes.empty()) out.emplace_back(d, d);
+    for (Dtype kv : kv_dtypes) out.emplace_back(d, kv);
+  }
+  return out;
+}
+
+// The shape grid of --seq, --seq-q, --heads, --group, --dk, --causal, --dtype and --kv-dtype.
 std::vector<Problem> grid_shapes(const Args& a) {
+  const auto types = storage_types(a);
   const auto seqs = int_list(a, "--seq", {}, 1);
   const auto seq_qs = int_list(a, "--seq-q", {}, 1);
   const auto heads = int_list(a, "--heads", {8}, 1);
@@ -122,15 +160,24 @@ std::vector<Problem> grid_shapes(const Args& a) {
               }
               shapes.push_back(p);
             }
-
-  return shapes;
+  // The whole grid once per storage-type pair (the types do not change what is valid).
+  std::vector<Problem> typed;
+  for (const auto& [dtype, kv_dtype] : types) {
+    for (Problem p : shapes) {
+      p.dtype = dtype;
+      if (kv_dtype != dtype) p.kv_dtype = kv_dtype;
+      typed.push_back(p);
+    }
+  }
+  return typed;
 }
 
-// Similarity of two shapes for seeding: exact keys (d_k, causal, decode, GQA) weigh most, then
-// the log2 distance of the lengths and head counts.
+// Similarity of two shapes for seeding: exact keys (storage types, d_k, causal, decode, GQA)
+// weigh most, then the log2 distance of the lengths and head counts.
 double shape_distance(const Problem& a, const Problem& b) {
   auto lg = [](std::int64_t x) { return std::log2(static_cast<double>(x)); };
-  return 8.0 * (a.d_k != b.d_k) + 4.0 * (a.causal != b.causal) + 4.0 * ((a.seq_q <= 16) != (b.seq_q <= 16)) +
+  return 8.0 * (a.dtype != b.dtype) + 8.0 * (a.kv_type() != b.kv_type()) + 8.0 * (a.d_k != b.d_k) +
+         4.0 * (a.causal != b.causal) + 4.0 * ((a.seq_q <= 16) != (b.seq_q <= 16)) +
          2.0 * (a.group_size() != b.group_size()) + std::abs(lg(a.seq_q) - lg(b.seq_q)) +
          std::abs(lg(a.seq_kv) - lg(b.seq_kv)) + 0.5 * std::abs(lg(a.heads_q) - lg(b.heads_q));
 }
@@ -155,8 +202,9 @@ std::vector<tuner::Candidate> nearest_winners(const Problem& p,
 
 int cmd_tune(const std::vector<std::string>& argv) {
   const Args a(argv,
-               {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--strategy", "--evals", "--budget",
-                "--threads", "--out", "--json", "--window-ms", "--seed", "--wait-quiet"},
+               {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--dtype", "--kv-dtype",
+                "--strategy", "--evals", "--budget", "--threads", "--out", "--json", "--window-ms", "--seed",
+                "--wait-quiet"},
                {"--resume"});
   if (!a.positional().empty()) throw UsageError("unexpected argument '" + a.positional().front() + "'");
   if (!a.has("--seq")) throw UsageError("missing required option --seq");
@@ -294,8 +342,8 @@ namespace attune::cli {
 
 const char* const kTuneCheckHelp =
     "usage: attune tune-check [LOG.json ...] [--seq LIST [--seq-q LIST] [--heads LIST] [--group LIST]\n"
-    "                         [--dk LIST] [--causal no|yes|both]] [--samples 15] [--window-ms 20]\n"
-    "                         [--json OUT.json] [--wait-quiet 30]\n\n"
+    "                         [--dk LIST] [--causal no|yes|both] [--dtype LIST] [--kv-dtype LIST]]\n"
+    "                         [--samples 15] [--window-ms 20] [--json OUT.json] [--wait-quiet 30]\n\n"
     "Fresh, interleaved re-measurement of tuning results. Per shape (the shapes chosen in the\n"
     "logs, plus the --seq grid, e.g. held-out shapes) it times, round-robin for --samples\n"
     "rounds: 'default' (what auto runs without a tuned table), 'auto' (this build's dispatch,\n"
@@ -332,8 +380,8 @@ std::string json_escape(const std::string& s) {
 
 int cmd_tune_check(const std::vector<std::string>& argv) {
   const Args a(argv,
-               {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--samples", "--window-ms", "--json",
-                "--wait-quiet"},
+               {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--dtype", "--kv-dtype",
+                "--samples", "--window-ms", "--json", "--wait-quiet"},
                {});
   const double wait_quiet = static_cast<double>(a.get_int("--wait-quiet", 0).value_or(30));
   const int samples = static_cast<int>(std::min<std::int64_t>(a.get_int("--samples", 3).value_or(15), 1000));
@@ -403,8 +451,9 @@ int cmd_tune_check(const std::vector<std::string>& argv) {
     const double base = m[entries.front().candidate.key()].median();
     std::printf("%s\n", shape.c_str());
     if (si > 0) json += ",\n";
-    json += "{\"shape\":\"" + json_escape(shape) + "\",\"flops\":" +
-            sci(p.flops()) + ",\"entries\":[";
+    json += "{\"shape\":\"" + json_escape(shape) + "\",\"dtype\":\"" + std::string(to_string(p.dtype)) +
+            "\",\"kv_dtype\":\"" + std::string(to_string(p.kv_type())) + "\",\"flops\":" + sci(p.flops()) +
+            ",\"entries\":[";
     for (std::size_t ei = 0; ei < entries.size(); ++ei) {
       const Entry& e = entries[ei];
       const tuner::Measurement& x = m[e.candidate.key()];

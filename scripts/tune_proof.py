@@ -7,9 +7,11 @@ evaluations. Writes OUT/proof.md, OUT/proof.json and OUT/proof.png.
 
 tune_proof.py --auto OUT: scripts/tune-auto-proof.sh, the rebuilt `auto` (compiled tuned table)
 against `default` (built-in heuristic) on the tuned shapes (check-tuned.json) and on held-out
-shapes (check-heldout.json). Writes OUT/auto.md, OUT/auto.json and OUT/auto.png."""
+shapes (check-heldout.json), and whether `auto` ran each tuned shape's own entry, per storage
+type (exit 1 if not). Writes OUT/auto.md, OUT/auto.json and OUT/auto.png."""
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -123,17 +125,50 @@ def main(out_dir):
     fig.savefig(out / "proof.png", dpi=120)
 
 
+SHAPE = re.compile(r"^b\d+_hq(\d+)_hkv(\d+)_sq(\d+)_skv(\d+)_dk(\d+)_dv\d+_causal(\d)(.*)$")
+
+
+def table_key(shape):
+    """The tuned table's key of a shape name: d_k, causal, decode, gqa, log2 buckets, storage types
+    (the name's suffix: '', '_bf16', '_kvbf16', ...)."""
+    hq, hkv, sq, skv, dk, causal, types = SHAPE.match(shape).groups()
+    hq, hkv, sq, skv = int(hq), int(hkv), int(sq), int(skv)
+    return int(dk), causal, sq <= 16, hq != hkv, sq.bit_length() - 1, skv.bit_length() - 1, types
+
+
 def auto_rows(path):
     rows = []
     for shape in json.loads(Path(path).read_text()):
         t = {e["label"]: e for e in shape["entries"] if e["verified"]}
         if "default" not in t or "auto" not in t:
             continue
-        rows.append({"shape": shape["shape"], "auto": t["auto"]["candidate"], "default": t["default"]["candidate"],
+        rows.append({"shape": shape["shape"], "dtype": shape.get("dtype", "fp32"),
+                     "kv_dtype": shape.get("kv_dtype", shape.get("dtype", "fp32")),
+                     "auto": t["auto"]["candidate"], "default": t["default"]["candidate"],
+                     "choice": t.get("tune.json", {}).get("candidate"),
                      "speedup": t["default"]["median_s"] / t["auto"]["median_s"],
                      "spread_auto": t["auto"]["spread"], "spread_default": t["default"]["spread"],
                      "gflops_auto": shape["flops"] / t["auto"]["median_s"] * 1e-9})
     return rows
+
+
+def own_entries(rows):
+    """Per storage types: (tuned shapes whose rebuilt `auto` ran that shape's own choice, shapes
+    checked), over the shapes that alone hold their table key (a shared key keeps one choice).
+    Also the shapes where auto ran something else: a dispatch that crossed keys or types."""
+    keys = {}
+    for r in rows:
+        keys.setdefault(table_key(r["shape"]), []).append(r)
+    per_type, wrong = {}, []
+    for r in rows:
+        if r["choice"] is None or len(keys[table_key(r["shape"])]) > 1:
+            continue
+        types = r["dtype"] if r["kv_dtype"] == r["dtype"] else f"{r['dtype']} Q/O, {r['kv_dtype']} K/V"
+        own, total = per_type.get(types, (0, 0))
+        per_type[types] = (own + (r["auto"] == r["choice"]), total + 1)
+        if r["auto"] != r["choice"]:
+            wrong.append(r["shape"])
+    return per_type, wrong
 
 
 def main_auto(out_dir):
@@ -153,6 +188,8 @@ def main_auto(out_dir):
                          "geomean_speedup": math.exp(sum(math.log(x) for x in sp) / len(sp)),
                          "at_least_default": sum(x >= 1.0 for x in sp),
                          "within_noise_of_default": sum(x >= 0.97 for x in sp)}
+    per_type, wrong = own_entries(sets["tuned"])
+    summary["own_entry"] = {types: {"own": own, "shapes": total} for types, (own, total) in per_type.items()}
     seconds = out / "tune.seconds"
     if seconds.exists():
         summary["tune_seconds"] = int(seconds.read_text())
@@ -172,9 +209,13 @@ def main_auto(out_dir):
                    f"x{st['worst_speedup']:.3f}, best x{st['best_speedup']:.3f}; auto >= default on "
                    f"{st['at_least_default']}/{st['shapes']} shapes, within 3% or better on "
                    f"{st['within_noise_of_default']}/{st['shapes']}", ""]
+    md.append("- the rebuilt `auto` ran each tuned shape's own entry (its storage types, its choice): " +
+              ", ".join(f"{types} {own}/{total}" for types, (own, total) in per_type.items()))
     if "tune_seconds" in summary:
         md.append(f"- the smart tune took {summary['tune_seconds']} s")
     emit(out / "auto.md", md)
+    if wrong:
+        sys.exit("error: the rebuilt auto did not run the tuned entry of: " + ", ".join(wrong))
 
     plt = pyplot()
     if plt is None:

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 namespace {
@@ -17,11 +18,25 @@ namespace {
 using attune::Config;
 using attune::Problem;
 
+using attune::Dtype;
+
 // The table is keyed by sequence lengths first, so these tests name shapes in that order.
 Problem shape(std::int64_t seq_q, std::int64_t seq_kv, std::int64_t d_k, bool causal = false,
               std::int64_t heads_q = 8, std::int64_t heads_kv = 8) {
   return attune::reference::shape(heads_q, heads_kv, seq_q, seq_kv, d_k, causal);
 }
+
+// The same shape stored as `dtype` (Q/O) and `kv_dtype` (K/V; default: dtype).
+Problem typed(Problem p, Dtype dtype, std::optional<Dtype> kv_dtype = std::nullopt) {
+  p.dtype = dtype;
+  if (kv_dtype && *kv_dtype != dtype) p.kv_dtype = kv_dtype;
+  return p;
+}
+
+// A row as headers wrote it before the storage types were keys: it still compiles, as fp32.
+constexpr attune::TunedEntry kUntypedRow = {64, false, false, false, 7, 7, "flash", "scalar", 0, 0, 0, 0, 0,
+                                            1.0, 0.0, false};
+static_assert(kUntypedRow.dtype == Dtype::fp32 && kUntypedRow.kv_dtype == Dtype::fp32);
 
 std::string describe(const attune::Choice& c) {
   return std::string(c.kernel->name()) + "/" + std::string(attune::to_string(c.isa)) + "/bq" +
@@ -51,7 +66,7 @@ class TunedDispatch : public testing::Test {
 
 TEST_F(TunedDispatch, GeneratedTableIsSortedWithOneEntryPerKey) {
   const auto& e = attune::tuned_data::kEntries;
-  ASSERT_EQ(e.size(), 5u);  // six choices, two of them with the same key
+  ASSERT_EQ(e.size(), 9u);  // ten choices, two of them with the same key
   EXPECT_TRUE(std::is_sorted(e.begin(), e.end(), attune::tuned_order));
   EXPECT_EQ(std::string(attune::tuned_data::kSignature), attune::build_signature());
   EXPECT_STREQ(attune::tuned_data::kProvenance.command, "tuned_fixture_gen (synthetic)");
@@ -74,6 +89,43 @@ TEST_F(TunedDispatch, NearestBucketWithTheSameExactKeys) {
   EXPECT_EQ(resolve(shape(1, 4096, 64)), defaults());
   EXPECT_EQ(resolve(shape(128, 128, 64, true)), defaults());
   EXPECT_EQ(resolve(shape(128, 128, 80)), defaults());
+}
+
+TEST_F(TunedDispatch, EachStorageTypeDispatchesToItsOwnEntries) {
+  // One bucket (128, 128, d_k 64) with an fp32, a bf16 and an fp32-with-bf16-K/V entry.
+  const Problem p = shape(128, 128, 64);
+  EXPECT_EQ(resolve(p), "blocked/scalar/bq8/bkv32/t0/s0");
+  EXPECT_EQ(resolve(typed(p, Dtype::bf16)), "simd/scalar/bq4/bkv16/t1/s0");
+  EXPECT_EQ(resolve(typed(p, Dtype::fp32, Dtype::bf16)), "flash/scalar/bq8/bkv128/t0/s0");
+  // Types with no entry of their own take the defaults, never another type's entry.
+  EXPECT_EQ(resolve(typed(p, Dtype::fp16)), defaults());
+  EXPECT_EQ(resolve(typed(p, Dtype::bf16, Dtype::fp32)), defaults());
+  EXPECT_EQ(resolve(typed(p, Dtype::fp32, Dtype::fp16)), defaults());
+  // The nearest bucket is searched within the same types: a bf16 2048 problem takes the bf16
+  // entry of bucket 7, not the fp32 entry of its own bucket 11.
+  EXPECT_EQ(resolve(typed(shape(2048, 2048, 64), Dtype::bf16)), "simd/scalar/bq4/bkv16/t1/s0");
+  EXPECT_EQ(resolve(shape(2048, 2048, 64)), "simd/scalar/bq16/bkv256/t0/s0");
+  // A key tuned only in fp32 (decoding with GQA): bf16 falls back to the defaults.
+  EXPECT_EQ(resolve(shape(1, 4096, 64, false, 32, 8)), "flash/scalar/bq16/bkv512/t1/s4");
+  EXPECT_EQ(resolve(typed(shape(1, 4096, 64, false, 32, 8), Dtype::bf16)), defaults());
+  // A key tuned in both, from two typed lines.
+  EXPECT_EQ(resolve(shape(2048, 2048, 96)), "simd/scalar/bq16/bkv32/t0/s0");
+  EXPECT_EQ(resolve(typed(shape(2048, 2048, 96), Dtype::bf16)), "blocked/scalar/bq32/bkv64/t0/s0");
+  EXPECT_EQ(resolve(typed(shape(2048, 2048, 96), Dtype::fp16)), defaults());
+}
+
+TEST_F(TunedDispatch, UntypedLogLinesAreFp32Entries) {
+  // The fixture's first six choices carry no dtype fields, as logs written before the types
+  // were keys: the header has them as fp32 entries.
+  std::size_t fp32 = 0, bf16 = 0, mixed = 0;
+  for (const attune::TunedEntry& e : attune::tuned_data::kEntries) {
+    if (e.dtype == Dtype::fp32 && e.kv_dtype == Dtype::fp32) ++fp32;
+    if (e.dtype == Dtype::bf16 && e.kv_dtype == Dtype::bf16) ++bf16;
+    if (e.dtype == Dtype::fp32 && e.kv_dtype == Dtype::bf16) ++mixed;
+  }
+  EXPECT_EQ(fp32, 6u);  // 5 untyped keys and 1 typed fp32
+  EXPECT_EQ(bf16, 2u);
+  EXPECT_EQ(mixed, 1u);
 }
 
 TEST_F(TunedDispatch, ExplicitConfigFieldsWin) {
@@ -101,9 +153,9 @@ TEST_F(TunedDispatch, EntriesForAForeignIsaOrUnknownKernelAreNeverUsed) {
   EXPECT_EQ(resolve(shape(512, 512, 32)), defaults());         // kernel "warp9" is not registered
   EXPECT_EQ(resolve(shape(600, 600, 128, true)), defaults());
   const std::string err = testing::internal::GetCapturedStderr();
-  EXPECT_NE(err.find("2 of 5 entries"), std::string::npos) << err;
+  EXPECT_NE(err.find("2 of 9 entries"), std::string::npos) << err;
   EXPECT_EQ(err.find("warning"), err.rfind("warning")) << "warned more than once: " << err;
-  EXPECT_EQ(attune::tuned_table_summary().rfind("3 entries (+2 refused)", 0), 0u)
+  EXPECT_EQ(attune::tuned_table_summary().rfind("7 entries (+2 refused)", 0), 0u)
       << attune::tuned_table_summary();
 }
 
@@ -125,6 +177,14 @@ TEST_F(TunedDispatch, TheTableIsUsedByAttentionAndStaysCorrect) {
   std::vector<float> q(static_cast<std::size_t>(p.q_elements()), 0.5f), k(q), v(q), out(q.size());
   attune::attention(p, q.data(), k.data(), v.data(), out.data());
   EXPECT_FLOAT_EQ(out[0], 0.5f);
+  // Each typed entry runs on real 16-bit buffers and meets the reference's bound for its types.
+  for (const Problem& t : {typed(p, Dtype::bf16), typed(p, Dtype::fp32, Dtype::bf16)}) {
+    attune::reference::Case c{t, 1.0f, t.to_string()};
+    const auto in = attune::reference::make_inputs(t, 1.0f, 3);
+    const auto ref = attune::reference::attention(t, in.q.data(), in.k.data(), in.v.data());
+    const auto check = attune::reference::run_and_compare(c, in, ref, attune::Options{});
+    EXPECT_TRUE(check.ok()) << c.name << ": " << check.max_abs_error << " > " << check.tolerance;
+  }
 }
 
 TEST(TunedHeader, SameLogGivesTheSameBytes) {
@@ -135,6 +195,20 @@ TEST(TunedHeader, SameLogGivesTheSameBytes) {
   EXPECT_EQ(header, attune::tuner::generate_header(attune::tuner::parse_log(log.complete_text, "copy"),
                                                     "tuned_fixture.json"));
   EXPECT_NE(header.find("// Generated by `attune tune` from tuned_fixture.json"), std::string::npos);
+  // The writer emits the storage types of every row, and the table compiled from it has them.
+  const std::string from = ", Dtype::bf16, Dtype::bf16},\n    //   from ";
+  EXPECT_NE(header.find(from + "b1_hq8_hkv8_sq128_skv128_dk64_dv64_causal0_bf16\n"), std::string::npos) << header;
+  const std::string from_kv = ", Dtype::fp32, Dtype::bf16},\n    //   from ";
+  EXPECT_NE(header.find(from_kv + "b1_hq8_hkv8_sq128_skv128_dk64_dv64_causal0_kvbf16\n"), std::string::npos)
+      << header;
+  for (const attune::TunedEntry& e : attune::tuned_data::kEntries) {
+    const std::string row = ", Dtype::" + std::string(attune::to_string(e.dtype)) + ", Dtype::" +
+                            std::string(attune::to_string(e.kv_dtype)) + "},";
+    const std::string choice = std::string(e.kernel) + "\", \"" + e.isa + "\", " + std::to_string(e.block_q) +
+                               ", " + std::to_string(e.block_kv);
+    EXPECT_NE(header.find(choice), std::string::npos) << choice;
+    EXPECT_NE(header.find(row), std::string::npos) << row;
+  }
 }
 
 TEST(TunedHeader, CompiledDefaultTable) {

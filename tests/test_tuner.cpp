@@ -1,6 +1,7 @@
 // The tuner on a synthetic cost model: smart search finds the known optimum within its budget,
 // verification gates winners, and an interrupted log resumes without losing complete lines.
 #include "records.hpp"
+#include "reference.hpp"
 #include "tuner.hpp"
 
 #include <attune/attune.hpp>
@@ -259,6 +260,66 @@ TEST(Tuner, HeaderIsDeterministicAndStable) {
   EXPECT_EQ(h1, h2);
   EXPECT_NE(h1.find("constexpr std::array<TunedEntry, 1> kEntries"), std::string::npos);
   EXPECT_NE(h1.find("\"" + r.best.candidate.kernel + "\""), std::string::npos);
+}
+
+TEST(Tuner, RecordsCarryTheStorageTypesAndUntypedOnesAreFp32) {
+  attune::Problem p = problem();
+  p.dtype = attune::Dtype::fp32;
+  p.kv_dtype = attune::Dtype::bf16;
+  const Space space = make_space(p, 0);
+  Synthetic oracle(space.start.isa);
+  std::map<std::string, Measurement> known;
+  SearchOptions opt;
+  opt.max_evaluations = 3;
+  const SearchResult r = search(space, oracle, opt, known);
+  const std::string choice = choice_line(p, r, "smart");
+  EXPECT_NE(choice.find("\"dtype\":\"fp32\",\"kv_dtype\":\"bf16\""), std::string::npos) << choice;
+  const std::string text = provenance_line("smart", "1m", "test") + measurement_line(p, r.best) + choice;
+  const Log log = parse_log(text, "x.json");
+  const auto choices = log_choice_records(log);
+  ASSERT_EQ(choices.size(), 1u);
+  const attune::Problem back = choices.begin()->second.problem;
+  EXPECT_EQ(back.to_string(), p.to_string());
+  EXPECT_EQ(back.kv_type(), attune::Dtype::bf16);
+  EXPECT_EQ(log_measurements(log, p).size(), 1u);
+  EXPECT_NE(generate_header(log, "x.json").find(", Dtype::fp32, Dtype::bf16},"), std::string::npos);
+
+  // A line without the fields (a log from before the types were keys) is fp32.
+  std::string untyped = choice;
+  untyped.erase(untyped.find(",\"dtype\""), std::string(",\"dtype\":\"fp32\",\"kv_dtype\":\"bf16\"").size());
+  const std::string prov = provenance_line("smart", "1m", "test");
+  const auto old = log_choice_records(parse_log(prov + untyped, "old.json"));
+  EXPECT_EQ(old.begin()->second.problem.dtype, attune::Dtype::fp32);
+  EXPECT_EQ(old.begin()->second.problem.kv_type(), attune::Dtype::fp32);
+
+  // An unknown type is an error naming the field and the value.
+  std::string bad = choice;
+  const std::string kv = "\"kv_dtype\":\"bf16\"";
+  bad.replace(bad.find(kv), kv.size(), "\"kv_dtype\":\"fp64\"");
+  try {
+    parse_log(prov + bad, "bad.json");
+    FAIL() << bad;
+  } catch (const attune::IoError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("bad.json:2: field \"kv_dtype\" = \"fp64\""), std::string::npos) << what;
+  }
+}
+
+TEST(Tuner, TheOracleTimesAndVerifiesInTheStorageTypes) {
+  for (const attune::Dtype d : attune::kAllDtypes) {
+    attune::Problem p = attune::reference::shape(2, 2, 40, 40, 16);
+    p.dtype = d;
+    const Space space = make_space(p, 1);
+    for (const Candidate& c : space.all) {
+      const attune::Kernel* k = attune::find_kernel(c.kernel);
+      ASSERT_NE(k, nullptr);
+      EXPECT_TRUE(k->supports(p, c.isa)) << c.key() << " on " << p.to_string();
+    }
+    KernelOracle oracle(p, 0.001);
+    std::string why;
+    EXPECT_TRUE(oracle.verify(space.start, why)) << p.to_string() << ": " << why;
+    EXPECT_GT(oracle.sample(space.start), 0.0);
+  }
 }
 
 }  // namespace

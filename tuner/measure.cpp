@@ -52,11 +52,9 @@ bool machine_busy() {
 KernelOracle::KernelOracle(const Problem& problem, double window_seconds)
     : problem_(problem), window_(window_seconds) {
   problem_.validate();
-  const auto in = reference::make_inputs(problem_, 1.0f, 7);
-  q_ = in.q;
-  k_ = in.k;
-  v_ = in.v;
-  out_.resize(static_cast<std::size_t>(problem_.out_elements()));
+  // The tensors in their storage types: a 16-bit problem is timed on 16-bit buffers.
+  tensors_ = reference::store(problem_, reference::make_inputs(problem_, 1.0f, 7));
+  out_.resize(static_cast<std::size_t>(problem_.out_elements()) * size_of(problem_.dtype));
 }
 
 bool KernelOracle::verify(const Candidate& c, std::string& why) {
@@ -99,7 +97,9 @@ double KernelOracle::sample(const Candidate& c) {
   using clock = std::chrono::steady_clock;
   wait_until_quiet();
   const Options options = c.options();
-  auto call = [&] { attention(problem_, q_.data(), k_.data(), v_.data(), out_.data(), options); };
+  auto call = [&] {
+    attention(problem_, tensors_.q_data(), tensors_.k_data(), tensors_.v_data(), out_.data(), options);
+  };
   if (!warmed_[c.key()]) {  // first touch of the tensors, thread pool start-up, page faults
     const auto t0 = clock::now();
     call();

@@ -218,7 +218,8 @@ std::string problem_fields(const Problem& p) {
          ",\"heads_q\":" + std::to_string(p.heads_q) + ",\"heads_kv\":" + std::to_string(p.heads_kv) +
          ",\"seq_q\":" + std::to_string(p.seq_q) + ",\"seq_kv\":" + std::to_string(p.seq_kv) +
          ",\"d_k\":" + std::to_string(p.d_k) + ",\"d_v\":" + std::to_string(p.d_v) +
-         ",\"causal\":" + (p.causal ? "true" : "false");
+         ",\"causal\":" + (p.causal ? "true" : "false") + ",\"dtype\":" + json_string(attune::to_string(p.dtype)) +
+         ",\"kv_dtype\":" + json_string(attune::to_string(p.kv_type()));
 }
 
 std::string candidate_fields(const Candidate& c) {
@@ -231,6 +232,15 @@ std::string candidate_fields(const Candidate& c) {
 
 double gflops(const Problem& p, double seconds) { return seconds > 0 ? p.flops() / seconds * 1e-9 : 0.0; }
 
+// A storage type field; logs written before the dtype was a dimension lack it: `fallback`.
+Dtype dtype_of(const JsonObject& o, const char* name, Dtype fallback) {
+  if (!o.count(name)) return fallback;
+  const std::string& text = str(o, name);
+  const auto d = parse_dtype(text);
+  if (!d) throw IoError(std::string("field \"") + name + "\" = \"" + text + "\" is not fp32, bf16 or fp16");
+  return *d;
+}
+
 Problem problem_of(const JsonObject& o) {
   Problem p;
   p.batch = integer(o, "batch");
@@ -241,6 +251,8 @@ Problem problem_of(const JsonObject& o) {
   p.d_k = integer(o, "d_k");
   p.d_v = integer(o, "d_v");
   p.causal = boolean(o, "causal");
+  p.dtype = dtype_of(o, "dtype", Dtype::fp32);
+  if (const Dtype kv = dtype_of(o, "kv_dtype", p.dtype); kv != p.dtype) p.kv_dtype = kv;
   try {
     p.validate();
   } catch (const InvalidArgument& e) {
@@ -468,7 +480,8 @@ std::string generate_header(const Log& log, const std::string& json_name) {
     const TunedKey k = tuned_key(p);
     Row r{TunedEntry{k.d_k, k.causal, k.decode, k.gqa, k.log2_seq_q, k.log2_seq_kv, nullptr, nullptr,
                      c.config.block_q, c.config.block_kv, c.config.threads, c.config.kv_splits,
-                     c.config.micro, num(*o, "gflops"), num(*o, "spread"), boolean(*o, "tie")},
+                     c.config.micro, num(*o, "gflops"), num(*o, "spread"), boolean(*o, "tie"), k.dtype,
+                     k.kv_dtype},
           p.flops(), shape, ""};
     if (auto it = o->find("runner_up"); it != o->end() && it->second.kind == JsonValue::Kind::string)
       r.runner_up = it->second.string;
@@ -492,7 +505,9 @@ std::string generate_header(const Log& log, const std::string& json_name) {
   h += "// command: " + comment_text(str(prov, "command")) + "\n";
   h += "// build:   " + comment_text(str(prov, "signature_text")) + "\n";
   h += "// Keys: d_k, causal, decode (seq_q <= 16), gqa (heads_q != heads_kv), floor(log2) of seq_q\n";
-  h += "// and seq_kv. Build with -DATTUNE_TUNED_CONFIG=<this file>; `attune info` shows it.\n";
+  h += "// and seq_kv, and the storage types measured (dtype: Q/O, kv_dtype: K/V); `auto` uses an entry\n";
+  h += "// only for problems of its own types. Build with -DATTUNE_TUNED_CONFIG=<this file>; `attune\n";
+  h += "// info` shows it.\n";
   h += "#pragma once\n\n#include <attune/tuned.hpp>\n\n#include <algorithm>\n#include <array>\n\n";
   h += "namespace attune::tuned_data {\n\n";
   h += "constexpr char kSignature[] = " + cpp_string(str(prov, "signature")) + ";\n";
@@ -505,7 +520,7 @@ std::string generate_header(const Log& log, const std::string& json_name) {
   h += "};\n\n";
   h += "constexpr std::array<TunedEntry, " + std::to_string(unique.size()) + "> kEntries = {{\n";
   h += "    // d_k, causal, decode, gqa, log2_seq_q, log2_seq_kv, kernel, isa, block_q, block_kv,\n";
-  h += "    // threads, kv_splits, micro, gflops, spread, tie\n";
+  h += "    // threads, kv_splits, micro, gflops, spread, tie, dtype, kv_dtype\n";
   for (const Row& r : unique) {
     const TunedEntry& e = r.entry;
     h += "    {" + std::to_string(e.d_k) + ", " + (e.causal ? "true" : "false") + ", " +
@@ -514,7 +529,8 @@ std::string generate_header(const Log& log, const std::string& json_name) {
          ", " + cpp_string(e.isa) + ", " + std::to_string(e.block_q) + ", " + std::to_string(e.block_kv) +
          ", " + std::to_string(e.threads) + ", " + std::to_string(e.kv_splits) + ", " +
          std::to_string(e.micro) + ", " + fmt("%.2f", e.gflops) + ", " + fmt("%.4f", e.spread) + ", " + (e.tie ? "true" : "false") +
-         "},\n";
+         ", Dtype::" + std::string(attune::to_string(e.dtype)) + ", Dtype::" +
+         std::string(attune::to_string(e.kv_dtype)) + "},\n";
     h += "    //   from " + comment_text(r.shape) +
          (r.runner_up.empty() ? "" : "; runner-up " + comment_text(r.runner_up)) + "\n";
   }

@@ -1,5 +1,6 @@
-// The search space as data: each kernel's params() x its runnable ISAs, deduplicated against
-// the problem's extents (tiles past the sequence all behave alike).
+// The search space as data: each kernel's params() x its runnable ISAs that take the problem's
+// storage types, deduplicated against the problem's extents (tiles past the sequence all behave
+// alike).
 #include "tuner.hpp"
 
 #include <attune/error.hpp>
@@ -53,11 +54,17 @@ Space make_space(const Problem& p, int max_threads) {
   const int cap = max_threads > 0 ? std::min(max_threads, cores) : cores;
   const std::int64_t all_threads = cap < cores ? cap : 0;
   const Kernel* best = nullptr;
+  std::vector<Isa> best_isas;
   for (const Kernel* k : kernels()) {
     if (k->rank() <= 0) continue;
-    const auto isas = runnable_isas(*k);
+    // Only ISAs on which the kernel takes the problem's storage types.
+    auto isas = runnable_isas(*k);
+    std::erase_if(isas, [&](Isa isa) { return !k->supports(p, isa); });
     if (isas.empty()) continue;
-    if (best == nullptr || k->rank() > best->rank()) best = k;
+    if (best == nullptr || k->rank() > best->rank()) {
+      best = k;
+      best_isas = isas;
+    }
 
     // Per Config field: the values to try (always including 0, the default).
     std::vector<std::int64_t> bq = {0}, bkv = {0}, threads = {0}, splits = {0}, micro = {0};
@@ -118,9 +125,10 @@ Space make_space(const Problem& p, int max_threads) {
       }
     }
   }
-  if (best == nullptr) throw InvalidArgument("no kernel to tune: none runs on this CPU");
+  if (best == nullptr)
+    throw InvalidArgument("no kernel to tune " + p.to_string() + ": none runs its storage types on this CPU");
   space.start.kernel = std::string(best->name());
-  space.start.isa = runnable_isas(*best).front();
+  space.start.isa = best_isas.front();
   for (const ParamSpec& spec : best->params()) {
     if (spec.name == "threads") space.start.config.threads = static_cast<int>(all_threads);
   }

@@ -4,6 +4,8 @@
 
 #include <attune/attention.hpp>
 
+#include "reference.hpp"
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -29,7 +31,8 @@ struct Space {
   std::size_t pruned = 0;      // tile/split values that would only repeat another candidate
 };
 // Kernels with rank() > 0 (naive, the readable definition, is not a candidate) x their
-// runnable ISAs x their params() values plus 0 (default). Thread counts above max_threads are
+// runnable ISAs that Kernel::supports() the problem's types x their params() values plus 0
+// (default). Thread counts above max_threads are
 // dropped; max_threads >= all cores is written as 0.
 Space make_space(const Problem& problem, int max_threads);
 
@@ -96,8 +99,9 @@ struct SearchResult {
 SearchResult search(const Space& space, Oracle& oracle, const SearchOptions& options,
                     std::map<std::string, Measurement>& known);
 
-// The real oracle: times attune::attention on the problem's tensors, verifies on a small instance
-// (same d_k, d_v, causal, heads; lengths capped at 193) against the float64 reference.
+// The real oracle: times attune::attention on the problem's tensors, stored in its types (dtype,
+// kv_dtype), and verifies on a small instance (same d_k, d_v, causal, heads, storage types;
+// lengths capped at 193) against the float64 reference with its bound for those types.
 class KernelOracle final : public Oracle {
  public:
   explicit KernelOracle(const Problem& problem, double window_seconds = 0.02);
@@ -118,7 +122,8 @@ class KernelOracle final : public Oracle {
   Problem problem_;
   double window_;
   double give_up_after_ = 1e300;
-  std::vector<float> q_, k_, v_, out_;
+  reference::Stored tensors_;           // Q, K, V in the problem's storage types
+  std::vector<unsigned char> out_;      // O in problem_.dtype
   std::map<std::string, bool> warmed_;
 };
 

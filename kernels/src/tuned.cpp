@@ -93,6 +93,8 @@ TunedKey tuned_key(const Problem& p) {
   k.gqa = p.heads_q != p.heads_kv;
   k.log2_seq_q = log2_bucket(p.seq_q);
   k.log2_seq_kv = log2_bucket(p.seq_kv);
+  k.dtype = p.dtype;
+  k.kv_dtype = p.kv_type();
   return k;
 }
 
@@ -150,7 +152,9 @@ const TunedEntry* tuned_entry(const Problem& problem, std::optional<Isa> forced_
   const Active& a = active();
   if (a.usable.empty()) return nullptr;
   return nearest_entry(a.usable, tuned_key(problem), [&](const TunedEntry& e) {
-    return !forced_isa || parse_isa(e.isa) == forced_isa;
+    // Kernel and ISA exist here (checked once); whether they take these types is per problem.
+    const Isa isa = *parse_isa(e.isa);
+    return (!forced_isa || isa == *forced_isa) && find_kernel(e.kernel)->supports(problem, isa);
   });
 }
 

@@ -9,8 +9,9 @@
 
 namespace attune::detail {
 
-// The entry `auto` uses for a problem, or nullptr (no table, no entry with these exact keys,
-// or none usable with the forced ISA). Checks the table and warns on first use.
+// The entry `auto` uses for a problem, or nullptr (no table, no entry with these exact keys and
+// storage types, or none whose kernel takes the problem on its ISA, or none with the forced
+// ISA). Checks the table and warns on first use.
 const TunedEntry* tuned_entry(const Problem& problem, std::optional<Isa> forced_isa);
 
 // Replaces the table dispatch reads (nullptr: back to the compiled one) and re-arms the

@@ -72,10 +72,17 @@ def shape_name(seq, heads=2, dk=8):
     return "b1_hq%d_hkv%d_sq%d_skv%d_dk%d_dv%d_causal0" % (heads, heads, seq, seq, dk, dk)
 
 
+def storage_types(r):
+    """(dtype, kv_dtype) of a record; records written before the types were keys are fp32."""
+    dtype = r.get("dtype", "fp32")
+    return dtype, r.get("kv_dtype", dtype)
+
+
 def table_key(r):
-    """The tuned table's key of a record: d_k, causal, decode, gqa, floor(log2) of both lengths."""
+    """The tuned table's key of a record: d_k, causal, decode, gqa, floor(log2) of both lengths,
+    the storage types."""
     return (r["d_k"], r["causal"], r["seq_q"] <= 16, r["heads_q"] != r["heads_kv"],
-            r["seq_q"].bit_length() - 1, r["seq_kv"].bit_length() - 1)
+            r["seq_q"].bit_length() - 1, r["seq_kv"].bit_length() - 1) + storage_types(r)
 
 
 def flops(r):
@@ -104,7 +111,8 @@ def assert_one_verified_choice_per_shape(recs, shapes):
 def header_entries(text):
     """(key, kernel, isa, block_q, block_kv, threads, kv_splits, micro, from-shape) per table row."""
     row = re.compile(r"^    \{(\d+), (true|false), (true|false), (true|false), (-?\d+), (-?\d+), \"(\w+)\", "
-                     r"\"(\w+)\", (\d+), (\d+), (\d+), (\d+), (\d+), [\d.]+, [\d.]+, (true|false)\},$")
+                     r"\"(\w+)\", (\d+), (\d+), (\d+), (\d+), (\d+), [\d.]+, [\d.]+, (true|false), "
+                     r"Dtype::(\w+), Dtype::(\w+)\},$")
     lines = text.splitlines()
     out = []
     for i, line in enumerate(lines):
@@ -113,7 +121,7 @@ def header_entries(text):
             assert not line.startswith("    {"), "malformed table row: %r" % line
             continue
         g = m.groups()
-        key = (int(g[0]), g[1] == "true", g[2] == "true", g[3] == "true", int(g[4]), int(g[5]))
+        key = (int(g[0]), g[1] == "true", g[2] == "true", g[3] == "true", int(g[4]), int(g[5]), g[14], g[15])
         src = re.match(r"^    //   from (\S+?)(;|$)", lines[i + 1])
         assert src, "row without its source shape: %r" % lines[i + 1]
         out.append((key, g[6], g[7], int(g[8]), int(g[9]), int(g[10]), int(g[11]), int(g[12]), src.group(1)))
@@ -394,6 +402,144 @@ def test_random_measures_at_most_evals_plus_the_start(attune_bin, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Storage types: one entry per (shape key, dtype, kv_dtype); auto never crosses types
+
+
+# Looks every storage type of the tiny grid up in a generated header the way `auto` does
+# (attune::nearest_entry on the problem's key; header-only, so no library to link) and prints
+# what each one gets: the entry's own types, or "none".
+LOOKUP_CPP = r"""
+#include "%s"
+#include <cstdio>
+
+const char* name(attune::Dtype d) { return d == attune::Dtype::fp32 ? "fp32" : d == attune::Dtype::bf16 ? "bf16" : "fp16"; }
+
+int main() {
+  using attune::Dtype;
+  const std::pair<Dtype, Dtype> types[] = {{Dtype::fp32, Dtype::fp32}, {Dtype::bf16, Dtype::bf16},
+                                           {Dtype::fp16, Dtype::fp16}, {Dtype::fp32, Dtype::bf16}};
+  for (const auto& [dtype, kv_dtype] : types) {
+    attune::TunedKey key;
+    key.d_k = 8;
+    key.log2_seq_q = key.log2_seq_kv = attune::log2_bucket(32);
+    key.dtype = dtype;
+    key.kv_dtype = kv_dtype;
+    const attune::TunedEntry* e = attune::nearest_entry(
+        std::span<const attune::TunedEntry>(attune::tuned_data::kEntries), key, [](const attune::TunedEntry&) { return true; });
+    if (e != nullptr) {
+      std::printf("%%s/%%s -> %%s/%%s %%s\n", name(dtype), name(kv_dtype), name(e->dtype), name(e->kv_dtype), e->kernel);
+    } else {
+      std::printf("%%s/%%s -> none\n", name(dtype), name(kv_dtype));
+    }
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def dtype_run(attune_bin, tmp_path_factory):
+    """One tiny shape tuned in fp32 and bf16."""
+    d = tmp_path_factory.mktemp("dtype")
+    out, log = d / "tuned.h", d / "tune.json"
+    r = tune(attune_bin, *tiny(out, log, {"--seq": "32", "--dtype": "fp32,bf16", "--budget": "10s"}))
+    assert_ok(r)
+    return {"dir": d, "out": out, "log": log, "result": r}
+
+
+def test_dtype_tunes_each_shape_in_each_type(dtype_run):
+    recs = records(dtype_run["log"])
+    shapes = [shape_name(32), shape_name(32) + "_bf16"]
+    assert_one_verified_choice_per_shape(recs, shapes)
+    for r in of_type(recs, "measurement") + of_type(recs, "choice"):
+        expected = ("bf16", "bf16") if r["shape"].endswith("_bf16") else ("fp32", "fp32")
+        assert (r["dtype"], r["kv_dtype"]) == expected, r
+    for c in of_type(recs, "choice"):
+        assert c["evaluations"] == len(sampled(recs, c["shape"]))
+    assert "--dtype fp32,bf16" in recs[0]["command"]
+
+
+def test_dtype_header_has_an_entry_per_type(dtype_run):
+    text = dtype_run["out"].read_text()
+    recs = records(dtype_run["log"])
+    choices = {c["shape"]: c for c in of_type(recs, "choice")}
+    entries = header_entries(text)
+    assert sorted(e[0][6:] for e in entries) == [("bf16", "bf16"), ("fp32", "fp32")], entries
+    assert len({e[0][:6] for e in entries}) == 1, "not the same shape key: %r" % entries
+    for key, kernel, isa, bq, bkv, threads, splits, micro, src in entries:
+        c = choices[src]
+        assert key == table_key(c)
+        assert (kernel, isa, bq, bkv, threads, splits, micro) == (
+            c["kernel"], c["isa"], c["block_q"], c["block_kv"], c["threads"], c["kv_splits"], c["micro"])
+
+
+def test_dtype_header_dispatches_each_type_to_its_own_entry(dtype_run, tmp_path):
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ is not installed")
+    src, exe = tmp_path / "lookup.cpp", tmp_path / "lookup"
+    src.write_text(LOOKUP_CPP % dtype_run["out"])
+    r = subprocess.run([gxx, "-std=c++20", "-Wall", "-Wextra", "-Werror", "-I", str(REPO / "kernels" / "include"),
+                        str(src), "-o", str(exe)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    choices = {c["shape"]: c for c in of_type(records(dtype_run["log"]), "choice")}
+    fp32, bf16 = choices[shape_name(32)], choices[shape_name(32) + "_bf16"]
+    assert r.stdout.splitlines() == [
+        "fp32/fp32 -> fp32/fp32 " + fp32["kernel"],
+        "bf16/bf16 -> bf16/bf16 " + bf16["kernel"],
+        "fp16/fp16 -> none",
+        "fp32/bf16 -> none",
+    ], r.stdout
+
+
+def test_a_header_from_before_the_storage_types_compiles_as_fp32_entries(tmp_path):
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ is not installed")
+    old = REPO / "docs" / "proofs" / "tune-auto-attune_tuned.h"  # committed, written before the dtype keys
+    assert "Dtype::" not in old.read_text()
+    src = tmp_path / "old_header.cpp"
+    src.write_text('#include "%s"\n\nusing attune::tuned_data::kEntries;\n'
+                   "static_assert(!kEntries.empty());\n"
+                   "static_assert(std::all_of(kEntries.begin(), kEntries.end(), [](const attune::TunedEntry& e) {\n"
+                   "  return e.dtype == attune::Dtype::fp32 && e.kv_dtype == attune::Dtype::fp32;\n"
+                   "}));\n\nint main() {}\n" % old)
+    r = subprocess.run([gxx, "-std=c++20", "-Wall", "-Wextra", "-Werror", "-fsyntax-only",
+                        "-I", str(REPO / "kernels" / "include"), str(src)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+
+
+def test_kv_dtype_tunes_the_decode_mix(attune_bin, tmp_path):
+    out, log = tmp_path / "tuned.h", tmp_path / "tune.json"
+    r = tune(attune_bin, *tiny(out, log, {"--seq-q": "1", "--seq": "64", "--dtype": "fp32", "--kv-dtype": "bf16",
+                                          "--budget": "5s", "--evals": "4"}))
+    assert_ok(r)
+    (c,) = of_type(records(log), "choice")
+    assert c["shape"].endswith("_kvbf16") and (c["dtype"], c["kv_dtype"]) == ("fp32", "bf16")
+    (e,) = header_entries(out.read_text())
+    assert e[0][6:] == ("fp32", "bf16")
+
+
+def test_resume_of_an_untyped_log_reads_it_as_fp32(attune_bin, smart_run, tmp_path):
+    # A log written before the storage types were recorded: the same records without the fields.
+    log, out = tmp_path / "tune.json", tmp_path / "tuned.h"
+    lines = []
+    for r in records(smart_run["log"]):
+        r.pop("dtype", None)
+        r.pop("kv_dtype", None)
+        lines.append(json.dumps(r, separators=(",", ":")))
+    log.write_text("\n".join(lines) + "\n")
+    r = tune(attune_bin, *tiny(out, log), "--resume")
+    assert_ok(r)
+    assert out.read_bytes() == smart_run["header"]
+    skipped = [SKIPPED.match(line) for line in r.stderr.splitlines() if line.startswith("[")]
+    assert all(skipped) and [m.group(3) for m in skipped] == smart_run["shapes"], r.stderr
+
+
+# --------------------------------------------------------------------------------------------
 # Errors
 
 
@@ -409,8 +555,11 @@ def test_random_measures_at_most_evals_plus_the_start(attune_bin, tmp_path):
     ({}, ("--out",), "--out"),
     ({}, ("--json",), "--json"),
     ({}, ("--seq",), "--seq"),
+    ({"--dtype": "fp64"}, (), "--dtype"),
+    ({"--dtype": "fp32,"}, (), "--dtype"),
+    ({"--dtype": "fp32", "--kv-dtype": "int8"}, (), "--kv-dtype"),
 ], ids=["strategy", "causal", "seq0", "seq-not-int", "budget-negative", "budget-unit", "group", "evals0",
-        "no-out", "no-json", "no-seq"])
+        "no-out", "no-json", "no-seq", "dtype", "dtype-empty-item", "kv-dtype"])
 def test_usage_errors(attune_bin, tmp_path, extra, drop, flag):
     out, log = tmp_path / "tuned.h", tmp_path / "tune.json"
     r = tune(attune_bin, *tiny(out, log, extra, drop))
@@ -560,3 +709,21 @@ def test_tune_check_refuses_a_corrupt_log(attune_bin, one_shape_log, tmp_path):
     r = attune(attune_bin, "tune-check", bad, "--samples", "3", "--window-ms", "1", timeout=30)
     assert_error(r, 1)
     assert "bad.json:" in r.stderr
+
+
+def test_tune_check_measures_each_type(attune_bin, dtype_run, tmp_path):
+    out_json = tmp_path / "check.json"
+    r = attune(attune_bin, "tune-check", dtype_run["log"], "--samples", "3", "--window-ms", "1", "--wait-quiet", "0",
+               "--json", out_json, timeout=120)
+    assert_ok(r)
+    data = json.loads(out_json.read_text())
+    assert [(s["shape"], s["dtype"], s["kv_dtype"]) for s in data] == [
+        (shape_name(32), "fp32", "fp32"), (shape_name(32) + "_bf16", "bf16", "bf16")]
+    for s in data:
+        assert all(e["verified"] for e in s["entries"]), s
+
+
+def test_tune_check_refuses_a_bad_dtype(attune_bin):
+    r = attune(attune_bin, "tune-check", "--seq", "16", "--dtype", "fp8")
+    assert_error(r, 2)
+    assert "--dtype" in r.stderr

@@ -11,8 +11,8 @@
 
 namespace attune {
 
-// One row of a tuned table. Exact keys (d_k, causal, decode, gqa) must match; the buckets are
-// floor(log2(seq)), so bucket b holds lengths in [2^b, 2^(b+1)).
+// One row of a tuned table. Exact keys (d_k, causal, decode, gqa, dtype, kv_dtype) must match;
+// the buckets are floor(log2(seq)), so bucket b holds lengths in [2^b, 2^(b+1)).
 struct TunedEntry {
   // keys
   std::int64_t d_k;
@@ -33,6 +33,11 @@ struct TunedEntry {
   double gflops;  // median of the chosen config at tuning time
   double spread;  // its relative spread (median absolute deviation / median)
   bool tie;       // a simpler config was within the noise and was taken
+  // Exact keys too: the storage types the entry was measured with (Problem::dtype, kv_type()).
+  // Last, with defaults, so that a header written before they existed still compiles, its
+  // rows being what they were measured as: fp32 entries.
+  Dtype dtype = Dtype::fp32;
+  Dtype kv_dtype = Dtype::fp32;
 };
 
 // Where a table came from: the measuring machine and build, as text.
@@ -64,6 +69,8 @@ struct TunedKey {
   bool gqa = false;
   int log2_seq_q = 0;
   int log2_seq_kv = 0;
+  Dtype dtype = Dtype::fp32;
+  Dtype kv_dtype = Dtype::fp32;
 };
 TunedKey tuned_key(const Problem& problem);
 
@@ -80,6 +87,8 @@ constexpr int log2_bucket(std::int64_t length) {
 // Strict weak order of entries (keys, then buckets): the table's sort order, checked by a
 // static_assert in every generated header.
 constexpr bool tuned_order(const TunedEntry& a, const TunedEntry& b) {
+  if (a.dtype != b.dtype) return a.dtype < b.dtype;
+  if (a.kv_dtype != b.kv_dtype) return a.kv_dtype < b.kv_dtype;
   if (a.d_k != b.d_k) return a.d_k < b.d_k;
   if (a.causal != b.causal) return b.causal;
   if (a.decode != b.decode) return b.decode;
@@ -101,14 +110,16 @@ std::string tuned_table_summary();
 
 // The nearest usable entry for a problem in a sorted table: exact bucket, else the nearest in
 // (log2 seq_q, log2 seq_kv) with the same exact keys (ties: the first in table order), else
-// nullptr. `usable` filters entries (runnable ISA, registered kernel).
+// nullptr. Never an entry of other storage types: a config tuned for fp32 says nothing about
+// bf16. `usable` filters entries (runnable ISA, registered kernel, Kernel::supports).
 template <class Usable>
 const TunedEntry* nearest_entry(std::span<const TunedEntry> entries, const TunedKey& key,
                                 Usable&& usable) {
   const TunedEntry* best = nullptr;
   long best_distance = 0;
   for (const TunedEntry& e : entries) {
-    if (e.d_k != key.d_k || e.causal != key.causal || e.decode != key.decode || e.gqa != key.gqa)
+    if (e.dtype != key.dtype || e.kv_dtype != key.kv_dtype || e.d_k != key.d_k ||
+        e.causal != key.causal || e.decode != key.decode || e.gqa != key.gqa)
       continue;
     if (!usable(e)) continue;
     const long dq = e.log2_seq_q - key.log2_seq_q, dkv = e.log2_seq_kv - key.log2_seq_kv;
