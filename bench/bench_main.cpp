@@ -1,13 +1,16 @@
-// attune_bench: every runnable (kernel, isa) pair over a preset grid of shapes and thread
-// counts, with FLOP/s, bytes/s and the fraction of the machine's peak measured by probes in
+// attune_bench: every runnable (kernel, isa) pair over a preset grid of shapes, element types and
+// thread counts, with FLOP/s, bytes/s and the fraction of the machine's peak measured by probes in
 // the same process. All --benchmark_* flags work; attune's own flags are listed by --help.
 //
-// Names: attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/t:T
+// Names: attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/dt:T/t:T
+// (dt: the storage type of Q, K, V and O: fp32, bf16 or fp16).
 #include <attune/attune.hpp>
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -15,42 +18,77 @@
 #include <map>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
 
 namespace {
 
+using attune::Dtype;
+
 struct Shape {
   std::int64_t batch, heads_q, heads_kv, seq_q, seq_kv, d;
   bool causal;
+  Dtype dtype = Dtype::fp32;  // storage of Q, K, V and O
 };
 
-// Presets: quick ~2 min, standard ~15 min, full: the whole grid of the bench issue.
-std::vector<Shape> preset_shapes(const std::string& preset) {
-  std::vector<Shape> out;
+// One row of a preset: a shape, and which kernels and how many of each kernel's ISAs run it.
+struct Entry {
+  Shape shape;
+  std::vector<std::string_view> kernels;  // empty: every kernel
+  std::size_t max_isas = 0;               // the best n runnable ISAs that take the dtype; 0: all
+};
+
+// 16-bit rows: the kernels that read 16-bit K/V themselves (simd, flash) and the BLAS baseline,
+// on the best two ISAs (today avx512 and avx2): naive and blocked only widen to float32 copies.
+const std::vector<std::string_view> kTypedKernels = {"flash", "simd", "gemm"};
+
+// Presets: quick ~2.5 min, standard ~20 min, full: the whole grid of the bench issue.
+std::vector<Entry> preset_entries(const std::string& preset) {
+  std::vector<Entry> out;
   auto square = [&](std::vector<std::int64_t> seqs, std::vector<std::int64_t> heads, std::vector<std::int64_t> dks,
-                    std::vector<bool> causals) {
+                    std::vector<bool> causals, Dtype dt = Dtype::fp32, std::vector<std::string_view> kernels = {},
+                    std::size_t max_isas = 0) {
     for (bool c : causals)
       for (auto d : dks)
         for (auto h : heads)
-          for (auto s : seqs) out.push_back({1, h, h, s, s, d, c});
+          for (auto s : seqs) out.push_back({{1, h, h, s, s, d, c, dt}, kernels, max_isas});
   };
+  auto decode = [&](std::int64_t hkv, std::int64_t kv, Dtype dt = Dtype::fp32,
+                    std::vector<std::string_view> kernels = {}, std::size_t max_isas = 0) {
+    out.push_back({{1, 32, hkv, 1, kv, 128, false, dt}, kernels, max_isas});  // decode, 32 query heads
+  };
+  const std::vector<std::string_view> flash = {"flash"};
   if (preset == "quick") {
     square({128, 512, 2048}, {8}, {64, 128}, {false, true});
-    out.push_back({1, 32, 8, 1, 8192, 128, false});   // decode, grouped-query
-    out.push_back({1, 8, 2, 512, 512, 128, true});    // grouped-query prefill
+    decode(8, 8192);
+    out.push_back({{1, 8, 2, 512, 512, 128, true}, {}, 0});  // grouped-query prefill
+    square({512, 2048}, {8}, {128}, {false, true}, Dtype::bf16, kTypedKernels, 2);
+    decode(8, 8192, Dtype::bf16, kTypedKernels, 2);
+    square({2048}, {8}, {128}, {false}, Dtype::fp16, flash, 2);
+    decode(8, 8192, Dtype::fp16, flash, 2);
   } else if (preset == "standard") {
     square({128, 256, 512, 1024, 2048, 4096}, {8}, {64, 128}, {false, true});
     square({512, 2048}, {1, 32}, {32, 256}, {false, true});
-    for (std::int64_t kv : {1024, 8192, 32768}) out.push_back({1, 32, 8, 1, kv, 128, false});
-    out.push_back({1, 32, 32, 1, 8192, 128, false});
-    out.push_back({1, 32, 8, 2048, 2048, 128, true});
+    for (std::int64_t kv : {1024, 8192, 32768}) decode(8, kv);
+    decode(32, 8192);
+    out.push_back({{1, 32, 8, 2048, 2048, 128, true}, {}, 0});
+    square({128, 256, 512, 1024, 2048, 4096}, {8}, {64, 128}, {false, true}, Dtype::bf16, kTypedKernels, 2);
+    for (std::int64_t kv : {1024, 8192, 32768}) decode(8, kv, Dtype::bf16, kTypedKernels, 2);
+    square({512, 2048}, {8}, {128}, {false, true}, Dtype::fp16, flash, 2);
+    decode(8, 8192, Dtype::fp16, flash, 2);
   } else if (preset == "full") {
     square({128, 256, 512, 1024, 2048, 4096, 8192}, {1, 8, 32}, {32, 64, 128, 256}, {false, true});
     for (std::int64_t kv : {1024, 4096, 8192, 16384, 32768})
-      for (std::int64_t hkv : {32, 8}) out.push_back({1, 32, hkv, 1, kv, 128, false});
-    for (std::int64_t s : {512, 2048}) out.push_back({1, 32, 8, s, s, 128, true});
+      for (std::int64_t hkv : {32, 8}) decode(hkv, kv);
+    for (std::int64_t s : {512, 2048}) out.push_back({{1, 32, 8, s, s, 128, true}, {}, 0});
+    square({128, 256, 512, 1024, 2048, 4096, 8192}, {1, 8, 32}, {32, 64, 128, 256}, {false, true}, Dtype::bf16,
+           kTypedKernels);
+    for (std::int64_t kv : {1024, 4096, 8192, 16384, 32768})
+      for (std::int64_t hkv : {32, 8}) decode(hkv, kv, Dtype::bf16, kTypedKernels);
+    square({128, 512, 2048, 8192}, {8}, {64, 128}, {false, true}, Dtype::fp16, flash);
+    for (std::int64_t kv : {8192, 32768}) decode(8, kv, Dtype::fp16, flash);
   }
   return out;
 }
@@ -60,7 +98,17 @@ double g_budget_seconds = 0.0;  // 0: unlimited
 // e.g. to measure what a tile choice costs, or as a known slowdown for the regression gate's A/B proof.
 attune::Config g_tiles;
 const auto g_start = std::chrono::steady_clock::now();
-std::map<std::pair<attune::Isa, int>, double> g_peak;  // GFLOP/s per (isa, threads)
+std::map<std::pair<attune::Isa, int>, double> g_peak;  // fp32 FMA GFLOP/s per (isa, threads)
+std::map<int, double> g_bf16_dot_peak;                    // vdpbf16ps GFLOP/s per thread count
+
+// The ceiling of the instruction a benchmark's inner loop runs: vdpbf16ps for bf16 on the ISA
+// built around it, else the fp32 FMA of the benchmark's ISA (16-bit K/V are widened and
+// multiplied in fp32 there; gemm's multiply-adds are the BLAS's sgemm on float32 copies).
+double peak_gflops(const attune::Kernel& kernel, attune::Isa isa, Dtype dtype, int threads) {
+  if (dtype == Dtype::bf16 && attune::to_string(isa) == "avx512_bf16" && kernel.name() != "gemm")
+    return g_bf16_dot_peak[threads];
+  return g_peak[{isa, threads}];
+}
 
 attune::Problem to_problem(const Shape& s) {
   attune::Problem p;
@@ -71,23 +119,25 @@ attune::Problem to_problem(const Shape& s) {
   p.seq_kv = s.seq_kv;
   p.d_k = p.d_v = s.d;
   p.causal = s.causal;
+  p.dtype = s.dtype;
   return p;
 }
 
 // Google Benchmark calls a benchmark once per iteration-count probe and once per repetition
 // (and random interleaving alternates shapes): drawing fresh normals every time cost more than
-// the timed loops for decode shapes. Inputs are kept per shape (same seed, so the same values),
-// the least recently used dropped beyond kInputCacheBytes.
+// the timed loops for decode shapes. Inputs are kept per shape and dtype (drawn in float32 from
+// the same seed, so the same values, and converted once to the storage type), the least recently
+// used dropped beyond kInputCacheBytes.
 struct Inputs {
-  std::vector<float> q, k, v, out;
-  std::size_t bytes() const { return (q.size() + k.size() + v.size() + out.size()) * sizeof(float); }
+  std::vector<std::byte> q, k, v, out;
+  std::size_t bytes() const { return q.size() + k.size() + v.size() + out.size(); }
 };
 constexpr std::size_t kInputCacheBytes = std::size_t{512} << 20;
 
 Inputs& inputs_for(const Shape& s) {
-  using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
+  using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, Dtype>;
   static std::list<std::pair<Key, Inputs>> cache;  // most recently used first
-  const Key key{s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d};
+  const Key key{s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d, s.dtype};
   for (auto it = cache.begin(); it != cache.end(); ++it) {
     if (it->first == key) {
       cache.splice(cache.begin(), cache, it);
@@ -98,12 +148,15 @@ Inputs& inputs_for(const Shape& s) {
   Inputs in;
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
-  in.q.resize(p.q_elements());
-  in.k.resize(p.k_elements());
-  in.v.resize(p.v_elements());
-  in.out.resize(p.out_elements());
-  for (auto* x : {&in.q, &in.k, &in.v})
-    for (float& e : *x) e = normal(rng);
+  const std::size_t size = attune::size_of(s.dtype);
+  std::vector<float> values;
+  for (auto [x, n] : {std::pair{&in.q, p.q_elements()}, {&in.k, p.k_elements()}, {&in.v, p.v_elements()}}) {
+    values.resize(n);
+    for (float& e : values) e = normal(rng);
+    x->resize(n * size);
+    attune::convert_from_float(s.dtype, values.data(), x->data(), n);
+  }
+  in.out.resize(p.out_elements() * size);
   std::size_t total = in.bytes();
   for (const auto& entry : cache) total += entry.second.bytes();
   while (!cache.empty() && total > kInputCacheBytes) {
@@ -141,18 +194,19 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
   }
   const double flops = p.flops();
   state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+  // Compulsory traffic in the storage types: Q, K, V read and O written once.
   state.counters["bytes_per_second"] = benchmark::Counter(p.min_bytes(), benchmark::Counter::kIsIterationInvariantRate);
-  // Fraction of the measured FMA peak of the best ISA at this thread count.
-  const double peak = g_peak[{attune::default_isa(), threads}] * 1e9;
+  const double peak = peak_gflops(*kernel, isa, s.dtype, threads) * 1e9;
   if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(flops / peak, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 std::string name_of(const attune::Kernel* k, attune::Isa isa, const Shape& s, int t) {
   char buf[256];
-  std::snprintf(buf, sizeof buf, "attention/%s/%s/b:%lld/hq:%lld/hkv:%lld/sq:%lld/skv:%lld/d:%lld/causal:%d/t:%d",
+  std::snprintf(buf, sizeof buf,
+                "attention/%s/%s/b:%lld/hq:%lld/hkv:%lld/sq:%lld/skv:%lld/d:%lld/causal:%d/dt:%s/t:%d",
                 std::string(k->name()).c_str(), std::string(attune::to_string(isa)).c_str(), (long long)s.batch,
                 (long long)s.heads_q, (long long)s.heads_kv, (long long)s.seq_q, (long long)s.seq_kv, (long long)s.d,
-                s.causal ? 1 : 0, t);
+                s.causal ? 1 : 0, std::string(attune::to_string(s.dtype)).c_str(), t);
   return buf;
 }
 
@@ -167,10 +221,10 @@ void usage() {
   std::printf(
       "usage: attune_bench [--preset quick|standard|full] [--budget SECONDS] [--no-probes]\n"
       "                    [--block-q N] [--block-kv N] [--benchmark_*...]\n"
-      "  --preset   shape grid (default quick: ~2 min on 2 cores; standard ~15 min)\n"
+      "  --preset   shape grid (default quick: ~2.5 min on 2 cores; standard ~20 min)\n"
       "  --budget   skip the remaining benchmarks after this many seconds\n"
       "  --block-q, --block-kv  tiles for every kernel that reads them (default 0: the kernel's own)\n"
-      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/t:\n");
+      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:/t:\n");
 }
 
 }  // namespace
@@ -220,8 +274,8 @@ int main(int argc, char** argv) {
       rest.push_back(argv[i]);
     }
   }
-  const auto shapes = preset_shapes(preset);
-  if (shapes.empty()) {
+  const auto entries = preset_entries(preset);
+  if (entries.empty()) {
     std::fprintf(stderr, "error: unknown preset '%s' (quick, standard, full)\n", preset.c_str());
     return 2;
   }
@@ -256,9 +310,12 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("bench_tiles", "block_q=" + std::to_string(g_tiles.block_q) +
                                                  " block_kv=" + std::to_string(g_tiles.block_kv));
   benchmark::AddCustomContext("date", now_utc());
+  benchmark::AddCustomContext("peak_frac_probe",
+                              "fp32 FMA peak of the benchmark's ISA (peak_gflops_<isa>_t<threads>); "
+                              "bf16_dot_gflops_t<threads> for bf16 on avx512_bf16");
 
   if (probes) {
-    std::fprintf(stderr, "probes: FMA peak per ISA and thread count, stream triad ...\n");
+    std::fprintf(stderr, "probes: FMA peak per ISA and thread count, bf16 dot product, stream triad, 16-bit read ...\n");
     for (attune::Isa isa : attune::runnable_isas()) {
       for (int t : thread_counts) {
         const auto r = attune::probe_fma_peak(isa, t);
@@ -268,21 +325,32 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "  %-28s %8.1f GFLOP/s (min %.1f, max %.1f)\n", key.c_str(), r.median, r.min, r.max);
       }
     }
-    for (int t : thread_counts) {
-      const auto r = attune::probe_triad(t);
-      const std::string key = "triad_gbps_t" + std::to_string(t);
+    auto record = [](const std::string& key, const attune::ProbeResult& r, const char* unit) {
       benchmark::AddCustomContext(key, std::to_string(r.median));
-      std::fprintf(stderr, "  %-28s %8.1f GB/s (min %.1f, max %.1f)\n", key.c_str(), r.median, r.min, r.max);
+      std::fprintf(stderr, "  %-28s %8.1f %s (min %.1f, max %.1f)\n", key.c_str(), r.median, unit, r.min, r.max);
+    };
+    for (int t : thread_counts) {
+      if (const auto r = attune::probe_bf16_dot_peak(t)) {  // only on CPUs with AVX512-BF16
+        g_bf16_dot_peak[t] = r->median;
+        record("bf16_dot_gflops_t" + std::to_string(t), *r, "GFLOP/s");
+      }
     }
+    for (int t : thread_counts) record("triad_gbps_t" + std::to_string(t), attune::probe_triad(t), "GB/s");
+    for (int t : thread_counts) record("read16_gbps_t" + std::to_string(t), attune::probe_read16(t), "GB/s");
   }
 
-  for (const Shape& s : shapes) {
+  for (const Entry& e : entries) {
+    const Shape& s = e.shape;
     const attune::Problem p = to_problem(s);
     for (const attune::Kernel* k : attune::kernels()) {
+      if (!e.kernels.empty() && std::find(e.kernels.begin(), e.kernels.end(), k->name()) == e.kernels.end()) continue;
       // naive and the scalar builds only where they finish quickly.
       const bool slow = k->name() == "naive" || k->name() == "blocked";
       if (slow && p.flops() > 2e9) continue;
-      const auto kernel_isas = attune::runnable_isas(*k);
+      // ISAs that do not take the dtype are left out, not run as errors.
+      auto kernel_isas = attune::runnable_isas(*k);
+      std::erase_if(kernel_isas, [&](attune::Isa isa) { return !k->supports(p, isa); });
+      if (e.max_isas > 0 && kernel_isas.size() > e.max_isas) kernel_isas.resize(e.max_isas);
       for (attune::Isa isa : kernel_isas) {
         if (isa == attune::Isa::scalar && k->name() != "naive" && k->name() != "blocked" && p.flops() > 2e9) continue;
         // The BLAS baseline's time is in the BLAS; its own ISA only runs the softmax: best ISA only.

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """PyTorch's CPU scaled_dot_product_attention as a peer, on the shapes of an attune bench run.
 
-Reads the attune bench JSON (for its shapes and thread counts), times
-torch.nn.functional.scaled_dot_product_attention on the same shapes, and writes Google
-Benchmark-compatible JSON with names attention/pytorch/native/... so the report merges it.
-Without torch it prints why and exits 0 (the peer is optional).
+Reads the attune bench JSON (for its shapes, element types and thread counts), times
+torch.nn.functional.scaled_dot_product_attention on the same shapes with tensors of the same
+type (dt:bf16 -> torch.bfloat16, dt:fp16 -> torch.float16; names without dt: are fp32), and
+writes Google Benchmark-compatible JSON with names attention/pytorch/native/... so the report
+merges it. Without torch it prints why and exits 0 (the peer is optional); a type this torch
+cannot run on the CPU becomes a skipped row (error_occurred), as attune_bench reports its own.
 
 usage: pytorch_sdpa.py BENCH.json OUT.json [--min-time SECONDS] [--repetitions N]
 """
@@ -15,7 +17,32 @@ import re
 import sys
 import time
 
-NAME = re.compile(r"^attention/[^/]+/[^/]+/b:(\d+)/hq:(\d+)/hkv:(\d+)/sq:(\d+)/skv:(\d+)/d:(\d+)/causal:([01])/t:(\d+)")
+NAME = re.compile(r"^attention/[^/]+/[^/]+/b:(\d+)/hq:(\d+)/hkv:(\d+)/sq:(\d+)/skv:(\d+)/d:(\d+)/causal:([01])"
+                  r"(?:/dt:([a-z0-9]+))?/t:(\d+)")
+# attune's dtype names: the torch dtype (by attribute name: torch is imported only when present)
+# and the bytes per element, for bytes_per_second in storage sizes as attune_bench counts them.
+DTYPES = {"fp32": ("float32", 4), "bf16": ("bfloat16", 2), "fp16": ("float16", 2)}
+
+
+def shapes_of(names):
+    """[(b, hq, hkv, sq, skv, d, causal, threads, dtype)] of the attune benchmarks in `names`, each
+    once, in the order the peer runs them: as before dt: existed, a shape's 16-bit types after
+    its fp32 run."""
+    out = set()
+    for m in map(NAME.match, names):
+        if m and (m.group(8) or "fp32") in DTYPES:
+            b, hq, hkv, sq, skv, d, causal, dt, t = m.groups()
+            out.add(tuple(int(x) for x in (b, hq, hkv, sq, skv, d, causal, t)) + (dt or "fp32",))
+    return sorted(out, key=lambda s: s[:8] + (list(DTYPES).index(s[8]),))
+
+
+def name_of(b, hq, hkv, sq, skv, d, causal, threads, dt):
+    return f"attention/pytorch/native/b:{b}/hq:{hq}/hkv:{hkv}/sq:{sq}/skv:{skv}/d:{d}/causal:{causal}/dt:{dt}/t:{threads}/real_time"
+
+
+def storage_bytes(b, hq, hkv, sq, skv, d, dt):
+    """Q read and O written (heads_q x seq_q rows), K and V read (heads_kv x seq_kv rows), once."""
+    return DTYPES[dt][1] * (b * hq * sq * d * 2 + b * hkv * skv * d * 2)
 
 
 def flops(b, hq, sq, skv, d, causal):
@@ -46,13 +73,15 @@ def main():
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"error: cannot read bench JSON {args.bench_json}: {e}", file=sys.stderr)
         return 1
-    shapes = sorted({tuple(int(x) for x in m.groups()) for m in map(NAME.match, names) if m})
+    shapes = shapes_of(names)
     results = []
-    for i, (b, hq, hkv, sq, skv, d, causal, threads) in enumerate(shapes):
+    for i, (b, hq, hkv, sq, skv, d, causal, threads, dt) in enumerate(shapes):
         torch.set_num_threads(threads)
-        q = torch.randn(b, hq, sq, d)
-        k = torch.randn(b, hkv, skv, d)
-        v = torch.randn(b, hkv, skv, d)
+        # Drawn in float32 and converted once, as attune_bench does.
+        dtype = getattr(torch, DTYPES[dt][0])
+        q = torch.randn(b, hq, sq, d).to(dtype)
+        k = torch.randn(b, hkv, skv, d).to(dtype)
+        v = torch.randn(b, hkv, skv, d).to(dtype)
         if hkv != hq:  # older torch has no enable_gqa: expand K/V heads as users do
             k = k.repeat_interleave(hq // hkv, dim=1)
             v = v.repeat_interleave(hq // hkv, dim=1)
@@ -64,8 +93,14 @@ def main():
             kj = torch.arange(skv).unsqueeze(0)
             mask = kj <= qi + (skv - sq)
         run = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=bool(causal and mask is None))
-        run()
-        name = f"attention/pytorch/native/b:{b}/hq:{hq}/hkv:{hkv}/sq:{sq}/skv:{skv}/d:{d}/causal:{causal}/t:{threads}/real_time"
+        name = name_of(b, hq, hkv, sq, skv, d, causal, threads, dt)
+        try:
+            run()
+        except RuntimeError as e:  # e.g. a torch without CPU kernels for this type
+            results.append({"name": name, "run_name": name, "run_type": "iteration", "error_occurred": True,
+                            "error_message": "torch %s: %s" % (dt, str(e).splitlines()[0] if str(e) else "failed")})
+            print(f"pytorch peer: {i + 1}/{len(shapes)} {name} skipped ({e})", file=sys.stderr)
+            continue
         for rep in range(args.repetitions):
             iters, start = 0, time.perf_counter()
             while time.perf_counter() - start < args.min_time:
@@ -76,7 +111,7 @@ def main():
             results.append({"name": name, "run_name": name, "run_type": "iteration", "repetitions": args.repetitions,
                             "repetition_index": rep, "iterations": iters, "real_time": seconds * 1e3,
                             "cpu_time": seconds * 1e3, "time_unit": "ms", "FLOPS": fl / seconds,
-                            "bytes_per_second": 4.0 * (b * hq * sq * d * 2 + b * hkv * skv * d * 2) / seconds})
+                            "bytes_per_second": storage_bytes(b, hq, hkv, sq, skv, d, dt) / seconds})
         print(f"pytorch peer: {i + 1}/{len(shapes)} {name}", file=sys.stderr)
     out = {"context": dict(bench.get("context", {}), peer="pytorch", torch_version=torch.__version__),
            "benchmarks": results}

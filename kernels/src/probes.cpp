@@ -1,11 +1,14 @@
-// FMA-peak and stream-triad probes.
+// FMA-peak, bf16 dot-product peak, stream-triad and 16-bit read probes.
+#include "probe_kernels.hpp"
 #include "simd/tile.hpp"
 
 #include <attune/probes.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
+#include <cstdint>
 #include <thread>
 #include <vector>
 
@@ -44,17 +47,15 @@ ProbeResult summarize(std::vector<double> samples) {
   return r;
 }
 
-}  // namespace
-
-ProbeResult probe_fma_peak(Isa isa, int threads, int repetitions) {
-  require_isa(isa);
-  const auto& ops = simd::isa_ops(isa);
+// Throughput of `loop(iterations)` (returning the FLOPs it did) on `threads` threads at once, one
+// repetition sized to ~50 ms from a short calibration run on one thread.
+template <class Loop>
+ProbeResult compute_peak(int threads, int repetitions, const Loop& loop) {
   threads = std::max(threads, 1);
-  // Size one repetition to ~50 ms on this ISA from a short calibration run.
   std::int64_t iterations = 1 << 16;
   for (;;) {
     const auto start = Clock::now();
-    ops.fma_probe(iterations);
+    loop(iterations);
     const double s = std::chrono::duration<double>(Clock::now() - start).count();
     if (s > 0.01) {
       iterations = static_cast<std::int64_t>(static_cast<double>(iterations) * 0.05 / s) + 1;
@@ -65,12 +66,51 @@ ProbeResult probe_fma_peak(Isa isa, int threads, int repetitions) {
   std::vector<double> samples;
   for (int r = 0; r < std::max(repetitions, 1); ++r) {
     std::vector<double> flops(static_cast<std::size_t>(threads));
-    const double seconds = timed_parallel(threads, [&](int t) { flops[static_cast<std::size_t>(t)] = ops.fma_probe(iterations); });
+    const double seconds = timed_parallel(threads, [&](int t) { flops[static_cast<std::size_t>(t)] = loop(iterations); });
     double total = 0.0;
     for (double f : flops) total += f;
     samples.push_back(total / seconds * 1e-9);
   }
   return summarize(samples);
+}
+
+// Thread t's share [begin, end) of n elements split over `threads`.
+std::pair<std::size_t, std::size_t> share(std::size_t n, int threads, int t) {
+  const std::size_t chunk = n / static_cast<std::size_t>(threads);
+  const std::size_t begin = chunk * static_cast<std::size_t>(t);
+  return {begin, t == threads - 1 ? n : begin + chunk};
+}
+
+// The read probe's loop for CPUs without AVX-512: bf16 widened by a shift, 16 independent sums.
+float sum_bf16_baseline(const std::uint16_t* p, std::size_t n) {
+  constexpr std::size_t kLanes = 16;
+  float acc[kLanes] = {};
+  std::size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (std::size_t j = 0; j < kLanes; ++j) acc[j] += std::bit_cast<float>(std::uint32_t{p[i + j]} << 16);
+  }
+  for (; i < n; ++i) acc[0] += std::bit_cast<float>(std::uint32_t{p[i]} << 16);
+  float total = 0.0f;
+  for (float a : acc) total += a;
+  return total;
+}
+
+}  // namespace
+
+ProbeResult probe_fma_peak(Isa isa, int threads, int repetitions) {
+  require_isa(isa);
+  const auto& ops = simd::isa_ops(isa);
+  return compute_peak(threads, repetitions, ops.fma_probe);
+}
+
+std::optional<ProbeResult> probe_bf16_dot_peak(int threads, int repetitions) {
+#if defined(ATTUNE_HAVE_AVX512_PROBES)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"))
+    return compute_peak(threads, repetitions, detail::bf16_dot_probe);
+#endif
+  (void)threads;
+  (void)repetitions;
+  return std::nullopt;
 }
 
 ProbeResult probe_triad(int threads, int repetitions) {
@@ -79,9 +119,7 @@ ProbeResult probe_triad(int threads, int repetitions) {
   std::vector<float> a(kElements), b(kElements, 1.0f), c(kElements, 2.0f);
   const float s = 3.0f;
   auto pass = [&](int t) {
-    const std::size_t chunk = kElements / static_cast<std::size_t>(threads);
-    const std::size_t begin = chunk * static_cast<std::size_t>(t);
-    const std::size_t end = t == threads - 1 ? kElements : begin + chunk;
+    const auto [begin, end] = share(kElements, threads, t);
     for (std::size_t i = begin; i < end; ++i) a[i] = b[i] + s * c[i];
   };
   timed_parallel(threads, pass);  // first touch and warm-up
@@ -90,6 +128,38 @@ ProbeResult probe_triad(int threads, int repetitions) {
     const double seconds = timed_parallel(threads, pass);
     samples.push_back(12.0 * static_cast<double>(kElements) / seconds * 1e-9);
   }
+  return summarize(samples);
+}
+
+ProbeResult probe_read16(int threads, int repetitions) {
+  threads = std::max(threads, 1);
+  // 256 MiB: past the caches of most CPUs (the Xeon VMs of TOOLCHAIN-NOTES have 480 MiB of L3,
+  // so there it is an L3 figure, as the triad's 192 MiB is). Values are small bf16 numbers.
+  constexpr std::size_t kElements = std::size_t{1} << 27;
+  std::vector<std::uint16_t> a(kElements);
+  float (*sum)(const std::uint16_t*, std::size_t) = sum_bf16_baseline;
+#if defined(ATTUNE_HAVE_AVX512_PROBES)
+  if (__builtin_cpu_supports("avx512f")) sum = detail::sum_bf16_avx512;
+#endif
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  auto pass = [&](int t) {
+    const auto [begin, end] = share(kElements, threads, t);
+    sink[static_cast<std::size_t>(t)] += sum(a.data() + begin, end - begin);
+  };
+  // First touch by the threads that read it (0x3c00 is bf16 1/128), then a warm-up pass.
+  timed_parallel(threads, [&](int t) {
+    const auto [begin, end] = share(kElements, threads, t);
+    std::fill(a.begin() + static_cast<std::ptrdiff_t>(begin), a.begin() + static_cast<std::ptrdiff_t>(end),
+              std::uint16_t{0x3c00});
+  });
+  timed_parallel(threads, pass);
+  std::vector<double> samples;
+  for (int r = 0; r < std::max(repetitions, 1); ++r) {
+    const double seconds = timed_parallel(threads, pass);
+    samples.push_back(2.0 * static_cast<double>(kElements) / seconds * 1e-9);
+  }
+  volatile float keep = sink[0];  // the sums must look used
+  (void)keep;
   return summarize(samples);
 }
 

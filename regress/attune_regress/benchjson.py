@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 # Context fields that must match for two runs to be comparable; their hash names the
@@ -14,6 +15,17 @@ FINGERPRINT_FIELDS = ("cpu_model", "isa_default", "cores", "preset", "attune_com
 OPTIONAL_FINGERPRINT_FIELDS = ("attune_build_type",)
 # Expected to differ between a baseline and new code: a warning, never a refusal.
 WARN_FIELDS = ("attune_version", "attune_git_revision", "isa_runnable", "bench_tiles")
+
+# attune_bench names carry dt:<fp32|bf16|fp16> after causal: since the element type became a
+# problem dimension. fp32, the only type before that, is keyed without the segment, so baselines
+# and histories recorded earlier keep matching new runs; 16-bit benchmarks keep theirs.
+_FP32_SEGMENT = re.compile(r"(/causal:[01])/dt:fp32(?=/|$)")
+
+
+def canonical_name(name: str) -> str:
+    """attention/.../causal:0/dt:fp32/t:1/real_time -> attention/.../causal:0/t:1/real_time."""
+    return _FP32_SEGMENT.sub(r"\1", name)
+
 
 UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 MIN_REPETITIONS = 3
@@ -80,7 +92,7 @@ def load(path: str) -> BenchRun:
         # Aggregates (mean/median/stddev/cv) are derived from the repetitions: ignore them.
         if b.get("run_type", "iteration") != "iteration" or "aggregate_name" in b:
             continue
-        name = b["name"]
+        name = canonical_name(b["name"])
         if b.get("error_occurred"):
             if name not in run.skipped:
                 run.skipped.append(name)

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from .benchjson import BenchRun, InputError, write_atomic
+from .benchjson import BenchRun, InputError, canonical_name, write_atomic
 
 
 @dataclass
@@ -55,6 +55,7 @@ def read(path: str) -> History:
         except (json.JSONDecodeError, UnicodeDecodeError):
             rec = None
         if _valid(rec):
+            rec["name"] = canonical_name(rec["name"])  # lines written before or after dt: match
             h.records.append(rec)
         else:
             h.problems.append("%s:%d: malformed line skipped" % (path, number))

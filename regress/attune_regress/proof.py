@@ -220,13 +220,14 @@ def summarise(a, sessions, thresholds, stored_base, stored_thresholds=None) -> d
 
 def short(name: str) -> str:
     """attention/flash/avx512/b:1/hq:8/hkv:8/sq:512/skv:512/d:64/causal:0/t:1/real_time ->
-    flash hq8/hkv8 sq512/skv512 d64 c0"""
+    flash h8/8 s512/512 d64 (a 16-bit dt: is appended: "... d64 bf16")"""
     parts = name.split("/")
     if len(parts) < 11:
         return name
-    f = {p.split(":")[0]: p.split(":")[1] for p in parts[3:11] if ":" in p}
-    return "%s h%s/%s s%s/%s d%s%s" % (parts[1], f.get("hq"), f.get("hkv"), f.get("sq"), f.get("skv"), f.get("d"),
-                                       " causal" if f.get("causal") == "1" else "")
+    f = dict(p.split(":", 1) for p in parts[3:] if ":" in p)
+    return "%s h%s/%s s%s/%s d%s%s%s" % (parts[1], f.get("hq"), f.get("hkv"), f.get("sq"), f.get("skv"), f.get("d"),
+                                         " causal" if f.get("causal") == "1" else "",
+                                         " " + f["dt"] if f.get("dt", "fp32") != "fp32" else "")
 
 
 def pct(x) -> str:

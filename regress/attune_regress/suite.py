@@ -1,8 +1,8 @@
 """The regression set: which attune_bench benchmarks the gate times and with which flags. One
 definition for scripts/regress.sh (through `attune_regress suite`), paired sessions and the proof.
 
-1-thread flash and simd on the machine's default ISA, four shapes (small and mid prefill, causal,
-grouped-query decode): 8 benchmarks, 10 randomly interleaved repetitions of >= 0.1 s each,
+1-thread flash and simd on the machine's default ISA, four fp32 shapes (small and mid prefill,
+causal, grouped-query decode): 8 benchmarks, 10 randomly interleaved repetitions of >= 0.1 s each,
 about 12 s per run on 2 cores. One thread because a co-runner halves 2-thread results on small VMs.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ import subprocess
 
 KERNELS = ("flash", "simd")
 SHAPES = (
-    "hq:8/hkv:8/sq:128/skv:128/d:128/causal:0",
-    "hq:8/hkv:8/sq:512/skv:512/d:64/causal:0",
-    "hq:8/hkv:8/sq:512/skv:512/d:128/causal:1",
-    "hq:32/hkv:8/sq:1/skv:8192/d:128/causal:0",
+    "hq:8/hkv:8/sq:128/skv:128/d:128/causal:0/dt:fp32",
+    "hq:8/hkv:8/sq:512/skv:512/d:64/causal:0/dt:fp32",
+    "hq:8/hkv:8/sq:512/skv:512/d:128/causal:1/dt:fp32",
+    "hq:32/hkv:8/sq:1/skv:8192/d:128/causal:0/dt:fp32",
 )
 REPETITIONS = 10
 MIN_TIME = "0.1"

@@ -16,11 +16,12 @@ so a failed run never leaves a half-written report):
     report.html                      one file: provenance, probes, best kernel per shape, every plot
                                      (PNG as base64 data URIs), comparison/tuner/history sections
     summary.md                       the tables in markdown, for CI logs
-    throughput_b*_hq*_hkv*_t*.png    GFLOP/s vs seq_q = seq_kv, one line per kernel/ISA, a panel per
+    throughput_b*_hq*_hkv*_t*[_bf16].png  GFLOP/s vs seq_q = seq_kv (16-bit types: own files), one line per kernel/ISA, a panel per
                                      d_k, non-causal and causal rows, the measured peak as a ceiling
     peak_fraction_b*_hq*_hkv*_t*.png fraction of peak of the best kernel per (seq, d_k)
-    speedup_vs_gemm[_N].png          each kernel/ISA over the `gemm` baseline (if the run has it)
-    speedup_vs_pytorch[_N].png       each kernel/ISA over the PyTorch peer (if given)
+    speedup_vs_gemm[_bf16][_N].png   each kernel/ISA over the `gemm` baseline (if the run has it), per dtype
+    speedup_vs_pytorch[_bf16][_N].png  each kernel/ISA over the PyTorch peer (if given), per dtype
+    dtype_speedup.png                each 16-bit benchmark over its fp32 twin (if the run has both)
     roofline.png                     FLOPS / bytes_per_second vs GFLOP/s under the probes' roofs
     scaling.png                      speedup vs threads, for shapes run at several thread counts
     compare.png, tuner.png, history.png   with --compare, --tuner, --history
@@ -34,12 +35,15 @@ unknown attune_format); 2 usage error. Errors are one "error: ..." line on stder
 Input formats
 -------------
 Bench JSON: Google Benchmark JSON from attune_bench. Benchmark names follow
-`attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/t:T` (suffixes Google Benchmark
-appends, such as /real_time, are allowed); counters FLOPS (required), bytes_per_second and
-peak_frac (optional). Repetitions are reduced to the median of the iteration rows, or to the
+`attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/dt:DT/t:T` (DT: fp32, bf16 or
+fp16, the storage type of Q, K, V and O; names without dt:, from before it existed, are fp32;
+suffixes Google Benchmark appends, such as /real_time, are allowed); counters FLOPS (required),
+bytes_per_second and peak_frac (optional). Repetitions are reduced to the median of the iteration rows, or to the
 median (else mean) aggregate when only aggregates were reported. Rows with error_occurred are
 listed as skipped. The context gives provenance and the probes peak_gflops_<isa>_t<threads>
-(GFLOP/s) and triad_gbps_t<threads> (GB/s). context.attune_format, when present, must be "1".
+(fp32 FMA, GFLOP/s), bf16_dot_gflops_t<threads> (vdpbf16ps, where the CPU has AVX512-BF16),
+triad_gbps_t<threads> and read16_gbps_t<threads> (GB/s). A run with several dtypes gets one
+best-kernel table per dtype and a 16-bit vs fp32 table (same kernel, ISA, shape and threads). context.attune_format, when present, must be "1".
 
 Tuner JSON (--tuner), one object:
 

@@ -5,23 +5,28 @@ import json
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 FORMAT_VERSION = "1"
 
-# attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/t: and whatever Google Benchmark
-# appends (/real_time, /repeats:N, ...).
+# attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:/t: and whatever Google Benchmark
+# appends (/real_time, /repeats:N, ...). dt: (the storage type of Q, K, V, O) came later: names
+# without it are fp32, the only type before it.
 NAME = re.compile(
     r"^attention/(?P<kernel>[A-Za-z0-9_.+-]+)/(?P<isa>[A-Za-z0-9_.+-]+)/b:(?P<batch>\d+)/"
     r"hq:(?P<heads_q>\d+)/hkv:(?P<heads_kv>\d+)/sq:(?P<seq_q>\d+)/skv:(?P<seq_kv>\d+)/"
-    r"d:(?P<d_k>\d+)/causal:(?P<causal>[01])/t:(?P<threads>\d+)(?:/[A-Za-z_]+(?::[^/]*)?)*$")
-NAME_SCHEME = "attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/t:T"
+    r"d:(?P<d_k>\d+)/causal:(?P<causal>[01])(?:/dt:(?P<dtype>[a-z0-9]+))?/t:(?P<threads>\d+)"
+    r"(?:/[A-Za-z_]+(?::[^/]*)?)*$")
+NAME_SCHEME = "attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C[/dt:fp32|bf16|fp16]/t:T"
+DTYPE_ORDER = ("fp32", "bf16", "fp16")
+# The ISA whose inner loop is the bf16 dot product (vdpbf16ps): its bf16 ceiling is that probe.
+BF16_DOT_ISA = "avx512_bf16"
 
 # Other projects' implementations timed on the same shapes: compared against, never "best".
 PEERS = ("pytorch",)
 BASELINE = "gemm"
 KERNEL_ORDER = ("naive", "blocked", "simd", "flash", "gemm", "auto", "pytorch")
-ISA_ORDER = ("avx512", "avx2", "sse4_2", "neon", "scalar", "native")
+ISA_ORDER = ("avx512_bf16", "avx512", "avx2", "sse4_2", "neon", "scalar", "native")
 
 
 class ReportError(Exception):
@@ -39,13 +44,14 @@ class Shape:
     seq_q: int
     seq_kv: int
     threads: int
+    dtype: str = "fp32"  # storage type of Q, K, V and O
 
     @property
     def square(self):
         return self.seq_q == self.seq_kv
 
     def label(self, threads=True):
-        """Short and unambiguous: 's512 d64 h8 causal t1', 'q1 kv8192 d128 h32/8 t2'."""
+        """Short and unambiguous: 's512 d64 h8 causal t1', 'q1 kv8192 d128 h32/8 bf16 t2'."""
         seq = "s%d" % self.seq_q if self.square else "q%d kv%d" % (self.seq_q, self.seq_kv)
         heads = "h%d" % self.heads_q if self.heads_q == self.heads_kv else "h%d/%d" % (self.heads_q, self.heads_kv)
         parts = [seq, "d%d" % self.d_k, heads]
@@ -53,12 +59,17 @@ class Shape:
             parts.append("b%d" % self.batch)
         if self.causal:
             parts.append("causal")
+        if self.dtype != "fp32":
+            parts.append(self.dtype)
         if threads:
             parts.append("t%d" % self.threads)
         return " ".join(parts)
 
     def without_threads(self):
-        return (self.causal, self.d_k, self.batch, self.heads_q, self.heads_kv, self.seq_q, self.seq_kv)
+        return (self.causal, self.d_k, self.batch, self.heads_q, self.heads_kv, self.seq_q, self.seq_kv, self.dtype)
+
+    def as_fp32(self):
+        return replace(self, dtype="fp32")
 
 
 @dataclass
@@ -67,8 +78,8 @@ class Result:
     isa: str
     shape: Shape
     gflops: float               # median over repetitions
-    gbps: float = None          # bytes_per_second / 1e9: Q, K, V read and O written once
-    peak_frac: float = None     # FLOPS / measured FMA peak of the default ISA, same threads
+    gbps: float = None          # bytes_per_second / 1e9: Q, K, V read and O written once, in storage sizes
+    peak_frac: float = None     # FLOPS / the probe of the instruction it runs (see Bench.probe_for), same threads
     repetitions: int = 1
     cv: float = None            # coefficient of variation of FLOPS over repetitions
     source: str = ""
@@ -76,9 +87,9 @@ class Result:
     @property
     def name(self):
         s = self.shape
-        return "attention/%s/%s/b:%d/hq:%d/hkv:%d/sq:%d/skv:%d/d:%d/causal:%d/t:%d" % (
+        return "attention/%s/%s/b:%d/hq:%d/hkv:%d/sq:%d/skv:%d/d:%d/causal:%d/dt:%s/t:%d" % (
             self.kernel, self.isa, s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d_k, int(s.causal),
-            s.threads)
+            s.dtype, s.threads)
 
     @property
     def variant(self):
@@ -133,12 +144,39 @@ class Bench:
         return out
 
     def triads(self):
+        return self._per_thread("triad_gbps")
+
+    def bf16_dots(self):
+        """{threads: GFLOP/s} of the bf16 dot-product (vdpbf16ps) probe, where the CPU has it."""
+        return self._per_thread("bf16_dot_gflops")
+
+    def read16s(self):
+        """{threads: GB/s} of the 16-bit read probe."""
+        return self._per_thread("read16_gbps")
+
+    def _per_thread(self, prefix):
         out = {}
         for key, value in self.context.items():
-            m = re.match(r"^triad_gbps_t(\d+)$", key)
+            m = re.match(r"^%s_t(\d+)$" % prefix, key)
             if m and _number(value):
                 out[int(m.group(1))] = _number(value)
         return out
+
+    def probe_for(self, r):
+        """(what, GFLOP/s) of the probe of the instruction r's inner loop runs, as attune_bench's
+        peak_frac uses it: the bf16 dot product for bf16 on the ISA built around it, else the fp32
+        FMA peak of r's ISA (16-bit storage is widened and multiplied in fp32), else of the default
+        ISA (peers, whose ISA is not attune's); (None, None) without probes."""
+        t = r.shape.threads
+        if r.shape.dtype == "bf16" and r.isa == BF16_DOT_ISA and r.kernel != BASELINE:
+            return "bf16 dot t%d" % t, self.bf16_dots().get(t)
+        for isa in (r.isa, self.default_isa):
+            if isa and self.peak(isa, t):
+                return "%s FMA t%d" % (isa, t), self.peak(isa, t)
+        return None, None
+
+    def dtypes(self):
+        return sorted({r.shape.dtype for r in self.results.values()}, key=dtype_key)
 
     def shapes(self):
         return sorted({r.shape for r in self.results.values()})
@@ -156,11 +194,18 @@ def label_of(name):
     return _result_of(m, 1.0).label()
 
 
+def canonical_name(name):
+    """One spelling per benchmark: with dt: (fp32 when the name has none) and without Google
+    Benchmark's suffixes; a name that is not an attention benchmark is returned as it is."""
+    m = NAME.match(name)
+    return _result_of(m, 1.0).name if m else name
+
+
 def _shape_of(m):
     g = m.groupdict()
     return Shape(causal=g["causal"] == "1", d_k=int(g["d_k"]), batch=int(g["batch"]), heads_q=int(g["heads_q"]),
                  heads_kv=int(g["heads_kv"]), seq_q=int(g["seq_q"]), seq_kv=int(g["seq_kv"]),
-                 threads=int(g["threads"]))
+                 threads=int(g["threads"]), dtype=g["dtype"] or "fp32")
 
 
 def _result_of(m, gflops, **counters):
@@ -177,6 +222,10 @@ def _number(value):
 
 def kernel_key(kernel):
     return (KERNEL_ORDER.index(kernel) if kernel in KERNEL_ORDER else len(KERNEL_ORDER), kernel)
+
+
+def dtype_key(dtype):
+    return (DTYPE_ORDER.index(dtype) if dtype in DTYPE_ORDER else len(DTYPE_ORDER), dtype)
 
 
 def isa_key(isa):
@@ -312,18 +361,20 @@ def _reduce(m, entry):
 
 
 def fraction_of_peak(bench, r):
-    """The bench's own peak_frac counter, else GFLOP/s over the default ISA's probe (peer files)."""
+    """The bench's own peak_frac counter, else GFLOP/s over the probe of r's instruction (peer files)."""
     if r.peak_frac is not None:
         return r.peak_frac
-    peak = bench.default_peak(r.shape.threads)
+    _, peak = bench.probe_for(r)
     return r.gflops / peak if peak else None
 
 
-def best_per_shape(bench):
-    """[(shape, best attune Result, {kernel: its best Result}), ...] in shape order; peers are
-    never "best" but are listed for the speedup columns."""
+def best_per_shape(bench, dtype=None):
+    """[(shape, best attune Result, {kernel: its best Result}), ...] in shape order (of one
+    dtype if given); peers are never "best" but are listed for the speedup columns."""
     out = []
     for shape in bench.shapes():
+        if dtype is not None and shape.dtype != dtype:
+            continue
         rs = bench.at(shape)
         own = [r for r in rs if r.kernel not in PEERS]
         by_kernel = {}
@@ -346,6 +397,20 @@ def speedups(bench, baseline):
         for r in bench.at(shape):
             if r.kernel != baseline:
                 out[(shape, (r.kernel, r.isa))] = r.gflops / b
+    return out
+
+
+def dtype_speedups(bench):
+    """[(16-bit Result, fp32 Result, GFLOP/s ratio)] for every 16-bit benchmark whose fp32 twin
+    (same kernel, ISA, shape and threads) is in the run, in shape order: what the narrower storage
+    buys. The FLOP count is the same, so the ratio is the inverse ratio of times."""
+    fp32 = {(r.kernel, r.isa, r.shape): r for r in bench.results.values() if r.shape.dtype == "fp32"}
+    out = []
+    for r in bench.results.values():
+        twin = fp32.get((r.kernel, r.isa, r.shape.as_fp32())) if r.shape.dtype != "fp32" else None
+        if twin is not None:
+            out.append((r, twin, r.gflops / twin.gflops))
+    out.sort(key=lambda t: (dtype_key(t[0].shape.dtype), t[0].shape.as_fp32(), variant_key((t[0].kernel, t[0].isa))))
     return out
 
 

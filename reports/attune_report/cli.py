@@ -103,6 +103,7 @@ def report_main(argv, command):
         figures = {"plots": plots.throughput(bench, stage) + plots.peak_fraction(bench, stage) +
                    plots.speedup(bench, stage, BASELINE) + plots.speedup(bench, stage, "pytorch") +
                    plots.roofline(bench, stage) + plots.scaling(bench, stage)}
+        figures["dtypes"] = plots.dtype_speedup(bench, stage)
         if comparison:
             figures["compare"] = plots.compare_bars(comparison[0], stage)
         if tuner:

@@ -3,7 +3,7 @@ formats are documented in the package docstring (attune_report/__init__.py)."""
 import json
 from dataclasses import dataclass
 
-from .bench import ReportError, _number, check_format, read_json
+from .bench import ReportError, _number, canonical_name, check_format, read_json
 
 TUNER_REQUIRED = ("kernel", "seq_q", "seq_kv", "d_k", "block_q", "block_kv", "threads", "gflops")
 
@@ -120,7 +120,7 @@ def load_history(path):
         for name, value in doc["results"].items():
             if _number(value) is None:
                 raise ReportError("%s: result %r = %r is not a positive GFLOP/s" % (where, name, value))
-            results[name] = float(value)
+            results[canonical_name(name)] = float(value)
         runs.append(HistoryRun(str(doc.get("date", "")), str(doc.get("attune_git_revision", "")), results))
     if not runs:
         raise ReportError("history %s is empty" % path)

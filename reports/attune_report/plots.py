@@ -14,11 +14,12 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from .bench import PEERS, fraction_of_peak, label_of, speedups, variant_key  # noqa: E402
+from .bench import (PEERS, dtype_key, dtype_speedups, fraction_of_peak, label_of, speedups,  # noqa: E402
+                    variant_key)
 from .extras import tuner_best  # noqa: E402
 
 DPI = 100
-ISA_COLORS = {"avx512": "#1f77b4", "avx2": "#ff7f0e", "sse4_2": "#2ca02c", "neon": "#9467bd",
+ISA_COLORS = {"avx512_bf16": "#17becf", "avx512": "#1f77b4", "avx2": "#ff7f0e", "sse4_2": "#2ca02c", "neon": "#9467bd",
               "scalar": "#7f7f7f", "native": "#d62728"}
 KERNEL_MARKERS = {"naive": "x", "blocked": "s", "simd": "^", "flash": "o", "gemm": "D", "auto": "*",
                   "pytorch": "P"}
@@ -36,12 +37,20 @@ class Figure:
     caption: str
 
 
-def style(kernel, isa):
+DTYPE_COLORS = {"bf16": "#1f77b4", "fp16": "#ff7f0e"}
+
+
+def style(kernel, isa, dtype="fp32"):
     color = ISA_COLORS.get(isa) or SPARE_COLORS[sum(map(ord, isa)) % len(SPARE_COLORS)]
     marker = KERNEL_MARKERS.get(kernel) or SPARE_MARKERS[sum(map(ord, kernel)) % len(SPARE_MARKERS)]
-    # Baselines and peers dashed: the lines to beat, not attune's own kernels.
+    # Baselines and peers dashed: the lines to beat, not attune's own kernels; 16-bit storage hollow.
     return dict(color=color, marker=marker, linestyle="--" if kernel in PEERS or kernel == "gemm" else "-",
-                markersize=5, linewidth=1.4)
+                markersize=5, linewidth=1.4, fillstyle="full" if dtype == "fp32" else "none")
+
+
+def _dtype_suffix(dtype):
+    """File-name suffix of a 16-bit figure; fp32 figures keep the names they had before dt:."""
+    return "" if dtype == "fp32" else "_" + dtype
 
 
 def _save(fig, out_dir, name):
@@ -67,30 +76,31 @@ def _integer_ticks(ax, values, axis="x"):
 
 
 def square_groups(bench):
-    """Results with seq_q == seq_kv grouped by (batch, heads_q, heads_kv, threads): the sets a
+    """Results with seq_q == seq_kv grouped by (dtype, batch, heads_q, heads_kv, threads): the sets a
     "versus sequence length" plot can draw. Groups with a single length are dropped when any
     group has several."""
     groups = {}
     for r in bench.results.values():
         s = r.shape
         if s.square:
-            groups.setdefault((s.batch, s.heads_q, s.heads_kv, s.threads), []).append(r)
+            groups.setdefault((dtype_key(s.dtype), s.batch, s.heads_q, s.heads_kv, s.threads), []).append(r)
     several = {k: v for k, v in groups.items() if len({r.shape.seq_q for r in v}) > 1}
-    return sorted((several or groups).items())
+    return [((key[0][1],) + key[1:], rs) for key, rs in sorted((several or groups).items())]
 
 
 def _group_names(key):
-    b, hq, hkv, t = key
-    suffix = "b%d_hq%d_hkv%d_t%d" % key
+    dt, b, hq, hkv, t = key
+    suffix = "b%d_hq%d_hkv%d_t%d%s" % (b, hq, hkv, t, _dtype_suffix(dt))
     heads = "%d heads" % hq if hq == hkv else "%d query / %d key-value heads" % (hq, hkv)
-    return suffix, "batch %d, %s, %d thread%s" % (b, heads, t, "" if t == 1 else "s")
+    return suffix, "%sbatch %d, %s, %d thread%s" % ("" if dt == "fp32" else dt + ", ", b, heads, t,
+                                                   "" if t == 1 else "s")
 
 
 def throughput(bench, out_dir):
     figs = []
     for key, rs in square_groups(bench):
         suffix, what = _group_names(key)
-        t = key[3]
+        dt, t = key[0], key[4]
         dks = sorted({r.shape.d_k for r in rs})
         causals = sorted({r.shape.causal for r in rs})
         seqs = sorted({r.shape.seq_q for r in rs})
@@ -109,6 +119,9 @@ def throughput(bench, out_dir):
                 if peak:
                     ax.axhline(peak, color="black", linestyle=":", linewidth=1.6,
                                label="measured peak, %s t%d: %.0f GFLOP/s" % (bench.default_isa, t, peak))
+                if dt == "bf16" and bench.bf16_dots().get(t):
+                    ax.axhline(bench.bf16_dots()[t], color="#17becf", linestyle=":", linewidth=1.6,
+                               label="bf16 dot-product peak t%d: %.0f GFLOP/s" % (t, bench.bf16_dots()[t]))
                 ax.set_xscale("log", base=2)
                 _integer_ticks(ax, seqs)
                 ax.set_ylim(0, top * 1.08)
@@ -125,7 +138,8 @@ def throughput(bench, out_dir):
         figs.append(Figure(name, "Throughput vs sequence length (%s)" % what,
                            "One line per kernel/ISA (colour: ISA, marker: kernel; baselines dashed), one panel "
                            "per d_k, non-causal above causal. The dotted line is the FMA peak measured by the "
-                           "bench's probe for the default ISA at this thread count."))
+                           "bench's probe for the default ISA at this thread count (and, for bf16 on a CPU with "
+                           "AVX512-BF16, the bf16 dot-product probe's)."))
     return figs
 
 
@@ -175,14 +189,21 @@ def peak_fraction(bench, out_dir):
         _save(fig, out_dir, name)
         figs.append(Figure(name, "Fraction of peak, best kernel per shape (%s)" % what,
                            "Each cell: the fastest attune kernel/ISA for that shape and its GFLOP/s as a fraction "
-                           "of the measured FMA peak of the default ISA at the same thread count."))
+                           "of the measured peak of the instruction it runs at the same thread count."))
     return figs
 
 
 def speedup(bench, out_dir, baseline):
+    """One heatmap (or several numbered parts) per dtype: each kernel against the baseline in
+    the same storage type."""
     ratios = speedups(bench, baseline)
-    if not ratios:
-        return []
+    figs = []
+    for dt in sorted({s.dtype for s, _ in ratios}, key=dtype_key):
+        figs += _speedup_heatmaps({k: x for k, x in ratios.items() if k[0].dtype == dt}, out_dir, baseline, dt)
+    return figs
+
+
+def _speedup_heatmaps(ratios, out_dir, baseline, dt):
     shapes = sorted({s for s, _ in ratios})
     variants = sorted({v for _, v in ratios}, key=variant_key)
     parts = [shapes[i:i + HEATMAP_ROWS] for i in range(0, len(shapes), HEATMAP_ROWS)]
@@ -208,10 +229,11 @@ def speedup(bench, out_dir, baseline):
         cb.ax.set_yticklabels(["%gx" % 2.0 ** t for t in ticks])
         cb.set_label("GFLOP/s over %s (>1: faster)" % baseline)
         more = "" if len(parts) == 1 else " (part %d of %d)" % (p + 1, len(parts))
-        ax.set_title("Speedup over %s, same shape%s" % (baseline, more), fontsize=11)
-        name = "speedup_vs_%s%s.png" % (baseline, "" if len(parts) == 1 else "_%d" % (p + 1))
+        typed = "" if dt == "fp32" else ", %s" % dt
+        ax.set_title("Speedup over %s, same shape%s%s" % (baseline, typed, more), fontsize=11)
+        name = "speedup_vs_%s%s%s.png" % (baseline, _dtype_suffix(dt), "" if len(parts) == 1 else "_%d" % (p + 1))
         _save(fig, out_dir, name)
-        figs.append(Figure(name, "Speedup over %s%s" % (baseline, more),
+        figs.append(Figure(name, "Speedup over %s%s%s" % (baseline, typed, more),
                            "Each kernel/ISA's GFLOP/s divided by the best %s result on the same shape and thread "
                            "count (blue: faster than %s, red: slower)." % (baseline, baseline)))
     return figs
@@ -247,11 +269,13 @@ def roofline(bench, out_dir):
             ax.axhline(value, color=ISA_COLORS.get(isa, "grey"), linestyle=":", linewidth=1)
             ax.text(hi, value, " %s %.0f" % (isa, value), va="center", ha="left", fontsize=7,
                     color=ISA_COLORS.get(isa, "grey"))
-        for v in sorted({(r.kernel, r.isa) for r in pts}, key=variant_key):
-            sel = [r for r in pts if (r.kernel, r.isa) == v]
+        for v in sorted({(r.kernel, r.isa, r.shape.dtype) for r in pts},
+                        key=lambda v: variant_key(v[:2]) + dtype_key(v[2])):
+            sel = [r for r in pts if (r.kernel, r.isa, r.shape.dtype) == v]
             st = style(*v)
             ax.plot([r.intensity for r in sel], [r.gflops for r in sel], linestyle="none", marker=st["marker"],
-                    color=st["color"], markersize=5, alpha=0.85, label="%s/%s" % v)
+                    color=st["color"], fillstyle=st["fillstyle"], markersize=5, alpha=0.85,
+                    label="%s/%s" % v[:2] + ("" if v[2] == "fp32" else " " + v[2]))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
@@ -271,8 +295,40 @@ def roofline(bench, out_dir):
     _save(fig, out_dir, "roofline.png")
     return [Figure("roofline.png", "Roofline",
                    "Arithmetic intensity = FLOPS / bytes_per_second (compulsory traffic: Q, K, V read and O "
-                   "written once). Roofs from the context probes: the default ISA's FMA peak and the "
-                   "stream-triad bandwidth at the same thread count; dotted lines are the other ISAs' peaks.")]
+                   "written once, in their storage sizes: 16-bit runs, hollow markers, move half the bytes). "
+                   "Roofs from the context probes: the default ISA's FMA peak and the stream-triad bandwidth at "
+                   "the same thread count; dotted lines are the other ISAs' peaks.")]
+
+
+def dtype_speedup(bench, out_dir):
+    """Bars: each 16-bit benchmark's GFLOP/s over its fp32 twin (same kernel, ISA, shape, threads)."""
+    pairs = dtype_speedups(bench)
+    if not pairs:
+        return []
+    shown = pairs[:COMPARE_BARS]
+    ratios = [x for _, _, x in shown]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.22 * len(shown)))
+    y = np.arange(len(shown))
+    ax.barh(y, [x - 1 for x in ratios], left=1, height=0.7,
+            color=[DTYPE_COLORS.get(r.shape.dtype, "#9e9e9e") for r, _, _ in shown])
+    ax.axvline(1, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlim(min(ratios + [0.8]) / 1.1, max(ratios + [1.25]) * 1.1)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "%.3g" % v))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: "%.3g" % v))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_yticks(y, ["%s %s" % (r.variant, r.shape.label()) for r, _, _ in shown], fontsize=7)
+    ax.set_ylim(len(shown) - 0.5, -0.5)
+    for yi, x in zip(y, ratios):
+        ax.text(x, yi, " %.2f " % x, va="center", ha="left" if x >= 1 else "right", fontsize=6)
+    ax.set_xlabel("16-bit / fp32 GFLOP/s (>1: the 16-bit storage is faster)")
+    more = "" if len(shown) == len(pairs) else " (first %d of %d)" % (len(shown), len(pairs))
+    ax.set_title("16-bit storage vs fp32, same kernel, ISA, shape and threads%s" % more, fontsize=11)
+    ax.grid(True, axis="x", which="both", alpha=0.25)
+    _save(fig, out_dir, "dtype_speedup.png")
+    return [Figure("dtype_speedup.png", "16-bit vs fp32",
+                   "GFLOP/s of each bf16 (blue) or fp16 (orange) benchmark divided by the same kernel/ISA on the "
+                   "same shape and thread count with fp32 storage.")]
 
 
 def scaling(bench, out_dir):

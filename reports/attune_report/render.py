@@ -4,7 +4,8 @@ import base64
 import html
 import os
 
-from .bench import BASELINE, best_per_shape, fraction_of_peak, geomean, has_kernel, isa_key, label_of
+from .bench import (BASELINE, best_per_shape, dtype_speedups, fraction_of_peak, geomean, has_kernel, isa_key,
+                    label_of)
 from . import targets
 
 PROVENANCE = ("cpu_model", "cores", "isa_runnable", "isa_default", "attune_version", "attune_git_revision",
@@ -41,14 +42,15 @@ def fmt_ratio(x):
     return "" if x is None else "%.2fx" % x
 
 
-def summary_rows(bench):
-    """(headers, rows of strings): the best attune kernel per shape and its speedups."""
+def summary_rows(bench, dtype=None):
+    """(headers, rows of strings): the best attune kernel per shape (of one dtype if given) and its
+    speedups over the baseline and the peer in the same dtype."""
     with_gemm, with_torch = has_kernel(bench, BASELINE), has_kernel(bench, "pytorch")
     headers = ["shape", "best kernel/isa", "GFLOP/s", "% of peak"]
     headers += ["vs %s" % BASELINE] if with_gemm else []
     headers += ["vs pytorch"] if with_torch else []
     rows = []
-    for shape, best, by_kernel in best_per_shape(bench):
+    for shape, best, by_kernel in best_per_shape(bench, dtype):
         if best is None:
             continue
         row = [shape.label(), best.variant, fmt_gflops(best.gflops), fmt_pct(fraction_of_peak(bench, best))]
@@ -57,6 +59,44 @@ def summary_rows(bench):
                 row.append(fmt_ratio(best.gflops / by_kernel[kernel].gflops) if kernel in by_kernel else "")
         rows.append(row)
     return headers, rows
+
+
+def summary_sections(bench):
+    """[(dtype or None, (headers, rows))]: one table for a run of one dtype, else one per dtype."""
+    dtypes = bench.dtypes()
+    if len(dtypes) <= 1:
+        return [(None, summary_rows(bench))]
+    return [(dt, summary_rows(bench, dt)) for dt in dtypes]
+
+
+def dtype_rows(bench):
+    """(headers, rows) of the 16-bit vs fp32 table, or None when the run has no such pair."""
+    pairs = dtype_speedups(bench)
+    if not pairs:
+        return None
+    headers = ["kernel/isa", "shape", "dtype", "GFLOP/s", "fp32 GFLOP/s", "dtype / fp32", "% of peak",
+               "fp32 % of peak", "probe", "GB/s", "fp32 GB/s"]
+    rows = []
+    for r, f, ratio in pairs:
+        probe, _ = bench.probe_for(r)
+        rows.append([r.variant, r.shape.as_fp32().label(), r.shape.dtype, fmt_gflops(r.gflops), fmt_gflops(f.gflops),
+                     fmt_ratio(ratio), fmt_pct(fraction_of_peak(bench, r)), fmt_pct(fraction_of_peak(bench, f)),
+                     probe or "", "%.1f" % r.gbps if r.gbps else "", "%.1f" % f.gbps if f.gbps else ""])
+    return headers, rows
+
+
+def dtype_summary(bench):
+    """One line per 16-bit type: geometric-mean ratio over fp32, prefill and decode apart."""
+    lines = []
+    pairs = dtype_speedups(bench)
+    for dt in sorted({r.shape.dtype for r, _, _ in pairs}):
+        parts = []
+        for what, pick in (("prefill", lambda s: s.seq_q > 1), ("decode (seq_q 1)", lambda s: s.seq_q == 1)):
+            xs = [x for r, _, x in pairs if r.shape.dtype == dt and pick(r.shape)]
+            if xs:
+                parts.append("%s %.2fx over %d benchmarks (%.2f-%.2f)" % (what, geomean(xs), len(xs), min(xs), max(xs)))
+        lines.append("%s vs fp32, same kernel/ISA/shape/threads, geometric mean: %s" % (dt, "; ".join(parts)))
+    return lines
 
 
 def compare_rows(rows):
@@ -135,7 +175,7 @@ def provenance_table(contexts, labels=None):
 
 def probes_table(bench):
     peaks, triads = bench.peaks(), bench.triads()
-    threads = sorted({t for _, t in peaks} | set(triads))
+    threads = sorted({t for _, t in peaks} | set(triads) | set(bench.bf16_dots()) | set(bench.read16s()))
     if not threads:
         return None
     headers = ["probe"] + ["%d thread%s" % (t, "" if t == 1 else "s") for t in threads]
@@ -143,8 +183,10 @@ def probes_table(bench):
     for isa in sorted({i for i, _ in peaks}, key=isa_key):
         rows.append(["FMA peak %s (GFLOP/s)" % isa] + ["%.1f" % peaks[(isa, t)] if (isa, t) in peaks else ""
                                                         for t in threads])
-    if triads:
-        rows.append(["stream triad (GB/s)"] + ["%.1f" % triads[t] if t in triads else "" for t in threads])
+    for what, values in (("bf16 dot product, vdpbf16ps (GFLOP/s)", bench.bf16_dots()),
+                         ("stream triad (GB/s)", triads), ("16-bit read (GB/s)", bench.read16s())):
+        if values:
+            rows.append([what] + ["%.1f" % values[t] if t in values else "" for t in threads])
     return headers, rows
 
 
@@ -157,7 +199,9 @@ def write_html(path, out_dir, *, command, inputs, generated, bench, figures, com
             % (_e(command), ", ".join("<code>%s</code>" % _e(p) for p in inputs), _e(generated))]
     target_results = targets.evaluate(bench)
     has_targets = any(rows for _, rows in target_results)
+    dtype_table = dtype_rows(bench)
     sections = [("provenance", "Provenance"), ("summary", "Best kernel per shape")]
+    sections += [("dtypes", "16-bit vs fp32")] if dtype_table else []
     sections += [("targets", "Speed targets")] if has_targets else []
     sections += [("plots", "Plots")]
     sections += [("compare", "Before vs after")] if comparison else []
@@ -174,14 +218,29 @@ def write_html(path, out_dir, *, command, inputs, generated, bench, figures, com
 
     body.append('<h2 id="summary">Best kernel per shape</h2>')
     body.append("<p>The fastest attune kernel/ISA on each shape (peers such as PyTorch excluded), its median "
-                "GFLOP/s over repetitions and its fraction of the measured FMA peak of the default ISA at the "
-                "same thread count%s.</p>" % (
-                    "; speedups are GFLOP/s ratios against the best ISA of the baseline on the same shape"
+                "GFLOP/s over repetitions and its fraction of the measured peak of the instruction it runs at the "
+                "same thread count (the fp32 FMA of its ISA; the bf16 dot product for bf16 on %s)%s.</p>" % (
+                    "avx512_bf16",
+                    "; speedups are GFLOP/s ratios against the best ISA of the baseline on the same shape and dtype"
                     if has_kernel(bench, BASELINE) or has_kernel(bench, "pytorch") else ""))
-    body.append(_table(*summary_rows(bench), numeric_from=2))
+    for dt, table in summary_sections(bench):
+        if dt:
+            body.append("<h3>%s</h3>" % _e(dt))
+        body.append(_table(*table, numeric_from=2))
     ns = notes(bench)
     if ns:
         body.append("<h3>Notes</h3><ul>%s</ul>" % "".join("<li>%s</li>" % _md_inline(n) for n in ns))
+
+    if dtype_table:
+        body.append('<h2 id="dtypes">16-bit vs fp32</h2>')
+        body.append("<p>Each 16-bit benchmark (Q, K, V and O stored as bf16 or fp16) against the same kernel, ISA, "
+                    "shape and thread count in fp32: GFLOP/s ratio (&gt;1: the 16-bit storage is faster), each "
+                    "side's fraction of the probe of the instruction it runs, and the compulsory traffic in "
+                    "storage sizes.</p>")
+        body.append("<ul>%s</ul>" % "".join("<li>%s</li>" % _e(x) for x in dtype_summary(bench)))
+        body.append(_table(*dtype_table, numeric_from=3))
+        for fig in figures.get("dtypes", []):
+            body.append(_figure(out_dir, fig))
 
     if has_targets:
         body.append('<h2 id="targets">Speed targets</h2>')
@@ -282,7 +341,12 @@ def write_markdown(path, *, command, inputs, generated, bench, comparison=None, 
                                    if x)),
              ("preset", ctx.get("preset")), ("date", ctx.get("date"))]
     lines += ["; ".join("%s: %s" % (k, v) for k, v in facts if v), ""]
-    lines += ["## Best kernel per shape", "", _md_table(*summary_rows(bench)), ""]
+    lines += ["## Best kernel per shape", ""]
+    for dt, table in summary_sections(bench):
+        lines += (["### %s" % dt, ""] if dt else []) + [_md_table(*table), ""]
+    dtype_table = dtype_rows(bench)
+    if dtype_table:
+        lines += ["## 16-bit vs fp32", ""] + ["- " + x for x in dtype_summary(bench)] + ["", _md_table(*dtype_table), ""]
     if comparison:
         rows, only_before, only_after, _, _ = comparison
         lines += ["## Before vs after", "", compare_summary(rows, only_before, only_after) + ".", "",

@@ -31,6 +31,11 @@ def _flash(bench, shape):
     return rs[0] if rs else None
 
 
+def _shapes(bench):
+    """The targets are stated for float32 storage: 16-bit benchmarks are not judged by them."""
+    return [s for s in bench.shapes() if s.dtype == "fp32"]
+
+
 def _spread(*results):
     cvs = [r.cv for r in results if r is not None and r.cv is not None]
     return max(cvs) if cvs else None
@@ -38,7 +43,7 @@ def _spread(*results):
 
 def _peak_rows(bench, text, goal, pick):
     rows = []
-    for shape in bench.shapes():
+    for shape in _shapes(bench):
         if shape.threads != 1 or not pick(shape):
             continue
         r = _flash(bench, shape)
@@ -73,7 +78,7 @@ def evaluate(bench):
     threads = sorted({t for _, t in bench.peaks()})
     top = threads[-1] if threads else 1
     p1, pn = bench.default_peak(1), bench.default_peak(top)
-    for shape in bench.shapes():
+    for shape in _shapes(bench):
         if shape.threads != 1 or not square(shape) or shape.seq_q < 1024 or top == 1 or not (p1 and pn):
             continue
         r1 = _flash(bench, shape)
@@ -87,7 +92,7 @@ def evaluate(bench):
 
     # Decode: K/V streamed against the triad probe at the same (all) threads.
     rows = []
-    for shape in bench.shapes():
+    for shape in _shapes(bench):
         if shape.seq_q != 1 or shape.seq_kv < 8192 or shape.threads != top:
             continue
         r = _flash(bench, shape)
@@ -100,7 +105,7 @@ def evaluate(bench):
 
     # flash against the BLAS baseline on every shape, at the same thread count.
     rows = []
-    for shape in bench.shapes():
+    for shape in _shapes(bench):
         r = _flash(bench, shape)
         g = bench.at(shape, BASELINE)
         if r is None or not g:

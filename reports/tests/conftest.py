@@ -29,21 +29,23 @@ KEY_GFLOPS = 87.64
 KEY_GEMM = 21.91
 
 
-def name_of(kernel, isa, b, hq, hkv, sq, skv, d, causal, t):
-    return "attention/%s/%s/b:%d/hq:%d/hkv:%d/sq:%d/skv:%d/d:%d/causal:%d/t:%d" % (
-        kernel, isa, b, hq, hkv, sq, skv, d, causal, t)
+def name_of(kernel, isa, b, hq, hkv, sq, skv, d, causal, t, dt=None):
+    """A bench name; without dt (as attune_bench wrote them before the element type was a
+    dimension, i.e. fp32) unless dt is given."""
+    return "attention/%s/%s/b:%d/hq:%d/hkv:%d/sq:%d/skv:%d/d:%d/causal:%d%s/t:%d" % (
+        kernel, isa, b, hq, hkv, sq, skv, d, causal, "/dt:" + dt if dt else "", t)
 
 
 def row(kernel, isa, gflops, *, seq=None, sq=None, skv=None, d=64, causal=0, threads=1, b=1, hq=8, hkv=8,
-        peak=None, **extra):
+        peak=None, dt=None, **extra):
     """One Google Benchmark iteration row with counters consistent with the shape."""
     sq = sq or seq
     skv = skv or seq
     pairs = sq * skv if not causal else sum(max(0, min(skv, i + skv - sq + 1)) for i in range(sq))
     flops = 4.0 * b * hq * pairs * d
-    nbytes = 4.0 * (2 * b * hq * sq * d + 2 * b * hkv * skv * d)
+    nbytes = (2.0 if dt in ("bf16", "fp16") else 4.0) * (2 * b * hq * sq * d + 2 * b * hkv * skv * d)
     seconds = flops / (gflops * 1e9)
-    name = name_of(kernel, isa, b, hq, hkv, sq, skv, d, causal, threads) + "/real_time"
+    name = name_of(kernel, isa, b, hq, hkv, sq, skv, d, causal, threads, dt) + "/real_time"
     out = {"name": name, "run_name": name, "run_type": "iteration", "repetitions": 1, "repetition_index": 0,
            "threads": 1, "iterations": 10, "real_time": seconds * 1e3, "cpu_time": seconds * 1e3,
            "time_unit": "ms", "FLOPS": gflops * 1e9, "bytes_per_second": nbytes / seconds}
@@ -86,6 +88,34 @@ def synthetic_bench(with_gemm=True, seqs=(128, 256, 512), dks=(64, 128), failed=
         failed_row.update(error_occurred=True, error_message="time budget exhausted")
         rows.append(failed_row)
     return {"context": dict(CONTEXT), "benchmarks": rows}
+
+
+# The typed sample: fp32 and bf16 (plus one fp16) of the same kernels on the same shapes, with
+# known ratios. flash/avx2 on s2048 d128 h8 t1 runs 80 GFLOP/s in fp32 and 100 in bf16: 1.25x.
+TYPED_CONTEXT = dict(CONTEXT, isa_runnable="avx512_bf16,avx2,scalar", bf16_dot_gflops_t1="400.0",
+                     bf16_dot_gflops_t2="800.0", read16_gbps_t1="18.0", read16_gbps_t2="28.0")
+TYPED = {  # (kernel, isa, seq_q, seq_kv, hq, hkv, threads): {dt: GFLOP/s}
+    ("flash", "avx2", 2048, 2048, 8, 8, 1): {"fp32": 80.0, "bf16": 100.0, "fp16": 88.0},
+    ("flash", "avx2", 2048, 2048, 8, 8, 2): {"fp32": 150.0, "bf16": 180.0},
+    ("gemm", "avx2", 2048, 2048, 8, 8, 1): {"fp32": 40.0, "bf16": 32.0},
+    ("flash", "avx2", 512, 512, 8, 8, 1): {"fp32": 70.0, "bf16": 84.0},
+    ("gemm", "avx2", 512, 512, 8, 8, 1): {"fp32": 35.0, "bf16": 30.0},
+    ("flash", "avx2", 1, 8192, 32, 8, 1): {"fp32": 10.0, "bf16": 18.0},
+    ("flash", "avx512_bf16", 2048, 2048, 8, 8, 1): {"bf16": 200.0},  # bf16 only: no fp32 twin
+}
+
+
+def synthetic_typed_bench():
+    """fp32 rows named the old way (no dt:) next to dt:bf16 / dt:fp16 rows, peak_frac as
+    attune_bench computes it except for avx512_bf16 (left to the report's own probe choice)."""
+    peaks = {1: 100.0, 2: 200.0}
+    rows = []
+    for (kernel, isa, sq, skv, hq, hkv, t), by_dt in TYPED.items():
+        for dt, g in by_dt.items():
+            peak = None if isa == "avx512_bf16" else peaks[t]
+            rows.append(row(kernel, isa, g, sq=sq, skv=skv, d=128, hq=hq, hkv=hkv, threads=t, peak=peak,
+                            dt=None if dt == "fp32" else dt))
+    return {"context": dict(TYPED_CONTEXT), "benchmarks": rows}
 
 
 def synthetic_pytorch(bench):

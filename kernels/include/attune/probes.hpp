@@ -1,8 +1,11 @@
-// Machine probes measured in the same run as the kernels: FMA peak per ISA and thread count,
-// and stream-triad memory bandwidth. Reports express kernel speed as a fraction of these.
+// Machine probes measured in the same run as the kernels: FMA peak per ISA and thread count, the
+// bf16 dot-product peak, stream-triad and 16-bit read bandwidth. Reports express kernel speed as
+// a fraction of these.
 #pragma once
 
 #include <attune/isa.hpp>
+
+#include <optional>
 
 namespace attune {
 
@@ -18,5 +21,13 @@ ProbeResult probe_fma_peak(Isa isa, int threads, int repetitions = 5);
 // STREAM triad a = b + s * c over arrays far larger than the caches, on `threads` threads
 // (GB/s, counting 12 bytes per element as STREAM does).
 ProbeResult probe_triad(int threads, int repetitions = 5);
+// vdpbf16ps throughput (AVX512-BF16) on `threads` threads, GFLOP/s counting 4 per fp32 lane per
+// instruction (two multiply-adds of bf16 pairs into fp32); nullopt where the CPU (or the build)
+// has no AVX512-BF16.
+std::optional<ProbeResult> probe_bf16_dot_peak(int threads, int repetitions = 5);
+// Reads an array of 16-bit values far larger than the caches and sums it, widening each to
+// float in registers (as the kernels read bf16/fp16 K and V), on `threads` threads (GB/s,
+// 2 bytes per element). AVX-512 loads where the CPU has them, else the compiler's baseline.
+ProbeResult probe_read16(int threads, int repetitions = 5);
 
 }  // namespace attune

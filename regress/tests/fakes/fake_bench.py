@@ -1,5 +1,5 @@
 """Stands in for attune_bench in the tests: writes a Google Benchmark JSON for the regression
-set's 8 names, with seeded noise, in a few milliseconds.
+set's 8 names (as attune_bench spells them, with dt:fp32), with seeded noise, in a few milliseconds.
 
 Flags read: --benchmark_out=PATH (or two words), --benchmark_repetitions=N, --block-q N or
 --block-kv N (a "real" knob: 20% slower). Everything else is accepted and ignored. Environment:
@@ -16,8 +16,8 @@ import random
 import sys
 
 NAMES = ["attention/%s/avx512/b:1/%s/t:1/real_time" % (k, s) for k in ("flash", "simd") for s in (
-    "hq:8/hkv:8/sq:128/skv:128/d:128/causal:0", "hq:8/hkv:8/sq:512/skv:512/d:64/causal:0",
-    "hq:8/hkv:8/sq:512/skv:512/d:128/causal:1", "hq:32/hkv:8/sq:1/skv:8192/d:128/causal:0")]
+    "hq:8/hkv:8/sq:128/skv:128/d:128/causal:0/dt:fp32", "hq:8/hkv:8/sq:512/skv:512/d:64/causal:0/dt:fp32",
+    "hq:8/hkv:8/sq:512/skv:512/d:128/causal:1/dt:fp32", "hq:32/hkv:8/sq:1/skv:8192/d:128/causal:0/dt:fp32")]
 
 
 def flag(argv, name, default=None):
