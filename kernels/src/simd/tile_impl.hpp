@@ -140,17 +140,24 @@ struct TileKernel {
       for (int nv = 0; nv < N; ++nv) V::store(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
   }
 
+  // The online-softmax step of one vector of rows: m' = max(m, tile max), alpha = 2^(m - m'),
+  // both stored; returns the max to subtract (0 for rows that have seen no key yet, which keep
+  // m = -inf, so that 2^(-inf) = 0).
+  [[gnu::always_inline]] static B update_max(const Ctx& c, std::int64_t off, const B& tmax) {
+    const B m_old = V::load(c.m + off);
+    const B m_new = V::max(m_old, tmax);
+    const B m_use = V::keep_le(V::set1(std::numeric_limits<float>::lowest()), m_new, m_new, V::set1(0.0f));
+    V::store(c.alpha + off, V::exp2(m_old - m_use));
+    V::store(c.m + off, m_new);
+    return m_use;
+  }
+
   // The fused softmax pass for one lane chunk: new max, alpha, P = 2^(S - m'), running sum.
   template <int N>
   static void softmax(const Ctx& c, std::int64_t cols, std::int64_t c0, const B* tmax) {
     for (int nv = 0; nv < N; ++nv) {
       const std::int64_t off = c0 + nv * W;
-      const B m_old = V::load(c.m + off);
-      const B m_new = V::max(m_old, tmax[nv]);
-      // Rows that have seen no key yet keep m = -inf; subtract 0 instead so 2^(-inf) = 0.
-      const B m_use = V::keep_le(V::set1(std::numeric_limits<float>::lowest()), m_new, m_new, V::set1(0.0f));
-      V::store(c.alpha + off, V::exp2(m_old - m_use));
-      V::store(c.m + off, m_new);
+      const B m_use = update_max(c, off, tmax[nv]);
       B sum = V::set1(0.0f);
       for (std::int64_t j = 0; j < cols; ++j) {
         float* s = c.st + j * c.rp + off;
@@ -217,11 +224,7 @@ struct TileKernel {
     const __m512i interleave = _mm512_load_si512(kInterleave);
     for (int nv = 0; nv < N; ++nv) {
       const std::int64_t off = c0 + nv * W;
-      const B m_old = V::load(c.m + off);
-      const B m_new = V::max(m_old, tmax[nv]);
-      const B m_use = V::keep_le(V::set1(std::numeric_limits<float>::lowest()), m_new, m_new, V::set1(0.0f));
-      V::store(c.alpha + off, V::exp2(m_old - m_use));
-      V::store(c.m + off, m_new);
+      const B m_use = update_max(c, off, tmax[nv]);
       B sum = V::set1(0.0f);
       for (std::int64_t j = 0; j < cols; j += 2) {
         const B p0 = V::exp2(V::load(c.st + j * c.rp + off) - m_use);
