@@ -14,10 +14,12 @@
 namespace attune {
 namespace {
 
-const Kernel* best_kernel_for(std::optional<Isa> isa) {
+// The highest-ranked kernel with a runnable build that takes the problem (on `isa` if given).
+const Kernel* best_kernel_for(const Problem& problem, std::optional<Isa> isa) {
   const Kernel* best = nullptr;
   for (const Kernel* k : kernels()) {
-    const auto isas = runnable_isas(*k);
+    auto isas = runnable_isas(*k);
+    std::erase_if(isas, [&](Isa i) { return !k->supports(problem, i); });
     if (isas.empty()) continue;
     if (isa && std::find(isas.begin(), isas.end(), *isa) == isas.end()) continue;
     if (best == nullptr || k->rank() > best->rank()) best = k;
@@ -62,10 +64,11 @@ Choice resolve(const Problem& problem, const Options& options) {
       if (c.micro == 0) c.micro = e->micro;
       return choice;
     }
-    choice.kernel = best_kernel_for(options.isa);
+    choice.kernel = best_kernel_for(problem, options.isa);
     if (choice.kernel == nullptr) {
-      throw InvalidArgument("no kernel has a build for isa '" +
-                            std::string(to_string(*options.isa)) + "'");
+      if (!options.isa) throw InvalidArgument("no kernel takes " + dtype_names(problem) + " on this CPU");
+      throw InvalidArgument("no kernel has a build for isa '" + std::string(to_string(*options.isa)) +
+                            "' that takes " + dtype_names(problem));
     }
   } else {
     choice.kernel = find_kernel(options.kernel);
