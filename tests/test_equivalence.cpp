@@ -62,7 +62,8 @@ std::vector<Param> all_params() {
   const auto grid = attune::reference::verification_grid();
   for (const attune::Kernel* k : attune::kernels()) {
     for (attune::Isa isa : attune::runnable_isas(*k)) {
-      for (const Case& c : grid) out.push_back({k, isa, c, {}, ""});
+      for (const Case& c : grid)
+        if (k->supports(c.problem, isa)) out.push_back({k, isa, c, {}, ""});
       if (k->params().empty()) continue;
       // Extra configurations on a subset of the grid with tails, causal and GQA.
       for (const auto& [name, config] : extra_configs()) {
@@ -71,7 +72,7 @@ std::vector<Param> all_params() {
           const bool interesting = (p.seq_q == 65 && p.seq_kv == 63 && (p.d_k == 7 || p.d_k == 129)) ||
                                    (p.seq_q == 17 && p.seq_kv == 1000) || (p.seq_q == 1 && p.seq_kv == 1000) ||
                                    (p.seq_q == 257 && p.seq_kv == 17);
-          if (interesting) out.push_back({k, isa, c, config, name});
+          if (interesting && k->supports(p, isa)) out.push_back({k, isa, c, config, name});
         }
       }
     }

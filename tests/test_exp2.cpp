@@ -56,7 +56,12 @@ TEST_P(Exp2, SmallestNormalRangeIsNormal) {
   for (float v : y) EXPECT_EQ(std::fpclassify(v), FP_NORMAL);
 }
 
-std::vector<attune::Isa> runnable() { return attune::runnable_isas(); }
+// The vector ISAs (each has the softmax's exp2); amx's softmax is avx512's exp2.
+std::vector<attune::Isa> runnable() {
+  std::vector<attune::Isa> out = attune::runnable_isas();
+  std::erase(out, attune::Isa::amx);
+  return out;
+}
 
 INSTANTIATE_TEST_SUITE_P(Isa, Exp2, ::testing::ValuesIn(runnable()),
                          [](const auto& param_info) { return std::string(attune::to_string(param_info.param)); });

@@ -17,13 +17,46 @@ constexpr std::int64_t kDefaultBlockKv = 128;
 constexpr std::int64_t kTasksPerThread = 4;      // fewer tasks than this per thread: split keys
 constexpr std::int64_t kMinKeysPerSplit = 512;   // below this a split costs more than it gains
 
+}  // namespace
+
+simd::Plan flash_plan(const Problem& p, const Config& config) {
+  simd::Plan plan;
+  const std::int64_t block_q = config.block_q > 0 ? config.block_q : kDefaultBlockQ;
+  plan.block_kv = tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv);
+  plan.micro = config.micro;
+  plan.threads = config.threads > 0 ? config.threads : simd::default_threads();
+  const std::int64_t group = p.group_size();
+  if (group > 1) {
+    // The query heads of a group share each task's rows (block_q rows: group x positions), so
+    // every K/V element loaded serves all of them.
+    plan.heads_per_task = group;
+    plan.positions = std::clamp<std::int64_t>(block_q / group, 1, p.seq_q);
+  } else {
+    plan.positions = tile_size(block_q, kDefaultBlockQ, p.seq_q);
+  }
+  if (config.kv_splits > 0) {
+    plan.splits = config.kv_splits;
+  } else {
+    const std::int64_t q_tiles = (p.seq_q + plan.positions - 1) / plan.positions;
+    const std::int64_t row_sets = p.batch * p.heads_q / plan.heads_per_task * q_tiles;
+    const std::int64_t wanted = kTasksPerThread * plan.threads;
+    if (row_sets < wanted) {
+      const std::int64_t by_tasks = (wanted + row_sets - 1) / row_sets;
+      plan.splits = std::max<std::int64_t>(1, std::min(by_tasks, p.seq_kv / kMinKeysPerSplit));
+    }
+  }
+  return plan;
+}
+
+namespace {
+
 class Flash final : public Kernel {
  public:
   std::string_view name() const noexcept override { return "flash"; }
   std::string_view description() const noexcept override {
     return "flash-style tiles, xsimd micro-kernels, oneTBB threads, split-KV for decoding";
   }
-  std::vector<Isa> isas() const override { return compiled_isas(); }
+  std::vector<Isa> isas() const override { return vector_isas(); }
   int rank() const noexcept override { return 30; }
   std::vector<ParamSpec> params() const override {
     return {{"block_q", {16, 32, 64, 128, 256}},
@@ -34,43 +67,13 @@ class Flash final : public Kernel {
   }
 
   std::size_t workspace_bytes(const Problem& p, const Config& config, Isa isa) const override {
-    return simd::workspace_bytes(p, plan_for(p, config), simd::isa_ops(isa));
+    return simd::workspace_bytes(p, flash_plan(p, config), simd::isa_ops(isa));
   }
 
   Dtype pv_dtype(const Problem& p, Isa isa) const override { return simd::pv_dtype(p, simd::isa_ops(isa)); }
 
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
-    simd::run_tiled(p, t, plan_for(p, config), simd::isa_ops(isa));
-  }
-
- private:
-  static simd::Plan plan_for(const Problem& p, const Config& config) {
-    simd::Plan plan;
-    const std::int64_t block_q = config.block_q > 0 ? config.block_q : kDefaultBlockQ;
-    plan.block_kv = tile_size(config.block_kv, kDefaultBlockKv, p.seq_kv);
-    plan.micro = config.micro;
-    plan.threads = config.threads > 0 ? config.threads : simd::default_threads();
-    const std::int64_t group = p.group_size();
-    if (group > 1) {
-      // The query heads of a group share each task's rows (block_q rows: group x positions), so
-      // every K/V element loaded serves all of them.
-      plan.heads_per_task = group;
-      plan.positions = std::clamp<std::int64_t>(block_q / group, 1, p.seq_q);
-    } else {
-      plan.positions = tile_size(block_q, kDefaultBlockQ, p.seq_q);
-    }
-    if (config.kv_splits > 0) {
-      plan.splits = config.kv_splits;
-    } else {
-      const std::int64_t q_tiles = (p.seq_q + plan.positions - 1) / plan.positions;
-      const std::int64_t row_sets = p.batch * p.heads_q / plan.heads_per_task * q_tiles;
-      const std::int64_t wanted = kTasksPerThread * plan.threads;
-      if (row_sets < wanted) {
-        const std::int64_t by_tasks = (wanted + row_sets - 1) / row_sets;
-        plan.splits = std::max<std::int64_t>(1, std::min(by_tasks, p.seq_kv / kMinKeysPerSplit));
-      }
-    }
-    return plan;
+    simd::run_tiled(p, t, flash_plan(p, config), simd::isa_ops(isa));
   }
 };
 

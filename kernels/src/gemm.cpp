@@ -80,7 +80,7 @@ class Gemm final : public Kernel {
   std::string_view description() const noexcept override {
     return "BLAS math path: score GEMM, vectorised softmax, value GEMM (OpenBLAS threads)";
   }
-  std::vector<Isa> isas() const override { return compiled_isas(); }
+  std::vector<Isa> isas() const override { return vector_isas(); }
   int rank() const noexcept override { return 5; }  // a baseline: `auto` never prefers it
   std::vector<ParamSpec> params() const override { return {{"threads", {1, 2, 4, 8, 16, 32, 64}}}; }
 

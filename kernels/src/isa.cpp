@@ -6,7 +6,14 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -15,7 +22,8 @@ namespace {
 
 constexpr std::pair<Isa, std::string_view> kNames[] = {
     {Isa::scalar, "scalar"}, {Isa::sse4_2, "sse4_2"}, {Isa::avx2, "avx2"},
-    {Isa::avx512, "avx512"}, {Isa::neon, "neon"}, {Isa::avx512_bf16, "avx512_bf16"}};
+    {Isa::avx512, "avx512"}, {Isa::neon, "neon"}, {Isa::avx512_bf16, "avx512_bf16"},
+    {Isa::amx, "amx"}};
 
 std::string join(const std::vector<Isa>& isas) {
   std::string out;
@@ -28,6 +36,30 @@ std::string join(const std::vector<Isa>& isas) {
 bool has_f16c() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+}
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+// CPUID leaf 7: AMX-BF16 (EDX bit 22) and AMX-TILE (EDX bit 24).
+bool has_amx_bf16() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0 && (edx & (1u << 22)) != 0 && (edx & (1u << 24)) != 0;
+}
+
+// Linux keeps the 8 KiB tile data state off until a process asks for it; without it the first
+// tile instruction faults. Asked once per process; a refusal is one warning, then amx is not used.
+bool amx_permitted() {
+  static const bool permitted = [] {
+#if defined(__linux__)
+    constexpr long kArchReqXcompPerm = 0x1023;  // arch_prctl code (asm/prctl.h, Linux 5.16+)
+    constexpr long kXfeatureXtiledata = 18;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0) return true;
+    std::fprintf(stderr, "attune: warning: Linux refused the AMX tile state (arch_prctl: %s); amx is not used\n",
+                 std::strerror(errno));
+#endif
+    return false;
+  }();
+  return permitted;
 }
 #endif
 
@@ -81,6 +113,8 @@ bool cpu_supports(Isa isa) {
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
     case Isa::avx512_bf16:  // + BW for the 16-bit permutes of the pair packing
       return cpu_supports(Isa::avx512) && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+    case Isa::amx:  // the softmax and packing around the tiles use AVX-512 BF16
+      return cpu_supports(Isa::avx512_bf16) && has_amx_bf16() && amx_permitted();
 #endif
 #if defined(__aarch64__)
     case Isa::neon:
@@ -94,9 +128,20 @@ bool cpu_supports(Isa isa) {
 const std::vector<Isa>& compiled_isas() {
   static const std::vector<Isa> isas = {
 #define ATTUNE_ISA(name) Isa::name,
+#define ATTUNE_MATRIX_ISA(name) Isa::name,
 #include "isa_list.inc"
+#undef ATTUNE_MATRIX_ISA
 #undef ATTUNE_ISA
   };
+  return isas;
+}
+
+const std::vector<Isa>& vector_isas() {
+  static const std::vector<Isa> isas = [] {
+    std::vector<Isa> out = compiled_isas();
+    std::erase(out, Isa::amx);
+    return out;
+  }();
   return isas;
 }
 
@@ -105,7 +150,11 @@ const std::vector<Isa>& runnable_isas() {
   return isas;
 }
 
-Isa default_isa() { return runnable_isas().front(); }
+Isa default_isa() {
+  for (Isa isa : runnable_isas())
+    if (isa != Isa::amx) return isa;
+  return Isa::scalar;  // not reached: scalar is always runnable unless capped below it
+}
 
 void require_isa(Isa isa) {
   const auto& runnable = runnable_isas();

@@ -7,10 +7,12 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
 #include <memory>
+#include <new>
 
 namespace attune::detail {
 
@@ -77,6 +79,22 @@ inline std::size_t float_bytes(std::initializer_list<std::int64_t> factors) {
   std::size_t bytes = sizeof(float);
   for (std::int64_t f : factors) bytes = saturating_mul(bytes, static_cast<std::size_t>(std::max<std::int64_t>(f, 0)));
   return bytes;
+}
+
+// 64-byte aligned scratch arrays (tile rows, cache lines), freed with std::free.
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+template <class T>
+using AlignedArray = std::unique_ptr<T[], FreeDeleter>;
+
+// n elements (at least one), 64-byte aligned; throws std::bad_alloc when the memory is not there.
+template <class T>
+AlignedArray<T> aligned_array(std::size_t n) {
+  const std::size_t bytes = (std::max<std::size_t>(n, 1) * sizeof(T) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (p == nullptr) throw std::bad_alloc();
+  return AlignedArray<T>(static_cast<T*>(p));
 }
 
 }  // namespace attune::detail

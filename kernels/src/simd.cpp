@@ -17,7 +17,7 @@ class Simd final : public Kernel {
   std::string_view description() const noexcept override {
     return "xsimd micro-kernels (queries in lanes, online softmax), one thread";
   }
-  std::vector<Isa> isas() const override { return compiled_isas(); }
+  std::vector<Isa> isas() const override { return vector_isas(); }
   int rank() const noexcept override { return 20; }
   std::vector<ParamSpec> params() const override {
     return {{"block_q", {16, 32, 64, 128, 256}}, {"block_kv", {32, 64, 128, 256, 512}}, {"micro", {1, 2}}};

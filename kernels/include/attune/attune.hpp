@@ -10,5 +10,6 @@
 #include <attune/npy.hpp>
 #include <attune/probes.hpp>
 #include <attune/problem.hpp>
+#include <attune/stages.hpp>
 #include <attune/tuned.hpp>
 #include <attune/version.hpp>

@@ -2,6 +2,7 @@
 #include "simd/driver.hpp"
 
 #include "kernel_impl.hpp"
+#include "parallel.hpp"
 
 #include <attune/error.hpp>
 
@@ -16,29 +17,9 @@
 #include <thread>
 #include <vector>
 
+
+namespace attune::detail {
 #ifdef ATTUNE_WITH_TBB
-#include <tbb/parallel_for.h>
-#include <tbb/task_arena.h>
-#endif
-
-namespace attune::simd {
-namespace {
-
-struct AlignedFree {
-  void operator()(float* p) const { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<float[], AlignedFree>;
-
-AlignedBuffer aligned_floats(std::int64_t n) {
-  const std::size_t bytes = (static_cast<std::size_t>(std::max<std::int64_t>(n, 1)) * sizeof(float) + 63) / 64 * 64;
-  auto* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (p == nullptr) throw std::bad_alloc();
-  return AlignedBuffer(p);
-}
-
-#ifdef ATTUNE_WITH_TBB
-// One long-lived arena per thread count: creating an arena per call would cost more than a
-// small attention call.
 tbb::task_arena& arena_for(int threads) {
   static std::mutex mutex;
   static std::map<int, std::unique_ptr<tbb::task_arena>> arenas;
@@ -48,26 +29,9 @@ tbb::task_arena& arena_for(int threads) {
   return *slot;
 }
 #endif
+}  // namespace attune::detail
 
-// Runs body(i) for i in [0, n), on `threads` threads; body gets a worker slot < threads.
-template <class Body>
-void parallel(std::int64_t n, [[maybe_unused]] int threads, const Body& body) {  // unused without TBB
-#ifdef ATTUNE_WITH_TBB
-  if (threads > 1 && n > 1) {
-    arena_for(threads).execute([&] {
-      // Grain 1 and work stealing balance unequal (causal) tasks; tasks are ordered costly first.
-      tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, n, 1), [&](const tbb::blocked_range<std::int64_t>& r) {
-        const int slot = tbb::this_task_arena::current_thread_index();
-        for (std::int64_t i = r.begin(); i != r.end(); ++i) body(i, slot);
-      });
-    });
-    return;
-  }
-#endif
-  for (std::int64_t i = 0; i < n; ++i) body(i, 0);
-}
-
-}  // namespace
+namespace attune::simd {
 
 int default_threads() {
 #ifdef ATTUNE_WITH_TBB
@@ -79,6 +43,7 @@ int default_threads() {
 
 namespace {
 
+using detail::parallel;
 using detail::saturating_add;
 using detail::saturating_mul;
 
@@ -148,8 +113,8 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   const int threads = lay.threads;
   const TileFn& fn = *lay.fn;
   const std::int64_t scratch_floats = lay.scratch_floats;
-  std::vector<AlignedBuffer> scratch;
-  for (int i = 0; i < threads; ++i) scratch.push_back(aligned_floats(scratch_floats));
+  std::vector<detail::AlignedArray<float>> scratch;
+  for (int i = 0; i < threads; ++i) scratch.push_back(detail::aligned_array<float>(static_cast<std::size_t>(scratch_floats)));
   // Partial results of key-range splits: [task][row][d_v] plus max and sum per row.
   std::vector<float> part_o, part_m, part_l;
   if (splits > 1) {

@@ -36,3 +36,9 @@ Dtype pv_dtype(const Problem& p, const IsaOps& ops);
 int default_threads();
 
 }  // namespace attune::simd
+
+namespace attune::detail {
+// The plan of the `flash` kernel for a problem and config (flash.cpp): also the vector path of
+// the `amx` kernel for decoding shapes.
+simd::Plan flash_plan(const Problem& p, const Config& config);
+}  // namespace attune::detail

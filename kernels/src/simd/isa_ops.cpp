@@ -7,6 +7,8 @@
 
 namespace attune::simd {
 
+// Matrix ISAs (amx) have no vector tile kernels: only their own kernel runs on them.
+#define ATTUNE_MATRIX_ISA(name)
 #define ATTUNE_ISA(name) const IsaOps& isa_ops_##name();
 #include "isa_list.inc"
 #undef ATTUNE_ISA
@@ -16,6 +18,7 @@ const IsaOps& isa_ops(Isa isa) {
   if (isa == Isa::name) return isa_ops_##name();
 #include "isa_list.inc"
 #undef ATTUNE_ISA
+#undef ATTUNE_MATRIX_ISA
   throw InvalidArgument("isa '" + std::string(to_string(isa)) + "' is not compiled into this build");
 }
 
