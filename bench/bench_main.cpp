@@ -40,9 +40,10 @@ struct Entry {
   std::size_t max_isas = 0;               // the best n runnable ISAs that take the dtype; 0: all
 };
 
-// 16-bit rows: the kernels that read 16-bit K/V themselves (simd, flash) and the BLAS baseline,
-// on the best two ISAs (today avx512 and avx2): naive and blocked only widen to float32 copies.
-const std::vector<std::string_view> kTypedKernels = {"flash", "simd", "gemm"};
+// 16-bit rows: the kernels that read 16-bit K/V themselves (simd, flash, and amx, which takes
+// bf16 only) and the BLAS baseline, on the best two ISAs that take the type (today avx512 and
+// avx2; amx has its one): naive and blocked only widen to float32 copies.
+const std::vector<std::string_view> kTypedKernels = {"amx", "flash", "simd", "gemm"};
 
 // Presets: quick ~2.5 min, standard ~20 min, full: the whole grid of the bench issue.
 std::vector<Entry> preset_entries(const std::string& preset) {
@@ -100,11 +101,13 @@ attune::Config g_tiles;
 const auto g_start = std::chrono::steady_clock::now();
 std::map<std::pair<attune::Isa, int>, double> g_peak;  // fp32 FMA GFLOP/s per (isa, threads)
 std::map<int, double> g_bf16_dot_peak;                    // vdpbf16ps GFLOP/s per thread count
+std::map<int, double> g_amx_peak;                         // TDPBF16PS GFLOP/s per thread count
 
-// The ceiling of the instruction a benchmark's inner loop runs: vdpbf16ps for bf16 on the ISA
+// The ceiling of the instruction a benchmark's inner loop runs: TDPBF16PS on amx, vdpbf16ps for bf16 on the ISA
 // built around it, else the fp32 FMA of the benchmark's ISA (16-bit K/V are widened and
 // multiplied in fp32 there; gemm's multiply-adds are the BLAS's sgemm on float32 copies).
 double peak_gflops(const attune::Kernel& kernel, attune::Isa isa, Dtype dtype, int threads) {
+  if (isa == attune::Isa::amx) return g_amx_peak[threads];
   if (dtype == Dtype::bf16 && attune::to_string(isa) == "avx512_bf16" && kernel.name() != "gemm")
     return g_bf16_dot_peak[threads];
   return g_peak[{isa, threads}];
@@ -167,6 +170,24 @@ Inputs& inputs_for(const Shape& s) {
   return cache.front().second;
 }
 
+// One more call with the stage counters on (outside the timed loop): the share of the task time
+// in packing K/V, QK^T, softmax, PV and the rest, as stage_<name>_frac counters (attune/stages.hpp).
+// Nothing is recorded when the call ran no tiles (amx's vector path for decoding).
+template <class Buffer>
+void record_stages(const attune::Problem& p, const Buffer& q, const Buffer& k, const Buffer& v, Buffer& out,
+                   const attune::Options& o, benchmark::State& state) {
+  attune::reset_stage_ticks();
+  attune::enable_stage_timing(true);
+  attune::attention(p, q.data(), k.data(), v.data(), out.data(), o);
+  attune::enable_stage_timing(false);
+  const attune::StageTicks t = attune::stage_ticks();
+  const double total = static_cast<double>(t.total());
+  if (total <= 0) return;
+  for (auto [name, ticks] : {std::pair{"stage_pack_frac", t.pack}, {"stage_qk_frac", t.qk},
+                             {"stage_softmax_frac", t.softmax}, {"stage_pv_frac", t.pv}, {"stage_other_frac", t.other}})
+    state.counters[name] = static_cast<double>(ticks) / total;
+}
+
 void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune::Isa isa, Shape s, int threads) {
   if (g_budget_seconds > 0 &&
       std::chrono::duration<double>(std::chrono::steady_clock::now() - g_start).count() > g_budget_seconds) {
@@ -198,6 +219,7 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
   state.counters["bytes_per_second"] = benchmark::Counter(p.min_bytes(), benchmark::Counter::kIsIterationInvariantRate);
   const double peak = peak_gflops(*kernel, isa, s.dtype, threads) * 1e9;
   if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(flops / peak, benchmark::Counter::kIsIterationInvariantRate);
+  if (isa == attune::Isa::amx) record_stages(p, q, k, v, out, o, state);
 }
 
 std::string name_of(const attune::Kernel* k, attune::Isa isa, const Shape& s, int t) {
@@ -312,11 +334,12 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("date", now_utc());
   benchmark::AddCustomContext("peak_frac_probe",
                               "fp32 FMA peak of the benchmark's ISA (peak_gflops_<isa>_t<threads>); "
-                              "bf16_dot_gflops_t<threads> for bf16 on avx512_bf16");
+                              "bf16_dot_gflops_t<threads> for bf16 on avx512_bf16; amx_gflops_t<threads> on amx");
 
   if (probes) {
-    std::fprintf(stderr, "probes: FMA peak per ISA and thread count, bf16 dot product, stream triad, 16-bit read ...\n");
+    std::fprintf(stderr, "probes: FMA peak per ISA and thread count, bf16 dot product, AMX, stream triad, 16-bit read ...\n");
     for (attune::Isa isa : attune::runnable_isas()) {
+      if (isa == attune::Isa::amx) continue;  // no FMA loop of its own: its probe is amx_gflops
       for (int t : thread_counts) {
         const auto r = attune::probe_fma_peak(isa, t);
         g_peak[{isa, t}] = r.median;
@@ -333,6 +356,12 @@ int main(int argc, char** argv) {
       if (const auto r = attune::probe_bf16_dot_peak(t)) {  // only on CPUs with AVX512-BF16
         g_bf16_dot_peak[t] = r->median;
         record("bf16_dot_gflops_t" + std::to_string(t), *r, "GFLOP/s");
+      }
+    }
+    for (int t : thread_counts) {
+      if (const auto r = attune::probe_amx_peak(t)) {  // only where AMX-BF16 is runnable
+        g_amx_peak[t] = r->median;
+        record("amx_gflops_t" + std::to_string(t), *r, "GFLOP/s");
       }
     }
     for (int t : thread_counts) record("triad_gbps_t" + std::to_string(t), attune::probe_triad(t), "GB/s");
@@ -355,7 +384,7 @@ int main(int argc, char** argv) {
         if (isa == attune::Isa::scalar && k->name() != "naive" && k->name() != "blocked" && p.flops() > 2e9) continue;
         // The BLAS baseline's time is in the BLAS; its own ISA only runs the softmax: best ISA only.
         if (k->name() == "gemm" && isa != kernel_isas.front()) continue;
-        const bool threaded = k->name() == "flash" || k->name() == "gemm";
+        const bool threaded = k->name() == "flash" || k->name() == "gemm" || k->name() == "amx";
         for (int t : thread_counts) {
           if (t > 1 && !threaded) continue;
           benchmark::RegisterBenchmark(name_of(k, isa, s, t).c_str(), run_attention, k, isa, s, t)

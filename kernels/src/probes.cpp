@@ -1,6 +1,9 @@
 // FMA-peak, bf16 dot-product peak, stream-triad and 16-bit read probes.
 #include "probe_kernels.hpp"
 #include "simd/tile.hpp"
+#if defined(ATTUNE_HAVE_AMX)
+#include "amx/amx.hpp"
+#endif
 
 #include <attune/probes.hpp>
 
@@ -107,6 +110,15 @@ std::optional<ProbeResult> probe_bf16_dot_peak(int threads, int repetitions) {
 #if defined(ATTUNE_HAVE_AVX512_PROBES)
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"))
     return compute_peak(threads, repetitions, detail::bf16_dot_probe);
+#endif
+  (void)threads;
+  (void)repetitions;
+  return std::nullopt;
+}
+
+std::optional<ProbeResult> probe_amx_peak(int threads, int repetitions) {
+#if defined(ATTUNE_HAVE_AMX)
+  if (cpu_supports(Isa::amx)) return compute_peak(threads, repetitions, amx::tdp_probe);
 #endif
   (void)threads;
   (void)repetitions;

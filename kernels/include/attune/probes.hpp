@@ -25,6 +25,10 @@ ProbeResult probe_triad(int threads, int repetitions = 5);
 // instruction (two multiply-adds of bf16 pairs into fp32); nullopt where the CPU (or the build)
 // has no AVX512-BF16.
 std::optional<ProbeResult> probe_bf16_dot_peak(int threads, int repetitions = 5);
+// AMX TDPBF16PS throughput (16x16 fp32 tiles += 16x32 by 32x16 bf16, four independent
+// accumulators) on `threads` threads, GFLOP/s counting 2 x 16 x 16 x 32 per instruction;
+// nullopt where the CPU, the OS permission or the build has no AMX-BF16.
+std::optional<ProbeResult> probe_amx_peak(int threads, int repetitions = 5);
 // Reads an array of 16-bit values far larger than the caches and sums it, widening each to
 // float in registers (as the kernels read bf16/fp16 K and V), on `threads` threads (GB/s,
 // 2 bytes per element). AVX-512 loads where the CPU has them, else the compiler's baseline.

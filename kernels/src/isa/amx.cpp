@@ -4,8 +4,6 @@
 // linker for another translation unit.
 #include "amx/amx.hpp"
 
-#include "simd/vec.hpp"
-
 #include <immintrin.h>
 #include <x86intrin.h>
 
@@ -15,7 +13,35 @@
 namespace attune::amx {
 namespace {
 
-using V = simd::Vec<xsimd::avx512f>;  // the softmax's exp2, shared with the flash kernels
+// 2^x for the softmax weights, which are rounded to bf16 (unit roundoff 2^-9 = 2e-3) before
+// P V: a degree-3 polynomial for 2^f on [-0.5, 0.5] (relative error 1.1e-4, fitted for this
+// kernel by least squares on Chebyshev nodes with p(0) = 1) is 17x finer than that rounding, and
+// the row sum sees the same values, so the normalised weights keep only that relative error.
+// n = round(x) and p * 2^n are one instruction each; x must be finite. Inputs below -126 give
+// 0 because run_block sets flush-to-zero (no subnormal ever reaches the sum or the tiles).
+constexpr float kExp2P3[3] = {0.69336860126f, 0.24221783810f, 0.054592824742f};
+
+inline __m512 exp2_p3(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kExp2P3[2]), f, _mm512_set1_ps(kExp2P3[1]));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2P3[0]));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Flush-to-zero and denormals-are-zero for the block's vector code (the tile unit flushes
+// anyway), restored on exit: the caller's floating-point environment is left as it was.
+class FlushDenormals {
+ public:
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+ private:
+  unsigned saved_;
+};
 
 // Tile registers: C accumulators 0-3 (a 2 x 2 block of 16 x 16 fp32), A operands 4-5 (16 rows
 // of 32 bf16), B operands 6-7 (16 pairs x 16 columns of bf16 pairs, the VNNI layout).
@@ -27,7 +53,7 @@ struct alignas(64) TileConfig {
   std::uint8_t rows[16];
 };
 
-void load_tile_config() {
+TileConfig make_tile_config() {
   TileConfig c;
   std::memset(&c, 0, sizeof c);
   c.palette = 1;
@@ -35,15 +61,23 @@ void load_tile_config() {
     c.colsb[t] = 64;
     c.rows[t] = 16;
   }
-  _tile_loadconfig(&c);
+  return c;
 }
+
+// A static object: GCC's _tile_loadconfig tells the compiler it reads only the first 8 bytes of
+// its operand, so a configuration built on the stack right before it may be partly optimised away.
+const TileConfig kTileConfig = make_tile_config();
+
+void load_tile_config() { _tile_loadconfig(&kTileConfig); }
 
 constexpr std::int64_t kTileElems = 512;  // 16-bit elements of one 16 x 64-byte tile
 
-// Byte offsets of the per-block scratch, 64-byte aligned: packed Q, S (fp32 scores of one
-// panel), P (bf16 weights), O (fp32 accumulators), and per-row max, sum and rescale factor.
+// Byte offsets of the per-block scratch, 64-byte aligned: packed Q, two S buffers (fp32 scores
+// of a panel: the pipeline computes the next panel's while the softmax reads this one's), two P
+// buffers (bf16 weights), O (fp32 accumulators), and per-row max, sum and rescale factor.
 struct Scratch {
-  std::size_t qp, s, p, o, m, l, bytes;
+  std::size_t qp, s, p, o, m, l, alpha, bytes;
+  std::size_t s_bytes, p_bytes;  // one buffer of each
 };
 
 std::size_t align64(std::size_t x) { return (x + 63) / 64 * 64; }
@@ -54,13 +88,16 @@ Scratch scratch_layout(std::int64_t rows, std::int64_t d_k, std::int64_t d_v, st
   const auto dv = static_cast<std::size_t>(round_up(d_v, kDimStep));
   const auto n = static_cast<std::size_t>(block_kv);
   Scratch s;
+  s.s_bytes = align64(r * n * 4);
+  s.p_bytes = align64(r * n * 2);
   s.qp = 0;
   s.s = s.qp + align64(r * dk * 2);
-  s.p = s.s + align64(r * n * 4);
-  s.o = s.p + align64(r * n * 2);
+  s.p = s.s + 2 * s.s_bytes;
+  s.o = s.p + 2 * s.p_bytes;
   s.m = s.o + align64(r * dv * 4);
   s.l = s.m + align64(r * 4);
-  s.bytes = s.l + align64(r * 4);
+  s.alpha = s.l + align64(r * 4);
+  s.bytes = s.alpha + align64(r * 4);
   return s;
 }
 
@@ -123,10 +160,11 @@ inline __mmask16 first_lanes(std::int64_t n) {
 
 // One row's online-softmax step over a panel: `vis` visible keys of `n32` computed (the rest,
 // padding or masked, get weight 0). Updates the row's max m and sum l (base 2), writes the bf16
-// weights, and rescales the row's O accumulators when the max moved.
+// weights, and returns the factor the row's O accumulators must be scaled by before this
+// panel's P V is added (1 when the max did not move).
 template <bool Masked>
-inline void softmax_row(const float* s, std::uint16_t* p, std::int64_t vis, std::int64_t n32, float c,
-                        float* m, float* l, float* o, std::int64_t dv_pad) {
+inline float softmax_row(const float* s, std::uint16_t* p, std::int64_t vis, std::int64_t n32, float c,
+                         float* m, float* l) {
   const std::int64_t nv = Masked ? (vis + 15) / 16 : n32 / 16;
   __m512 mx = _mm512_set1_ps(-INFINITY);
   for (std::int64_t v = 0; v < nv; ++v) {
@@ -137,7 +175,7 @@ inline void softmax_row(const float* s, std::uint16_t* p, std::int64_t vis, std:
   const float m_new = std::fmax(*m, _mm512_reduce_max_ps(mx) * c);
   if (m_new == -INFINITY) {  // nothing visible yet (or only -inf scores): weights 0
     std::memset(p, 0, static_cast<std::size_t>(n32) * 2);
-    return;
+    return 1.0f;
   }
   const __m512 vc = _mm512_set1_ps(c), neg_m = _mm512_set1_ps(-m_new);
   __m512 sum = _mm512_setzero_ps();
@@ -146,11 +184,11 @@ inline void softmax_row(const float* s, std::uint16_t* p, std::int64_t vis, std:
     if (Masked) {
       const __mmask16 k0 = v < nv ? first_lanes(vis - 16 * v) : 0;
       const __mmask16 k1 = v + 1 < nv ? first_lanes(vis - 16 * (v + 1)) : 0;
-      e0 = _mm512_maskz_mov_ps(k0, V::exp2(V::B(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(k0, s + 16 * v), vc, neg_m))));
-      e1 = _mm512_maskz_mov_ps(k1, V::exp2(V::B(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(k1, s + 16 * v + 16), vc, neg_m))));
+      e0 = _mm512_maskz_mov_ps(k0, exp2_p3((_mm512_fmadd_ps(_mm512_maskz_loadu_ps(k0, s + 16 * v), vc, neg_m))));
+      e1 = _mm512_maskz_mov_ps(k1, exp2_p3((_mm512_fmadd_ps(_mm512_maskz_loadu_ps(k1, s + 16 * v + 16), vc, neg_m))));
     } else {
-      e0 = V::exp2(V::B(_mm512_fmadd_ps(_mm512_loadu_ps(s + 16 * v), vc, neg_m)));
-      e1 = V::exp2(V::B(_mm512_fmadd_ps(_mm512_loadu_ps(s + 16 * v + 16), vc, neg_m)));
+      e0 = exp2_p3((_mm512_fmadd_ps(_mm512_loadu_ps(s + 16 * v), vc, neg_m)));
+      e1 = exp2_p3((_mm512_fmadd_ps(_mm512_loadu_ps(s + 16 * v + 16), vc, neg_m)));
     }
     sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
     _mm512_storeu_si512(p + 16 * v, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
@@ -158,10 +196,12 @@ inline void softmax_row(const float* s, std::uint16_t* p, std::int64_t vis, std:
   const float alpha = std::exp2(*m - m_new);  // 0 on the first visible panel (m = -inf)
   *l = *l * alpha + _mm512_reduce_add_ps(sum);
   *m = m_new;
-  if (alpha != 1.0f) {
-    const __m512 va = _mm512_set1_ps(alpha);
-    for (std::int64_t d = 0; d < dv_pad; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), va));
-  }
+  return alpha;
+}
+
+inline void scale_row(float* o, std::int64_t dv_pad, float alpha) {
+  const __m512 va = _mm512_set1_ps(alpha);
+  for (std::int64_t d = 0; d < dv_pad; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), va));
 }
 
 struct Ticker {
@@ -236,76 +276,185 @@ void pack_v(const PackArgs& a) {
   }
 }
 
-void run_block(const BlockArgs& a) {
-  Ticker tick(a.stages);
-  const Scratch lay = scratch_layout(a.heads * a.positions, a.d_k, a.d_v, a.block_kv);
-  auto* base = static_cast<unsigned char*>(a.scratch);
-  auto* qp = reinterpret_cast<std::uint16_t*>(base + lay.qp);
-  auto* s = reinterpret_cast<float*>(base + lay.s);
-  auto* p = reinterpret_cast<std::uint16_t*>(base + lay.p);
-  auto* o = reinterpret_cast<float*>(base + lay.o);
-  auto* m = reinterpret_cast<float*>(base + lay.m);
-  auto* l = reinterpret_cast<float*>(base + lay.l);
-  const std::int64_t rows = a.heads * a.positions, rows_pad = round_up(rows, kRowStep);
-  const std::int64_t dk_pad = round_up(a.d_k, kDimStep), dv_pad = round_up(a.d_v, kDimStep);
-  const std::int64_t n_max = a.block_kv;
-  const std::int64_t ksteps = dk_pad / kDimStep, vtiles = dv_pad / 16;
+namespace {
+
+// The panel loop as a software pipeline over steps (panel j, row block rb): the softmax of
+// rows rb of panel j runs on the vector units while the tile unit works through the step's
+// queue, QK^T of rows rb for panel j + 1 and P V of the previous row block, each a 32 x 32
+// block issued between softmax rows so both stay inside the out-of-order window. Rows rb's O
+// is rescaled after its previous P V and before its next. With stage timing on, the same work
+// runs serialized (QK^T, softmax, P V per panel) so each stage can be timed alone.
+class Block {
+ public:
+  explicit Block(const BlockArgs& a)
+      : a_(a), lay_(scratch_layout(a.heads * a.positions, a.d_k, a.d_v, a.block_kv)) {
+    auto* base = static_cast<unsigned char*>(a.scratch);
+    qp_ = reinterpret_cast<std::uint16_t*>(base + lay_.qp);
+    s_[0] = reinterpret_cast<float*>(base + lay_.s);
+    s_[1] = reinterpret_cast<float*>(base + lay_.s + lay_.s_bytes);
+    p_[0] = reinterpret_cast<std::uint16_t*>(base + lay_.p);
+    p_[1] = reinterpret_cast<std::uint16_t*>(base + lay_.p + lay_.p_bytes);
+    o_ = reinterpret_cast<float*>(base + lay_.o);
+    m_ = reinterpret_cast<float*>(base + lay_.m);
+    l_ = reinterpret_cast<float*>(base + lay_.l);
+    alpha_ = reinterpret_cast<float*>(base + lay_.alpha);
+    rows_ = a.heads * a.positions;
+    rows_pad_ = round_up(rows_, kRowStep);
+    dk_pad_ = round_up(a.d_k, kDimStep);
+    dv_pad_ = round_up(a.d_v, kDimStep);
+    n_max_ = a.block_kv;
+    panels_ = (a.kv_end + n_max_ - 1) / n_max_;
+  }
+
+  void run() {
+    Ticker tick(a_.stages);
+    prepare();
+    tick.lap(kOther);
+    if (a_.stages != nullptr) {
+      for (std::int64_t j = 0; j < panels_; ++j) {
+        for (std::int64_t rb = 0; rb < rows_pad_; rb += kRowStep) qk_rows(j, rb, 0, n32(j));
+        tick.lap(kQk);
+        for (std::int64_t rb = 0; rb < rows_pad_; rb += kRowStep) {
+          softmax_rows(j, rb, [] {});
+          rescale_rows(rb);
+        }
+        tick.lap(kSoftmax);
+        for (std::int64_t rb = 0; rb < rows_pad_; rb += kRowStep) pv_rows(j, rb, 0, dv_pad_);
+        tick.lap(kPv);
+      }
+    } else {
+      pipelined();
+    }
+    _tile_release();
+    finish();
+    tick.lap(kOther);
+  }
+
+ private:
+  std::int64_t n_of(std::int64_t j) const { return std::min(n_max_, a_.kv_end - j * n_max_); }
+  std::int64_t n32(std::int64_t j) const { return round_up(n_of(j), kTileKeys); }
 
   // Q rows packed with zero padding (rows to 32, d_k to 32); padding rows get zero weights.
-  std::memset(qp, 0, static_cast<std::size_t>(rows_pad * dk_pad) * 2);
-  for (std::int64_t r = 0; r < rows; ++r)
-    std::memcpy(qp + r * dk_pad, a.q + (r / a.positions) * a.q_head_stride + (a.i0 + r % a.positions) * a.d_k,
-                static_cast<std::size_t>(a.d_k) * 2);
-  std::memset(o, 0, static_cast<std::size_t>(rows_pad * dv_pad) * 4);
-  std::memset(p + rows * n_max, 0, static_cast<std::size_t>((rows_pad - rows) * n_max) * 2);
-  for (std::int64_t r = 0; r < rows_pad; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
+  void prepare() {
+    std::memset(qp_, 0, static_cast<std::size_t>(rows_pad_ * dk_pad_) * 2);
+    for (std::int64_t r = 0; r < rows_; ++r)
+      std::memcpy(qp_ + r * dk_pad_, a_.q + (r / a_.positions) * a_.q_head_stride + (a_.i0 + r % a_.positions) * a_.d_k,
+                  static_cast<std::size_t>(a_.d_k) * 2);
+    std::memset(o_, 0, static_cast<std::size_t>(rows_pad_ * dv_pad_) * 4);
+    for (std::uint16_t* p : p_) std::memset(p + rows_ * n_max_, 0, static_cast<std::size_t>((rows_pad_ - rows_) * n_max_) * 2);
+    for (std::int64_t r = 0; r < rows_pad_; ++r) {
+      m_[r] = -INFINITY;
+      l_[r] = 0.0f;
+      alpha_[r] = 1.0f;
+    }
+    load_tile_config();
   }
-  load_tile_config();
-  tick.lap(kOther);
 
-  for (std::int64_t j0 = 0; j0 < a.kv_end; j0 += n_max) {
-    const std::int64_t n = std::min(n_max, a.kv_end - j0), n32 = round_up(n, kTileKeys);
-    for (std::int64_t rb = 0; rb < rows_pad; rb += kRowStep)
-      for (std::int64_t kc = 0; kc < n32; kc += kTileKeys)
-        qk_block(qp + rb * dk_pad, dk_pad, a.kp + ((j0 + kc) / 16) * ksteps * kTileElems, s + rb * n_max + kc,
-                 n_max * 4);
-    tick.lap(kQk);
+  // S rows [rb, rb + 32) of panel j, keys [kc0, kc1) of the panel (multiples of 32).
+  void qk_rows(std::int64_t j, std::int64_t rb, std::int64_t kc0, std::int64_t kc1) {
+    const std::int64_t ksteps = dk_pad_ / kDimStep;
+    for (std::int64_t kc = kc0; kc < kc1; kc += kTileKeys)
+      qk_block(qp_ + rb * dk_pad_, dk_pad_, a_.kp + ((j * n_max_ + kc) / 16) * ksteps * kTileElems,
+               s_[j % 2] + rb * n_max_ + kc, n_max_ * 4);
+  }
 
-    for (std::int64_t r = 0; r < rows; ++r) {
+  // O rows [rb, rb + 32) += P V of panel j, output columns [d0, d1) (multiples of 32).
+  void pv_rows(std::int64_t j, std::int64_t rb, std::int64_t d0, std::int64_t d1) {
+    const std::int64_t vtiles = dv_pad_ / 16;
+    for (std::int64_t d = d0; d < d1; d += 32)
+      pv_block(p_[j % 2] + rb * n_max_, n_max_, a_.vp + (j * n_max_ / kTileKeys * vtiles + d / 16) * kTileElems,
+               vtiles * kTileElems, n32(j) / kTileKeys, o_ + rb * dv_pad_ + d, dv_pad_);
+  }
+
+  // The softmax of rows [rb, rb + 32) of panel j; between rows it calls between() so the caller
+  // can feed the tile unit.
+  template <class Between>
+  void softmax_rows(std::int64_t j, std::int64_t rb, const Between& between) {
+    const std::int64_t j0 = j * n_max_, n = n_of(j), n32 = round_up(n, kTileKeys);
+    const std::int64_t end = std::min(rb + kRowStep, rows_);
+    for (std::int64_t r = rb; r < end; ++r) {
       std::int64_t vis = n;
-      if (a.causal) vis = std::min(vis, a.i0 + r % a.positions + a.causal_offset + 1 - j0);
-      float* orow = o + r * dv_pad;
-      std::uint16_t* prow = p + r * n_max;
+      if (a_.causal) vis = std::min(vis, a_.i0 + r % a_.positions + a_.causal_offset + 1 - j0);
+      const float* srow = s_[j % 2] + r * n_max_;
+      std::uint16_t* prow = p_[j % 2] + r * n_max_;
       if (vis <= 0) {
         std::memset(prow, 0, static_cast<std::size_t>(n32) * 2);
+        alpha_[r] = 1.0f;
       } else if (vis == n32) {
-        softmax_row<false>(s + r * n_max, prow, vis, n32, a.qk_scale, m + r, l + r, orow, dv_pad);
+        alpha_[r] = softmax_row<false>(srow, prow, vis, n32, a_.qk_scale, m_ + r, l_ + r);
       } else {
-        softmax_row<true>(s + r * n_max, prow, vis, n32, a.qk_scale, m + r, l + r, orow, dv_pad);
+        alpha_[r] = softmax_row<true>(srow, prow, vis, n32, a_.qk_scale, m_ + r, l_ + r);
+      }
+      between();
+    }
+  }
+
+  void rescale_rows(std::int64_t rb) {
+    const std::int64_t end = std::min(rb + kRowStep, rows_);
+    for (std::int64_t r = rb; r < end; ++r)
+      if (alpha_[r] != 1.0f) scale_row(o_ + r * dv_pad_, dv_pad_, alpha_[r]);
+  }
+
+  void pipelined() {
+    const std::int64_t blocks = rows_pad_ / kRowStep;
+    for (std::int64_t rb = 0; rb < rows_pad_; rb += kRowStep) qk_rows(0, rb, 0, n32(0));
+    for (std::int64_t j = 0; j < panels_; ++j) {
+      for (std::int64_t b = 0; b < blocks; ++b) {
+        const std::int64_t rb = b * kRowStep;
+        // The step's tile queue: QK^T of panel j + 1 (rows rb) in 32-key blocks, then P V of
+        // the previous row block (of panel j, or of panel j - 1 for the first) in 32 columns.
+        const std::int64_t qk_items = j + 1 < panels_ ? n32(j + 1) / kTileKeys : 0;
+        const std::int64_t pv_j = b > 0 ? j : j - 1, pv_rb = b > 0 ? rb - kRowStep : rows_pad_ - kRowStep;
+        const std::int64_t pv_items = pv_j >= 0 ? dv_pad_ / 32 : 0;
+        const std::int64_t items = qk_items + pv_items;
+        const std::int64_t step_rows = std::max<std::int64_t>(std::min(rb + kRowStep, rows_) - rb, 1);
+        std::int64_t issued = 0, row = 0;
+        auto issue_until = [&](std::int64_t target) {
+          for (; issued < target; ++issued) {
+            if (issued < qk_items)
+              qk_rows(j + 1, rb, issued * kTileKeys, (issued + 1) * kTileKeys);
+            else
+              pv_rows(pv_j, pv_rb, (issued - qk_items) * 32, (issued - qk_items + 1) * 32);
+          }
+        };
+        issue_until((items + step_rows - 1) / step_rows);  // the unit starts before the first row
+        softmax_rows(j, rb, [&] {
+          ++row;
+          issue_until(std::min(items, (row + 1) * items / step_rows));
+        });
+        issue_until(items);
+        rescale_rows(rb);
       }
     }
-    tick.lap(kSoftmax);
-
-    for (std::int64_t rb = 0; rb < rows_pad; rb += kRowStep)
-      for (std::int64_t dt = 0; dt < vtiles; dt += 2)
-        pv_block(p + rb * n_max, n_max, a.vp + (j0 / kTileKeys * vtiles + dt) * kTileElems, vtiles * kTileElems,
-                 n32 / kTileKeys, o + rb * dv_pad + dt * 16, dv_pad);
-    tick.lap(kPv);
+    if (panels_ > 0) pv_rows(panels_ - 1, rows_pad_ - kRowStep, 0, dv_pad_);
   }
-  _tile_release();
 
   // O / l, rounded once to bf16; rows that saw no key are zeros.
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const __m512 inv = _mm512_set1_ps(l[r] > 0.0f ? 1.0f / l[r] : 0.0f);
-    std::uint16_t* out = a.out + (r / a.positions) * a.out_head_stride + (a.i0 + r % a.positions) * a.d_v;
-    for (std::int64_t d = 0; d < a.d_v; d += 16) {
-      const __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(o + r * dv_pad + d), inv));
-      _mm256_mask_storeu_epi16(out + d, first_lanes(a.d_v - d), reinterpret_cast<__m256i>(h));
+  void finish() {
+    for (std::int64_t r = 0; r < rows_; ++r) {
+      const __m512 inv = _mm512_set1_ps(l_[r] > 0.0f ? 1.0f / l_[r] : 0.0f);
+      std::uint16_t* out = a_.out + (r / a_.positions) * a_.out_head_stride + (a_.i0 + r % a_.positions) * a_.d_v;
+      for (std::int64_t d = 0; d < a_.d_v; d += 16) {
+        const __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(o_ + r * dv_pad_ + d), inv));
+        _mm256_mask_storeu_epi16(out + d, first_lanes(a_.d_v - d), reinterpret_cast<__m256i>(h));
+      }
     }
   }
-  tick.lap(kOther);
+
+  const BlockArgs& a_;
+  Scratch lay_;
+  std::uint16_t* qp_;
+  float* s_[2];
+  std::uint16_t* p_[2];
+  float *o_, *m_, *l_, *alpha_;
+  std::int64_t rows_, rows_pad_, dk_pad_, dv_pad_, n_max_, panels_;
+};
+
+}  // namespace
+
+void run_block(const BlockArgs& a) {
+  const FlushDenormals ftz;
+  Block(a).run();
 }
 
 double tdp_probe(std::int64_t iterations) {
