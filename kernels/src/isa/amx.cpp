@@ -70,7 +70,8 @@ const TileConfig kTileConfig = make_tile_config();
 
 void load_tile_config() { _tile_loadconfig(&kTileConfig); }
 
-constexpr std::int64_t kTileElems = 512;  // 16-bit elements of one 16 x 64-byte tile
+constexpr std::int64_t kTileElems = 512;
+constexpr int kRowGroup = 4;  // softmax rows interleaved  // 16-bit elements of one 16 x 64-byte tile
 
 // Byte offsets of the per-block scratch, 64-byte aligned: packed Q, two S buffers (fp32 scores
 // of a panel: the pipeline computes the next panel's while the softmax reads this one's), two P
@@ -199,6 +200,39 @@ inline float softmax_row(const float* s, std::uint16_t* p, std::int64_t vis, std
   return alpha;
 }
 
+// R rows with every key of the panel visible, interleaved: the same arithmetic as
+// softmax_row<false>, with R independent max, exp and sum chains in flight (the single-row loop
+// is bound by its own dependencies, not by the vector units).
+template <int R>
+inline void softmax_rows_full(const float* s, std::int64_t s_stride, std::uint16_t* p, std::int64_t p_stride,
+                              std::int64_t n32, float c, float* m, float* l, float* alpha) {
+  __m512 mx[R];
+  for (int i = 0; i < R; ++i) mx[i] = _mm512_set1_ps(-INFINITY);
+  for (std::int64_t v = 0; v < n32; v += 16)
+    for (int i = 0; i < R; ++i) mx[i] = _mm512_max_ps(mx[i], _mm512_loadu_ps(s + i * s_stride + v));
+  __m512 neg_m[R], sum[R];
+  float m_new[R];
+  for (int i = 0; i < R; ++i) {
+    m_new[i] = std::fmax(m[i], _mm512_reduce_max_ps(mx[i]) * c);
+    neg_m[i] = _mm512_set1_ps(-m_new[i]);
+    sum[i] = _mm512_setzero_ps();
+  }
+  const __m512 vc = _mm512_set1_ps(c);
+  for (std::int64_t v = 0; v < n32; v += 32) {
+    for (int i = 0; i < R; ++i) {
+      const __m512 e0 = exp2_p3(_mm512_fmadd_ps(_mm512_loadu_ps(s + i * s_stride + v), vc, neg_m[i]));
+      const __m512 e1 = exp2_p3(_mm512_fmadd_ps(_mm512_loadu_ps(s + i * s_stride + v + 16), vc, neg_m[i]));
+      sum[i] = _mm512_add_ps(sum[i], _mm512_add_ps(e0, e1));
+      _mm512_storeu_si512(p + i * p_stride + v, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    alpha[i] = std::exp2(m[i] - m_new[i]);  // 0 on the first panel (m = -inf)
+    l[i] = l[i] * alpha[i] + _mm512_reduce_add_ps(sum[i]);
+    m[i] = m_new[i];
+  }
+}
+
 inline void scale_row(float* o, std::int64_t dv_pad, float alpha) {
   const __m512 va = _mm512_set1_ps(alpha);
   for (std::int64_t d = 0; d < dv_pad; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), va));
@@ -224,29 +258,53 @@ std::size_t block_scratch_bytes(std::int64_t rows, std::int64_t d_k, std::int64_
 
 std::uint64_t ticks() { return __rdtsc(); }
 
-// Tile (kt, dc) of packed K: 16 keys x 32 d_k, row r = d pair (dc*32 + 2r, +1), column = key.
+// 16 rows of 16 dwords (row i at src + i * stride dwords) transposed into dst (row c = dword c of
+// every source row): unpacks within 128-bit lanes, then two rounds of lane shuffles.
+inline void transpose16x16(const std::uint32_t* src, std::int64_t stride, std::uint32_t* dst) {
+  __m512i r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * stride);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // lane j of r[i + k]: column 4j + k of rows i..i+3
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    const __m512i v0 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x88), w0 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xDD);
+    const __m512i v1 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x88), w1 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xDD);
+    _mm512_storeu_si512(dst + (0 + k) * 16, _mm512_shuffle_i32x4(v0, v1, 0x88));
+    _mm512_storeu_si512(dst + (8 + k) * 16, _mm512_shuffle_i32x4(v0, v1, 0xDD));
+    _mm512_storeu_si512(dst + (4 + k) * 16, _mm512_shuffle_i32x4(w0, w1, 0x88));
+    _mm512_storeu_si512(dst + (12 + k) * 16, _mm512_shuffle_i32x4(w0, w1, 0xDD));
+  }
+}
+
+// Tile (kt, dc) of packed K: 16 keys x 32 d_k, row r = d pair (dc*32 + 2r, +1), column = key:
+// a 16 x 16 transpose of 32-bit pairs, element by element only at the edges (last keys, d_k
+// not a multiple of 32).
 void pack_k(const PackArgs& a) {
   const std::int64_t dk_pad = round_up(a.d, kDimStep), steps = dk_pad / kDimStep;
   const std::int64_t end = round_up(a.key_end, kTileKeys);
+  const bool pairs_aligned = a.d % 2 == 0;  // rows start on a 32-bit boundary
   for (std::int64_t kt = a.key_begin / 16; kt < end / 16; ++kt) {
     for (std::int64_t dc = 0; dc < steps; ++dc) {
       auto* tile = reinterpret_cast<std::uint32_t*>(a.dst + (kt * steps + dc) * kTileElems);
+      if (pairs_aligned && kt * 16 + 16 <= a.keys && (dc + 1) * kDimStep <= a.d) {
+        transpose16x16(reinterpret_cast<const std::uint32_t*>(a.src + kt * 16 * a.d + dc * kDimStep), a.d / 2, tile);
+        continue;
+      }
       for (std::int64_t c = 0; c < 16; ++c) {
         const std::int64_t key = kt * 16 + c;
         const std::uint16_t* row = a.src + key * a.d + dc * kDimStep;
         const std::int64_t avail = key < a.keys ? a.d - dc * kDimStep : 0;  // valid d_k elements here
-        if (avail >= kDimStep) {
-          for (std::int64_t r = 0; r < 16; ++r) {
-            std::uint32_t pair;
-            std::memcpy(&pair, row + 2 * r, 4);
-            tile[r * 16 + c] = pair;
-          }
-        } else {
-          for (std::int64_t r = 0; r < 16; ++r) {
-            const std::uint32_t lo = 2 * r < avail ? row[2 * r] : 0u;
-            const std::uint32_t hi = 2 * r + 1 < avail ? row[2 * r + 1] : 0u;
-            tile[r * 16 + c] = lo | (hi << 16);
-          }
+        for (std::int64_t r = 0; r < 16; ++r) {
+          const std::uint32_t lo = 2 * r < avail ? row[2 * r] : 0u;
+          const std::uint32_t hi = 2 * r + 1 < avail ? row[2 * r + 1] : 0u;
+          tile[r * 16 + c] = lo | (hi << 16);
         }
       }
     }
@@ -372,11 +430,20 @@ class Block {
   void softmax_rows(std::int64_t j, std::int64_t rb, const Between& between) {
     const std::int64_t j0 = j * n_max_, n = n_of(j), n32 = round_up(n, kTileKeys);
     const std::int64_t end = std::min(rb + kRowStep, rows_);
+    auto visible = [&](std::int64_t r) {
+      return a_.causal ? std::min(n, a_.i0 + r % a_.positions + a_.causal_offset + 1 - j0) : n;
+    };
     for (std::int64_t r = rb; r < end; ++r) {
-      std::int64_t vis = n;
-      if (a_.causal) vis = std::min(vis, a_.i0 + r % a_.positions + a_.causal_offset + 1 - j0);
+      const std::int64_t vis = visible(r);
       const float* srow = s_[j % 2] + r * n_max_;
       std::uint16_t* prow = p_[j % 2] + r * n_max_;
+      if (vis == n32 && r + kRowGroup <= end && visible(r + kRowGroup - 1) == n32) {
+        // rows are in position order within a head, so the group's last row sees the least
+        softmax_rows_full<kRowGroup>(srow, n_max_, prow, n_max_, n32, a_.qk_scale, m_ + r, l_ + r, alpha_ + r);
+        r += kRowGroup - 1;
+        for (int i = 0; i < kRowGroup; ++i) between();
+        continue;
+      }
       if (vis <= 0) {
         std::memset(prow, 0, static_cast<std::size_t>(n32) * 2);
         alpha_[r] = 1.0f;
