@@ -170,13 +170,16 @@ void run_tiles(const Problem& p, const Tensors& t, const Plan& plan) {
       pack_group(p, k_of(g), v_of(g), kvp, plan.threads, timed);
       parallel(per_group, plan.threads, [&](std::int64_t task, int slot) { run_one(g, task, kvp, slot); });
     }
-    return;
+  } else {
+    parallel(groups, plan.threads, [&](std::int64_t g, int slot) {
+      std::uint16_t* kvp = packed[static_cast<std::size_t>(slot)].get();
+      pack_group(p, k_of(g), v_of(g), kvp, 1, timed);
+      for (std::int64_t task = 0; task < per_group; ++task) run_one(g, task, kvp, slot);
+    });
   }
-  parallel(groups, plan.threads, [&](std::int64_t g, int slot) {
-    std::uint16_t* kvp = packed[static_cast<std::size_t>(slot)].get();
-    pack_group(p, k_of(g), v_of(g), kvp, 1, timed);
-    for (std::int64_t task = 0; task < per_group; ++task) run_one(g, task, kvp, slot);
-  });
+  // The caller's thread gives its tile state back; oneTBB's workers keep theirs configured
+  // until their next block (each block loads its configuration first).
+  amx::release_tiles();
 }
 
 #endif  // ATTUNE_HAVE_AMX

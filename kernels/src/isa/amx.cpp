@@ -7,6 +7,7 @@
 #include <immintrin.h>
 #include <x86intrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -130,15 +131,23 @@ inline void qk_block(const std::uint16_t* qp, std::int64_t dk_pad, const std::ui
 }
 
 // O += P V for 32 rows x 32 output columns over `chunks` chunks of 32 keys; the accumulators
-// are loaded from and stored back to the fp32 O rows.
+// are loaded from (unless `first`) and stored back to the fp32 O rows.
 inline void pv_block(const std::uint16_t* p, std::int64_t p_stride_elems, const std::uint16_t* vp_tiles,
-                     std::int64_t vp_chunk_elems, std::int64_t chunks, float* o, std::int64_t o_stride_elems) {
+                     std::int64_t vp_chunk_elems, std::int64_t chunks, float* o, std::int64_t o_stride_elems,
+                     bool first) {
   const std::int64_t o_stride = o_stride_elems * 4, p_stride = p_stride_elems * 2;
   float* o_low = o + 16 * o_stride_elems;
-  _tile_loadd(0, o, o_stride);
-  _tile_loadd(1, o + 16, o_stride);
-  _tile_loadd(2, o_low, o_stride);
-  _tile_loadd(3, o_low + 16, o_stride);
+  if (first) {  // the first panel starts the accumulators: O is not read (nor zeroed before)
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  } else {
+    _tile_loadd(0, o, o_stride);
+    _tile_loadd(1, o + 16, o_stride);
+    _tile_loadd(2, o_low, o_stride);
+    _tile_loadd(3, o_low + 16, o_stride);
+  }
   for (std::int64_t kk = 0; kk < chunks; ++kk) {
     _tile_loadd(4, p + kk * kTileKeys, p_stride);
     _tile_loadd(5, p + 16 * p_stride_elems + kk * kTileKeys, p_stride);
@@ -200,16 +209,26 @@ inline float softmax_row(const float* s, std::uint16_t* p, std::int64_t vis, std
   return alpha;
 }
 
-// R rows with every key of the panel visible, interleaved: the same arithmetic as
-// softmax_row<false>, with R independent max, exp and sum chains in flight (the single-row loop
-// is bound by its own dependencies, not by the vector units).
-template <int R>
-inline void softmax_rows_full(const float* s, std::int64_t s_stride, std::uint16_t* p, std::int64_t p_stride,
-                              std::int64_t n32, float c, float* m, float* l, float* alpha) {
+// Lanes [0, n) of 16 (none for n <= 0, all for n >= 16).
+inline __mmask16 lanes_below(std::int64_t n) {
+  return n <= 0 ? static_cast<__mmask16>(0) : n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// R rows of a panel at once, interleaved: the arithmetic of softmax_row with R independent max,
+// exp and sum chains in flight (one row's loop is bound by its own dependencies, not by the
+// vector units). Full: every one of the n32 keys visible to every row; else row i sees vis[i]
+// (> 0) keys, the rest get weight 0.
+template <int R, bool Full>
+inline void softmax_rows_r(const float* s, std::int64_t s_stride, std::uint16_t* p, std::int64_t p_stride,
+                           std::int64_t n32, const std::int64_t* vis, float c, float* m, float* l, float* alpha) {
   __m512 mx[R];
   for (int i = 0; i < R; ++i) mx[i] = _mm512_set1_ps(-INFINITY);
   for (std::int64_t v = 0; v < n32; v += 16)
-    for (int i = 0; i < R; ++i) mx[i] = _mm512_max_ps(mx[i], _mm512_loadu_ps(s + i * s_stride + v));
+    for (int i = 0; i < R; ++i) {
+      const float* x = s + i * s_stride + v;
+      mx[i] = _mm512_max_ps(mx[i], Full ? _mm512_loadu_ps(x)
+                                        : _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), lanes_below(vis[i] - v), x));
+    }
   __m512 neg_m[R], sum[R];
   float m_new[R];
   for (int i = 0; i < R; ++i) {
@@ -220,8 +239,16 @@ inline void softmax_rows_full(const float* s, std::int64_t s_stride, std::uint16
   const __m512 vc = _mm512_set1_ps(c);
   for (std::int64_t v = 0; v < n32; v += 32) {
     for (int i = 0; i < R; ++i) {
-      const __m512 e0 = exp2_p3(_mm512_fmadd_ps(_mm512_loadu_ps(s + i * s_stride + v), vc, neg_m[i]));
-      const __m512 e1 = exp2_p3(_mm512_fmadd_ps(_mm512_loadu_ps(s + i * s_stride + v + 16), vc, neg_m[i]));
+      const float* x = s + i * s_stride + v;
+      __m512 e0, e1;
+      if (Full) {
+        e0 = exp2_p3(_mm512_fmadd_ps(_mm512_loadu_ps(x), vc, neg_m[i]));
+        e1 = exp2_p3(_mm512_fmadd_ps(_mm512_loadu_ps(x + 16), vc, neg_m[i]));
+      } else {
+        const __mmask16 k0 = lanes_below(vis[i] - v), k1 = lanes_below(vis[i] - v - 16);
+        e0 = _mm512_maskz_mov_ps(k0, exp2_p3(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(k0, x), vc, neg_m[i])));
+        e1 = _mm512_maskz_mov_ps(k1, exp2_p3(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(k1, x + 16), vc, neg_m[i])));
+      }
       sum[i] = _mm512_add_ps(sum[i], _mm512_add_ps(e0, e1));
       _mm512_storeu_si512(p + i * p_stride + v, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
     }
@@ -361,7 +388,16 @@ class Block {
     dk_pad_ = round_up(a.d_k, kDimStep);
     dv_pad_ = round_up(a.d_v, kDimStep);
     n_max_ = a.block_kv;
-    panels_ = (a.kv_end + n_max_ - 1) / n_max_;
+    // Causal: panels of block_kv keys up to the last key every row sees, then the diagonal
+    // region (at most `rows` wide beyond it) in panels of its own, so the keys computed and
+    // masked stay within one row block's width of the diagonal instead of a whole panel's.
+    full_end_ = a.kv_end;
+    if (a.causal) {
+      const std::int64_t first_row_sees = std::clamp<std::int64_t>(a.i0 + a.causal_offset + 1, 0, a.kv_end);
+      full_end_ = first_row_sees / kTileKeys * kTileKeys;
+    }
+    full_panels_ = (full_end_ + n_max_ - 1) / n_max_;
+    panels_ = full_panels_ + (a.kv_end - full_end_ + n_max_ - 1) / n_max_;
   }
 
   void run() {
@@ -374,7 +410,7 @@ class Block {
         tick.lap(kQk);
         for (std::int64_t rb = 0; rb < rows_pad_; rb += kRowStep) {
           softmax_rows(j, rb, [] {});
-          rescale_rows(rb);
+          rescale_rows(j, rb);
         }
         tick.lap(kSoftmax);
         for (std::int64_t rb = 0; rb < rows_pad_; rb += kRowStep) pv_rows(j, rb, 0, dv_pad_);
@@ -383,22 +419,29 @@ class Block {
     } else {
       pipelined();
     }
-    _tile_release();
     finish();
     tick.lap(kOther);
   }
 
  private:
-  std::int64_t n_of(std::int64_t j) const { return std::min(n_max_, a_.kv_end - j * n_max_); }
+  std::int64_t start(std::int64_t j) const {
+    return j < full_panels_ ? j * n_max_ : full_end_ + (j - full_panels_) * n_max_;
+  }
+  std::int64_t n_of(std::int64_t j) const {
+    return std::min(n_max_, (j < full_panels_ ? full_end_ : a_.kv_end) - start(j));
+  }
   std::int64_t n32(std::int64_t j) const { return round_up(n_of(j), kTileKeys); }
 
   // Q rows packed with zero padding (rows to 32, d_k to 32); padding rows get zero weights.
   void prepare() {
-    std::memset(qp_, 0, static_cast<std::size_t>(rows_pad_ * dk_pad_) * 2);
-    for (std::int64_t r = 0; r < rows_; ++r)
-      std::memcpy(qp_ + r * dk_pad_, a_.q + (r / a_.positions) * a_.q_head_stride + (a_.i0 + r % a_.positions) * a_.d_k,
+    for (std::int64_t r = 0; r < rows_; ++r) {
+      std::uint16_t* row = qp_ + r * dk_pad_;
+      std::memcpy(row, a_.q + (r / a_.positions) * a_.q_head_stride + (a_.i0 + r % a_.positions) * a_.d_k,
                   static_cast<std::size_t>(a_.d_k) * 2);
-    std::memset(o_, 0, static_cast<std::size_t>(rows_pad_ * dv_pad_) * 4);
+      std::memset(row + a_.d_k, 0, static_cast<std::size_t>(dk_pad_ - a_.d_k) * 2);
+    }
+    std::memset(qp_ + rows_ * dk_pad_, 0, static_cast<std::size_t>((rows_pad_ - rows_) * dk_pad_) * 2);
+    if (panels_ == 0) std::memset(o_, 0, static_cast<std::size_t>(rows_pad_ * dv_pad_) * 4);  // no key at all
     for (std::uint16_t* p : p_) std::memset(p + rows_ * n_max_, 0, static_cast<std::size_t>((rows_pad_ - rows_) * n_max_) * 2);
     for (std::int64_t r = 0; r < rows_pad_; ++r) {
       m_[r] = -INFINITY;
@@ -412,7 +455,7 @@ class Block {
   void qk_rows(std::int64_t j, std::int64_t rb, std::int64_t kc0, std::int64_t kc1) {
     const std::int64_t ksteps = dk_pad_ / kDimStep;
     for (std::int64_t kc = kc0; kc < kc1; kc += kTileKeys)
-      qk_block(qp_ + rb * dk_pad_, dk_pad_, a_.kp + ((j * n_max_ + kc) / 16) * ksteps * kTileElems,
+      qk_block(qp_ + rb * dk_pad_, dk_pad_, a_.kp + ((start(j) + kc) / 16) * ksteps * kTileElems,
                s_[j % 2] + rb * n_max_ + kc, n_max_ * 4);
   }
 
@@ -420,15 +463,15 @@ class Block {
   void pv_rows(std::int64_t j, std::int64_t rb, std::int64_t d0, std::int64_t d1) {
     const std::int64_t vtiles = dv_pad_ / 16;
     for (std::int64_t d = d0; d < d1; d += 32)
-      pv_block(p_[j % 2] + rb * n_max_, n_max_, a_.vp + (j * n_max_ / kTileKeys * vtiles + d / 16) * kTileElems,
-               vtiles * kTileElems, n32(j) / kTileKeys, o_ + rb * dv_pad_ + d, dv_pad_);
+      pv_block(p_[j % 2] + rb * n_max_, n_max_, a_.vp + (start(j) / kTileKeys * vtiles + d / 16) * kTileElems,
+               vtiles * kTileElems, n32(j) / kTileKeys, o_ + rb * dv_pad_ + d, dv_pad_, j == 0);
   }
 
   // The softmax of rows [rb, rb + 32) of panel j; between rows it calls between() so the caller
   // can feed the tile unit.
   template <class Between>
   void softmax_rows(std::int64_t j, std::int64_t rb, const Between& between) {
-    const std::int64_t j0 = j * n_max_, n = n_of(j), n32 = round_up(n, kTileKeys);
+    const std::int64_t j0 = start(j), n = n_of(j), n32 = round_up(n, kTileKeys);
     const std::int64_t end = std::min(rb + kRowStep, rows_);
     auto visible = [&](std::int64_t r) {
       return a_.causal ? std::min(n, a_.i0 + r % a_.positions + a_.causal_offset + 1 - j0) : n;
@@ -437,12 +480,25 @@ class Block {
       const std::int64_t vis = visible(r);
       const float* srow = s_[j % 2] + r * n_max_;
       std::uint16_t* prow = p_[j % 2] + r * n_max_;
-      if (vis == n32 && r + kRowGroup <= end && visible(r + kRowGroup - 1) == n32) {
-        // rows are in position order within a head, so the group's last row sees the least
-        softmax_rows_full<kRowGroup>(srow, n_max_, prow, n_max_, n32, a_.qk_scale, m_ + r, l_ + r, alpha_ + r);
-        r += kRowGroup - 1;
-        for (int i = 0; i < kRowGroup; ++i) between();
-        continue;
+      if (r + kRowGroup <= end) {
+        // Rows are in position order within a head, so within a group the last row sees the
+        // most keys and the first the fewest (a group may span two heads: then check each).
+        std::int64_t group_vis[kRowGroup];
+        bool all_full = true, all_some = true;
+        for (int i = 0; i < kRowGroup; ++i) {
+          group_vis[i] = visible(r + i);
+          all_full &= group_vis[i] == n32;
+          all_some &= group_vis[i] > 0;
+        }
+        if (all_some) {
+          if (all_full)
+            softmax_rows_r<kRowGroup, true>(srow, n_max_, prow, n_max_, n32, group_vis, a_.qk_scale, m_ + r, l_ + r, alpha_ + r);
+          else
+            softmax_rows_r<kRowGroup, false>(srow, n_max_, prow, n_max_, n32, group_vis, a_.qk_scale, m_ + r, l_ + r, alpha_ + r);
+          r += kRowGroup - 1;
+          for (int i = 0; i < kRowGroup; ++i) between();
+          continue;
+        }
       }
       if (vis <= 0) {
         std::memset(prow, 0, static_cast<std::size_t>(n32) * 2);
@@ -456,7 +512,9 @@ class Block {
     }
   }
 
-  void rescale_rows(std::int64_t rb) {
+  // Before panel j's P V is added (never for the first panel: O holds nothing yet).
+  void rescale_rows(std::int64_t j, std::int64_t rb) {
+    if (j == 0) return;
     const std::int64_t end = std::min(rb + kRowStep, rows_);
     for (std::int64_t r = rb; r < end; ++r)
       if (alpha_[r] != 1.0f) scale_row(o_ + r * dv_pad_, dv_pad_, alpha_[r]);
@@ -490,7 +548,7 @@ class Block {
           issue_until(std::min(items, (row + 1) * items / step_rows));
         });
         issue_until(items);
-        rescale_rows(rb);
+        rescale_rows(j, rb);
       }
     }
     if (panels_ > 0) pv_rows(panels_ - 1, rows_pad_ - kRowStep, 0, dv_pad_);
@@ -514,10 +572,12 @@ class Block {
   float* s_[2];
   std::uint16_t* p_[2];
   float *o_, *m_, *l_, *alpha_;
-  std::int64_t rows_, rows_pad_, dk_pad_, dv_pad_, n_max_, panels_;
+  std::int64_t rows_, rows_pad_, dk_pad_, dv_pad_, n_max_, panels_, full_end_, full_panels_;
 };
 
 }  // namespace
+
+void release_tiles() { _tile_release(); }
 
 void run_block(const BlockArgs& a) {
   const FlushDenormals ftz;
