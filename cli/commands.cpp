@@ -424,7 +424,7 @@ int cmd_info(const std::vector<std::string>& argv) {
     return s;
   };
   std::vector<Isa> detected;
-  for (Isa i : {Isa::avx512, Isa::avx2, Isa::sse4_2, Isa::neon, Isa::scalar})
+  for (Isa i : {Isa::amx, Isa::avx512, Isa::avx512_bf16, Isa::avx2, Isa::sse4_2, Isa::neon, Isa::scalar})
     if (cpu_supports(i)) detected.push_back(i);
   std::printf("attune %s\n", version().data());
   std::printf("git revision:   %s\n", git_revision().data());
@@ -440,6 +440,11 @@ int cmd_info(const std::vector<std::string>& argv) {
   const Choice c = resolve(Problem{});
   std::printf("auto kernel:    %s %s\n", std::string(c.kernel->name()).c_str(),
               std::string(to_string(c.isa)).c_str());
+  Problem b;
+  b.dtype = Dtype::bf16;
+  const Choice cb = resolve(b);
+  std::printf("auto bf16:      %s %s\n", std::string(cb.kernel->name()).c_str(),
+              std::string(to_string(cb.isa)).c_str());
   std::printf("tuned table:    %s\n", tuned_table_summary().c_str());
   return 0;
 }

@@ -155,26 +155,40 @@ TEST(Limits, OverflowingWorkingMemorySaturates) {
 }
 
 // The limit is inclusive and matches what each kernel reports: every kernel and ISA runs with a
-// limit of exactly its workspace_bytes() and is refused one byte below it.
+// limit of exactly its workspace_bytes() and is refused one byte below it, in fp32 and in bf16
+// (the storage of the kernels that take only 16-bit problems, amx).
 TEST(Limits, EveryKernelRunsAtItsOwnNeed) {
-  const auto p = shape(4, 2, 37, 300, 24, true);
-  const auto in = attune::reference::make_inputs(p, 1.0f, 5);
-  const auto ref = attune::reference::attention(p, in.q.data(), in.k.data(), in.v.data());
-  for (const attune::Kernel* k : attune::kernels()) {
-    for (attune::Isa isa : attune::runnable_isas(*k)) {
-      for (int threads : {1, 2}) {
-        auto o = options(std::string(k->name()), 0, isa);
-        o.config.threads = threads;
-        const std::size_t need = attune::workspace_bytes(p, o);
-        const std::string name = std::string(k->name()) + "/" + std::string(attune::to_string(isa));
-        ASSERT_GT(need, 1u) << name;
-        std::vector<float> out(static_cast<std::size_t>(p.out_elements()));
-        o.max_workspace_bytes = need - 1;
-        memory_error([&] { attune::attention(p, in.q.data(), in.k.data(), in.v.data(), out.data(), o); });
-        o.max_workspace_bytes = need;
-        attune::attention(p, in.q.data(), in.k.data(), in.v.data(), out.data(), o);
-        const auto check = attune::reference::compare(p, in, out.data(), ref);
-        EXPECT_TRUE(check.ok()) << name << ": error " << check.max_abs_error << " > " << check.tolerance;
+  for (attune::Dtype dtype : {attune::Dtype::fp32, attune::Dtype::bf16}) {
+    auto p = shape(4, 2, 37, 300, 24, true);
+    p.dtype = dtype;
+    const auto in = attune::reference::make_inputs(p, 1.0f, 5);
+    const auto ref = attune::reference::attention(p, in.q.data(), in.k.data(), in.v.data());
+    const auto stored = attune::reference::store(p, in);
+    for (const attune::Kernel* k : attune::kernels()) {
+      for (attune::Isa isa : attune::runnable_isas(*k)) {
+        if (!k->supports(p, isa)) continue;
+        for (int threads : {1, 2}) {
+          auto o = options(std::string(k->name()), 0, isa);
+          o.config.threads = threads;
+          const std::size_t need = attune::workspace_bytes(p, o);
+          const std::string name = std::string(k->name()) + "/" + std::string(attune::to_string(isa)) + "/" +
+                                   std::string(attune::to_string(dtype));
+          if (dtype == attune::Dtype::fp32 || need > 0) {
+            ASSERT_GT(need, 1u) << name;
+          }
+          std::vector<unsigned char> out(static_cast<std::size_t>(p.out_elements()) * attune::size_of(dtype));
+          auto run = [&] { attune::attention(p, stored.q_data(), stored.k_data(), stored.v_data(), out.data(), o); };
+          if (need > 0) {
+            o.max_workspace_bytes = need - 1;
+            memory_error(run);
+          }
+          o.max_workspace_bytes = need;
+          run();
+          const auto abs_v = attune::reference::attention_abs_v(p, in.q.data(), in.k.data(), in.v.data());
+          const auto check = attune::reference::compare(p, in, attune::reference::load_output(p, out.data()).data(), ref,
+                                                        k->pv_dtype(p, isa), &abs_v);
+          EXPECT_TRUE(check.ok()) << name << ": error " << check.max_abs_error << " > " << check.tolerance;
+        }
       }
     }
   }

@@ -135,7 +135,11 @@ TEST_P(Mha, MatchesFloat64ReferenceWithEveryKernel) {
   const double tolerance = 1e-4 * std::max(1.0, max_ref);
 
   std::vector<std::string> names = {"auto"};
-  for (const attune::Kernel* k : attune::kernels()) names.emplace_back(k->name());
+  for (const attune::Kernel* k : attune::kernels()) {  // those that take fp32 (mha's type)
+    const auto isas = attune::runnable_isas(*k);
+    if (std::any_of(isas.begin(), isas.end(), [&](attune::Isa i) { return k->supports(attune::Problem{}, i); }))
+      names.emplace_back(k->name());
+  }
   for (const std::string& name : names) {
     attune::Options o;
     o.kernel = name;

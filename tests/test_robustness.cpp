@@ -24,10 +24,12 @@ struct Pair {
   attune::Isa isa;
 };
 
+// Every runnable (kernel, isa) pair that takes float32 problems (the cases below are fp32).
 std::vector<Pair> pairs() {
   std::vector<Pair> out;
   for (const attune::Kernel* k : attune::kernels())
-    for (attune::Isa isa : attune::runnable_isas(*k)) out.push_back({k, isa});
+    for (attune::Isa isa : attune::runnable_isas(*k))
+      if (k->supports(attune::Problem{}, isa)) out.push_back({k, isa});
   return out;
 }
 

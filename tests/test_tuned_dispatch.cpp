@@ -44,8 +44,13 @@ std::string describe(const attune::Choice& c) {
          std::to_string(c.config.threads) + "/s" + std::to_string(c.config.kv_splits);
 }
 
-// What `auto` gives without a table: the highest-ranked kernel on the best ISA, default tiles.
-std::string defaults() { return "flash/" + std::string(attune::to_string(attune::default_isa())) + "/bq0/bkv0/t0/s0"; }
+// What `auto` gives without a table: the highest-ranked kernel on the best ISA, default tiles:
+// amx for problems stored entirely in bf16 where the CPU has it, else flash.
+std::string defaults(const attune::Problem& p = attune::Problem{}) {
+  if (p.dtype == attune::Dtype::bf16 && p.kv_type() == attune::Dtype::bf16 && attune::cpu_supports(attune::Isa::amx))
+    return "amx/amx/bq0/bkv0/t0/s0";
+  return "flash/" + std::string(attune::to_string(attune::default_isa())) + "/bq0/bkv0/t0/s0";
+}
 
 std::string read(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -107,7 +112,7 @@ TEST_F(TunedDispatch, EachStorageTypeDispatchesToItsOwnEntries) {
   EXPECT_EQ(resolve(shape(2048, 2048, 64)), "simd/scalar/bq16/bkv256/t0/s0");
   // A key tuned only in fp32 (decoding with GQA): bf16 falls back to the defaults.
   EXPECT_EQ(resolve(shape(1, 4096, 64, false, 32, 8)), "flash/scalar/bq16/bkv512/t1/s4");
-  EXPECT_EQ(resolve(typed(shape(1, 4096, 64, false, 32, 8), Dtype::bf16)), defaults());
+  EXPECT_EQ(resolve(typed(shape(1, 4096, 64, false, 32, 8), Dtype::bf16)), defaults(typed(p, Dtype::bf16)));
   // A key tuned in both, from two typed lines.
   EXPECT_EQ(resolve(shape(2048, 2048, 96)), "simd/scalar/bq16/bkv32/t0/s0");
   EXPECT_EQ(resolve(typed(shape(2048, 2048, 96), Dtype::bf16)), "blocked/scalar/bq32/bkv64/t0/s0");

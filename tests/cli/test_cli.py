@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 TOL = 1e-4
-KNOWN_ISAS = {"scalar", "sse4_2", "avx2", "avx512", "avx512_bf16", "neon"}
+KNOWN_ISAS = {"scalar", "sse4_2", "avx2", "avx512", "avx512_bf16", "amx", "neon"}
+# Kernels that take only problems stored entirely in bf16 (their pairs list no other dtype).
+BF16_ONLY_KERNELS = {"amx"}
 KNOWN_DTYPES = ["fp32", "bf16", "fp16"]
 SUBCOMMANDS = ["kernels", "run", "verify", "info"]
 
@@ -175,8 +177,13 @@ def test_kernels_lists_triples(attune_bin):
     for pair in pairs:
         dtypes = [t[2] for t in triples if t[:2] == pair]
         assert dtypes == [d for d in KNOWN_DTYPES if d in dtypes]
-    # Every pair takes float32; the default kernel runs both 16-bit types on some ISA.
-    assert all((k, i, "fp32") in triples for k, i in pairs)
+    # Every pair takes float32 but the bf16-only kernels' (which take bf16 and nothing else);
+    # the default kernel runs both 16-bit types on some ISA.
+    for k, i in pairs:
+        if k in BF16_ONLY_KERNELS:
+            assert [t[2] for t in triples if t[:2] == (k, i)] == ["bf16"], (k, i)
+        else:
+            assert (k, i, "fp32") in triples, (k, i)
     for dtype in ("bf16", "fp16"):
         assert any(t[0] == "flash" and t[2] == dtype for t in triples), dtype
     # --long keeps the same triples, in the same order, and adds a description.
@@ -198,6 +205,8 @@ KERNEL_PROBLEMS = [
 def test_every_listed_pair_runs(attune_bin, tmp_path, kernel_isa):
     assert len(kernel_isa) == 2, kernel_isa
     kernel, isa = kernel_isa
+    if kernel in BF16_ONLY_KERNELS:
+        pytest.skip("%s takes bf16 only: its triples run in test_dtype.py" % kernel)
     rng = np.random.default_rng(1)
     for n, (qs, ks, vs, causal) in enumerate(KERNEL_PROBLEMS):
         q, k, v = rand(rng, qs), rand(rng, ks), rand(rng, vs)
@@ -677,7 +686,8 @@ def test_verify_quiet(attune_bin):
     # Every pair is checked in every storage of the grid.
     storages = {"fp32", "bf16", "fp16", "fp32/kvbf16", "fp32/kvfp16"}
     for pair in pairs:
-        assert {row[2] for row in rows if row[:2] == pair} == storages, pair
+        expected = {"bf16"} if pair[0] in BF16_ONLY_KERNELS else storages
+        assert {row[2] for row in rows if row[:2] == pair} == expected, pair
     for line in lines[1:-1]:
         assert int(line.split()[3]) > 0  # cases
         assert int(line.split()[4]) == 0  # failed cases
@@ -710,7 +720,9 @@ def test_info(attune_bin):
     fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in lines if ":" in line}
     runnable = fields["isa runnable"].split()
     assert runnable and set(runnable) <= KNOWN_ISAS
-    assert fields["isa default"] == runnable[0]
+    # The default is the best vector ISA: amx serves only its own kernel.
+    assert fields["isa default"] == [i for i in runnable if i != "amx"][0]
+    assert fields["auto bf16"].split()[0] in ("amx", "flash")
     assert set(runnable) <= set(fields["isa compiled"].split())
     assert "scalar" in runnable
     # --version agrees with info's version line.
