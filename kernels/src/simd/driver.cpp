@@ -124,6 +124,8 @@ Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
 
 }  // namespace
 
+bool supports(const Problem& p) { return p.plain(); }
+
 Dtype pv_dtype(const Problem& p, const IsaOps& ops) {
   return ops.bf16_dot != nullptr && ops.set_for(p.dtype, p.kv_type()) == ops.bf16_dot ? Dtype::bf16 : Dtype::fp32;
 }
