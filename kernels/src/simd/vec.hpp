@@ -169,6 +169,14 @@ struct Vec {
   static B keep_le(const B& a, const B& limit, const B& value, const B& other) {
     return xsimd::select(a <= limit, value, other);
   }
+  static B abs(const B& x) { return xsimd::abs(x); }
+  // cap * tanh(x / cap) (the logit soft-cap) through exp2: tanh u = (1 - t) / (1 + t) with
+  // t = e^(-2u) for u >= 0, the sign restored after; absolute error a few 1e-7 x cap. NaN stays NaN.
+  static B softcap(const B& x, float cap) {
+    const B t = exp2(xsimd::abs(x) * B(-2.0f * 1.44269504f / cap));
+    const B r = B(cap) * (B(1.0f) - t) / (B(1.0f) + t);
+    return xsimd::select(x < B(0.0f), -r, r);
+  }
   static B exp2(const B& x) {
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<Arch, xsimd::avx512f>) {
@@ -218,6 +226,12 @@ struct Vec<scalar_arch> {
   static float hmax(B v) { return v; }
   static void hsum_rows(const B* rows, float* out) { out[0] = rows[0]; }
   static B keep_le(B a, B limit, B value, B other) { return a <= limit ? value : other; }
+  static B abs(B x) { return std::fabs(x); }
+  static B softcap(B x, float cap) {
+    const float t = exp2(std::fabs(x) * (-2.0f * 1.44269504f / cap));
+    const float r = cap * (1.0f - t) / (1.0f + t);
+    return x < 0.0f ? -r : r;
+  }
   static B exp2(B x) {
     if (!(x >= -126.0f)) return x != x ? x : 0.0f;  // NaN stays NaN; -inf and tiny give 0
     const float xc = x < -127.0f ? -127.0f : (x > 127.0f ? 127.0f : x);
