@@ -125,6 +125,9 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     Shape mid_causal = mid;
     mid_causal.causal = true;
     add(mid_causal, {});
+    add(mid_causal, {.softcap = 30.0f});
+    add(mid_causal, {.alibi = true});
+    add(mid_causal, {.sinks = true});
     add(mid_causal, {.softcap = 30.0f, .alibi = true, .sinks = true});
   }
   return out;

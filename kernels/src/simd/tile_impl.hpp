@@ -25,6 +25,18 @@ namespace {
 inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 
+// P = 2^x (x <= 0: a score minus the running max). Var: weights below 2^-100 are 0. A sink (or,
+// in principle, a large mask value) can hold the max far above a tile's scores, so without
+// the cut every P of such a tile is a tiny normal whose product with V is subnormal, which
+// Intel cores run through microcode (2x slower with ALiBi and a sink). A dropped weight is
+// below 2^-100 of the largest weight of its row: far under float32's resolution of the sum.
+template <bool Var, class Arch>
+[[gnu::always_inline]] inline typename Vec<Arch>::B softmax_weight(const typename Vec<Arch>::B& x) {
+  using V = Vec<Arch>;
+  if constexpr (Var) return V::keep_le(V::set1(-100.0f), x, V::exp2(x), V::set1(0.0f));
+  return V::exp2(x);
+}
+
 // The band of query position `pos` (TileVariant): keys [lo, hi] (hi >= j_end: no upper edge).
 struct Band {
   std::int64_t lo, hi;
@@ -63,6 +75,22 @@ inline int tile_class(const std::uint8_t* blocks, std::int64_t j0, std::int64_t 
     neutral = neutral && blocks[b] == 1;
   }
   return hidden ? 0 : (neutral ? 1 : 2);
+}
+
+// The next key tile from j0 that neither starts nor ends in a hidden 16-key mask block: the
+// hidden blocks at j0 are skipped, and the tile ends before the next hidden one (or after
+// block_kv keys). Returns its start (>= j_end: none left) and sets cols to its length.
+inline std::int64_t visible_tile(const std::uint8_t* blocks, std::int64_t j0, std::int64_t j_end, std::int64_t block_kv,
+                                 std::int64_t& cols) {
+  while (j0 < j_end && blocks[j0 / 16] == 0) j0 = (j0 / 16 + 1) * 16;
+  cols = imin(block_kv, j_end - j0);
+  for (std::int64_t b = j0 / 16 + 1; b * 16 < j0 + cols; ++b) {
+    if (blocks[b] == 0) {
+      cols = b * 16 - j0;
+      break;
+    }
+  }
+  return j0;
 }
 
 // The mask's value of one entry in the base-2 domain: 0 or -inf (boolean), m x log2 e (additive).
@@ -117,18 +145,42 @@ struct TileKernel {
     bool tile_mask = false;
   };
 
-  // Var: the variants on one vector of scores (key `key`, tile row jrow, lanes from off), in
-  // problem.hpp's order: soft-cap, ALiBi, mask; then the band (masked tiles only).
-  [[gnu::always_inline]] static B modify(const Ctx& c, B s, const B& key, std::int64_t jrow, std::int64_t off, bool masked) {
+  // Var: a pass over the tile's S^T for lane chunk c0, after QK^T: the variants in
+  // problem.hpp's order (soft-cap, ALiBi, mask), then the band (masked tiles only), and the
+  // vertical max. A pass of its own: fused into QK^T's epilogue, the extra registers it needs
+  // made GCC spill the accumulators of the widest tile (2x slower with all three variants).
+  template <bool Var_>
+  [[gnu::always_inline]] static B weight(const B& x) { return softmax_weight<Var_, Arch>(x); }
+
+  template <int N>
+  static void modify(const Ctx& c, std::int64_t j0, std::int64_t cols, std::int64_t c0, bool masked, B* tmax) {
     const TileVariant& v = *c.a->var;
-    if (v.softcap > 0.0f) s = V::softcap(s, v.softcap);
-    if (v.slopes != nullptr) s = V::fma(V::load(c.nslope + off), V::abs(V::load(c.posf + off) - key), s);
-    if (c.tile_mask) s = s + V::load(c.mt + jrow * c.rp + off);
-    if (masked) {
-      s = V::keep_le(key, V::load(c.limit + off), s, V::set1(kNegInf));
-      s = V::keep_le(V::load(c.lo + off), key, s, V::set1(kNegInf));
+    const bool cap = v.softcap > 0.0f, alibi = v.slopes != nullptr;
+    B nslope[N], pos[N], limit[N], lo[N];
+    for (int nv = 0; nv < N; ++nv) {
+      const std::int64_t off = c0 + nv * W;
+      nslope[nv] = V::load(c.nslope + off);
+      pos[nv] = V::load(c.posf + off);
+      limit[nv] = V::load(c.limit + off);
+      lo[nv] = V::load(c.lo + off);
+      tmax[nv] = V::set1(kNegInf);
     }
-    return s;
+    for (std::int64_t j = 0; j < cols; ++j) {
+      const B key = V::set1(static_cast<float>(j0 + j));
+      for (int nv = 0; nv < N; ++nv) {
+        float* p = c.st + j * c.rp + c0 + nv * W;
+        B s = V::load(p);
+        if (cap) s = V::softcap(s, v.softcap);
+        if (alibi) s = V::fma(nslope[nv], V::abs(pos[nv] - key), s);
+        if (c.tile_mask) s = s + V::load(c.mt + j * c.rp + c0 + nv * W);
+        if (masked) {
+          s = V::keep_le(key, limit[nv], s, V::set1(kNegInf));
+          s = V::keep_le(lo[nv], key, s, V::set1(kNegInf));
+        }
+        V::store(p, s);
+        tmax[nv] = V::max(tmax[nv], s);
+      }
+    }
   }
 
   // S^T rows [jj, jj + MK) of the tile for lane chunk c0; masked lanes get -inf. Returns the
@@ -163,22 +215,7 @@ struct TileKernel {
         for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::fma(kb, qv[nv], acc[mr][nv]);
       }
     }
-    if constexpr (Var) {
-      auto epilogue = [&](int mr, int nv) {
-        const B s = modify(c, acc[mr][nv], V::set1(static_cast<float>(j0 + jj + mr)), jj + mr, c0 + nv * W, masked);
-        V::store(c.st + (jj + mr) * c.rp + c0 + nv * W, s);
-        tmax[nv] = V::max(tmax[nv], s);
-      };
-      if constexpr (N == NV) {  // unrolled like the plain epilogue below, for the same reason
-#pragma GCC unroll 16
-        for (int mr = 0; mr < MK; ++mr)
-#pragma GCC unroll 8
-          for (int nv = 0; nv < N; ++nv) epilogue(mr, nv);
-      } else {
-        for (int mr = 0; mr < MK; ++mr)
-          for (int nv = 0; nv < N; ++nv) epilogue(mr, nv);
-      }
-    } else if constexpr (N == NV) {
+    if constexpr (N == NV) {
       // The widest tile's epilogue unrolled, so its accumulators stay in registers: over a
       // rolled mr loop GCC first copies all of them to the stack (48 extra memory operations
       // per step, 5% of a d_k = 64 run). Narrower chunks keep the rolled loop: unrolled, their
@@ -257,7 +294,7 @@ struct TileKernel {
       B sum = V::set1(0.0f);
       for (std::int64_t j = 0; j < cols; ++j) {
         float* s = c.st + j * c.rp + off;
-        const B p = V::exp2(V::load(s) - m_use);
+        const B p = weight<Var>(V::load(s) - m_use);
         V::store(s, p);
         sum = sum + p;
       }
@@ -475,19 +512,20 @@ struct TileKernel {
     const std::int64_t last = a.i0 + a.positions - 1;
     const Band first_band = band_of(a, a.i0), last_band = band_of(a, last);
     const std::int64_t j_begin = imax(a.j_begin, first_band.lo), j_end = imin(a.j_end, last_band.hi + 1);
-    for (std::int64_t j0 = j_begin; j0 < j_end; j0 += a.block_kv) {
-      const std::int64_t cols = imin(a.block_kv, j_end - j0);
-      // Tiles inside every row's band skip the band test (padded rows compute harmless values).
-      const bool masked = j0 < last_band.lo || j0 + cols - 1 > first_band.hi;
+    for (std::int64_t j0 = j_begin, cols = 0; j0 < j_end; j0 += cols) {
+      cols = imin(a.block_kv, j_end - j0);
       c.tile_mask = false;
       if (v.blocks != nullptr) {
-        const int cls = tile_class(v.blocks, j0, cols);
-        if (cls == 0) continue;  // every entry hidden: never computed
-        if (cls == 2) {
+        // Hidden 16-key blocks are never computed: tiles start after them and end before them.
+        j0 = visible_tile(v.blocks, j0, j_end, a.block_kv, cols);
+        if (j0 >= j_end) break;
+        if (tile_class(v.blocks, j0, cols) == 2) {
           c.tile_mask = true;
           mask_tile(a, c.mt, c.rp, rows, j0, cols);
         }
       }
+      // Tiles inside every row's band skip the band test (padded rows compute harmless values).
+      const bool masked = j0 < last_band.lo || j0 + cols - 1 > first_band.hi;
       tile(c, j0, cols, masked);
     }
   }
@@ -497,7 +535,13 @@ struct TileKernel {
     chunks(c.rp, [&]<int N>(std::int64_t c0) {
       B tmax[N];
       for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
-      in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N>(c, j0, jj, c0, masked, tmax); });
+      // Var: QK^T unmasked, then (where anything changes the scores) the variants' pass masks
+      // and takes the max again; a sink alone, or a window's inner tiles, need no pass.
+      in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N>(c, j0, jj, c0, Var ? false : masked, tmax); });
+      if constexpr (Var) {
+        if (masked || c.tile_mask || c.a->var->softcap > 0.0f || c.a->var->slopes != nullptr)
+          modify<N>(c, j0, cols, c0, masked, tmax);
+      }
       softmax<N>(c, cols, c0, tmax);
       in_steps<kSteps<N>>(c.a->d_v, [&]<int K>(std::int64_t d0) { pv<K, N>(c, j0, cols, d0, c0); });
     });
@@ -630,10 +674,13 @@ struct DotKernel {
     const std::int64_t d_full = a.d_k / W * W;
     const T* k = static_cast<const T*>(a.k);
 
-    for (std::int64_t j0 = j_begin; j0 < j_end; j0 += a.block_kv) {
-      const std::int64_t cols = imin(a.block_kv, j_end - j0);
+    for (std::int64_t j0 = j_begin, cols = 0; j0 < j_end; j0 += cols) {
+      cols = imin(a.block_kv, j_end - j0);
       if constexpr (Var) {
-        if (a.var->blocks != nullptr && tile_class(a.var->blocks, j0, cols) == 0) continue;  // all hidden
+        if (a.var->blocks != nullptr) {  // hidden 16-key blocks are never computed
+          j0 = visible_tile(a.var->blocks, j0, j_end, a.block_kv, cols);
+          if (j0 >= j_end) break;
+        }
       }
       // Scores, W keys at a time: two-key steps fill `lanes`, one transpose-add per row.
       for (std::int64_t g = 0; g < cols; g += W) {
@@ -672,7 +719,7 @@ struct DotKernel {
         B sum = V::set1(0.0f);
         const B mv = V::set1(m_use);
         for (std::int64_t u = 0; u < cols_v; u += W) {
-          const B p = V::exp2(V::load(srow + u) - mv);
+          const B p = softmax_weight<Var, Arch>(V::load(srow + u) - mv);
           V::store(srow + u, p);
           sum = sum + p;
         }
