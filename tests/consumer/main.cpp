@@ -27,14 +27,14 @@ int main() {
   }
   // Variants: a causal sliding window of 4 keys, a soft-cap and ALiBi, with the per-head
   // slopes passed per call (attune::VariantData). V is all ones, so every output stays 1.
-  attune::Problem w = p;
-  w.window = 4;
-  w.softcap = 30.0f;
-  w.alibi = true;
+  attune::Problem local = p;
+  local.window = 4;
+  local.softcap = 30.0f;
+  local.alibi = true;
   const std::vector<float> slopes = {0.5f, 0.25f, 0.125f, 0.0625f};  // one per query head
   attune::VariantData data;
   data.alibi_slopes = slopes.data();
-  attune::attention(w, q.data(), k.data(), v.data(), out.data(), data);
+  attune::attention(local, q.data(), k.data(), v.data(), out.data(), data);
   for (float x : out) {
     if (std::abs(x - 1.0f) > 1e-5f) {
       std::printf("wrong variant output %f\n", x);
