@@ -2,7 +2,7 @@
 // thread counts, with FLOP/s, bytes/s and the fraction of the machine's peak measured by probes in
 // the same process. All --benchmark_* flags work; attune's own flags are listed by --help.
 //
-// Names: attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/dt:T/t:T
+// Names: attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/dt:T[/var:V]/t:T
 // (dt: the storage type of Q, K, V and O: fp32, bf16 or fp16).
 #include <attune/attune.hpp>
 
@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -27,10 +28,23 @@ namespace {
 
 using attune::Dtype;
 
+// An explicit mask in the bench: none, every entry visible (the classification finds no
+// hidden tile), or every other 64-key column block hidden (half the tiles skipped).
+enum class BenchMask { none, all_visible, half_hidden };
+
+// The variants of a bench shape (problem.hpp); all off for the plain grid.
+struct Variant {
+  std::int64_t window = 0;
+  float softcap = 0.0f;
+  bool alibi = false, sinks = false;
+  BenchMask mask = BenchMask::none;
+};
+
 struct Shape {
   std::int64_t batch, heads_q, heads_kv, seq_q, seq_kv, d;
   bool causal;
   Dtype dtype = Dtype::fp32;  // storage of Q, K, V and O
+  Variant var = {};
 };
 
 // One row of a preset: a shape, and which kernels and how many of each kernel's ISAs run it.
@@ -90,6 +104,32 @@ std::vector<Entry> preset_entries(const std::string& preset) {
       for (std::int64_t hkv : {32, 8}) decode(hkv, kv, Dtype::bf16, kTypedKernels);
     square({128, 512, 2048, 8192}, {8}, {64, 128}, {false, true}, Dtype::fp16, flash);
     for (std::int64_t kv : {8192, 32768}) decode(8, kv, Dtype::fp16, flash);
+  } else if (preset == "variants") {
+    // The variants' speed targets, each next to its plain shape (flash and simd): a sliding
+    // window of 512 at seq 8192 against full causal, a mask hiding half the tiles against an
+    // all-visible one, soft-cap / ALiBi / sinks against plain at seq 2048, d_k 128.
+    const std::vector<std::string_view> tiled = {"flash", "simd"};
+    auto add = [&](Shape sh, Variant v) {
+      sh.var = v;
+      out.push_back({sh, tiled, 1});
+    };
+    const Shape long_causal{1, 2, 2, 8192, 8192, 128, true};
+    add(long_causal, {});
+    add(long_causal, {.window = 512});
+    const Shape mid{1, 8, 8, 2048, 2048, 128, false};
+    add(mid, {});
+    add(mid, {.mask = BenchMask::all_visible});
+    add(mid, {.mask = BenchMask::half_hidden});
+    add(mid, {.softcap = 30.0f});
+    add(mid, {.alibi = true});
+    add(mid, {.sinks = true});
+    Shape mid_causal = mid;
+    mid_causal.causal = true;
+    add(mid_causal, {});
+    add(mid_causal, {.softcap = 30.0f});
+    add(mid_causal, {.alibi = true});
+    add(mid_causal, {.sinks = true});
+    add(mid_causal, {.softcap = 30.0f, .alibi = true, .sinks = true});
   }
   return out;
 }
@@ -123,7 +163,37 @@ attune::Problem to_problem(const Shape& s) {
   p.d_k = p.d_v = s.d;
   p.causal = s.causal;
   p.dtype = s.dtype;
+  p.window = s.var.window;
+  p.softcap = s.var.softcap;
+  p.alibi = s.var.alibi;
+  p.sinks = s.var.sinks;
+  if (s.var.mask != BenchMask::none) p.mask = attune::MaskKind::boolean;
   return p;
+}
+
+// The variants' arrays of a shape: ALiBi slopes 2^(-8 h / heads_q), sinks of 0, the mask.
+struct VariantArrays {
+  std::vector<float> slopes, sinks;
+  std::vector<std::uint8_t> mask;
+  attune::VariantData data;
+};
+
+VariantArrays variant_arrays(const Shape& s) {
+  const attune::Problem p = to_problem(s);
+  VariantArrays a;
+  for (std::int64_t h = 1; p.alibi && h <= p.heads_q; ++h)
+    a.slopes.push_back(static_cast<float>(std::exp2(-8.0 * static_cast<double>(h) / static_cast<double>(p.heads_q))));
+  if (p.sinks) a.sinks.assign(static_cast<std::size_t>(p.heads_q), 0.0f);
+  if (s.var.mask != BenchMask::none) {
+    a.mask.resize(static_cast<std::size_t>(p.mask_elements()));
+    for (std::int64_t i = 0; i < p.seq_q; ++i)
+      for (std::int64_t j = 0; j < p.seq_kv; ++j)
+        a.mask[static_cast<std::size_t>(i * p.seq_kv + j)] = s.var.mask == BenchMask::all_visible || (j / 64) % 2 == 0;
+  }
+  if (!a.slopes.empty()) a.data.alibi_slopes = a.slopes.data();
+  if (!a.sinks.empty()) a.data.sinks = a.sinks.data();
+  if (!a.mask.empty()) a.data.mask = a.mask.data();
+  return a;
 }
 
 // Google Benchmark calls a benchmark once per iteration-count probe and once per repetition
@@ -196,6 +266,7 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
   }
   const attune::Problem p = to_problem(s);
   auto& [q, k, v, out] = inputs_for(s);
+  const VariantArrays var = variant_arrays(s);
   attune::Options o;
   o.kernel = std::string(kernel->name());
   o.isa = isa;
@@ -203,13 +274,13 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
   o.config.block_q = g_tiles.block_q;
   o.config.block_kv = g_tiles.block_kv;
   try {
-    attune::attention(p, q.data(), k.data(), v.data(), out.data(), o);  // warm-up and validation
+    attune::attention(p, q.data(), k.data(), v.data(), out.data(), var.data, o);  // warm-up and validation
   } catch (const attune::Error& e) {
     state.SkipWithError(e.what());
     return;
   }
   for (auto _ : state) {
-    attune::attention(p, q.data(), k.data(), v.data(), out.data(), o);
+    attune::attention(p, q.data(), k.data(), v.data(), out.data(), var.data, o);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -222,13 +293,19 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
   if (isa == attune::Isa::amx) record_stages(p, q, k, v, out, o, state);
 }
 
+// Variant shapes gain /var:<segments> before /t: (Problem::variant_string without its leading
+// '_', plus the bench mask's pattern), e.g. var:w512, var:maskbool_half, var:cap30_alibi_sinks.
 std::string name_of(const attune::Kernel* k, attune::Isa isa, const Shape& s, int t) {
-  char buf[256];
+  std::string var = to_problem(s).variant_string();
+  if (s.var.mask == BenchMask::all_visible) var += "_allvis";
+  if (s.var.mask == BenchMask::half_hidden) var += "_half";
+  if (!var.empty()) var = "/var:" + var.substr(1);
+  char buf[320];
   std::snprintf(buf, sizeof buf,
-                "attention/%s/%s/b:%lld/hq:%lld/hkv:%lld/sq:%lld/skv:%lld/d:%lld/causal:%d/dt:%s/t:%d",
+                "attention/%s/%s/b:%lld/hq:%lld/hkv:%lld/sq:%lld/skv:%lld/d:%lld/causal:%d/dt:%s%s/t:%d",
                 std::string(k->name()).c_str(), std::string(attune::to_string(isa)).c_str(), (long long)s.batch,
                 (long long)s.heads_q, (long long)s.heads_kv, (long long)s.seq_q, (long long)s.seq_kv, (long long)s.d,
-                s.causal ? 1 : 0, std::string(attune::to_string(s.dtype)).c_str(), t);
+                s.causal ? 1 : 0, std::string(attune::to_string(s.dtype)).c_str(), var.c_str(), t);
   return buf;
 }
 
@@ -241,12 +318,13 @@ std::string now_utc() {
 
 void usage() {
   std::printf(
-      "usage: attune_bench [--preset quick|standard|full] [--budget SECONDS] [--no-probes]\n"
+      "usage: attune_bench [--preset quick|standard|full|variants] [--budget SECONDS] [--no-probes]\n"
       "                    [--block-q N] [--block-kv N] [--benchmark_*...]\n"
-      "  --preset   shape grid (default quick: ~2.5 min on 2 cores; standard ~20 min)\n"
+      "  --preset   shape grid (default quick: ~2.5 min on 2 cores; standard ~20 min; variants: the\n"
+      "             attention variants next to their plain shapes, flash and simd, ~2 min)\n"
       "  --budget   skip the remaining benchmarks after this many seconds\n"
       "  --block-q, --block-kv  tiles for every kernel that reads them (default 0: the kernel's own)\n"
-      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:/t:\n");
+      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:[/var:]/t:\n");
 }
 
 }  // namespace
@@ -298,7 +376,7 @@ int main(int argc, char** argv) {
   }
   const auto entries = preset_entries(preset);
   if (entries.empty()) {
-    std::fprintf(stderr, "error: unknown preset '%s' (quick, standard, full)\n", preset.c_str());
+    std::fprintf(stderr, "error: unknown preset '%s' (quick, standard, full, variants)\n", preset.c_str());
     return 2;
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -8,7 +8,9 @@
 #include <attune/attune.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <thread>
@@ -192,12 +194,120 @@ std::vector<float> widened(const std::vector<std::byte>& stored, Dtype dtype) {
   return out;
 }
 
-int cmd_run(const std::vector<std::string>& argv) {
+// `--causal top-left` / `--causal=bottom-right`: the alignment rides on the switch; rewritten
+// to `--causal --causal-align=X` before parsing (a plain `--causal` keeps the default).
+std::vector<std::string> split_causal(const std::vector<std::string>& argv) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    if (argv[i] == "--causal" && i + 1 < argv.size() && argv[i + 1].rfind("--", 0) != 0) {  // run takes no positional
+      out.push_back("--causal");
+      out.push_back("--causal-align=" + argv[++i]);
+    } else if (argv[i].rfind("--causal=", 0) == 0) {
+      out.push_back("--causal");
+      out.push_back("--causal-align=" + argv[i].substr(9));
+    } else {
+      out.push_back(argv[i]);
+    }
+  }
+  return out;
+}
+
+// The variant flags of `attune run`: --causal-align, --window, --softcap, --alibi,
+// --alibi-slopes, --sinks, --mask, --top-k.
+const std::set<std::string> kVariantFlags = {"--causal-align", "--window", "--softcap", "--alibi-slopes", "--sinks",
+                                             "--mask", "--top-k"};
+
+// The variants' arrays as `run` read them (VariantData points into these).
+struct VariantFiles {
+  std::vector<float> slopes, sinks;
+  std::vector<std::byte> mask;
+  VariantData data() const {
+    VariantData d;
+    if (!slopes.empty()) d.alibi_slopes = slopes.data();
+    if (!sinks.empty()) d.sinks = sinks.data();
+    if (!mask.empty()) d.mask = mask.data();
+    return d;
+  }
+};
+
+// Flag values only (no file is read): usage errors, before any input is loaded.
+void parse_variant_flags(const Args& a, Problem& p) {
+  if (auto align = a.get("--causal-align")) {
+    if (*align == "top-left") p.causal_align = CausalAlign::top_left;
+    else if (*align == "bottom-right") p.causal_align = CausalAlign::bottom_right;
+    else throw UsageError("--causal = '" + *align + "': expected top-left or bottom-right");
+  }
+  if (auto w = a.get_int("--window", 1)) p.window = *w;
+  if (auto cap = a.get_float("--softcap")) {
+    if (*cap <= 0.0f) throw UsageError("--softcap = " + *a.get("--softcap") + " must be > 0");
+    p.softcap = *cap;
+  }
+  if (a.has("--alibi") && a.has("--alibi-slopes")) throw UsageError("--alibi and --alibi-slopes exclude each other");
+  p.alibi = a.has("--alibi") || a.has("--alibi-slopes");
+  p.sinks = a.has("--sinks");
+  if (auto k = a.get_int("--top-k", 1)) p.top_k = *k;
+  for (const char* flag : {"--alibi-slopes", "--sinks", "--mask"})
+    if (a.has(flag) && a.get(flag)->empty()) throw UsageError(std::string(flag) + " needs a non-empty value");
+}
+
+// A per-head vector file ([heads_q] float32) for --alibi-slopes / --sinks.
+std::vector<float> read_per_head(const std::string& path, const char* flag, std::int64_t heads_q) {
+  const npy::Array x = npy::read(path);
+  if (x.shape.size() != 1 || x.shape[0] != heads_q)
+    throw UsageError(std::string(flag) + ": " + path + " must hold one float32 per query head, shape [" +
+                     std::to_string(heads_q) + "]");
+  return x.data;
+}
+
+// The variants' files, checked against the problem (shapes as usage errors, exit 2).
+VariantFiles read_variant_files(const Args& a, Problem& p) {
+  VariantFiles f;
+  if (a.has("--alibi")) {  // the ALiBi paper's geometric slopes 2^(-8 h / heads_q), h = 1 .. heads_q
+    for (std::int64_t h = 1; h <= p.heads_q; ++h)
+      f.slopes.push_back(static_cast<float>(std::exp2(-8.0 * static_cast<double>(h) / static_cast<double>(p.heads_q))));
+  }
+  if (auto path = a.get("--alibi-slopes")) f.slopes = read_per_head(*path, "--alibi-slopes", p.heads_q);
+  if (auto path = a.get("--sinks")) f.sinks = read_per_head(*path, "--sinks", p.heads_q);
+  if (auto path = a.get("--mask")) {
+    npy::MaskArray m = npy::read_mask(*path);
+    const auto& s = m.shape;
+    const bool rows_ok = s.size() >= 2 && s[s.size() - 2] == p.seq_q && s.back() == p.seq_kv;
+    std::int64_t lead = 1;
+    for (std::size_t i = 0; i + 2 < s.size(); ++i) lead *= s[i];
+    if (rows_ok && s.size() == 2) {
+      p.mask_broadcast = MaskBroadcast::shared;
+    } else if (rows_ok && s.size() == 4 && (s[0] == 1 || s[0] == p.batch) && (s[1] == 1 || s[1] == p.heads_q) && lead > 0) {
+      p.mask_broadcast = s[1] == p.heads_q && p.heads_q > 1 ? MaskBroadcast::per_head
+                         : s[0] == p.batch && p.batch > 1 ? MaskBroadcast::per_batch : MaskBroadcast::shared;
+      if (p.mask_broadcast == MaskBroadcast::per_head && s[0] != p.batch)
+        throw UsageError("--mask: " + *path + " has one plane per head but " + std::to_string(s[0]) +
+                         " batches; give [batch, heads_q, seq_q, seq_kv] = [" + std::to_string(p.batch) + ", " +
+                         std::to_string(p.heads_q) + ", ...]");
+    } else {
+      throw UsageError("--mask: " + *path + " must be [seq_q, seq_kv] = [" + std::to_string(p.seq_q) + ", " +
+                       std::to_string(p.seq_kv) + "], [batch, 1, seq_q, seq_kv] or [batch, heads_q, seq_q, seq_kv]");
+    }
+    p.mask = m.boolean ? MaskKind::boolean : MaskKind::additive;
+    if (!m.boolean) {
+      const auto* x = reinterpret_cast<const float*>(m.bytes.data());
+      for (std::size_t i = 0; i < m.bytes.size() / sizeof(float); ++i)
+        if (std::isnan(x[i]) || x[i] == std::numeric_limits<float>::infinity())
+          throw UsageError("--mask: " + *path + " holds NaN or +inf at entry " + std::to_string(i) +
+                           " (additive masks take finite values and -inf)");
+    }
+    f.mask = std::move(m.bytes);
+  }
+  return f;
+}
+
+int cmd_run(const std::vector<std::string>& argv_in) {
+  const std::vector<std::string> argv = split_causal(argv_in);
   const Args a(argv,
-               with({"--q", "--k", "--v", "--out", "--scale", "--weights", "--max-memory", "--dtype",
-                     "--kv-dtype", "--out-dtype"},
-                    kRunFlags),
-               {"--causal"});
+               with(with({"--q", "--k", "--v", "--out", "--scale", "--weights", "--max-memory", "--dtype",
+                          "--kv-dtype", "--out-dtype"},
+                         kRunFlags),
+                    kVariantFlags),
+               {"--causal", "--alibi"});
   no_positional(a);
   const Options options = parse_options(a);
   const RunTypes types = parse_types(a, options);
@@ -205,6 +315,8 @@ int cmd_run(const std::vector<std::string>& argv) {
   const auto out_path = a.required("--out");
   const auto weights_path = a.get("--weights");
   const auto scale = a.get_float("--scale");
+  Problem flags;
+  parse_variant_flags(a, flags);
   check_output_dir(out_path);
   if (weights_path) {
     if (weights_path->empty()) throw UsageError("--weights needs a non-empty value");
@@ -237,7 +349,27 @@ int cmd_run(const std::vector<std::string>& argv) {
   p.scale = scale;
   p.dtype = types.dtype;
   if (types.kv_dtype != types.dtype) p.kv_dtype = types.kv_dtype;
+  p.causal_align = flags.causal_align;
+  p.window = flags.window;
+  p.softcap = flags.softcap;
+  p.alibi = flags.alibi;
+  p.sinks = flags.sinks;
+  p.top_k = flags.top_k;
   p.validate();
+  const VariantFiles variant_files = read_variant_files(a, p);
+  const VariantData variant = variant_files.data();
+  // A kernel or ISA that does not implement the variants is a usage error, before any work.
+  if (!p.plain() && options.kernel != "auto") {
+    const Kernel& chosen = *find_kernel(options.kernel);
+    if (isas_for(chosen, p).empty() || (options.isa && !chosen.supports(p, *options.isa)))
+    {
+      std::string takers;
+      for (const Kernel* other : kernels())
+        if (!isas_for(*other, p).empty()) takers += (takers.empty() ? "" : ", ") + std::string(other->name());
+      throw UsageError("kernel '" + options.kernel + "' does not implement the variants of this problem (" +
+                       p.variant_string().substr(1) + "); kernels that do: " + takers);
+    }
+  }
 
   // The softmax weights are for inspecting small problems: refuse big ones before any work.
   const std::int64_t weight_elements = p.batch * p.heads_q * p.seq_q * p.seq_kv;  // validated above
@@ -250,12 +382,12 @@ int cmd_run(const std::vector<std::string>& argv) {
   const auto v_stored = stored_as(std::move(v.bytes), v.dtype, p.kv_type());
   const auto out_elements = static_cast<std::size_t>(p.out_elements());
   std::vector<std::byte> out(out_elements * size_of(p.dtype));
-  attention(p, q_stored.data(), k_stored.data(), v_stored.data(), out.data(), options);
+  attention(p, q_stored.data(), k_stored.data(), v_stored.data(), out.data(), variant, options);
   std::vector<float> weights;
   if (weights_path) {
     // From the values the kernel read: the inputs as stored, widened exactly.
     const auto w = reference::attention_weights(p, widened(q_stored, p.dtype).data(),
-                                                widened(k_stored, p.kv_type()).data());
+                                                widened(k_stored, p.kv_type()).data(), variant);
     weights.assign(w.begin(), w.end());
   }
   std::vector<std::int64_t> shape = {p.batch, p.heads_q, p.seq_q, p.d_v};
@@ -344,7 +476,8 @@ int cmd_verify(const std::vector<std::string>& argv) {
   const Args a(argv, kRunFlags, {"--quiet"});
   no_positional(a);
   const Options base = parse_options(a);
-  // One row per (kernel, isa, storage): storage "bf16" (every tensor) or "fp32/kvbf16" (Q/O, K/V).
+  // One row per (kernel, isa, storage): storage "bf16" (every tensor) or "fp32/kvbf16" (Q/O, K/V),
+  // with "+var" for the variants' matrix (reference::variant_grid).
   struct Row {
     const Kernel* kernel;
     Isa isa;
@@ -355,9 +488,11 @@ int cmd_verify(const std::vector<std::string>& argv) {
   };
   auto storage_of = [](const Problem& p) {
     const std::string dtype(to_string(p.dtype));
-    return p.kv_type() == p.dtype ? dtype : dtype + "/kv" + std::string(to_string(p.kv_type()));
+    const std::string types = p.kv_type() == p.dtype ? dtype : dtype + "/kv" + std::string(to_string(p.kv_type()));
+    return p.plain() ? types : types + "+var";
   };
-  const auto grid = reference::verification_grid();
+  auto grid = reference::verification_grid();
+  for (auto& c : reference::variant_grid()) grid.push_back(std::move(c));
   std::vector<std::string> storages;  // in grid order
   for (const auto& c : grid)
     if (std::find(storages.begin(), storages.end(), storage_of(c.problem)) == storages.end())
@@ -373,8 +508,8 @@ int cmd_verify(const std::vector<std::string>& argv) {
   if (rows.empty()) throw UsageError("no runnable kernel matches --kernel/--isa");
   std::size_t done = 0;
   for (const auto& c : grid) {
-    const auto in = reference::make_inputs(c.problem, c.q_scale, 42);
-    const auto ref = reference::attention(c.problem, in.q.data(), in.k.data(), in.v.data());
+    const auto in = reference::make_inputs(c, 42);
+    const auto ref = reference::attention(c.problem, in.q.data(), in.k.data(), in.v.data(), in.variant());
     const std::string storage = storage_of(c.problem);
     for (Row& r : rows) {
       if (r.storage != storage || !r.kernel->supports(c.problem, r.isa)) continue;
@@ -464,7 +599,9 @@ const std::vector<Command>& commands() {
        "usage: attune run --q Q.npy --k K.npy --v V.npy --out O.npy [--causal] [--scale S] [--weights W.npy]\n"
        "                  [--dtype fp32|bf16|fp16] [--kv-dtype fp32|bf16|fp16] [--out-dtype fp32|bf16|fp16]\n"
        "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
-       "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n\n"
+       "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n"
+       "                  [--causal [top-left|bottom-right]] [--window N] [--softcap C] [--alibi | --alibi-slopes S.npy]\n"
+       "                  [--sinks S.npy] [--mask M.npy] [--top-k K]\n\n"
        "Inputs: little-endian C-order .npy of float32 ('<f4'), float16 ('<f2') or bfloat16 ('<V2', as\n"
        "np.save writes an ml_dtypes.bfloat16 array), shape [batch, heads, seq, dim] (or 3-D\n"
        "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
@@ -480,6 +617,15 @@ const std::vector<Command>& commands() {
        "--max-memory SIZE caps the kernel's working memory (bytes, or with a K, M, G or T suffix:\n"
        "powers of 1024); a problem needing more is refused before anything is allocated. Default:\n"
        "ATTUNE_MAX_MEMORY, else half the physical memory. The tensors themselves are not counted.\n"
+       "Variants (README, 'Attention variants'): --causal top-left aligns the first query with the first\n"
+       "key (default bottom-right: the last with the last; also places the window); --window N keeps keys\n"
+       "(i'-N, i'] when causal, else (i'-N, i'+N); --softcap C caps logits at C*tanh(s/C); --alibi adds\n"
+       "-slope_h*|i'-j| with slopes 2^(-8h/heads_q) (--alibi-slopes: [heads_q] float32 of your own);\n"
+       "--sinks S.npy: [heads_q] float32 logits joining each softmax denominator; --mask M.npy: bool/uint8\n"
+       "(0 hides) or float32 (added; -inf hides), [seq_q, seq_kv], [batch, 1, seq_q, seq_kv] or\n"
+       "[batch, heads_q, seq_q, seq_kv]; --top-k K keeps each query's K largest logits (ties: lower key).\n"
+       "A variant the chosen kernel does not implement, or a variant file of the wrong shape, is a usage\n"
+       "error (2); an unreadable or mistyped file is an input error (1).\n"
        "Exit status: 0 success, 1 data/input error, 2 usage error.\n",
        cmd_run},
 #ifdef ATTUNE_WITH_BLAS

@@ -36,8 +36,9 @@ const Expected& expected(const Case& c) {
   auto& slot = cache[c.name];
   if (!slot) {
     slot = std::make_unique<Expected>();
-    slot->in = attune::reference::make_inputs(c.problem, c.q_scale, 42);
-    slot->ref = attune::reference::attention(c.problem, slot->in.q.data(), slot->in.k.data(), slot->in.v.data());
+    slot->in = attune::reference::make_inputs(c, 42);
+    slot->ref = attune::reference::attention(c.problem, slot->in.q.data(), slot->in.k.data(), slot->in.v.data(),
+                                             slot->in.variant());
   }
   return *slot;
 }
@@ -115,8 +116,8 @@ TEST_P(Determinism, BitIdenticalForFixedConfig) {
   const auto& p = prm.c.problem;
   const auto s = attune::reference::store(p, e.in);
   std::vector<unsigned char> a(static_cast<std::size_t>(p.out_elements()) * attune::size_of(p.dtype)), b(a.size());
-  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), a.data(), o);
-  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), b.data(), o);
+  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), a.data(), e.in.variant(), o);
+  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), b.data(), e.in.variant(), o);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size()));
 }
 
@@ -134,7 +135,32 @@ std::vector<Param> configured_params() {
   return out;
 }
 
+// The variants' matrix on every kernel and ISA that supports() each case, with the default
+// config and, on tiled kernels, odd tiles, key splits and each register tile.
+std::vector<Param> variant_params() {
+  std::vector<Param> out;
+  const std::pair<std::string, attune::Config> configs[] = {
+      {"", {}}, {"tiles7x13", {7, 13, 0, 0}}, {"t2_split3", {16, 32, 2, 3}}, {"narrow_tile", {0, 0, 0, 0, 1}},
+      {"wide_tile_33x16", {33, 16, 0, 0, 2}}};
+  const auto grid = attune::reference::variant_grid();
+  for (const attune::Kernel* k : attune::kernels()) {
+    for (attune::Isa isa : attune::runnable_isas(*k)) {
+      for (std::size_t i = 0; i < grid.size(); ++i) {
+        const Case& c = grid[i];
+        if (!k->supports(c.problem, isa)) continue;
+        for (const auto& [name, config] : configs) {
+          // Every case with the defaults; the other configs on a rotating share of the cases.
+          if (!name.empty() && (k->params().empty() || (i + name.size()) % 3 != 0)) continue;
+          out.push_back({k, isa, c, config, name});
+        }
+      }
+    }
+  }
+  return out;
+}
+
 INSTANTIATE_TEST_SUITE_P(Registry, Equivalence, ::testing::ValuesIn(all_params()), param_name);
+INSTANTIATE_TEST_SUITE_P(Variants, Equivalence, ::testing::ValuesIn(variant_params()), param_name);
 INSTANTIATE_TEST_SUITE_P(Registry, Determinism, ::testing::ValuesIn(configured_params()), param_name);
 
 // ISAs this build has but this CPU lacks are reported as skipped, so the gap is visible.
@@ -143,6 +169,19 @@ TEST(EquivalenceCoverage, IsasThisCpuCannotRun) {
   for (attune::Isa isa : attune::compiled_isas())
     if (!attune::cpu_supports(isa)) missing += std::string(attune::to_string(isa)) + " ";
   if (!missing.empty()) GTEST_SKIP() << "compiled but not runnable on this CPU: " << missing;
+}
+
+// Every variant case runs on at least one kernel besides the definition (naive), except top-k,
+// which only naive implements.
+TEST(EquivalenceCoverage, VariantsRunOnATiledKernel) {
+  for (const Case& c : attune::reference::variant_grid()) {
+    if (c.problem.top_k > 0) continue;
+    bool tiled = false;
+    for (const attune::Kernel* k : attune::kernels())
+      for (attune::Isa isa : attune::runnable_isas(*k))
+        tiled = tiled || (k->name() != "naive" && k->supports(c.problem, isa));
+    EXPECT_TRUE(tiled) << c.name;
+  }
 }
 
 // Every kernel with a portable (scalar) build runs here; a kernel without one whose builds

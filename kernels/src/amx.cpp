@@ -204,9 +204,10 @@ class Amx final : public Kernel {
             {"threads", {1, 2, 4, 8, 16, 32, 64}},
             {"micro", {1, 2}}};
   }
-  // Q, K, V and O all in bf16: the tiles multiply the values as stored.
+  // Q, K, V and O all in bf16 (the tiles multiply the values as stored), and no variant yet
+  // (Problem::plain(): dense or bottom-right causal).
   bool supports(const Problem& p, Isa isa) const override {
-    return isa == Isa::amx && p.dtype == Dtype::bf16 && p.kv_type() == Dtype::bf16;
+    return isa == Isa::amx && p.dtype == Dtype::bf16 && p.kv_type() == Dtype::bf16 && p.plain();
   }
   // bf16 on the tile path; the vector path for decoding keeps P in fp32, so the bound this
   // implies there is conservative (the contract takes no config).

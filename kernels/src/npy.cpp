@@ -100,14 +100,22 @@ std::vector<std::int64_t> parse_shape(std::string_view text) {
 }
 
 // The element type a header's descr names, or IoError. Only the little-endian forms: a '>'
-// or '|' file would be misread byte for byte.
-Dtype descr_dtype(std::string_view descr) {
+// or '|' file would be misread byte for byte. `boolean` (masks only) also takes one-byte
+// booleans ('|b1', NumPy's bool) and unsigned bytes ('|u1'), reported as fp32 with boolean set.
+Dtype descr_dtype(std::string_view descr, bool* boolean = nullptr) {
   if (descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"') && descr.back() == descr.front()) {
     const auto text = descr.substr(1, descr.size() - 2);
     if (text == "<f4") return Dtype::fp32;
-    if (text == "<f2") return Dtype::fp16;
-    if (text == "<V2") return Dtype::bf16;  // how np.save writes an ml_dtypes.bfloat16 array
+    if (text == "<f2" && boolean == nullptr) return Dtype::fp16;
+    if (text == "<V2" && boolean == nullptr) return Dtype::bf16;  // how np.save writes an ml_dtypes.bfloat16 array
+    if ((text == "|b1" || text == "|u1") && boolean != nullptr) {
+      *boolean = true;
+      return Dtype::fp32;
+    }
   }
+  if (boolean != nullptr)
+    bad("unsupported .npy dtype " + std::string(descr) + " for a mask: attune reads bool ('|b1'), uint8 ('|u1') "
+        "and float32 ('<f4')");
   bad("unsupported .npy dtype " + std::string(descr) +
       ": attune reads little-endian float32 ('<f4'), float16 ('<f2') and bfloat16 ('<V2', as ml_dtypes saves "
       "it)");
@@ -121,7 +129,10 @@ std::int64_t TypedArray::elements() const {
   return n;
 }
 
-TypedArray parse_typed(const unsigned char* bytes, std::size_t size) {
+namespace {
+
+// parse_typed and parse_mask: `boolean` non-null accepts the mask types (see descr_dtype).
+TypedArray parse_image(const unsigned char* bytes, std::size_t size, bool* boolean) {
   if (size == 0) bad("empty .npy file");
   if (size < 10 || std::memcmp(bytes, kMagic, sizeof kMagic) != 0) bad("not a .npy file (bad magic)");
   const int major = bytes[6];
@@ -146,7 +157,7 @@ TypedArray parse_typed(const unsigned char* bytes, std::size_t size) {
   const auto dict = header.substr(open, close - open + 1);
 
   TypedArray array;
-  array.dtype = descr_dtype(dict_value(dict, "descr"));
+  array.dtype = descr_dtype(dict_value(dict, "descr"), boolean);
   const auto fortran = dict_value(dict, "fortran_order");
   if (fortran == "True") bad("unsupported .npy layout: Fortran order (save with C order)");
   if (fortran != "False") bad("malformed .npy header: fortran_order is " + std::string(fortran));
@@ -154,7 +165,8 @@ TypedArray parse_typed(const unsigned char* bytes, std::size_t size) {
   if (shape_text.empty() || shape_text.front() != '(') bad("malformed .npy header: shape is not a tuple");
 
   array.shape = parse_shape(shape_text);  // at most 2^40 elements: the byte count cannot overflow
-  const std::size_t data_bytes = static_cast<std::size_t>(array.elements()) * size_of(array.dtype);
+  const std::size_t element = boolean != nullptr && *boolean ? 1 : size_of(array.dtype);
+  const std::size_t data_bytes = static_cast<std::size_t>(array.elements()) * element;
   const std::size_t available = size - offset - header_len;
   if (available < data_bytes) {
     bad("truncated .npy file: shape needs " + std::to_string(data_bytes) + " data bytes, file has " +
@@ -164,6 +176,22 @@ TypedArray parse_typed(const unsigned char* bytes, std::size_t size) {
   const auto* data = reinterpret_cast<const std::byte*>(bytes + offset + header_len);
   array.bytes.assign(data, data + data_bytes);
   return array;
+}
+
+}  // namespace
+
+TypedArray parse_typed(const unsigned char* bytes, std::size_t size) { return parse_image(bytes, size, nullptr); }
+
+MaskArray parse_mask(const unsigned char* bytes, std::size_t size) {
+  bool boolean = false;
+  TypedArray typed = parse_image(bytes, size, &boolean);
+  MaskArray mask;
+  mask.shape = std::move(typed.shape);
+  mask.boolean = boolean;
+  mask.bytes = std::move(typed.bytes);
+  if (boolean)  // NumPy's bool is 0 or 1, uint8 any byte: both mean "visible" when non-zero
+    for (std::byte& b : mask.bytes) b = b != std::byte{0} ? std::byte{1} : std::byte{0};
+  return mask;
 }
 
 Array parse(const unsigned char* bytes, std::size_t size) {
@@ -213,6 +241,8 @@ auto read_with(const std::string& path, Parse parse_image) {
 Array read(const std::string& path) { return read_with(path, parse); }
 
 TypedArray read_typed(const std::string& path) { return read_with(path, parse_typed); }
+
+MaskArray read_mask(const std::string& path) { return read_with(path, parse_mask); }
 
 void write(const std::string& path, const std::vector<std::int64_t>& shape, const float* data) {
   write(path, shape, Dtype::fp32, data);

@@ -54,6 +54,19 @@ void Problem::validate() const {
     if (attune::to_string(type) == "unknown")
       fail(name, static_cast<std::int64_t>(type), "is not an element type (fp32, bf16, fp16)");
   }
+  if (causal_align != CausalAlign::bottom_right && causal_align != CausalAlign::top_left)
+    fail("causal_align", static_cast<std::int64_t>(causal_align), "is not an alignment (bottom_right, top_left)");
+  if (window < 0) fail("window", window, "must be >= 0 (0: no window)");
+  if (!std::isfinite(softcap) || softcap < 0.0f) {
+    throw InvalidArgument("invalid problem: softcap = " + std::to_string(softcap) +
+                          " must be finite and >= 0 (0: off)");
+  }
+  if (mask != MaskKind::none && mask != MaskKind::boolean && mask != MaskKind::additive)
+    fail("mask", static_cast<std::int64_t>(mask), "is not a mask kind (none, boolean, additive)");
+  if (mask_broadcast != MaskBroadcast::shared && mask_broadcast != MaskBroadcast::per_batch &&
+      mask_broadcast != MaskBroadcast::per_head)
+    fail("mask_broadcast", static_cast<std::int64_t>(mask_broadcast), "is not a broadcast (shared, per_batch, per_head)");
+  if (top_k < 0) fail("top_k", top_k, "must be >= 0 (0: off)");
   checked_product({batch, heads_q, seq_q, d_k}, "Q");
   checked_product({batch, heads_kv, seq_kv, d_k}, "K");
   checked_product({batch, heads_kv, seq_kv, d_v}, "V");
@@ -71,17 +84,59 @@ std::int64_t Problem::k_elements() const { return batch * heads_kv * seq_kv * d_
 std::int64_t Problem::v_elements() const { return batch * heads_kv * seq_kv * d_v; }
 std::int64_t Problem::out_elements() const { return batch * heads_q * seq_q * d_v; }
 
+bool Problem::plain() const {
+  const bool aligned = causal_align == CausalAlign::bottom_right || seq_q == seq_kv || (!causal && window == 0);
+  return aligned && window == 0 && softcap == 0.0f && !alibi && !sinks && mask == MaskKind::none && top_k == 0;
+}
+
+std::int64_t Problem::align_offset() const {
+  return causal_align == CausalAlign::top_left ? 0 : seq_kv - seq_q;
+}
+
+namespace {
+std::int64_t clamp_key(std::int64_t j, std::int64_t seq_kv) { return j < 0 ? 0 : (j > seq_kv ? seq_kv : j); }
+}  // namespace
+
+// Windows wider than any distance are clamped first, so w + i' cannot overflow.
+std::int64_t Problem::key_begin(std::int64_t i) const {
+  if (window == 0 || window > seq_q + seq_kv) return 0;
+  return clamp_key(i + align_offset() - window + 1, seq_kv);
+}
+
+std::int64_t Problem::key_end(std::int64_t i) const {
+  const std::int64_t pos = i + align_offset();
+  if (causal) return clamp_key(pos + 1, seq_kv);
+  if (window == 0 || window > seq_q + seq_kv) return seq_kv;
+  return clamp_key(pos + window, seq_kv);
+}
+
 std::int64_t Problem::visible_keys(std::int64_t i) const {
-  if (!causal) return seq_kv;
-  const std::int64_t end = i + seq_kv - seq_q + 1;
-  return end < 0 ? 0 : (end > seq_kv ? seq_kv : end);
+  const std::int64_t begin = key_begin(i), end = key_end(i);
+  return end > begin ? end - begin : 0;
+}
+
+std::int64_t Problem::mask_elements() const {
+  if (mask == MaskKind::none) return 0;
+  const std::int64_t planes = mask_broadcast == MaskBroadcast::shared ? 1
+                              : mask_broadcast == MaskBroadcast::per_batch ? batch : batch * heads_q;
+  return planes * seq_q * seq_kv;  // <= the score matrix, checked in validate()
+}
+
+std::int64_t Problem::mask_plane(std::int64_t b, std::int64_t h) const {
+  if (mask_broadcast == MaskBroadcast::per_head) return b * heads_q + h;
+  return mask_broadcast == MaskBroadcast::per_batch ? b : 0;
 }
 
 std::int64_t Problem::visible_pairs() const {
+  if (window != 0) {
+    std::int64_t pairs = 0;  // the band's edges move by one key per row at most: sum the rows
+    for (std::int64_t i = 0; i < seq_q; ++i) pairs += visible_keys(i);
+    return pairs;
+  }
   if (!causal) return seq_q * seq_kv;
   // Rows before `first` see nothing; rows from `full` on see every key; between, the count
   // grows by one per row: an arithmetic series.
-  const std::int64_t offset = seq_kv - seq_q;  // row i sees i + offset + 1 keys, clamped
+  const std::int64_t offset = align_offset();  // row i sees i + offset + 1 keys, clamped
   const std::int64_t first = offset >= 0 ? 0 : -offset;                // first row seeing >= 1
   const std::int64_t full = std::max<std::int64_t>(seq_kv - 1 - offset, 0);  // first row seeing all
   std::int64_t pairs = 0;
@@ -110,7 +165,49 @@ std::string Problem::to_string() const {
      << seq_kv << "_dk" << d_k << "_dv" << d_v << "_causal" << (causal ? 1 : 0);
   if (dtype != Dtype::fp32) os << "_" << attune::to_string(dtype);
   if (kv_type() != dtype) os << "_kv" << attune::to_string(kv_type());
+  os << variant_string();
   return os.str();
+}
+
+std::string Problem::variant_string() const {
+  std::ostringstream os;
+  if (causal_align == CausalAlign::top_left) os << "_tl";
+  if (window > 0) os << "_w" << window;
+  if (softcap > 0.0f) os << "_cap" << softcap;
+  if (alibi) os << "_alibi";
+  if (sinks) os << "_sinks";
+  if (mask != MaskKind::none) {
+    os << (mask == MaskKind::boolean ? "_maskbool" : "_maskadd");
+    if (mask_broadcast == MaskBroadcast::per_batch) os << "b";
+    if (mask_broadcast == MaskBroadcast::per_head) os << "h";
+  }
+  if (top_k > 0) os << "_top" << top_k;
+  std::string s = os.str();
+  for (char& ch : s)
+    if (ch == '.') ch = 'p';  // "_cap2p5": names stay usable in test names and files
+  return s;
+}
+
+void VariantData::validate(const Problem& p) const {
+  auto presence = [](const char* what, bool wanted, const void* ptr, const char* flag) {
+    if (wanted && ptr == nullptr)
+      throw InvalidArgument(std::string("invalid variant data: ") + what + " is null but the problem sets " + flag);
+    if (!wanted && ptr != nullptr)
+      throw InvalidArgument(std::string("invalid variant data: ") + what + " is given but the problem does not set " + flag);
+  };
+  presence("mask", p.mask != MaskKind::none, mask, "mask");
+  presence("alibi_slopes", p.alibi, alibi_slopes, "alibi");
+  presence("sinks", p.sinks, sinks, "sinks");
+  for (std::int64_t h = 0; alibi_slopes != nullptr && h < p.heads_q; ++h) {
+    if (!std::isfinite(alibi_slopes[h]))
+      throw InvalidArgument("invalid variant data: alibi_slopes[" + std::to_string(h) + "] = " +
+                            std::to_string(alibi_slopes[h]) + " must be finite");
+  }
+  for (std::int64_t h = 0; sinks != nullptr && h < p.heads_q; ++h) {
+    if (std::isnan(sinks[h]) || sinks[h] == std::numeric_limits<float>::infinity())
+      throw InvalidArgument("invalid variant data: sinks[" + std::to_string(h) + "] = " + std::to_string(sinks[h]) +
+                            " must be finite or -inf");
+  }
 }
 
 }  // namespace attune

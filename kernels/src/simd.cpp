@@ -19,6 +19,7 @@ class Simd final : public Kernel {
   }
   std::vector<Isa> isas() const override { return vector_isas(); }
   int rank() const noexcept override { return 20; }
+  bool supports(const Problem& p, Isa) const override { return simd::supports(p); }
   std::vector<ParamSpec> params() const override {
     return {{"block_q", {16, 32, 64, 128, 256}}, {"block_kv", {32, 64, 128, 256, 512}}, {"micro", {1, 2}}};
   }

@@ -92,7 +92,11 @@ TunedKey tuned_key(const Problem& p) {
   k.decode = p.seq_q <= 16;
   k.gqa = p.heads_q != p.heads_kv;
   k.log2_seq_q = log2_bucket(p.seq_q);
-  k.log2_seq_kv = log2_bucket(p.seq_kv);
+  // A sliding window bounds the keys each query tile visits: the key range that sets the best
+  // tiles is the band's width, not the cache's length (window 512 at seq 8192 runs like 512).
+  std::int64_t keys = p.seq_kv;
+  if (p.window > 0 && p.window <= p.seq_kv) keys = p.causal ? p.window : std::min(p.seq_kv, 2 * p.window - 1);
+  k.log2_seq_kv = log2_bucket(keys);
   k.dtype = p.dtype;
   k.kv_dtype = p.kv_type();
   return k;

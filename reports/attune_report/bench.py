@@ -15,9 +15,10 @@ FORMAT_VERSION = "1"
 NAME = re.compile(
     r"^attention/(?P<kernel>[A-Za-z0-9_.+-]+)/(?P<isa>[A-Za-z0-9_.+-]+)/b:(?P<batch>\d+)/"
     r"hq:(?P<heads_q>\d+)/hkv:(?P<heads_kv>\d+)/sq:(?P<seq_q>\d+)/skv:(?P<seq_kv>\d+)/"
-    r"d:(?P<d_k>\d+)/causal:(?P<causal>[01])(?:/dt:(?P<dtype>[a-z0-9]+))?/t:(?P<threads>\d+)"
+    r"d:(?P<d_k>\d+)/causal:(?P<causal>[01])(?:/dt:(?P<dtype>[a-z0-9]+))?(?:/var:(?P<var>[A-Za-z0-9_.]+))?"
+    r"/t:(?P<threads>\d+)"
     r"(?:/[A-Za-z_]+(?::[^/]*)?)*$")
-NAME_SCHEME = "attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C[/dt:fp32|bf16|fp16]/t:T"
+NAME_SCHEME = "attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C[/dt:fp32|bf16|fp16][/var:V]/t:T"
 DTYPE_ORDER = ("fp32", "bf16", "fp16")
 # The ISA whose inner loop is the bf16 dot product (vdpbf16ps): its bf16 ceiling is that probe.
 BF16_DOT_ISA = "avx512_bf16"
@@ -45,6 +46,7 @@ class Shape:
     seq_kv: int
     threads: int
     dtype: str = "fp32"  # storage type of Q, K, V and O
+    var: str = ""        # attention variants (attune_bench's var: segment), "" for plain attention
 
     @property
     def square(self):
@@ -61,12 +63,15 @@ class Shape:
             parts.append("causal")
         if self.dtype != "fp32":
             parts.append(self.dtype)
+        if self.var:
+            parts.append(self.var)
         if threads:
             parts.append("t%d" % self.threads)
         return " ".join(parts)
 
     def without_threads(self):
-        return (self.causal, self.d_k, self.batch, self.heads_q, self.heads_kv, self.seq_q, self.seq_kv, self.dtype)
+        return (self.causal, self.d_k, self.batch, self.heads_q, self.heads_kv, self.seq_q, self.seq_kv, self.dtype,
+                self.var)
 
     def as_fp32(self):
         return replace(self, dtype="fp32")
@@ -87,9 +92,9 @@ class Result:
     @property
     def name(self):
         s = self.shape
-        return "attention/%s/%s/b:%d/hq:%d/hkv:%d/sq:%d/skv:%d/d:%d/causal:%d/dt:%s/t:%d" % (
+        return "attention/%s/%s/b:%d/hq:%d/hkv:%d/sq:%d/skv:%d/d:%d/causal:%d/dt:%s%s/t:%d" % (
             self.kernel, self.isa, s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d_k, int(s.causal),
-            s.dtype, s.threads)
+            s.dtype, "/var:" + s.var if s.var else "", s.threads)
 
     @property
     def variant(self):
@@ -205,7 +210,7 @@ def _shape_of(m):
     g = m.groupdict()
     return Shape(causal=g["causal"] == "1", d_k=int(g["d_k"]), batch=int(g["batch"]), heads_q=int(g["heads_q"]),
                  heads_kv=int(g["heads_kv"]), seq_q=int(g["seq_q"]), seq_kv=int(g["seq_kv"]),
-                 threads=int(g["threads"]), dtype=g["dtype"] or "fp32")
+                 threads=int(g["threads"]), dtype=g["dtype"] or "fp32", var=g["var"] or "")
 
 
 def _result_of(m, gflops, **counters):

@@ -683,11 +683,18 @@ def test_verify_quiet(attune_bin):
     rows = [tuple(line.split()[:3]) for line in lines[1:-1]]
     pairs = list(dict.fromkeys(row[:2] for row in rows))
     assert pairs == listed_pairs(attune_bin)
-    # Every pair is checked in every storage of the grid.
+    # Every pair is checked in every storage of the grid; the kernels that implement the
+    # variants also in the variants' matrix (+var rows: fp32, bf16 and fp32 Q/O on bf16 K/V).
     storages = {"fp32", "bf16", "fp16", "fp32/kvbf16", "fp32/kvfp16"}
+    variant_storages = {"fp32+var", "bf16+var", "fp32/kvbf16+var"}
     for pair in pairs:
         expected = {"bf16"} if pair[0] in BF16_ONLY_KERNELS else storages
-        assert {row[2] for row in rows if row[:2] == pair} == expected, pair
+        checked = {row[2] for row in rows if row[:2] == pair}
+        assert {s for s in checked if not s.endswith("+var")} == expected, pair
+        variants = {s for s in checked if s.endswith("+var")}
+        assert variants in (set(), variant_storages), pair
+        if pair[0] in ("naive", "simd", "flash"):
+            assert variants == variant_storages, pair
     for line in lines[1:-1]:
         assert int(line.split()[3]) > 0  # cases
         assert int(line.split()[4]) == 0  # failed cases

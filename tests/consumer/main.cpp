@@ -25,6 +25,22 @@ int main() {
       return 1;
     }
   }
+  // Variants: a causal sliding window of 4 keys, a soft-cap and ALiBi, with the per-head
+  // slopes passed per call (attune::VariantData). V is all ones, so every output stays 1.
+  attune::Problem local = p;
+  local.window = 4;
+  local.softcap = 30.0f;
+  local.alibi = true;
+  const std::vector<float> slopes = {0.5f, 0.25f, 0.125f, 0.0625f};  // one per query head
+  attune::VariantData data;
+  data.alibi_slopes = slopes.data();
+  attune::attention(local, q.data(), k.data(), v.data(), out.data(), data);
+  for (float x : out) {
+    if (std::abs(x - 1.0f) > 1e-5f) {
+      std::printf("wrong variant output %f\n", x);
+      return 1;
+    }
+  }
 #ifdef ATTUNE_WITH_BLAS  // built with BLAS: multi-head attention with projections (attune/mha.hpp)
   attune::MhaProblem m;    // one token, d_model 1, one head of d_k = d_v = 1, identity weights
   const float x = 2.0f, w = 1.0f;

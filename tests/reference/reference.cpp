@@ -37,25 +37,51 @@
 
 namespace attune::reference {
 
-std::vector<double> attention_weights(const Problem& p, const float* q, const float* k) {
+std::vector<double> attention_weights(const Problem& p, const float* q, const float* k, const VariantData& var) {
+  constexpr double kHidden = -std::numeric_limits<double>::infinity();
   std::vector<double> w(static_cast<std::size_t>(p.batch * p.heads_q * p.seq_q * p.seq_kv), 0.0);
   const double scale = p.effective_scale();
+  std::vector<std::int64_t> keys;
   for (std::int64_t b = 0; b < p.batch; ++b) {
     for (std::int64_t h = 0; h < p.heads_q; ++h) {
       const float* qh = q + (b * p.heads_q + h) * p.seq_q * p.d_k;
       const float* kh = k + (b * p.heads_kv + h / p.group_size()) * p.seq_kv * p.d_k;
+      const double sink = p.sinks ? static_cast<double>(var.sinks[h]) : kHidden;
       for (std::int64_t i = 0; i < p.seq_q; ++i) {
         double* row = w.data() + ((b * p.heads_q + h) * p.seq_q + i) * p.seq_kv;
-        const std::int64_t visible = p.visible_keys(i);
-        double m = -std::numeric_limits<double>::infinity(), sum = 0.0;
-        for (std::int64_t j = 0; j < visible; ++j) {
-          double dot = 0.0;
-          for (std::int64_t d = 0; d < p.d_k; ++d) dot += static_cast<double>(qh[i * p.d_k + d]) * kh[j * p.d_k + d];
-          row[j] = scale * dot;
-          m = std::max(m, row[j]);
+        // Logits of the whole row, -inf outside the band or under the mask.
+        const double pos = static_cast<double>(i + p.align_offset());
+        for (std::int64_t j = 0; j < p.seq_kv; ++j) {
+          row[j] = kHidden;
+          if (j < p.key_begin(i) || j >= p.key_end(i)) continue;
+          double s = 0.0;
+          for (std::int64_t d = 0; d < p.d_k; ++d) s += static_cast<double>(qh[i * p.d_k + d]) * kh[j * p.d_k + d];
+          s *= scale;
+          if (p.softcap > 0.0f) s = p.softcap * std::tanh(s / p.softcap);
+          if (p.alibi) s -= static_cast<double>(var.alibi_slopes[h]) * std::abs(pos - static_cast<double>(j));
+          const std::int64_t m = (p.mask_plane(b, h) * p.seq_q + i) * p.seq_kv + j;
+          if (p.mask == MaskKind::boolean && static_cast<const std::uint8_t*>(var.mask)[m] == 0) continue;
+          if (p.mask == MaskKind::additive) s += static_cast<const float*>(var.mask)[m];
+          row[j] = s;
         }
-        for (std::int64_t j = 0; j < visible; ++j) sum += (row[j] = std::exp(row[j] - m));
-        for (std::int64_t j = 0; j < visible; ++j) row[j] /= sum;
+        if (p.top_k > 0) {
+          // Rank the visible keys by (logit desc, index asc); all but the first k are hidden.
+          keys.clear();
+          for (std::int64_t j = 0; j < p.seq_kv; ++j)
+            if (row[j] != kHidden) keys.push_back(j);
+          std::stable_sort(keys.begin(), keys.end(), [&](std::int64_t a, std::int64_t c) { return row[a] > row[c]; });
+          for (std::size_t n = static_cast<std::size_t>(p.top_k); n < keys.size(); ++n) row[keys[n]] = kHidden;
+        }
+        double m = kHidden;
+        for (std::int64_t j = 0; j < p.seq_kv; ++j) m = std::max(m, row[j]);
+        if (m == kHidden) {  // no visible key: the row's output is zero
+          std::fill(row, row + p.seq_kv, 0.0);
+          continue;
+        }
+        m = std::max(m, sink);
+        double sum = std::exp(sink - m);
+        for (std::int64_t j = 0; j < p.seq_kv; ++j) sum += (row[j] = std::exp(row[j] - m));
+        for (std::int64_t j = 0; j < p.seq_kv; ++j) row[j] /= sum;
       }
     }
   }
@@ -65,8 +91,9 @@ std::vector<double> attention_weights(const Problem& p, const float* q, const fl
 namespace {
 
 // O = W V, or W |V| (abs_v): the weighted sums of the value rows.
-std::vector<double> weighted_values(const Problem& p, const float* q, const float* k, const float* v, bool abs_v) {
-  const std::vector<double> w = attention_weights(p, q, k);
+std::vector<double> weighted_values(const Problem& p, const float* q, const float* k, const float* v, bool abs_v,
+                                    const VariantData& var) {
+  const std::vector<double> w = attention_weights(p, q, k, var);
   std::vector<double> out(static_cast<std::size_t>(p.out_elements()), 0.0);
   for (std::int64_t b = 0; b < p.batch; ++b) {
     for (std::int64_t h = 0; h < p.heads_q; ++h) {
@@ -74,8 +101,8 @@ std::vector<double> weighted_values(const Problem& p, const float* q, const floa
       for (std::int64_t i = 0; i < p.seq_q; ++i) {
         const double* row = w.data() + ((b * p.heads_q + h) * p.seq_q + i) * p.seq_kv;
         double* o = out.data() + ((b * p.heads_q + h) * p.seq_q + i) * p.d_v;
-        for (std::int64_t j = 0; j < p.visible_keys(i); ++j)
-          for (std::int64_t d = 0; d < p.d_v; ++d) {
+        for (std::int64_t j = 0; j < p.seq_kv; ++j)
+          for (std::int64_t d = 0; d < p.d_v && row[j] != 0.0; ++d) {
             const double x = vh[j * p.d_v + d];
             o[d] += row[j] * (abs_v ? std::abs(x) : x);
           }
@@ -87,15 +114,28 @@ std::vector<double> weighted_values(const Problem& p, const float* q, const floa
 
 }  // namespace
 
-std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v) {
-  return weighted_values(p, q, k, v, false);
+std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v,
+                              const VariantData& variant) {
+  return weighted_values(p, q, k, v, false, variant);
 }
 
-std::vector<double> attention_abs_v(const Problem& p, const float* q, const float* k, const float* v) {
-  return weighted_values(p, q, k, v, true);
+std::vector<double> attention_abs_v(const Problem& p, const float* q, const float* k, const float* v,
+                                    const VariantData& variant) {
+  return weighted_values(p, q, k, v, true, variant);
 }
 
-Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed) {
+VariantData Inputs::variant() const {
+  VariantData d;
+  if (!mask_bool.empty()) d.mask = mask_bool.data();
+  if (!mask_add.empty()) d.mask = mask_add.data();
+  if (!slopes.empty()) d.alibi_slopes = slopes.data();
+  if (!sinks.empty()) d.sinks = sinks.data();
+  return d;
+}
+
+Inputs make_inputs(const Case& c, std::uint64_t seed) { return make_inputs(c.problem, c.q_scale, seed, c.mask_pattern); }
+
+Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPattern pattern) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   Inputs in;
@@ -106,6 +146,39 @@ Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed) {
   for (float& x : in.q) x = round_to(p.dtype, q_scale * normal(rng));
   for (float& x : in.k) x = round_to(kv, normal(rng));
   for (float& x : in.v) x = round_to(kv, normal(rng));
+  if (p.alibi) {
+    for (std::int64_t h = 0; h < p.heads_q; ++h)
+      in.slopes.push_back(static_cast<float>(std::exp2(-8.0 * static_cast<double>(h + 1) / static_cast<double>(p.heads_q))));
+  }
+  if (p.sinks) {
+    for (std::int64_t h = 0; h < p.heads_q; ++h) in.sinks.push_back(normal(rng));
+  }
+  if (p.mask != MaskKind::none) {
+    // 16 x 16 blocks: hidden, visible or mixed (so kernels that classify tiles meet all three).
+    const std::int64_t planes = p.mask_elements() / (p.seq_q * p.seq_kv);
+    std::uniform_int_distribution<int> kind(0, 3), coin(0, 1);
+    std::vector<int> block_kind(static_cast<std::size_t>(planes * ((p.seq_q + 15) / 16) * ((p.seq_kv + 15) / 16)));
+    for (int& x : block_kind) x = kind(rng);  // 0 hidden, 1 visible, 2-3 mixed
+    const bool additive = p.mask == MaskKind::additive;
+    for (std::int64_t pl = 0; pl < planes; ++pl) {
+      for (std::int64_t i = 0; i < p.seq_q; ++i) {
+        for (std::int64_t j = 0; j < p.seq_kv; ++j) {
+          int bk = block_kind[static_cast<std::size_t>((pl * ((p.seq_q + 15) / 16) + i / 16) * ((p.seq_kv + 15) / 16) + j / 16)];
+          bool visible = bk == 1 || (bk >= 2 && coin(rng) == 1);
+          if (i % 7 == 3) visible = false;
+          if (pattern == MaskPattern::all_hidden) visible = false;
+          if (pattern == MaskPattern::all_visible) visible = true;
+          if (pattern == MaskPattern::half_hidden) visible = (j / 64) % 2 == 0;
+          if (pattern != MaskPattern::blocks) bk = 1;  // visible entries are 0 when additive
+          if (additive) {
+            in.mask_add.push_back(!visible ? -std::numeric_limits<float>::infinity() : bk == 1 ? 0.0f : normal(rng));
+          } else {
+            in.mask_bool.push_back(visible ? 1 : 0);
+          }
+        }
+      }
+    }
+  }
   return in;
 }
 
@@ -221,6 +294,111 @@ std::vector<Case> verification_grid() {
   return cases;
 }
 
+std::vector<Case> variant_grid() {
+  std::vector<Case> cases;
+  auto add = [&](Problem p, float q_scale = 1.0f, MaskPattern pattern = MaskPattern::blocks, const char* tag = "") {
+    Case c;
+    c.problem = p;
+    c.q_scale = q_scale;
+    c.mask_pattern = pattern;
+    c.name = p.to_string() + tag;
+    for (const Case& other : cases)
+      if (other.name == c.name) return;
+    cases.push_back(c);
+  };
+  auto base = [](std::int64_t sq, std::int64_t skv, std::int64_t d, std::int64_t hq, std::int64_t hkv, std::int64_t batch) {
+    Problem p = shape(hq, hkv, sq, skv, d);
+    p.batch = batch;
+    return p;
+  };
+  const Problem bases[] = {base(65, 63, 16, 2, 1, 1),  base(200, 200, 32, 1, 1, 1), base(17, 300, 7, 1, 1, 1),
+                           base(300, 17, 16, 1, 1, 1), base(1, 700, 64, 8, 2, 1),   base(4, 500, 64, 4, 1, 2)};
+  // Each variant alone, causal and not, on every base.
+  using Mod = void (*)(Problem&);
+  const std::pair<const char*, Mod> singles[] = {
+      {"top_left", [](Problem& p) { p.causal_align = CausalAlign::top_left; }},
+      {"window1", [](Problem& p) { p.window = 1; }},
+      {"window37", [](Problem& p) { p.window = 37; }},
+      {"window_wide", [](Problem& p) { p.window = 5000; }},
+      {"softcap", [](Problem& p) { p.softcap = 5.0f; }},
+      {"alibi", [](Problem& p) { p.alibi = true; }},
+      {"sinks", [](Problem& p) { p.sinks = true; }},
+      {"mask_bool", [](Problem& p) { p.mask = MaskKind::boolean; }},
+      {"mask_add_head", [](Problem& p) { p.mask = MaskKind::additive; p.mask_broadcast = MaskBroadcast::per_head; }},
+      {"mask_bool_batch", [](Problem& p) { p.mask = MaskKind::boolean; p.mask_broadcast = MaskBroadcast::per_batch; }},
+      {"top1", [](Problem& p) { p.top_k = 1; }},
+      {"top5", [](Problem& p) { p.top_k = 5; }},
+      {"top_all", [](Problem& p) { p.top_k = 100000; }},
+  };
+  for (const Problem& b : bases) {
+    for (bool causal : {false, true}) {
+      for (const auto& [name, mod] : singles) {
+        Problem p = b;
+        p.causal = causal;
+        mod(p);
+        add(p);
+      }
+    }
+  }
+  // Degenerate masks: everything hidden (zeros, never NaN) and nothing hidden.
+  for (const Problem& b : {bases[0], bases[4]}) {
+    for (MaskKind kind : {MaskKind::boolean, MaskKind::additive}) {
+      Problem p = b;
+      p.mask = kind;
+      add(p, 1.0f, MaskPattern::all_hidden, "_allhidden");
+      p.sinks = true;
+      add(p, 1.0f, MaskPattern::all_hidden, "_allhidden");
+      p.sinks = false;
+      p.causal = true;
+      add(p, 1.0f, MaskPattern::all_visible, "_allvisible");
+      add(p, 1.0f, MaskPattern::half_hidden, "_halfhidden");
+    }
+  }
+  // Generated combinations: a fixed pseudo-random draw of every variant per case.
+  std::mt19937_64 rng(17);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint64_t>(n)); };
+  for (int n = 0; n < 48; ++n) {
+    Problem p = bases[n % std::size(bases)];
+    p.causal = pick(2) == 1;
+    p.causal_align = pick(2) == 1 ? CausalAlign::top_left : CausalAlign::bottom_right;
+    const std::int64_t windows[] = {0, 0, 1, 16, 50, 129};
+    p.window = windows[pick(6)];
+    p.softcap = pick(3) == 0 ? 3.0f : 0.0f;
+    p.alibi = pick(2) == 1;
+    p.sinks = pick(2) == 1;
+    const MaskKind masks[] = {MaskKind::none, MaskKind::none, MaskKind::boolean, MaskKind::additive};
+    p.mask = masks[pick(4)];
+    p.mask_broadcast = static_cast<MaskBroadcast>(pick(3));
+    if (p.mask == MaskKind::none) p.mask_broadcast = MaskBroadcast::shared;
+    p.top_k = pick(4) == 0 ? 3 : 0;
+    add(p, pick(4) == 0 ? 20.0f : 1.0f);
+  }
+  // Large logits with the soft-cap (the cap really bites) and with ALiBi.
+  for (const Problem& b : {bases[1], bases[4]}) {
+    Problem p = b;
+    p.causal = true;
+    p.softcap = 4.0f;
+    add(p, 30.0f, MaskPattern::blocks, "_large");
+    p.softcap = 0.0f;
+    p.alibi = true;
+    p.window = 40;
+    add(p, 30.0f, MaskPattern::blocks, "_large");
+  }
+  // Storage types: every third case again in bf16 and with fp32 Q/O on a bf16 KV cache.
+  const std::size_t fp32_cases = cases.size();
+  for (std::size_t i = 0; i < fp32_cases; i += 3) {
+    for (Dtype dtype : {Dtype::bf16, Dtype::fp32}) {
+      Case c = cases[i];
+      const std::string tag = c.name.substr(c.problem.to_string().size());
+      c.problem.dtype = dtype;
+      c.problem.kv_dtype = Dtype::bf16;
+      c.name = c.problem.to_string() + tag;
+      cases.push_back(c);
+    }
+  }
+  return cases;
+}
+
 double tolerance(const Problem& p, const Inputs& in) {
   const double scale = std::abs(p.effective_scale());
   double max_v = 0.0;
@@ -236,7 +414,13 @@ double tolerance(const Problem& p, const Inputs& in) {
     }
     return std::sqrt(best);
   };
-  const double logits = scale * max_row_norm(in.q, p.d_k) * max_row_norm(in.k, p.d_k);
+  double logits = scale * max_row_norm(in.q, p.d_k) * max_row_norm(in.k, p.d_k);
+  // Terms added to the logits in float32 round with them: the largest ALiBi bias and mask value.
+  for (float s : in.slopes) logits += std::abs(s) * static_cast<double>(p.seq_q + p.seq_kv);
+  double max_mask = 0.0;
+  for (float m : in.mask_add)
+    if (std::isfinite(m)) max_mask = std::max(max_mask, static_cast<double>(std::abs(m)));
+  logits += max_mask;
   const double unit = std::ldexp(1.0, -24);
   const double bound = 2.0 * max_v * 2.0 * std::sqrt(static_cast<double>(p.d_k)) * unit * logits;
   return std::max(1e-4, bound);
@@ -274,12 +458,12 @@ Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>
   const std::size_t osize = size_of(p.dtype);
   // All-ones bytes are NaN in every type: an element the kernel never writes fails.
   std::vector<unsigned char> out((static_cast<std::size_t>(p.out_elements()) + 1) * osize, 0xff);
-  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), out.data() + osize, options);
+  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), out.data() + osize, in.variant(), options);
   const std::vector<float> o = load_output(p, out.data() + osize);
   const Choice choice = resolve(p, options);
   const Dtype pv = choice.kernel->pv_dtype(p, choice.isa);
   if (pv == Dtype::fp32) return compare(p, in, o.data(), ref);
-  const auto abs_v = attention_abs_v(p, in.q.data(), in.k.data(), in.v.data());
+  const auto abs_v = attention_abs_v(p, in.q.data(), in.k.data(), in.v.data(), in.variant());
   return compare(p, in, o.data(), ref, pv, &abs_v);
 }
 

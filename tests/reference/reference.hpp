@@ -12,14 +12,21 @@ namespace attune::reference {
 // Attention computed in double from float inputs: the ground truth every kernel is held to.
 // For 16-bit problems the inputs are the stored values (make_inputs rounds them), so storage
 // rounding is part of the problem, not an error of the kernel.
-std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v);
+// The variants (problem.hpp) are computed from their own double-precision definition: band,
+// soft-cap, ALiBi, mask, top-k (selected on the double logits, ties to the lower key), softmax
+// with the sink; `variant` holds the arrays the problem enables.
+std::vector<double> attention(const Problem& p, const float* q, const float* k, const float* v,
+                              const VariantData& variant = {});
 
 // sum_j w_ij |v_jd| per output element (w the softmax weights): what a relative error of each
 // weight moves the output by at most, for the bound on P rounded to 16 bits (see reference.cpp).
-std::vector<double> attention_abs_v(const Problem& p, const float* q, const float* k, const float* v);
+std::vector<double> attention_abs_v(const Problem& p, const float* q, const float* k, const float* v,
+                                    const VariantData& variant = {});
 
-// The softmax weights [batch, heads_q, seq_q, seq_kv] in double; masked entries are 0.
-std::vector<double> attention_weights(const Problem& p, const float* q, const float* k);
+// The softmax weights [batch, heads_q, seq_q, seq_kv] in double; masked entries are 0 (with a
+// sink, a row's weights sum to less than 1).
+std::vector<double> attention_weights(const Problem& p, const float* q, const float* k,
+                                      const VariantData& variant = {});
 
 // Batch 1, d_v = d_k: the shorthand the tests write shapes in.
 Problem shape(std::int64_t heads_q, std::int64_t heads_kv, std::int64_t seq_q, std::int64_t seq_kv, std::int64_t d,
@@ -27,11 +34,19 @@ Problem shape(std::int64_t heads_q, std::int64_t heads_kv, std::int64_t seq_q, s
 
 struct Inputs {
   std::vector<float> q, k, v;
+  // The variants' arrays, filled for the variants the problem enables (else empty).
+  std::vector<std::uint8_t> mask_bool;
+  std::vector<float> mask_add, slopes, sinks;
+  VariantData variant() const;  // pointers into the arrays above (nullptr where empty)
 };
 // Unit-normal Q, K, V from a fixed seed; Q is multiplied by q_scale (large logits when > 1).
 // Each value is rounded to its tensor's storage type (p.dtype for Q, p.kv_type() for K and V),
-// so the floats are exactly what a kernel reads.
-Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed);
+// so the floats are exactly what a kernel reads. Variant arrays: ALiBi slopes 2^(-8 (h+1) / heads_q),
+// unit-normal sinks, and a mask of 16 x 16 blocks that are hidden, visible (0 when additive) or
+// mixed entry by entry (additive: N(0, 1) values and -inf), with every 7th row fully hidden.
+enum class MaskPattern { blocks, all_hidden, all_visible, half_hidden };
+// half_hidden: whole 64-key columns hidden in every other column block (half the tiles blank).
+Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPattern pattern = MaskPattern::blocks);
 
 // The inputs in their storage types, ready for attention(); `pad` elements of padding before
 // each tensor (tensors then start at data() + pad * size_of(type), e.g. to misalign them).
@@ -50,10 +65,20 @@ struct Case {
   Problem problem;
   float q_scale = 1.0f;
   std::string name;  // unique, usable in a GoogleTest name
+  MaskPattern mask_pattern = MaskPattern::blocks;
 };
+// make_inputs for a case (its q_scale and mask pattern).
+Inputs make_inputs(const Case& c, std::uint64_t seed);
 // Odd d_k (1, 3, 7, 65, 129) and lengths (1, 2, 17, 63, 65, 257, 1000), seq_q != seq_kv both
 // ways, causal, grouped- and multi-query heads, d_v != d_k, batch > 1, large logits, decode.
 std::vector<Case> verification_grid();
+
+// The variants' matrix (problem.hpp): on a few base shapes (tails, seq_q != seq_kv both ways,
+// grouped-query heads, decoding rows), each variant alone, both causal alignments, a generated
+// set of combinations, and the degenerate cases (window 1, a window wider than the sequences,
+// a mask that hides everything or nothing, top-k of 1 and k >= seq_kv). fp32, plus a bf16 and
+// an fp32-Q/bf16-KV copy of every few cases. Names carry Problem::variant_string().
+std::vector<Case> variant_grid();
 
 // The float32 part of the tolerance on the abs error of one output, see reference.cpp for the
 // derivation: 1e-4, widened only when the logits are so large that float32 cannot represent

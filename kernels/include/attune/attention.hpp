@@ -23,12 +23,16 @@ struct Options {
 };
 
 // Validates everything (problem, pointers, kernel, ISA, config), then computes
-// out = softmax(scale * q k^T + causal mask) v. The tensors are stored as the problem says:
+// out = softmax(scale * q k^T + causal mask) v (with the variants problem.hpp describes). The tensors are stored as the problem says:
 // q and out as problem.dtype, k and v as problem.kv_type() (float, attune::bf16 or attune::fp16
 // elements). Throws InvalidArgument on bad input, and MemoryError when the kernel's working
 // memory exceeds the limit (checked before allocating) or an allocation fails.
 void attention(const Problem& problem, const void* q, const void* k, const void* v, void* out,
                const Options& options = {});
+// The same with the arrays of the problem's variants (mask, ALiBi slopes, sinks; see
+// problem.hpp). A problem that enables a variant needs this form.
+void attention(const Problem& problem, const void* q, const void* k, const void* v, void* out,
+               const VariantData& variant, const Options& options = {});
 
 // Working memory (bytes) attention() would allocate for this problem and options: the resolved
 // kernel's scratch and partial results, not the caller's tensors. Saturates at SIZE_MAX.

@@ -25,12 +25,14 @@ struct Config {
   int micro = 0;
 };
 
-// The caller's tensors, stored as the problem's dtype (Q, O) and kv_dtype (K, V).
+// The caller's tensors, stored as the problem's dtype (Q, O) and kv_dtype (K, V), and the
+// arrays of the variants the problem enables (validated before run() is called).
 struct Tensors {
   const void* q = nullptr;
   const void* k = nullptr;
   const void* v = nullptr;
   void* out = nullptr;
+  VariantData variant;
 };
 
 // One tunable parameter of a kernel, for the tuner's search space.
@@ -50,8 +52,9 @@ class Kernel {
   virtual int rank() const noexcept = 0;
   // Parameters the tuner may set (empty for kernels without any).
   virtual std::vector<ParamSpec> params() const { return {}; }
-  // Whether run() takes this problem's element types on `isa` (kernels that compute from
-  // float32 copies take every type; a kernel with ISA-specific 16-bit code may not).
+  // Whether run() takes this problem on `isa`: its element types (kernels that compute from
+  // float32 copies take every type; a kernel with ISA-specific 16-bit code may not) and its
+  // variants (a kernel that implements none takes only Problem::plain() problems).
   virtual bool supports(const Problem& problem, Isa isa) const {
     (void)problem;
     (void)isa;

@@ -40,6 +40,16 @@ Array parse(const unsigned char* bytes, std::size_t size);
 TypedArray read_typed(const std::string& path);
 TypedArray parse_typed(const unsigned char* bytes, std::size_t size);
 
+// An attention mask file: bool ('|b1') or uint8 ('|u1') entries (boolean: non-zero = visible,
+// stored as 0/1 bytes), or float32 ('<f4', additive). Same validation as read().
+struct MaskArray {
+  std::vector<std::int64_t> shape;
+  bool boolean = false;
+  std::vector<std::byte> bytes;  // one byte per entry (boolean) or float32 entries
+};
+MaskArray read_mask(const std::string& path);
+MaskArray parse_mask(const unsigned char* bytes, std::size_t size);
+
 // Writes atomically: a temporary file in the same directory, then rename. On failure the
 // destination is untouched and no temporary is left. Throws IoError. `data` holds the
 // elements stored as `dtype` (float32 for the first overload).

@@ -1,4 +1,5 @@
-// The problem description shared by every kernel: shapes, causal flag, scale, and the
+// The problem description shared by every kernel: shapes, causal flag, scale, the attention
+// variants (masks, causal alignment, sliding window, soft-cap, ALiBi, sinks, top-k), and the
 // derived sizes and FLOP count that tests, benches and reports all use.
 #pragma once
 
@@ -10,13 +11,48 @@
 
 namespace attune {
 
+// Which query lines up with which key when seq_q != seq_kv. Query i has the aligned position
+//   i' = i + seq_kv - seq_q   (bottom_right: the last query meets the last key, as decoding
+//                              with a KV cache needs; the default)
+//   i' = i                    (top_left: the first query meets the first key, PyTorch's is_causal)
+// Causal masking and the sliding window are placed at i'. With seq_q == seq_kv both agree.
+enum class CausalAlign : std::uint8_t { bottom_right, top_left };
+
+// An explicit mask M [seq_q, seq_kv] (see Problem::mask): none, boolean (one byte per entry,
+// non-zero = visible) or additive (float32 added to the logit; -inf hides the key).
+enum class MaskKind : std::uint8_t { none, boolean, additive };
+
+// Which planes of the mask there are: one [seq_q, seq_kv] shared by every batch and head,
+// one per batch [batch, 1, seq_q, seq_kv], or one per (batch, query head)
+// [batch, heads_q, seq_q, seq_kv]. Row-major, contiguous.
+enum class MaskBroadcast : std::uint8_t { shared, per_batch, per_head };
+
 // Scaled dot-product attention  O = softmax(scale * Q K^T + mask) V  on row-major tensors
 // laid out as [batch, heads, seq, dim], stored as `dtype` (Q and O) and `kv_dtype` (K and V):
 //   Q [batch, heads_q,  seq_q,  d_k]     K [batch, heads_kv, seq_kv, d_k]
 //   V [batch, heads_kv, seq_kv, d_v]     O [batch, heads_q,  seq_q,  d_v]
 // Grouped-query attention: query head h reads K/V head h / (heads_q / heads_kv).
-// Causal masking aligns the last query with the last key: query i sees keys
-// j <= i + seq_kv - seq_q. A query that sees no key outputs zeros.
+// Causal masking aligns the last query with the last key by default: query i sees keys
+// j <= i + seq_kv - seq_q. A query that sees no key outputs zeros (never NaN).
+//
+// Variants (every one off by default; they compose). For query i of head h (batch b), with
+// aligned position i' (CausalAlign) and s_ij = scale * q_i . k_j:
+//   band       key j is in the band iff  lo(i) <= j < hi(i), where
+//                causal, no window:  [0, i' + 1)
+//                causal + window w:  (i' - w, i']          (sliding window / local attention)
+//                window w only:      (i' - w, i' + w)      (symmetric local attention)
+//                neither:            [0, seq_kv)
+//              clamped to [0, seq_kv). Keys outside the band are never computed.
+//   soft-cap   s <- softcap * tanh(s / softcap)             (Gemma 2; softcap > 0)
+//   ALiBi      s <- s - slope_h * |i' - j|                  (slopes per query head, VariantData)
+//   mask       boolean: M[i][j] == 0 hides key j; additive: s <- s + M[i][j] (-inf hides)
+//   top-k      only the k largest logits of the row stay visible (after everything above; ties
+//              go to the lower key index; hidden keys are never kept)
+//   sinks      softmax denominator gains e^(sink_h):  o_i = sum_j e^(s_ij) v_j / (e^(sink_h) +
+//              sum_j e^(s_ij)) over the visible keys (gpt-oss; sink_h in logit units, unscaled)
+// The order is fixed: band, soft-cap, ALiBi, mask, top-k, softmax (with the sink). A row whose
+// keys are all hidden outputs zeros. The per-call arrays (mask, slopes, sinks) are passed in
+// VariantData; the flags below say which are present.
 struct Problem {
   std::int64_t batch = 1;
   std::int64_t heads_q = 1;
@@ -34,6 +70,30 @@ struct Problem {
   std::optional<Dtype> kv_dtype;    // K and V; default: dtype
   Dtype kv_type() const { return kv_dtype.value_or(dtype); }
 
+  // Variants; the defaults mean "off" (see above for the formulas).
+  CausalAlign causal_align = CausalAlign::bottom_right;  // also places the window
+  std::int64_t window = 0;    // sliding window width w > 0 (0: off); w >= seq_kv keeps every key
+  float softcap = 0.0f;       // logit cap > 0 (0: off)
+  bool alibi = false;         // VariantData::alibi_slopes holds heads_q slopes
+  bool sinks = false;         // VariantData::sinks holds heads_q sink logits
+  MaskKind mask = MaskKind::none;                    // VariantData::mask's element type
+  MaskBroadcast mask_broadcast = MaskBroadcast::shared;
+  std::int64_t top_k = 0;     // keep the k largest logits per row (0: off); k >= seq_kv: all
+
+  // True when no variant changes the result: no mask, window, soft-cap, ALiBi, sinks or top-k,
+  // and the causal alignment is the default or makes no difference (not causal, or
+  // seq_q == seq_kv). Kernels that implement no variant take only plain problems.
+  bool plain() const;
+  // i' - i: seq_kv - seq_q (bottom_right) or 0 (top_left).
+  std::int64_t align_offset() const;
+  // The band of query row i: keys [key_begin(i), key_end(i)), both non-decreasing in i.
+  std::int64_t key_begin(std::int64_t i) const;
+  std::int64_t key_end(std::int64_t i) const;
+  // Elements of the mask VariantData::mask points to (0 without a mask), and the plane that
+  // batch b, query head h reads (its [seq_q, seq_kv] entries start at plane * seq_q * seq_kv).
+  std::int64_t mask_elements() const;
+  std::int64_t mask_plane(std::int64_t b, std::int64_t h) const;
+
   // Throws InvalidArgument naming the first bad field; also refuses shapes whose element or
   // byte counts overflow, so callers may allocate q/k/v/out_elements() floats afterwards.
   void validate() const;
@@ -44,9 +104,11 @@ struct Problem {
   std::int64_t k_elements() const;
   std::int64_t v_elements() const;
   std::int64_t out_elements() const;
-  // Keys visible to query row i: [0, visible_keys(i)).
+  // Keys in query row i's band: key_end(i) - key_begin(i) (for problems without a window the
+  // band starts at 0, so this is also its end).
   std::int64_t visible_keys(std::int64_t i) const;
-  // (query, key) pairs that are computed: seq_q * seq_kv, or the unmasked part if causal.
+  // (query, key) pairs in the band: seq_q * seq_kv, or the causal / windowed part. Explicit
+  // masks and top-k are not counted out (they depend on the data).
   std::int64_t visible_pairs() const;
   // FLOPs of one forward pass: 2 * (d_k + d_v) per visible pair per head and batch
   // (= 4 * d per pair when d_k == d_v, DESIGN.md's convention).
@@ -55,7 +117,26 @@ struct Problem {
   double min_bytes() const;
   // "b1_hq8_hkv8_sq128_skv128_dk64_dv64_causal0", used in test names and messages; 16-bit
   // storage appends "_bf16" (all tensors) or "_kvbf16" (K/V only), "_bf16_kvfp16" (both differ).
+  // Variants append their segments: "_tl" (top-left), "_w512", "_cap30", "_alibi", "_sinks",
+  // "_maskbool" / "_maskadd" (+ "b" per batch / "h" per head), "_top8".
   std::string to_string() const;
+  // The variant segments of to_string() alone ("" for a plain problem).
+  std::string variant_string() const;
+};
+
+// The per-call arrays of the variants a Problem enables (nullptr when off). They are read,
+// never written, and must stay valid for the call.
+//   mask          [planes, seq_q, seq_kv] row-major: uint8 (MaskKind::boolean, 0 = hidden) or
+//                 float (MaskKind::additive: finite values or -inf); planes per mask_broadcast.
+//   alibi_slopes  [heads_q] floats, finite (the usual slopes are 2^(-8 h / heads_q), h = 1..)
+//   sinks         [heads_q] floats, finite or -inf (-inf: no sink)
+struct VariantData {
+  const void* mask = nullptr;
+  const float* alibi_slopes = nullptr;
+  const float* sinks = nullptr;
+  // Throws InvalidArgument unless exactly the arrays `p` enables are given and the slopes and
+  // sinks are valid (the mask's values are not scanned).
+  void validate(const Problem& p) const;
 };
 
 }  // namespace attune

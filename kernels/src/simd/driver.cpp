@@ -64,7 +64,22 @@ struct Layout {
   int threads;
   const TileFn* fn;
   std::int64_t scratch_floats;
+  // Variant problems: the tile kernel's own scratch, then per-row parameters, the mask tile and
+  // a task's combined mask blocks (in floats) in each thread's scratch; the mask's block classes.
+  bool variant;
+  std::int64_t tile_floats, row_floats, mask_tile_floats, key_blocks;
+  std::size_t block_class_bytes;
 };
+
+// The sliding window as the tile kernels take it: 0 when it keeps every key anyway (so a
+// window of 2^62 cannot overflow their index arithmetic).
+std::int64_t effective_window(const Problem& p) { return p.window > p.seq_q + p.seq_kv ? 0 : p.window; }
+
+// Whether a problem needs the variant instantiations: the causal alignment alone does not (it
+// is the plain kernels' offset).
+bool needs_variant_tiles(const Problem& p) {
+  return effective_window(p) > 0 || p.softcap > 0.0f || p.alibi || p.sinks || p.mask != MaskKind::none;
+}
 
 Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
   Layout l;
@@ -81,13 +96,28 @@ Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
   l.threads = static_cast<int>(
       std::clamp<std::size_t>(std::min<std::size_t>(static_cast<std::size_t>(std::max(plan.threads, 1)), l.tasks), 1, cores));
   // Config::micro 1 and 2 name the tile instantiations 2 and 3 (after the two dot forms).
-  const TileFn* set = ops.set_for(p.dtype, p.kv_type());
+  l.variant = needs_variant_tiles(p);
+  const TileFn* set = ops.set_for(p.dtype, p.kv_type(), l.variant);
   l.fn = plan.micro > 0 ? &set[std::min(plan.micro, 2) + 1] : &IsaOps::tile_for(set, l.rows);
-  l.scratch_floats = std::max<std::int64_t>(tile_scratch_floats(*l.fn, l.rows, p.d_k, p.d_v, l.block_kv), 1);
+  l.tile_floats = tile_scratch_floats(*l.fn, l.rows, p.d_k, p.d_v, l.block_kv);
+  l.row_floats = l.mask_tile_floats = l.key_blocks = 0;
+  l.block_class_bytes = 0;
+  if (l.variant) {
+    l.row_floats = 3 * (l.rows + 64);  // rows padded to a vector: at most 63 more
+    if (p.mask != MaskKind::none) {
+      l.mask_tile_floats = l.block_kv * (l.rows + 64);
+      l.key_blocks = (p.seq_kv + 15) / 16;
+      const std::int64_t planes = p.mask_elements() / (p.seq_q * p.seq_kv);
+      l.block_class_bytes = saturating_mul(static_cast<std::size_t>(planes * l.q_tiles), static_cast<std::size_t>(l.key_blocks));
+    }
+  }
+  l.scratch_floats = std::max<std::int64_t>(l.tile_floats + l.row_floats + l.mask_tile_floats + (l.key_blocks + 3) / 4, 1);
   return l;
 }
 
 }  // namespace
+
+bool supports(const Problem& p) { return p.top_k == 0; }
 
 Dtype pv_dtype(const Problem& p, const IsaOps& ops) {
   return ops.bf16_dot != nullptr && ops.set_for(p.dtype, p.kv_type()) == ops.bf16_dot ? Dtype::bf16 : Dtype::fp32;
@@ -101,7 +131,7 @@ std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& op
     const std::size_t task_rows = saturating_mul(l.tasks, static_cast<std::size_t>(l.rows));
     bytes = saturating_add(bytes, saturating_mul(detail::float_bytes({p.d_v + 2}), task_rows));
   }
-  return bytes;
+  return saturating_add(bytes, l.block_class_bytes);
 }
 
 void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops) {
@@ -124,11 +154,11 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   }
 
   const float qk_scale = p.effective_scale() * static_cast<float>(1.4426950408889634);  // log2(e)
-  const std::int64_t offset = p.seq_kv - p.seq_q;
+  const std::int64_t offset = p.align_offset();
   const Dtype kv = p.kv_type();
 
   struct RowSet {
-    std::int64_t b, hk, h0, i0, n, kv_end;
+    std::int64_t b, hk, h0, i0, n, kv_begin, kv_end;
   };
   auto row_set = [&](std::int64_t s) {
     // Causal: later query tiles see more keys; run them first (s = 0 is the last tile).
@@ -141,15 +171,50 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     r.h0 = r.hk * group + (within % (group / hpt)) * hpt;
     r.i0 = qt * positions;
     r.n = std::min(positions, p.seq_q - r.i0);
-    r.kv_end = p.visible_keys(r.i0 + r.n - 1);
+    r.kv_begin = p.key_begin(r.i0);  // 0 without a window
+    r.kv_end = std::max(r.kv_begin, p.key_end(r.i0 + r.n - 1));
     return r;
   };
+
+  // Mask block classes, once per call: per (plane, query tile, 16 keys) whether every entry is
+  // hidden (0), neutral (1: true, or +0 when additive) or mixed (2).
+  const VariantData& var = t.variant;
+  std::vector<std::uint8_t> classes(lay.block_class_bytes);
+  const std::int64_t key_blocks = lay.key_blocks, plane_size = p.seq_q * p.seq_kv;
+  const std::size_t mask_elem = p.mask == MaskKind::boolean ? 1 : sizeof(float);
+  if (!classes.empty()) {
+    const std::int64_t planes = p.mask_elements() / plane_size;
+    parallel(planes * q_tiles, threads, [&](std::int64_t pt, int) {
+      const std::int64_t plane = pt / q_tiles, i0 = pt % q_tiles * positions, n = std::min(positions, p.seq_q - i0);
+      std::uint8_t* out = classes.data() + pt * key_blocks;
+      for (std::int64_t kb = 0; kb < key_blocks; ++kb) {
+        bool hidden = true, neutral = true;
+        for (std::int64_t i = i0; i < i0 + n; ++i) {
+          const std::int64_t row = plane * plane_size + i * p.seq_kv;
+          for (std::int64_t j = kb * 16; j < std::min(kb * 16 + 16, p.seq_kv); ++j) {
+            bool h, z;
+            if (p.mask == MaskKind::boolean) {
+              h = static_cast<const std::uint8_t*>(var.mask)[row + j] == 0;
+              z = !h;
+            } else {
+              const float x = static_cast<const float*>(var.mask)[row + j];
+              h = x == -std::numeric_limits<float>::infinity();
+              z = x == 0.0f;
+            }
+            hidden = hidden && h;
+            neutral = neutral && z;
+          }
+        }
+        out[kb] = hidden ? 0 : (neutral ? 1 : 2);
+      }
+    });
+  }
 
   parallel(tasks, threads, [&](std::int64_t task, int slot) {
     const RowSet rs = row_set(task / splits);
     const std::int64_t split = task % splits;
-    // Splits cover [0, kv_end) in equal parts rounded to 16 keys; some may be empty.
-    const std::int64_t chunk = ((rs.kv_end + splits - 1) / splits + 15) / 16 * 16;
+    // Splits cover [kv_begin, kv_end) in equal parts rounded to 16 keys; some may be empty.
+    const std::int64_t chunk = ((rs.kv_end - rs.kv_begin + splits - 1) / splits + 15) / 16 * 16;
     TileArgs a;
     a.q = at(t.q, p.dtype, ((rs.b * p.heads_q + rs.h0) * p.seq_q) * p.d_k);
     a.k = at(t.k, kv, ((rs.b * p.heads_kv + rs.hk) * p.seq_kv) * p.d_k);
@@ -159,16 +224,47 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     a.heads = hpt;
     a.positions = rs.n;
     a.i0 = rs.i0;
-    a.j_begin = std::min(split * chunk, rs.kv_end);
-    a.j_end = std::min((split + 1) * chunk, rs.kv_end);
+    a.j_begin = std::min(rs.kv_begin + split * chunk, rs.kv_end);
+    a.j_end = std::min(rs.kv_begin + (split + 1) * chunk, rs.kv_end);
     a.seq_q = p.seq_q;
     a.d_k = p.d_k;
     a.d_v = p.d_v;
     a.causal = p.causal;
-    a.causal_offset = offset;
+    a.causal_offset = offset;  // also places the window
     a.qk_scale = qk_scale;
     a.block_kv = block_kv;
     a.scratch = scratch[static_cast<std::size_t>(slot)].get();
+    TileVariant tv;
+    if (lay.variant) {
+      tv.window = effective_window(p);
+      tv.softcap = p.softcap * static_cast<float>(1.4426950408889634);
+      if (p.alibi) tv.slopes = var.alibi_slopes + rs.h0;
+      if (p.sinks && split == 0) tv.sinks = var.sinks + rs.h0;  // the sink joins each row once
+      float* extra = a.scratch + lay.tile_floats;
+      tv.row_scratch = extra;
+      if (p.mask != MaskKind::none) {
+        tv.mask = p.mask;
+        const std::int64_t plane0 = p.mask_plane(rs.b, rs.h0);
+        tv.mask_plane = static_cast<const char*>(var.mask) + static_cast<std::size_t>(plane0 * plane_size) * mask_elem;
+        tv.mask_head_stride = p.mask_plane(rs.b, rs.h0 + hpt - 1) != plane0 ? plane_size : 0;
+        tv.seq_kv = p.seq_kv;
+        tv.mask_tile = extra + lay.row_floats;
+        const std::uint8_t* own = classes.data() + (plane0 * q_tiles + rs.i0 / positions) * key_blocks;
+        if (tv.mask_head_stride == 0) {
+          tv.blocks = own;
+        } else {  // the heads' planes differ: a block is hidden (neutral) only if it is in all
+          auto* combined = reinterpret_cast<std::uint8_t*>(tv.mask_tile + lay.mask_tile_floats);
+          std::copy(own, own + key_blocks, combined);
+          for (std::int64_t h = 1; h < hpt; ++h) {
+            const std::uint8_t* other = own + h * q_tiles * key_blocks;
+            for (std::int64_t kb = 0; kb < key_blocks; ++kb)
+              combined[kb] = combined[kb] == other[kb] ? combined[kb] : 2;
+          }
+          tv.blocks = combined;
+        }
+      }
+      a.var = &tv;
+    }
     if (splits > 1) {
       a.part_o = part_o.data() + task * rows * p.d_v;
       a.part_m = part_m.data() + task * rows;

@@ -24,6 +24,10 @@ struct Plan {
 
 void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops);
 
+// Whether the tile kernels take a problem's variants (every one but top-k): Kernel::supports
+// of simd/flash.
+bool supports(const Problem& p);
+
 // Bytes run_tiled allocates for this plan (per-thread tile scratch, split partials), from the
 // same sizing rules; saturates instead of overflowing. Kernel::workspace_bytes of simd/flash.
 std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& ops);

@@ -4,10 +4,31 @@
 
 #include <attune/dtype.hpp>
 #include <attune/isa.hpp>
+#include <attune/problem.hpp>
 
 #include <cstdint>
 
 namespace attune::simd {
+
+// The variants of one task (problem.hpp's formulas), read only by the variant instantiations
+// (TileFn sets `vtiles`); the plain instantiations never look at them.
+// Logits are in the base-2 domain of the tile kernel (natural logit x log2 e).
+struct TileVariant {
+  std::int64_t window = 0;       // > 0: band (i' - window, i'] if causal, else (i' - window, i' + window)
+  float softcap = 0.0f;          // cap x log2 e (0: off)
+  const float* slopes = nullptr; // ALiBi slopes of the task's heads [heads], natural units
+  const float* sinks = nullptr;  // sink logits of the task's heads [heads], natural units; only
+                                 // the split that starts a row's key range takes them
+  MaskKind mask = MaskKind::none;
+  const void* mask_plane = nullptr;    // head 0's [seq_q, seq_kv] mask plane
+  std::int64_t mask_head_stride = 0;   // elements between the planes of the task's heads
+  std::int64_t seq_kv = 0;             // the mask's row stride
+  // Per 16 keys [16 b, 16 b + 16) of the task's rows: 0 every entry hidden, 1 every entry
+  // neutral (true / +0), 2 mixed; a tile whose blocks are all 0 is skipped, all 1 runs unmasked.
+  const std::uint8_t* blocks = nullptr;
+  float* row_scratch = nullptr;   // 3 x (rows + 64) floats: per-row band start, -slope, position
+  float* mask_tile = nullptr;     // block_kv x (rows + 64) floats: the mask tile transposed
+};
 
 // One task of the tiled online-softmax algorithm: a set of query rows (heads x positions
 // of one KV head's group) against a key range [j_begin, j_end).
@@ -30,7 +51,8 @@ struct TileArgs {
   std::int64_t j_begin, j_end;
   std::int64_t seq_q, d_k, d_v;
   bool causal;
-  std::int64_t causal_offset;  // query i sees keys j <= i + causal_offset
+  std::int64_t causal_offset;  // aligned position i' = i + causal_offset; causal: j <= i'
+  const TileVariant* var = nullptr;  // the variant instantiations' parameters
   float qk_scale;              // scale * log2(e): the softmax runs in base 2
   std::int64_t block_kv;       // keys per tile
   float* scratch;              // tile_scratch_floats() floats, 64-byte aligned
@@ -53,9 +75,13 @@ struct IsaOps {
   // Per K/V storage type (indexed by Dtype), instantiations from the fewest rows to the most:
   // the decoding (dot-product) forms, a narrow tile of one vector of rows, the wide prefill tile.
   TileFn tiles[kDtypeCount][4];
-  // The instantiations a problem runs: bf16_dot for all-bf16 problems where present, else the
-  // conversion path of its K/V type.
-  const TileFn* set_for(Dtype dtype, Dtype kv) const {
+  // The same instantiated with the variants (window, soft-cap, ALiBi, sinks, mask): the plain
+  // tiles stay free of their code.
+  TileFn vtiles[kDtypeCount][4];
+  // The instantiations a problem runs: the variant set when it needs one, else bf16_dot for
+  // all-bf16 problems where present, else the conversion path of its K/V type.
+  const TileFn* set_for(Dtype dtype, Dtype kv, bool variant = false) const {
+    if (variant) return vtiles[static_cast<int>(kv)];
     if (bf16_dot != nullptr && dtype == Dtype::bf16 && kv == Dtype::bf16) return bf16_dot;
     return tiles[static_cast<int>(kv)];
   }

@@ -25,12 +25,103 @@ namespace {
 inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 
+// P = 2^x (x <= 0: a score minus the running max). Var: weights below 2^-100 are 0. A sink (or,
+// in principle, a large mask value) can hold the max far above a tile's scores, so without
+// the cut every P of such a tile is a tiny normal whose product with V is subnormal, which
+// Intel cores run through microcode (2x slower with ALiBi and a sink). A dropped weight is
+// below 2^-100 of the largest weight of its row: far under float32's resolution of the sum.
+template <bool Var, class Arch>
+[[gnu::always_inline]] inline typename Vec<Arch>::B softmax_weight(const typename Vec<Arch>::B& x) {
+  using V = Vec<Arch>;
+  if constexpr (Var) return V::keep_le(V::set1(-100.0f), x, V::exp2(x), V::set1(0.0f));
+  return V::exp2(x);
+}
+
+// The band of query position `pos` (TileVariant): keys [lo, hi] (hi >= j_end: no upper edge).
+struct Band {
+  std::int64_t lo, hi;
+};
+inline Band band_of(const TileArgs& a, std::int64_t pos) {
+  const std::int64_t ip = pos + a.causal_offset, w = a.var->window;
+  return {w > 0 ? ip - w + 1 : a.j_begin, a.causal ? ip : (w > 0 ? ip + w - 1 : a.j_end)};
+}
+
+// The variants' per-row parameters (both tile forms): band edges as floats (padded rows see
+// nothing), -slope x log2 e, the aligned position, and the sink as the softmax's starting
+// state (m = sink, l = 1: an extra key with a zero value row), or m = -inf, l = 0 without one.
+inline void variant_row(const TileArgs& a, bool real, std::int64_t head, std::int64_t pos, float& limit, float& lo,
+                        float& nslope, float& posf, float& m, float& l) {
+  const TileVariant& v = *a.var;
+  constexpr float kLog2e = 1.44269504088896341f;
+  const Band band = band_of(a, pos);
+  limit = real ? static_cast<float>(band.hi) : -1.0f;
+  lo = real ? static_cast<float>(band.lo) : std::numeric_limits<float>::max();
+  nslope = real && v.slopes != nullptr ? -v.slopes[head] * kLog2e : 0.0f;
+  posf = static_cast<float>(pos + a.causal_offset);
+  m = -std::numeric_limits<float>::infinity();
+  l = 0.0f;
+  if (real && v.sinks != nullptr && v.sinks[head] != -std::numeric_limits<float>::infinity()) {
+    m = v.sinks[head] * kLog2e;
+    l = 1.0f;
+  }
+}
+
+// The class of the key tile [j0, j0 + cols) from its 16-key mask blocks: 0 all hidden, 1 all
+// neutral, 2 mixed (TileVariant::blocks).
+inline int tile_class(const std::uint8_t* blocks, std::int64_t j0, std::int64_t cols) {
+  bool hidden = true, neutral = true;
+  for (std::int64_t b = j0 / 16; b <= (j0 + cols - 1) / 16; ++b) {
+    hidden = hidden && blocks[b] == 0;
+    neutral = neutral && blocks[b] == 1;
+  }
+  return hidden ? 0 : (neutral ? 1 : 2);
+}
+
+// The next key tile from j0 that neither starts nor ends in a hidden 16-key mask block: the
+// hidden blocks at j0 are skipped, and the tile ends before the next hidden one (or after
+// block_kv keys). Returns its start (>= j_end: none left) and sets cols to its length.
+inline std::int64_t visible_tile(const std::uint8_t* blocks, std::int64_t j0, std::int64_t j_end, std::int64_t block_kv,
+                                 std::int64_t& cols) {
+  while (j0 < j_end && blocks[j0 / 16] == 0) j0 = (j0 / 16 + 1) * 16;
+  cols = imin(block_kv, j_end - j0);
+  for (std::int64_t b = j0 / 16 + 1; b * 16 < j0 + cols; ++b) {
+    if (blocks[b] == 0) {
+      cols = b * 16 - j0;
+      break;
+    }
+  }
+  return j0;
+}
+
+// The mask's value of one entry in the base-2 domain: 0 or -inf (boolean), m x log2 e (additive).
+inline float mask_value(const TileVariant& v, std::int64_t index) {
+  if (v.mask == MaskKind::boolean)
+    return static_cast<const std::uint8_t*>(v.mask_plane)[index] != 0 ? 0.0f : -std::numeric_limits<float>::infinity();
+  return static_cast<const float*>(v.mask_plane)[index] * 1.44269504088896341f;
+}
+
+// M^T [cols][rp] of the tile: mt[jj * rp + r] for the task's rows (padded rows 0).
+inline void mask_tile(const TileArgs& a, float* mt, std::int64_t rp, std::int64_t rows, std::int64_t j0, std::int64_t cols) {
+  const TileVariant& v = *a.var;
+  for (std::int64_t r = 0; r < rp; ++r) {
+    if (r >= rows) {
+      for (std::int64_t jj = 0; jj < cols; ++jj) mt[jj * rp + r] = 0.0f;
+      continue;
+    }
+    const std::int64_t row = (r / a.positions) * v.mask_head_stride + (a.i0 + r % a.positions) * v.seq_kv + j0;
+    for (std::int64_t jj = 0; jj < cols; ++jj) mt[jj * rp + r] = mask_value(v, row + jj);
+  }
+}
+
 // Dot = true: the bf16 dot-product form (AVX512-BF16 only, all tensors bf16). Q^T is packed in
 // d pairs and K dwords (two consecutive d of a key) broadcast from their natural layout, so one
 // vdpbf16ps does two multiply-adds per lane; P is rounded to bf16 and stored in key pairs, and
 // each V tile is packed once in key pairs (V2[j/2][d] = V[j][d], V[j+1][d]) for the PV product.
 // The scale is applied to the float32 scores (Q is multiplied as stored, never re-rounded).
-template <class Arch, int MR, int NV, class T, bool Dot = false>
+// Var = true: the variants of TileArgs::var (band with a lower edge, soft-cap, ALiBi, mask tiles
+// classified per 16 keys, sinks), applied in the QK^T epilogue; Var = false is the plain kernel,
+// whose code does not change with them.
+template <class Arch, int MR, int NV, class T, bool Dot = false, bool Var = false>
 struct TileKernel {
   using V = Vec<Arch>;
   using B = typename V::B;
@@ -48,7 +139,49 @@ struct TileKernel {
     std::int64_t rp;  // padded row count
     float *qt, *st, *ot, *m, *l, *alpha, *limit;
     std::uint32_t* v2;  // Dot: the V tile in key pairs
+    // Var: per-row band start, -slope x log2 e, aligned position; the mask tile M^T [cols][rp]
+    // in the base-2 domain, and whether the current tile applies it.
+    float *lo = nullptr, *nslope = nullptr, *posf = nullptr, *mt = nullptr;
+    bool tile_mask = false;
   };
+
+  // Var: a pass over the tile's S^T for lane chunk c0, after QK^T: the variants in
+  // problem.hpp's order (soft-cap, ALiBi, mask), then the band (masked tiles only), and the
+  // vertical max. A pass of its own: fused into QK^T's epilogue, the extra registers it needs
+  // made GCC spill the accumulators of the widest tile (2x slower with all three variants).
+  template <bool Var_>
+  [[gnu::always_inline]] static B weight(const B& x) { return softmax_weight<Var_, Arch>(x); }
+
+  template <int N>
+  static void modify(const Ctx& c, std::int64_t j0, std::int64_t cols, std::int64_t c0, bool masked, B* tmax) {
+    const TileVariant& v = *c.a->var;
+    const bool cap = v.softcap > 0.0f, alibi = v.slopes != nullptr;
+    B nslope[N], pos[N], limit[N], lo[N];
+    for (int nv = 0; nv < N; ++nv) {
+      const std::int64_t off = c0 + nv * W;
+      nslope[nv] = V::load(c.nslope + off);
+      pos[nv] = V::load(c.posf + off);
+      limit[nv] = V::load(c.limit + off);
+      lo[nv] = V::load(c.lo + off);
+      tmax[nv] = V::set1(kNegInf);
+    }
+    for (std::int64_t j = 0; j < cols; ++j) {
+      const B key = V::set1(static_cast<float>(j0 + j));
+      for (int nv = 0; nv < N; ++nv) {
+        float* p = c.st + j * c.rp + c0 + nv * W;
+        B s = V::load(p);
+        if (cap) s = V::softcap(s, v.softcap);
+        if (alibi) s = V::fma(nslope[nv], V::abs(pos[nv] - key), s);
+        if (c.tile_mask) s = s + V::load(c.mt + j * c.rp + c0 + nv * W);
+        if (masked) {
+          s = V::keep_le(key, limit[nv], s, V::set1(kNegInf));
+          s = V::keep_le(lo[nv], key, s, V::set1(kNegInf));
+        }
+        V::store(p, s);
+        tmax[nv] = V::max(tmax[nv], s);
+      }
+    }
+  }
 
   // S^T rows [jj, jj + MK) of the tile for lane chunk c0; masked lanes get -inf. Returns the
   // running vertical max through tmax.
@@ -161,7 +294,7 @@ struct TileKernel {
       B sum = V::set1(0.0f);
       for (std::int64_t j = 0; j < cols; ++j) {
         float* s = c.st + j * c.rp + off;
-        const B p = V::exp2(V::load(s) - m_use);
+        const B p = weight<Var>(V::load(s) - m_use);
         V::store(s, p);
         sum = sum + p;
       }
@@ -332,6 +465,12 @@ struct TileKernel {
     c.alpha = c.l + c.rp;
     c.limit = c.alpha + c.rp;
     c.v2 = reinterpret_cast<std::uint32_t*>(c.limit + c.rp + 20 * c.rp);  // past the tile (see tile_scratch_floats)
+    if constexpr (Var) {
+      c.lo = a.var->row_scratch;
+      c.nslope = c.lo + c.rp;
+      c.posf = c.nslope + c.rp;
+      c.mt = a.var->mask_tile;
+    }
 
     // Pack Q^T (scaled into the base-2 domain; Dot: in d pairs of bf16, unscaled); padded rows
     // are zero and fully masked.
@@ -355,8 +494,61 @@ struct TileKernel {
       c.limit[r] = real ? static_cast<float>(a.causal ? pos + a.causal_offset : a.j_end) : -1.0f;
       c.m[r] = kNegInf;
       c.l[r] = 0.0f;
+      if constexpr (Var) variant_row(a, real, head, pos, c.limit[r], c.lo[r], c.nslope[r], c.posf[r], c.m[r], c.l[r]);
     }
     for (std::int64_t i = 0; i < a.d_v * c.rp; ++i) c.ot[i] = 0.0f;
+    if constexpr (Var) {
+      run_variant(c, rows);
+    } else {
+      run_plain(c);
+    }
+    finish(c, rows);
+  }
+
+  // Var: the key tiles of the band, each skipped when its mask blocks are all hidden.
+  static void run_variant(Ctx& c, std::int64_t rows) {
+    const TileArgs& a = *c.a;
+    const TileVariant& v = *a.var;
+    const std::int64_t last = a.i0 + a.positions - 1;
+    const Band first_band = band_of(a, a.i0), last_band = band_of(a, last);
+    const std::int64_t j_begin = imax(a.j_begin, first_band.lo), j_end = imin(a.j_end, last_band.hi + 1);
+    for (std::int64_t j0 = j_begin, cols = 0; j0 < j_end; j0 += cols) {
+      cols = imin(a.block_kv, j_end - j0);
+      c.tile_mask = false;
+      if (v.blocks != nullptr) {
+        // Hidden 16-key blocks are never computed: tiles start after them and end before them.
+        j0 = visible_tile(v.blocks, j0, j_end, a.block_kv, cols);
+        if (j0 >= j_end) break;
+        if (tile_class(v.blocks, j0, cols) == 2) {
+          c.tile_mask = true;
+          mask_tile(a, c.mt, c.rp, rows, j0, cols);
+        }
+      }
+      // Tiles inside every row's band skip the band test (padded rows compute harmless values).
+      const bool masked = j0 < last_band.lo || j0 + cols - 1 > first_band.hi;
+      tile(c, j0, cols, masked);
+    }
+  }
+
+  // One key tile [j0, j0 + cols) for every lane chunk: S^T, the softmax step, O^T.
+  [[gnu::always_inline]] static void tile(const Ctx& c, std::int64_t j0, std::int64_t cols, bool masked) {
+    chunks(c.rp, [&]<int N>(std::int64_t c0) {
+      B tmax[N];
+      for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
+      // Var: QK^T unmasked, then (where anything changes the scores) the variants' pass masks
+      // and takes the max again; a sink alone, or a window's inner tiles, need no pass.
+      in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N>(c, j0, jj, c0, Var ? false : masked, tmax); });
+      if constexpr (Var) {
+        if (masked || c.tile_mask || c.a->var->softcap > 0.0f || c.a->var->slopes != nullptr)
+          modify<N>(c, j0, cols, c0, masked, tmax);
+      }
+      softmax<N>(c, cols, c0, tmax);
+      in_steps<kSteps<N>>(c.a->d_v, [&]<int K>(std::int64_t d0) { pv<K, N>(c, j0, cols, d0, c0); });
+    });
+  }
+
+  [[gnu::always_inline]] static void run_plain(const Ctx& c) {
+    const TileArgs& a = *c.a;
 
     // Keys past the last one the last position can see are never visited.
     std::int64_t j_end = a.j_end;
@@ -380,15 +572,13 @@ struct TileKernel {
         continue;
       }
 #endif
-      chunks(c.rp, [&]<int N>(std::int64_t c0) {
-        B tmax[N];
-        for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
-        in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N>(c, j0, jj, c0, masked, tmax); });
-        softmax<N>(c, cols, c0, tmax);
-        in_steps<kSteps<N>>(a.d_v, [&]<int K>(std::int64_t d0) { pv<K, N>(c, j0, cols, d0, c0); });
-      });
+      tile(c, j0, cols, masked);
     }
+  }
 
+  // Normalised O rows written (or the partial rows of a split).
+  [[gnu::always_inline]] static void finish(const Ctx& c, std::int64_t rows) {
+    const TileArgs& a = *c.a;
     with_element_type(a.dtype, [&]<class TO>(const TO*) {
       for (std::int64_t r = 0; r < rows; ++r) {
         const std::int64_t head = r / a.positions, pos = a.i0 + r % a.positions;
@@ -411,7 +601,9 @@ struct TileKernel {
 //   s[r][j] = sum_d Q[r][d] K[j][d]     (two keys per step; lanes summed W keys at a time)
 //   o[r][:] <- o[r][:] * alpha[r] + sum_j p[r][j] V[j][:]
 // Scratch: Q R x d_k, O R x d_v, scores R x (block_kv + W), m and l R each.
-template <class Arch, int R, class T>
+// Var = true: the variants (TileArgs::var) on each score as it is finished, tiles whose mask
+// blocks are all hidden skipped.
+template <class Arch, int R, class T, bool Var = false>
 struct DotKernel {
   using V = Vec<Arch>;
   using B = typename V::B;
@@ -459,6 +651,7 @@ struct DotKernel {
     float* m = s + R * s_stride;
     float* l = m + R;
     float limit[R];
+    [[maybe_unused]] float lo[R], nslope[R], posf[R];  // Var only
     for (int r = 0; r < R; ++r) {
       const bool real = r < rows;
       const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
@@ -470,14 +663,25 @@ struct DotKernel {
       m[r] = kNegInf;
       l[r] = 0.0f;
       limit[r] = real ? static_cast<float>(a.causal ? pos + a.causal_offset : a.j_end) : -1.0f;
+      if constexpr (Var) variant_row(a, real, head, pos, limit[r], lo[r], nslope[r], posf[r], m[r], l[r]);
     }
-    std::int64_t j_end = a.j_end;
+    std::int64_t j_begin = a.j_begin, j_end = a.j_end;
     if (a.causal) j_end = imin(j_end, a.i0 + a.positions - 1 + a.causal_offset + 1);
+    if constexpr (Var) {
+      j_begin = imax(j_begin, band_of(a, a.i0).lo);
+      j_end = imin(j_end, band_of(a, a.i0 + a.positions - 1).hi + 1);
+    }
     const std::int64_t d_full = a.d_k / W * W;
     const T* k = static_cast<const T*>(a.k);
 
-    for (std::int64_t j0 = a.j_begin; j0 < j_end; j0 += a.block_kv) {
-      const std::int64_t cols = imin(a.block_kv, j_end - j0);
+    for (std::int64_t j0 = j_begin, cols = 0; j0 < j_end; j0 += cols) {
+      cols = imin(a.block_kv, j_end - j0);
+      if constexpr (Var) {
+        if (a.var->blocks != nullptr) {  // hidden 16-key blocks are never computed
+          j0 = visible_tile(a.var->blocks, j0, j_end, a.block_kv, cols);
+          if (j0 >= j_end) break;
+        }
+      }
       // Scores, W keys at a time: two-key steps fill `lanes`, one transpose-add per row.
       for (std::int64_t g = 0; g < cols; g += W) {
         B lanes[R][W];
@@ -493,7 +697,11 @@ struct DotKernel {
             const std::int64_t j = j0 + g + u;
             float dot = srow[u];
             for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * widen(k[j * a.d_k + d]);
-            srow[u] = static_cast<float>(j) <= limit[r] ? dot : kNegInf;
+            if constexpr (Var) {
+              srow[u] = modify(a, dot, j, r, rows, limit[r], lo[r], nslope[r], posf[r]);
+            } else {
+              srow[u] = static_cast<float>(j) <= limit[r] ? dot : kNegInf;
+            }
           }
         }
       }
@@ -511,7 +719,7 @@ struct DotKernel {
         B sum = V::set1(0.0f);
         const B mv = V::set1(m_use);
         for (std::int64_t u = 0; u < cols_v; u += W) {
-          const B p = V::exp2(V::load(srow + u) - mv);
+          const B p = softmax_weight<Var, Arch>(V::load(srow + u) - mv);
           V::store(srow + u, p);
           sum = sum + p;
         }
@@ -546,6 +754,19 @@ struct DotKernel {
         });
       }
     }
+  }
+
+  // Var: the variants on the score of key j for row r (TileKernel::modify's order, scalar).
+  static float modify(const TileArgs& a, float s, std::int64_t j, int r, std::int64_t rows, float limit, float lo,
+                      float nslope, float posf) {
+    const TileVariant& v = *a.var;
+    const float key = static_cast<float>(j);
+    if (!(key <= limit && lo <= key)) return kNegInf;
+    if (v.softcap > 0.0f) s = S::softcap(s, v.softcap);
+    if (v.slopes != nullptr) s += nslope * std::fabs(posf - key);
+    if (v.mask != MaskKind::none && r < rows)
+      s += mask_value(v, (r / a.positions) * v.mask_head_stride + (a.i0 + r % a.positions) * v.seq_kv + j);
+    return s;
   }
 
   template <int NV>
@@ -602,11 +823,12 @@ double fma_probe(std::int64_t iterations) {
 // or value columns x NV vectors of query rows), smallest first: the decoding forms for 1 and
 // up to 4 rows, a narrow tile of 8 x one vector of rows (8 divides the usual head dims), and
 // the wide prefill tile; one such set per K/V storage type (float, bf16, fp16).
-#define ATTUNE_TILE_SET(arch, mr, nv, T)                                                  \
-  {{1, &DotKernel<arch, 1, T>::run},                                                     \
-   {4, &DotKernel<arch, 4, T>::run},                                                     \
-   {static_cast<int>(TileKernel<arch, 8, 1, T>::L), &TileKernel<arch, 8, 1, T>::run},    \
-   {static_cast<int>(TileKernel<arch, mr, nv, T>::L), &TileKernel<arch, mr, nv, T>::run}}
+#define ATTUNE_TILE_SET_V(arch, mr, nv, T, var)                                                                 \
+  {{1, &DotKernel<arch, 1, T, var>::run},                                                                      \
+   {4, &DotKernel<arch, 4, T, var>::run},                                                                      \
+   {static_cast<int>(TileKernel<arch, 8, 1, T>::L), &TileKernel<arch, 8, 1, T, false, var>::run},              \
+   {static_cast<int>(TileKernel<arch, mr, nv, T>::L), &TileKernel<arch, mr, nv, T, false, var>::run}}
+#define ATTUNE_TILE_SET(arch, mr, nv, T) ATTUNE_TILE_SET_V(arch, mr, nv, T, false)
 // An ISA that extends `base` with the bf16 dot form (all-bf16 problems): the base's conversion
 // sets as they are, plus the decoding forms (bandwidth-bound: the conversion path) and the dot
 // tiles for prefill.
@@ -635,6 +857,9 @@ double fma_probe(std::int64_t iterations) {
                             {ATTUNE_TILE_SET(arch, mr, nv, float),                       \
                              ATTUNE_TILE_SET(arch, mr, nv, bf16),                        \
                              ATTUNE_TILE_SET(arch, mr, nv, fp16)},                       \
+                            {ATTUNE_TILE_SET_V(arch, mr, nv, float, true),               \
+                             ATTUNE_TILE_SET_V(arch, mr, nv, bf16, true),                \
+                             ATTUNE_TILE_SET_V(arch, mr, nv, fp16, true)},               \
                             &exp2_array<arch>, &fma_probe<arch>};                        \
     return ops;                                                                          \
   }                                                                                      \
