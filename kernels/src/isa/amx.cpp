@@ -260,6 +260,44 @@ inline void softmax_rows_r(const float* s, std::int64_t s_stride, std::uint16_t*
   }
 }
 
+// The lazy max: once a row has a max m from earlier panels, a panel is exponentiated against
+// that m in one pass (no max pass first) while its own max is tracked; a row is kept as long as
+// its max rose by at most kMaxRise (base 2: weights up to 2^8, far inside float32 and bf16), and
+// then neither the reference nor O changes. A row whose max rose further is left to the caller
+// to redo against its new max. R rows with every key visible; returns the kept rows' bits.
+constexpr float kMaxRise = 8.0f;
+
+template <int R>
+inline unsigned softmax_rows_lazy(const float* s, std::int64_t s_stride, std::uint16_t* p, std::int64_t p_stride,
+                                  std::int64_t n32, float c, const float* m, float* l, float* alpha) {
+  __m512 neg_m[R], sum[R], mx[R];
+  for (int i = 0; i < R; ++i) {
+    neg_m[i] = _mm512_set1_ps(-m[i]);
+    sum[i] = _mm512_setzero_ps();
+    mx[i] = _mm512_set1_ps(-INFINITY);
+  }
+  const __m512 vc = _mm512_set1_ps(c);
+  for (std::int64_t v = 0; v < n32; v += 32) {
+    for (int i = 0; i < R; ++i) {
+      const __m512 x0 = _mm512_loadu_ps(s + i * s_stride + v), x1 = _mm512_loadu_ps(s + i * s_stride + v + 16);
+      mx[i] = _mm512_max_ps(mx[i], _mm512_max_ps(x0, x1));
+      const __m512 e0 = exp2_p3(_mm512_fmadd_ps(x0, vc, neg_m[i]));
+      const __m512 e1 = exp2_p3(_mm512_fmadd_ps(x1, vc, neg_m[i]));
+      sum[i] = _mm512_add_ps(sum[i], _mm512_add_ps(e0, e1));
+      _mm512_storeu_si512(p + i * p_stride + v, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
+    }
+  }
+  unsigned kept = 0;
+  for (int i = 0; i < R; ++i) {
+    if (_mm512_reduce_max_ps(mx[i]) * c - m[i] <= kMaxRise) {  // false for NaN: redone, poisons as it should
+      l[i] += _mm512_reduce_add_ps(sum[i]);
+      alpha[i] = 1.0f;
+      kept |= 1u << i;
+    }
+  }
+  return kept;
+}
+
 inline void scale_row(float* o, std::int64_t dv_pad, float alpha) {
   const __m512 va = _mm512_set1_ps(alpha);
   for (std::int64_t d = 0; d < dv_pad; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), va));
@@ -489,6 +527,19 @@ class Block {
           group_vis[i] = visible(r + i);
           all_full &= group_vis[i] == n32;
           all_some &= group_vis[i] > 0;
+        }
+        bool lazy = all_full;
+        for (int i = 0; i < kRowGroup && lazy; ++i) lazy = m_[r + i] != -INFINITY;
+        if (lazy) {
+          const unsigned kept = softmax_rows_lazy<kRowGroup>(srow, n_max_, prow, n_max_, n32, a_.qk_scale, m_ + r, l_ + r,
+                                                             alpha_ + r);
+          for (int i = 0; i < kRowGroup; ++i)
+            if ((kept & (1u << i)) == 0)
+              alpha_[r + i] = softmax_row<false>(srow + i * n_max_, prow + i * n_max_, n32, n32, a_.qk_scale, m_ + r + i,
+                                                 l_ + r + i);
+          r += kRowGroup - 1;
+          for (int i = 0; i < kRowGroup; ++i) between();
+          continue;
         }
         if (all_some) {
           if (all_full)
