@@ -5,15 +5,19 @@
 // wide key panels and fp32 accumulators in memory; forcing both through one driver would make
 // each worse. The vector code it needs (exp2, the rounding) is shared with flash.
 //
-// Decoding shapes (fewer than kMinTileRows query positions) run flash's AVX-512 path instead:
-// there the tiles would be mostly empty and packing K/V would triple the bytes moved, while
-// decoding is bound by reading K/V once (Config::micro 1 / 2 force the vector / tile path).
+// Decoding shapes with fewer than kMinTileRows query rows per KV head (seq_q x the GQA group:
+// one token of a 4-head group) run flash's AVX-512 path instead: there the tiles would be
+// mostly empty and reading K/V once is the whole cost. From 8 rows on (speculative decoding,
+// wider groups) the tiles win; when a KV head has a single query block, its K/V are packed
+// panel by panel inside the block (read once, no packed copy of the head). Config::micro 1 / 2
+// force the vector / tile path.
 //
 // Scheduling on oneTBB, two modes:
 //   shared:  per (batch, KV head) in turn, all threads pack its K/V (key chunks), then all
 //            threads run its query blocks (costly causal blocks first): the prefill case.
 //   private: each (batch, KV head) is one task that packs into its thread's buffer and runs its
-//            blocks: many small heads, too few blocks per head to share.
+//            blocks: many small heads, too few blocks per head to share; a head with a single
+//            block packs panel by panel inside it instead (decoding).
 // Config: block_q (query rows per task, heads x positions for GQA groups), block_kv (keys per
 // panel, rounded up to 32), threads, micro (0 auto, 1 vector path, 2 tiles).
 #include "kernel_impl.hpp"
@@ -36,7 +40,7 @@ namespace {
 
 constexpr std::int64_t kDefaultBlockQ = 64;
 constexpr std::int64_t kDefaultBlockKv = 256;
-constexpr std::int64_t kMinTileRows = 16;     // query positions below which decoding uses vectors
+constexpr std::int64_t kMinTileRows = 8;  // query rows per KV head below which decoding uses vectors
 constexpr std::int64_t kPackKeysPerTask = 512;
 
 #if defined(ATTUNE_HAVE_AMX)
@@ -46,13 +50,14 @@ struct Plan {
   std::int64_t hpt, positions, q_tiles, block_kv;
   int threads;
   bool shared;
-  std::size_t packed_elems;  // one KV head's packed K + V
+  bool per_panel;            // private heads of one block each: pack panel by panel in the block
+  std::size_t packed_elems;  // one KV head's packed K + V (0 when packed per panel)
   std::size_t block_bytes;   // one task's scratch
 };
 
 Plan plan_for(const Problem& p, const Config& c) {
   Plan plan;
-  plan.tiles = c.micro == 2 || (c.micro == 0 && p.seq_q >= kMinTileRows);
+  plan.tiles = c.micro == 2 || (c.micro == 0 && p.seq_q * p.group_size() >= kMinTileRows);
   const std::int64_t block_q = c.block_q > 0 ? c.block_q : kDefaultBlockQ;
   const std::int64_t group = p.group_size();
   // GQA: the group's heads share a task when a head has fewer positions than a block.
@@ -72,9 +77,11 @@ Plan plan_for(const Problem& p, const Config& c) {
   const std::int64_t groups = p.batch * p.heads_kv;
   plan.shared = per_group >= 2 * wanted || groups < wanted;
   plan.threads = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(wanted, plan.shared ? per_group : groups)));
-  plan.packed_elems = static_cast<std::size_t>(amx::packed_k_elements(p.seq_kv, p.d_k) +
-                                               amx::packed_v_elements(p.seq_kv, p.d_v));
-  plan.block_bytes = amx::block_scratch_bytes(plan.hpt * plan.positions, p.d_k, p.d_v, plan.block_kv);
+  plan.per_panel = !plan.shared && per_group == 1;
+  plan.packed_elems = plan.per_panel ? 0
+                                     : static_cast<std::size_t>(amx::packed_k_elements(p.seq_kv, p.d_k) +
+                                                                amx::packed_v_elements(p.seq_kv, p.d_v));
+  plan.block_bytes = amx::block_scratch_bytes(plan.hpt * plan.positions, p.d_k, p.d_v, plan.block_kv, plan.per_panel);
   return plan;
 }
 
@@ -120,7 +127,7 @@ void run_tiles(const Problem& p, const Tensors& t, const Plan& plan) {
   const std::int64_t k_elems = amx::packed_k_elements(p.seq_kv, p.d_k);
   const bool timed = stage_timing_enabled();
   const float qk_scale = p.effective_scale() * static_cast<float>(1.4426950408889634);  // log2(e)
-  const int buffers = plan.shared ? 1 : plan.threads;
+  const int buffers = plan.per_panel ? 0 : plan.shared ? 1 : plan.threads;
   std::vector<AlignedArray<std::uint16_t>> packed;
   for (int i = 0; i < buffers; ++i) packed.push_back(aligned_array<std::uint16_t>(plan.packed_elems));
   std::vector<AlignedArray<unsigned char>> scratch;
@@ -134,8 +141,14 @@ void run_tiles(const Problem& p, const Tensors& t, const Plan& plan) {
     amx::BlockArgs a;
     a.q = bits(t.q, (b * p.heads_q + h0) * p.seq_q * p.d_k);
     a.out = bits(t.out, (b * p.heads_q + h0) * p.seq_q * p.d_v);
-    a.kp = kvp;
-    a.vp = kvp + k_elems;
+    if (kvp != nullptr) {
+      a.kp = kvp;
+      a.vp = kvp + k_elems;
+    } else {  // per-panel packing inside the block
+      a.k_raw = bits(t.k, g * p.seq_kv * p.d_k);
+      a.v_raw = bits(t.v, g * p.seq_kv * p.d_v);
+      a.seq_kv = p.seq_kv;
+    }
     a.q_head_stride = p.seq_q * p.d_k;
     a.out_head_stride = p.seq_q * p.d_v;
     a.heads = plan.hpt;
@@ -154,6 +167,7 @@ void run_tiles(const Problem& p, const Tensors& t, const Plan& plan) {
     amx::run_block(a);
     if (timed) {
       StageTicks s;
+      s.pack = ticks[amx::kPack];
       s.qk = ticks[amx::kQk];
       s.softmax = ticks[amx::kSoftmax];
       s.pv = ticks[amx::kPv];
@@ -172,8 +186,8 @@ void run_tiles(const Problem& p, const Tensors& t, const Plan& plan) {
     }
   } else {
     parallel(groups, plan.threads, [&](std::int64_t g, int slot) {
-      std::uint16_t* kvp = packed[static_cast<std::size_t>(slot)].get();
-      pack_group(p, k_of(g), v_of(g), kvp, 1, timed);
+      std::uint16_t* kvp = plan.per_panel ? nullptr : packed[static_cast<std::size_t>(slot)].get();
+      if (kvp != nullptr) pack_group(p, k_of(g), v_of(g), kvp, 1, timed);
       for (std::int64_t task = 0; task < per_group; ++task) run_one(g, task, kvp, slot);
     });
   }

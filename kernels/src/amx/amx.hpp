@@ -47,15 +47,15 @@ void pack_k(const PackArgs& a);
 void pack_v(const PackArgs& a);
 
 // Where a block spends its time, in TSC ticks, when the caller asks (BlockArgs::stages).
-enum Stage { kQk, kSoftmax, kPv, kOther, kStageCount };
+enum Stage { kPack, kQk, kSoftmax, kPv, kOther, kStageCount };
 
 // One task: `heads` query heads (consecutive, of one KV head's group) x `positions` query
 // positions from i0 against the packed K/V of their KV head, keys [0, kv_end). Row r is head
 // r / positions, position i0 + r % positions.
 struct BlockArgs {
   const std::uint16_t* q;  // head h, position i at q + h * q_head_stride + i * d_k (bf16)
-  const std::uint16_t* kp;
-  const std::uint16_t* vp;
+  const std::uint16_t* kp = nullptr;  // the KV head's packed K (pack_k), or null: per panel
+  const std::uint16_t* vp = nullptr;  // ... and packed V (pack_v)
   std::uint16_t* out;  // head h, position i at out + h * out_head_stride + i * d_v (bf16)
   std::int64_t q_head_stride, out_head_stride;
   std::int64_t heads, positions, i0;
@@ -64,10 +64,18 @@ struct BlockArgs {
   std::int64_t causal_offset;  // query i sees keys j <= i + causal_offset
   float qk_scale;              // scale * log2(e): the softmax runs in base 2
   std::int64_t block_kv;       // keys per panel, a multiple of 32
-  void* scratch;               // block_scratch_bytes(...) bytes, 64-byte aligned
+  // Packing per panel instead of per KV head (when a head has a single block, as in decoding,
+  // where packing the whole head first would move its K/V bytes three times): kp/vp are null,
+  // k_raw/v_raw the KV head's rows (key j at k_raw + j * d_k), and each panel is packed into a
+  // ring of three panel buffers in the scratch just before the tile unit needs it.
+  const std::uint16_t* k_raw = nullptr;
+  const std::uint16_t* v_raw = nullptr;
+  std::int64_t seq_kv = 0;
+  void* scratch;               // block_scratch_bytes(..., per_panel) bytes, 64-byte aligned
   std::uint64_t* stages = nullptr;  // kStageCount tick counters to add to, or nullptr
 };
-std::size_t block_scratch_bytes(std::int64_t rows, std::int64_t d_k, std::int64_t d_v, std::int64_t block_kv);
+std::size_t block_scratch_bytes(std::int64_t rows, std::int64_t d_k, std::int64_t d_v, std::int64_t block_kv,
+                                bool per_panel);
 // Leaves the tile registers configured (the next block loads its configuration again): a
 // release and re-configuration per block cost ~5% of a causal 2048-key call here.
 void run_block(const BlockArgs& a);

@@ -78,13 +78,14 @@ constexpr int kRowGroup = 4;  // softmax rows interleaved  // 16-bit elements of
 // of a panel: the pipeline computes the next panel's while the softmax reads this one's), two P
 // buffers (bf16 weights), O (fp32 accumulators), and per-row max, sum and rescale factor.
 struct Scratch {
-  std::size_t qp, s, p, o, m, l, alpha, bytes;
+  std::size_t qp, s, p, o, m, l, alpha, ring, bytes;
   std::size_t s_bytes, p_bytes;  // one buffer of each
+  std::size_t ring_k, ring_slot;  // per-panel packing: K then V of a panel, three slots
 };
 
 std::size_t align64(std::size_t x) { return (x + 63) / 64 * 64; }
 
-Scratch scratch_layout(std::int64_t rows, std::int64_t d_k, std::int64_t d_v, std::int64_t block_kv) {
+Scratch scratch_layout(std::int64_t rows, std::int64_t d_k, std::int64_t d_v, std::int64_t block_kv, bool per_panel) {
   const auto r = static_cast<std::size_t>(round_up(rows, kRowStep));
   const auto dk = static_cast<std::size_t>(round_up(d_k, kDimStep));
   const auto dv = static_cast<std::size_t>(round_up(d_v, kDimStep));
@@ -99,7 +100,10 @@ Scratch scratch_layout(std::int64_t rows, std::int64_t d_k, std::int64_t d_v, st
   s.m = s.o + align64(r * dv * 4);
   s.l = s.m + align64(r * 4);
   s.alpha = s.l + align64(r * 4);
-  s.bytes = s.alpha + align64(r * 4);
+  s.ring = s.alpha + align64(r * 4);
+  s.ring_k = align64(static_cast<std::size_t>(packed_k_elements(block_kv, d_k)) * 2);
+  s.ring_slot = s.ring_k + align64(static_cast<std::size_t>(packed_v_elements(block_kv, d_v)) * 2);
+  s.bytes = s.ring + (per_panel ? 3 * s.ring_slot : 0);
   return s;
 }
 
@@ -317,8 +321,9 @@ struct Ticker {
 
 }  // namespace
 
-std::size_t block_scratch_bytes(std::int64_t rows, std::int64_t d_k, std::int64_t d_v, std::int64_t block_kv) {
-  return scratch_layout(rows, d_k, d_v, block_kv).bytes;
+std::size_t block_scratch_bytes(std::int64_t rows, std::int64_t d_k, std::int64_t d_v, std::int64_t block_kv,
+                                bool per_panel) {
+  return scratch_layout(rows, d_k, d_v, block_kv, per_panel).bytes;
 }
 
 std::uint64_t ticks() { return __rdtsc(); }
@@ -410,7 +415,7 @@ namespace {
 class Block {
  public:
   explicit Block(const BlockArgs& a)
-      : a_(a), lay_(scratch_layout(a.heads * a.positions, a.d_k, a.d_v, a.block_kv)) {
+      : a_(a), lay_(scratch_layout(a.heads * a.positions, a.d_k, a.d_v, a.block_kv, a.kp == nullptr)) {
     auto* base = static_cast<unsigned char*>(a.scratch);
     qp_ = reinterpret_cast<std::uint16_t*>(base + lay_.qp);
     s_[0] = reinterpret_cast<float*>(base + lay_.s);
@@ -421,6 +426,7 @@ class Block {
     m_ = reinterpret_cast<float*>(base + lay_.m);
     l_ = reinterpret_cast<float*>(base + lay_.l);
     alpha_ = reinterpret_cast<float*>(base + lay_.alpha);
+    ring_ = base + lay_.ring;
     rows_ = a.heads * a.positions;
     rows_pad_ = round_up(rows_, kRowStep);
     dk_pad_ = round_up(a.d_k, kDimStep);
@@ -444,6 +450,8 @@ class Block {
     tick.lap(kOther);
     if (a_.stages != nullptr) {
       for (std::int64_t j = 0; j < panels_; ++j) {
+        pack_panel(j);
+        tick.lap(kPack);
         for (std::int64_t rb = 0; rb < rows_pad_; rb += kRowStep) qk_rows(j, rb, 0, n32(j));
         tick.lap(kQk);
         for (std::int64_t rb = 0; rb < rows_pad_; rb += kRowStep) {
@@ -470,6 +478,33 @@ class Block {
   }
   std::int64_t n32(std::int64_t j) const { return round_up(n_of(j), kTileKeys); }
 
+  // Panel j's packed K and V tiles: in the KV head's packed copy, or in ring slot j % 3.
+  const std::uint16_t* k_panel(std::int64_t j) const {
+    if (a_.kp != nullptr) return a_.kp + (start(j) / 16) * (dk_pad_ / kDimStep) * kTileElems;
+    return reinterpret_cast<const std::uint16_t*>(ring_ + static_cast<std::size_t>(j % 3) * lay_.ring_slot);
+  }
+  const std::uint16_t* v_panel(std::int64_t j) const {
+    if (a_.vp != nullptr) return a_.vp + (start(j) / kTileKeys) * (dv_pad_ / 16) * kTileElems;
+    return reinterpret_cast<const std::uint16_t*>(ring_ + static_cast<std::size_t>(j % 3) * lay_.ring_slot + lay_.ring_k);
+  }
+  // Per-panel packing: K and V of panel j into its ring slot (nothing when packed per head).
+  void pack_panel(std::int64_t j) {
+    if (a_.kp != nullptr || j >= panels_) return;
+    auto* slot = reinterpret_cast<std::uint16_t*>(ring_ + static_cast<std::size_t>(j % 3) * lay_.ring_slot);
+    PackArgs p;
+    p.keys = a_.seq_kv - start(j);  // keys from the panel's first, so its tiles start at 0
+    p.key_begin = 0;
+    p.key_end = n_of(j);
+    p.src = a_.k_raw + start(j) * a_.d_k;
+    p.d = a_.d_k;
+    p.dst = slot;
+    pack_k(p);
+    p.src = a_.v_raw + start(j) * a_.d_v;
+    p.d = a_.d_v;
+    p.dst = slot + lay_.ring_k / 2;
+    pack_v(p);
+  }
+
   // Q rows packed with zero padding (rows to 32, d_k to 32); padding rows get zero weights.
   void prepare() {
     for (std::int64_t r = 0; r < rows_; ++r) {
@@ -493,7 +528,7 @@ class Block {
   void qk_rows(std::int64_t j, std::int64_t rb, std::int64_t kc0, std::int64_t kc1) {
     const std::int64_t ksteps = dk_pad_ / kDimStep;
     for (std::int64_t kc = kc0; kc < kc1; kc += kTileKeys)
-      qk_block(qp_ + rb * dk_pad_, dk_pad_, a_.kp + ((start(j) + kc) / 16) * ksteps * kTileElems,
+      qk_block(qp_ + rb * dk_pad_, dk_pad_, k_panel(j) + (kc / 16) * ksteps * kTileElems,
                s_[j % 2] + rb * n_max_ + kc, n_max_ * 4);
   }
 
@@ -501,7 +536,7 @@ class Block {
   void pv_rows(std::int64_t j, std::int64_t rb, std::int64_t d0, std::int64_t d1) {
     const std::int64_t vtiles = dv_pad_ / 16;
     for (std::int64_t d = d0; d < d1; d += 32)
-      pv_block(p_[j % 2] + rb * n_max_, n_max_, a_.vp + (start(j) / kTileKeys * vtiles + d / 16) * kTileElems,
+      pv_block(p_[j % 2] + rb * n_max_, n_max_, v_panel(j) + (d / 16) * kTileElems,
                vtiles * kTileElems, n32(j) / kTileKeys, o_ + rb * dv_pad_ + d, dv_pad_, j == 0);
   }
 
@@ -573,8 +608,10 @@ class Block {
 
   void pipelined() {
     const std::int64_t blocks = rows_pad_ / kRowStep;
+    pack_panel(0);
     for (std::int64_t rb = 0; rb < rows_pad_; rb += kRowStep) qk_rows(0, rb, 0, n32(0));
     for (std::int64_t j = 0; j < panels_; ++j) {
+      pack_panel(j + 1);  // slot (j + 1) % 3 held panel j - 2, whose last P V was issued before
       for (std::int64_t b = 0; b < blocks; ++b) {
         const std::int64_t rb = b * kRowStep;
         // The step's tile queue: QK^T of panel j + 1 (rows rb) in 32-key blocks, then P V of
@@ -623,6 +660,7 @@ class Block {
   float* s_[2];
   std::uint16_t* p_[2];
   float *o_, *m_, *l_, *alpha_;
+  unsigned char* ring_;
   std::int64_t rows_, rows_pad_, dk_pad_, dv_pad_, n_max_, panels_, full_end_, full_panels_;
 };
 
