@@ -1,0 +1,194 @@
+"""attune: CPU attention kernels for numpy arrays and torch CPU tensors.
+
+    import numpy as np, attune
+    q = np.random.rand(8, 128, 64).astype(np.float32)     # [heads, seq, d] or [batch, heads, seq, d]
+    out = attune.attention(q, q, q, causal=True)          # same type as q
+
+Inputs are read in place when they are C-contiguous (numpy through DLPack or the buffer
+protocol, torch through DLPack); any other layout is first copied to a contiguous array (zero-copy
+strided input waits for a strided attune::Problem). The GIL is released during the computation.
+"""
+
+from __future__ import annotations
+
+import numpy as _np
+
+from . import _attune
+
+__all__ = ["attention", "mha", "kernels", "info", "workspace_bytes", "resolve", "__version__"]
+
+try:  # numpy has no bfloat16 of its own; ml_dtypes' is the common one (optional).
+    import ml_dtypes as _ml_dtypes
+
+    _NP_BF16 = _np.dtype(_ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - exercised only without ml_dtypes
+    _NP_BF16 = None
+
+_NP_TYPES = {_np.dtype(_np.float32), _np.dtype(_np.float16)}
+_torch = None  # the torch module, once an input has been a torch.Tensor
+_TORCH_TYPES = ()
+
+__version__ = _attune.info()["version"]
+
+
+def _torch_module():
+    global _torch, _TORCH_TYPES
+    if _torch is None:
+        import torch
+
+        _TORCH_TYPES = (torch.float32, torch.float16, torch.bfloat16)
+        _torch = torch
+    return _torch
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+def _np_input(name, x):
+    """A C-contiguous numpy array the bindings take (bfloat16 as a uint16 view of its bits)."""
+    dt = x.dtype
+    if dt in _NP_TYPES:
+        pass
+    elif _NP_BF16 is not None and dt == _NP_BF16:
+        pass
+    else:
+        raise TypeError(f"{name}: element type must be float32, float16 or bfloat16, got numpy {dt}")
+    if not x.flags.c_contiguous:
+        x = _np.ascontiguousarray(x)
+    return x.view(_np.uint16) if dt == _NP_BF16 else x
+
+
+def _torch_input(name, x):
+    torch = _torch_module()
+    if x.device.type != "cpu":
+        raise TypeError(f"{name}: attune runs on the CPU, got a tensor on device '{x.device}'")
+    if x.dtype not in _TORCH_TYPES:
+        raise TypeError(f"{name}: element type must be float32, float16 or bfloat16, got {x.dtype}")
+    if x.requires_grad:
+        x = x.detach()
+    if not x.is_contiguous():
+        x = x.contiguous()
+    del torch
+    return x
+
+
+def _prepare(q, k, v):
+    """(framework, q, k, v) ready for the bindings; raises TypeError for anything else."""
+    if isinstance(q, _np.ndarray) and isinstance(k, _np.ndarray) and isinstance(v, _np.ndarray):
+        return "numpy", _np_input("q", q), _np_input("k", k), _np_input("v", v)
+    if _is_torch(q) and _is_torch(k) and _is_torch(v):
+        return "torch", _torch_input("q", q), _torch_input("k", k), _torch_input("v", v)
+    kinds = ", ".join(type(x).__module__ + "." + type(x).__name__ for x in (q, k, v))
+    raise TypeError(f"q, k, v must be all numpy arrays or all torch tensors, got {kinds}")
+
+
+def _check_out(framework, out, q, shape):
+    if framework == "numpy":
+        if not isinstance(out, _np.ndarray):
+            raise TypeError("out: must be a numpy array like q")
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out: must be a writeable C-contiguous array")
+        if out.dtype != q.dtype and not (out.dtype == _NP_BF16 and q.dtype == _np.uint16):
+            raise TypeError(f"out: element type must be q's ({q.dtype}), got {out.dtype}")
+        return out.view(_np.uint16) if out.dtype == _NP_BF16 else out
+    if not _is_torch(out) or out.device.type != "cpu":
+        raise TypeError("out: must be a CPU torch tensor like q")
+    if not out.is_contiguous():
+        raise ValueError("out: must be a contiguous tensor")
+    if out.dtype != q.dtype:
+        raise TypeError(f"out: element type must be q's ({q.dtype}), got {out.dtype}")
+    return out.detach() if out.requires_grad else out
+
+
+def _scale(scale):
+    return None if scale is None else float(scale)
+
+
+def attention(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
+              block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, max_memory: int = 0, out=None):
+    """softmax(scale * q k^T + mask) v for numpy arrays or CPU torch tensors.
+
+    q [batch, heads_q, seq_q, d_k] (or 3-D without batch), k [.., heads_kv, seq_kv, d_k],
+    v [.., heads_kv, seq_kv, d_v]; heads_q a multiple of heads_kv (grouped-query attention).
+    Element types: float32, float16, bfloat16 (numpy: ml_dtypes.bfloat16); k and v share one,
+    q may differ (a 16-bit KV cache with float32 queries). The result has q's type and framework.
+    causal: the last query is aligned with the last key (query i sees keys j <= i + seq_kv - seq_q);
+    scale defaults to 1/sqrt(d_k). kernel: a name from kernels() or "auto"; isa: an ISA name from
+    info()["isa_runnable"]; threads: worker threads (None: all cores). block_q, block_kv,
+    kv_splits: tile overrides (0: default). max_memory: working-memory limit in bytes (0: the
+    ATTUNE_MAX_MEMORY environment variable, else half the physical memory); above it MemoryError.
+    out: an array to write into (C-contiguous, q's type and the output's shape).
+    Raises ValueError for bad shapes or options, TypeError for wrong types or devices.
+    """
+    framework, q2, k2, v2 = _prepare(q, k, v)
+    shape = q2.shape[:-1] + (v2.shape[-1],)
+    if out is None:
+        if framework == "numpy":
+            out2 = _np.empty(shape, q2.dtype)
+            result = out2.view(_NP_BF16) if q.dtype == _NP_BF16 else out2
+        else:
+            out2 = result = _torch.empty(shape, dtype=q2.dtype)
+    else:
+        out2 = _check_out(framework, out, q2, shape)
+        result = out
+    _attune.attention(q2, k2, v2, out2, bool(causal), _scale(scale), kernel, isa, threads, block_q, block_kv,
+                      kv_splits, max_memory)
+    return result
+
+
+def workspace_bytes(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
+                    block_q: int = 0, block_kv: int = 0, kv_splits: int = 0) -> int:
+    """Bytes of working memory attention() would allocate for these tensors and options."""
+    _, q2, k2, v2 = _prepare(q, k, v)
+    return _attune.workspace_bytes(q2, k2, v2, bool(causal), _scale(scale), kernel, isa, threads, block_q,
+                                   block_kv, kv_splits)
+
+
+def resolve(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
+            block_q: int = 0, block_kv: int = 0, kv_splits: int = 0) -> dict:
+    """What attention() would run: {"kernel", "isa", "block_q", "block_kv", "threads", "kv_splits", "micro"}."""
+    _, q2, k2, v2 = _prepare(q, k, v)
+    return _attune.resolve(q2, k2, v2, bool(causal), _scale(scale), kernel, isa, threads, block_q, block_kv,
+                           kv_splits)
+
+
+def mha(x, wq, wk, wv, wo, *, heads_q: int, heads_kv=None, causal: bool = False, scale=None,
+        kernel: str = "auto", isa=None, threads=None, max_memory: int = 0):
+    """Multi-head self-attention block y = concat_h(attention(x wq_h, x wk_g, x wv_g)) wo, float32.
+
+    x [batch, seq, d_model] or [seq, d_model]; wq [d_model, heads_q * d_k], wk [d_model, heads_kv * d_k],
+    wv [d_model, heads_kv * d_v], wo [heads_q * d_v, d_model] (y = x W: an nn.Linear weight transposed).
+    """
+    if not hasattr(_attune, "mha"):
+        raise NotImplementedError("attune was built without BLAS (ATTUNE_WITH_BLAS=OFF): mha is not available")
+    arrays = [x, wq, wk, wv, wo]
+    if all(isinstance(a, _np.ndarray) for a in arrays):
+        for i, a in enumerate(arrays):
+            if a.dtype != _np.float32:
+                raise TypeError(f"mha: {('x', 'wq', 'wk', 'wv', 'wo')[i]} must be float32, got {a.dtype}")
+        arrays = [_np.ascontiguousarray(a) for a in arrays]
+        y = _np.empty(arrays[0].shape, _np.float32)
+    elif all(_is_torch(a) for a in arrays):
+        torch = _torch_module()
+        for i, a in enumerate(arrays):
+            if a.dtype != torch.float32:
+                raise TypeError(f"mha: {('x', 'wq', 'wk', 'wv', 'wo')[i]} must be float32, got {a.dtype}")
+        arrays = [_torch_input(n, a) for n, a in zip(("x", "wq", "wk", "wv", "wo"), arrays)]
+        y = torch.empty(arrays[0].shape, dtype=torch.float32)
+    else:
+        raise TypeError("mha: x and the weights must be all numpy arrays or all torch tensors")
+    _attune.mha(*arrays, y, int(heads_q), None if heads_kv is None else int(heads_kv), bool(causal), _scale(scale),
+                kernel, isa, threads, max_memory)
+    return y
+
+
+def kernels() -> list:
+    """Every registered kernel: name, description, rank, compiled and runnable ISAs, and the
+    storage types each runnable ISA takes (queried from the library, never a fixed list)."""
+    return _attune.kernels()
+
+
+def info() -> dict:
+    """Version, git revision, compiler, CPU model, cores and ISAs (compiled, runnable, default)."""
+    return _attune.info()
