@@ -1,0 +1,93 @@
+"""attune as torch operators: torch.ops.attune.attention and torch.ops.attune.sdpa.
+
+Both are `torch.library` custom ops with a fake (meta) implementation, so they run in eager mode
+and under torch.compile without graph breaks (the compiled graph calls the op as one node). They
+are forward-only (inference): no autograd formula is registered.
+
+- `attention(q, k, v, causal=False, scale=None)`: attune's own conventions (causal aligns the
+  last query with the last key, as decoding with a KV cache needs; grouped-query heads always).
+- `sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)`:
+  torch.nn.functional.scaled_dot_product_attention's conventions: `is_causal` is top-left aligned
+  (query i sees keys j <= i), and heads_q != heads_kv needs enable_gqa=True.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+import attune as _attune
+
+__all__ = ["attention", "sdpa"]
+
+
+@torch.library.custom_op("attune::attention", mutates_args=())
+def _attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causal: bool,
+                  scale: Optional[float]) -> torch.Tensor:
+    return _attune.attention(query, key, value, causal=causal, scale=scale)
+
+
+def _out_like(query, value):
+    return query.new_empty(query.shape[:-1] + value.shape[-1:])
+
+
+@_attention_op.register_fake
+def _(query, key, value, causal, scale):
+    return _out_like(query, value)
+
+
+def _top_left_causal(query, key, value, scale):
+    """Causal attention with torch's top-left alignment through attune's bottom-right one.
+
+    seq_q <= seq_kv: query i sees keys [0, i], exactly attune's mask on the first seq_q keys.
+    seq_q > seq_kv: rows [0, seq_kv) form the square causal case; the rows after it see every key
+    (non-causal). Both paths copy (the key slice, or the two row blocks): zero-copy waits for
+    strided tensors and a top-left mask in the C++ Problem.
+    """
+    seq_q, seq_kv = query.shape[-2], key.shape[-2]
+    if seq_q <= seq_kv:
+        return _attune.attention(query, key[..., :seq_q, :], value[..., :seq_q, :], causal=True, scale=scale)
+    head = _attune.attention(query[..., :seq_kv, :], key, value, causal=True, scale=scale)
+    tail = _attune.attention(query[..., seq_kv:, :], key, value, causal=False, scale=scale)
+    return torch.cat([head, tail], dim=-2)
+
+
+@torch.library.custom_op("attune::sdpa", mutates_args=())
+def _sdpa_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool,
+             scale: Optional[float]) -> torch.Tensor:
+    if is_causal and query.shape[-2] != key.shape[-2]:
+        return _top_left_causal(query, key, value, scale)
+    return _attune.attention(query, key, value, causal=is_causal, scale=scale)
+
+
+@_sdpa_op.register_fake
+def _(query, key, value, is_causal, scale):
+    return _out_like(query, value)
+
+
+def _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
+    if attn_mask is not None:
+        raise NotImplementedError("attune.torch.sdpa: attn_mask is not supported (only is_causal masks)")
+    if dropout_p != 0.0:
+        raise NotImplementedError(f"attune.torch.sdpa: dropout_p must be 0.0 (inference only), got {dropout_p}")
+    if query.dim() not in (3, 4) or key.dim() != query.dim() or value.dim() != query.dim():
+        raise ValueError("attune.torch.sdpa: query, key, value must all be 3-D [heads, seq, d] or "
+                         f"4-D [batch, heads, seq, d], got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
+    if not enable_gqa and query.shape[-3] != key.shape[-3]:
+        raise ValueError(f"attune.torch.sdpa: query has {query.shape[-3]} heads and key {key.shape[-3]}; "
+                         "grouped-query attention needs enable_gqa=True (as in torch's SDPA)")
+
+
+def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """torch.nn.functional.scaled_dot_product_attention computed by attune (CPU, forward only).
+
+    is_causal is top-left aligned as in torch; attn_mask and dropout_p > 0 raise NotImplementedError.
+    """
+    _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
+    return _sdpa_op(query, key, value, bool(is_causal), None if scale is None else float(scale))
+
+
+def attention(query, key, value, causal=False, scale=None):
+    """attune.attention as a torch op (attune's bottom-right causal alignment, grouped-query heads)."""
+    return _attention_op(query, key, value, bool(causal), None if scale is None else float(scale))
