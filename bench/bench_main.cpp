@@ -415,14 +415,19 @@ int main(int argc, char** argv) {
   }
   // A user's shapes: every kernel (or --kernels) on its best ISA taking the type (--all-isas: all).
   const std::size_t custom_isas = all_isas ? 0 : 1;
-  std::string custom_context;
+  std::vector<std::string> sources;  // "shape:<spec>", "model:<name>", for the JSON context
   for (const std::string& spec : shape_specs) {
     entries.push_back({parse_shape(spec, custom_dtype), {}, custom_isas});
-    custom_context += (custom_context.empty() ? "" : " ") + std::string("shape:") + spec;
+    sources.push_back("shape:" + spec);
   }
   for (const std::string& m : models) {
     for (const Shape& s : model_shapes(m, custom_dtype)) entries.push_back({s, {}, custom_isas});
-    custom_context += (custom_context.empty() ? "" : " ") + std::string("model:") + m;
+    sources.push_back("model:" + m);
+  }
+  std::string custom_context;
+  for (const std::string& src : sources) {
+    if (!custom_context.empty()) custom_context.push_back(' ');
+    custom_context.append(src);
   }
   if (custom) preset = preset_given ? preset + "+custom" : "custom";
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
