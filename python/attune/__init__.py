@@ -4,9 +4,9 @@
     q = np.random.rand(8, 128, 64).astype(np.float32)     # [heads, seq, d] or [batch, heads, seq, d]
     out = attune.attention(q, q, q, causal=True)          # same type as q
 
-Inputs are read in place when they are C-contiguous (numpy through DLPack or the buffer
-protocol, torch through DLPack); any other layout is first copied to a contiguous array (zero-copy
-strided input waits for a strided attune::Problem). The GIL is released during the computation.
+Inputs are read in place when they are C-contiguous (numpy arrays through DLPack, torch CPU
+tensors by address); any other layout is first copied to a contiguous array (zero-copy strided
+input waits for a strided attune::Problem). The GIL is released during the computation.
 """
 
 from __future__ import annotations
@@ -24,19 +24,22 @@ try:  # numpy has no bfloat16 of its own; ml_dtypes' is the common one (optional
 except ImportError:  # pragma: no cover - exercised only without ml_dtypes
     _NP_BF16 = None
 
-_NP_TYPES = {_np.dtype(_np.float32), _np.dtype(_np.float16)}
+# Storage type names of the C++ library (attune::Dtype) per numpy / torch element type.
+_NP_NAMES = {_np.dtype(_np.float32): "fp32", _np.dtype(_np.float16): "fp16"}
+if _NP_BF16 is not None:
+    _NP_NAMES[_NP_BF16] = "bf16"
+_TORCH_NAMES = {}
 _torch = None  # the torch module, once an input has been a torch.Tensor
-_TORCH_TYPES = ()
 
 __version__ = _attune.info()["version"]
 
 
 def _torch_module():
-    global _torch, _TORCH_TYPES
+    global _torch
     if _torch is None:
         import torch
 
-        _TORCH_TYPES = (torch.float32, torch.float16, torch.bfloat16)
+        _TORCH_NAMES.update({torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"})
         _torch = torch
     return _torch
 
@@ -45,60 +48,74 @@ def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
 
 
+def _type_error(name, dtype):
+    return TypeError(f"{name}: element type must be float32, float16 or bfloat16, got {dtype}")
+
+
 def _np_input(name, x):
     """A C-contiguous numpy array the bindings take (bfloat16 as a uint16 view of its bits)."""
     dt = x.dtype
-    if dt in _NP_TYPES:
-        pass
-    elif _NP_BF16 is not None and dt == _NP_BF16:
-        pass
-    else:
-        raise TypeError(f"{name}: element type must be float32, float16 or bfloat16, got numpy {dt}")
+    if dt not in _NP_NAMES:
+        raise _type_error(name, f"numpy {dt}")
     if not x.flags.c_contiguous:
         x = _np.ascontiguousarray(x)
     return x.view(_np.uint16) if dt == _NP_BF16 else x
 
 
 def _torch_input(name, x):
-    torch = _torch_module()
-    if x.device.type != "cpu":
+    """A contiguous CPU tensor of a supported type (copied only when not contiguous)."""
+    _torch_module()
+    if not x.is_cpu:
         raise TypeError(f"{name}: attune runs on the CPU, got a tensor on device '{x.device}'")
-    if x.dtype not in _TORCH_TYPES:
-        raise TypeError(f"{name}: element type must be float32, float16 or bfloat16, got {x.dtype}")
+    if x.dtype not in _TORCH_NAMES:
+        raise _type_error(name, x.dtype)
     if x.requires_grad:
         x = x.detach()
-    if not x.is_contiguous():
-        x = x.contiguous()
-    del torch
-    return x
+    return x if x.is_contiguous() else x.contiguous()
 
 
 def _prepare(q, k, v):
     """(framework, q, k, v) ready for the bindings; raises TypeError for anything else."""
     if isinstance(q, _np.ndarray) and isinstance(k, _np.ndarray) and isinstance(v, _np.ndarray):
-        return "numpy", _np_input("q", q), _np_input("k", k), _np_input("v", v)
-    if _is_torch(q) and _is_torch(k) and _is_torch(v):
-        return "torch", _torch_input("q", q), _torch_input("k", k), _torch_input("v", v)
-    kinds = ", ".join(type(x).__module__ + "." + type(x).__name__ for x in (q, k, v))
-    raise TypeError(f"q, k, v must be all numpy arrays or all torch tensors, got {kinds}")
+        names = _NP_NAMES
+        prepared = "numpy", _np_input("q", q), _np_input("k", k), _np_input("v", v)
+    elif _is_torch(q) and _is_torch(k) and _is_torch(v):
+        names = _TORCH_NAMES
+        prepared = "torch", _torch_input("q", q), _torch_input("k", k), _torch_input("v", v)
+    else:
+        kinds = ", ".join(type(x).__module__ + "." + type(x).__name__ for x in (q, k, v))
+        raise TypeError(f"q, k, v must be all numpy arrays or all torch tensors, got {kinds}")
+    if names[k.dtype] != names[v.dtype]:
+        raise TypeError("k and v must have the same element type")
+    return prepared
 
 
-def _check_out(framework, out, q, shape):
-    if framework == "numpy":
-        if not isinstance(out, _np.ndarray):
-            raise TypeError("out: must be a numpy array like q")
-        if not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError("out: must be a writeable C-contiguous array")
-        if out.dtype != q.dtype and not (out.dtype == _NP_BF16 and q.dtype == _np.uint16):
-            raise TypeError(f"out: element type must be q's ({q.dtype}), got {out.dtype}")
-        return out.view(_np.uint16) if out.dtype == _NP_BF16 else out
-    if not _is_torch(out) or out.device.type != "cpu":
+def _out_numpy(out, q, q_in):
+    """(the array the bindings write, the result) for the caller's `out`, checked."""
+    if not isinstance(out, _np.ndarray):
+        raise TypeError("out: must be a numpy array like q")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out: must be a writeable C-contiguous array")
+    if out.dtype != q_in.dtype:
+        raise TypeError(f"out: element type must be q's ({q_in.dtype}), got {out.dtype}")
+    return (out.view(_np.uint16) if out.dtype == _NP_BF16 else out), out
+
+
+def _out_torch(out, q):
+    if not _is_torch(out) or not out.is_cpu:
         raise TypeError("out: must be a CPU torch tensor like q")
     if not out.is_contiguous():
         raise ValueError("out: must be a contiguous tensor")
     if out.dtype != q.dtype:
         raise TypeError(f"out: element type must be q's ({q.dtype}), got {out.dtype}")
     return out.detach() if out.requires_grad else out
+
+
+def _describe(q, k, v):
+    """(q, k, v shapes, q's storage type name, k/v's) for the shape-only bindings."""
+    _, q2, k2, v2 = _prepare(q, k, v)
+    names = _NP_NAMES if isinstance(q, _np.ndarray) else _TORCH_NAMES
+    return tuple(q2.shape), tuple(k2.shape), tuple(v2.shape), names[q.dtype], names[k.dtype]
 
 
 def _scale(scale):
@@ -122,34 +139,35 @@ def attention(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto"
     Raises ValueError for bad shapes or options, TypeError for wrong types or devices.
     """
     framework, q2, k2, v2 = _prepare(q, k, v)
-    shape = q2.shape[:-1] + (v2.shape[-1],)
-    if out is None:
-        if framework == "numpy":
-            out2 = _np.empty(shape, q2.dtype)
+    causal, scale = bool(causal), _scale(scale)
+    if framework == "numpy":
+        if out is None:
+            out2 = _np.empty(q2.shape[:-1] + v2.shape[-1:], q2.dtype)
             result = out2.view(_NP_BF16) if q.dtype == _NP_BF16 else out2
         else:
-            out2 = result = _torch.empty(shape, dtype=q2.dtype)
-    else:
-        out2 = _check_out(framework, out, q2, shape)
-        result = out
-    _attune.attention(q2, k2, v2, out2, bool(causal), _scale(scale), kernel, isa, threads, block_q, block_kv,
-                      kv_splits, max_memory)
+            out2, result = _out_numpy(out, q2, q)
+        _attune.attention(q2, k2, v2, out2, causal, scale, kernel, isa, threads, block_q, block_kv, kv_splits,
+                          max_memory)
+        return result
+    result = _torch.empty(q2.shape[:-1] + v2.shape[-1:], dtype=q2.dtype) if out is None else out
+    out2 = result if out is None else _out_torch(out, q2)
+    _attune.attention_ptr(q2.data_ptr(), q2.shape, k2.data_ptr(), k2.shape, v2.data_ptr(), v2.shape,
+                          out2.data_ptr(), out2.shape, _TORCH_NAMES[q2.dtype], _TORCH_NAMES[k2.dtype], causal, scale,
+                          kernel, isa, threads, block_q, block_kv, kv_splits, max_memory)
     return result
 
 
 def workspace_bytes(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
                     block_q: int = 0, block_kv: int = 0, kv_splits: int = 0) -> int:
     """Bytes of working memory attention() would allocate for these tensors and options."""
-    _, q2, k2, v2 = _prepare(q, k, v)
-    return _attune.workspace_bytes(q2, k2, v2, bool(causal), _scale(scale), kernel, isa, threads, block_q,
+    return _attune.workspace_bytes(*_describe(q, k, v), bool(causal), _scale(scale), kernel, isa, threads, block_q,
                                    block_kv, kv_splits)
 
 
 def resolve(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
             block_q: int = 0, block_kv: int = 0, kv_splits: int = 0) -> dict:
     """What attention() would run: {"kernel", "isa", "block_q", "block_kv", "threads", "kv_splits", "micro"}."""
-    _, q2, k2, v2 = _prepare(q, k, v)
-    return _attune.resolve(q2, k2, v2, bool(causal), _scale(scale), kernel, isa, threads, block_q, block_kv,
+    return _attune.resolve(*_describe(q, k, v), bool(causal), _scale(scale), kernel, isa, threads, block_q, block_kv,
                            kv_splits)
 
 
@@ -162,25 +180,26 @@ def mha(x, wq, wk, wv, wo, *, heads_q: int, heads_kv=None, causal: bool = False,
     """
     if not hasattr(_attune, "mha"):
         raise NotImplementedError("attune was built without BLAS (ATTUNE_WITH_BLAS=OFF): mha is not available")
-    arrays = [x, wq, wk, wv, wo]
+    names, arrays = ("x", "wq", "wk", "wv", "wo"), [x, wq, wk, wv, wo]
     if all(isinstance(a, _np.ndarray) for a in arrays):
-        for i, a in enumerate(arrays):
-            if a.dtype != _np.float32:
-                raise TypeError(f"mha: {('x', 'wq', 'wk', 'wv', 'wo')[i]} must be float32, got {a.dtype}")
-        arrays = [_np.ascontiguousarray(a) for a in arrays]
-        y = _np.empty(arrays[0].shape, _np.float32)
+        framework, float32 = "numpy", _np.float32
     elif all(_is_torch(a) for a in arrays):
-        torch = _torch_module()
-        for i, a in enumerate(arrays):
-            if a.dtype != torch.float32:
-                raise TypeError(f"mha: {('x', 'wq', 'wk', 'wv', 'wo')[i]} must be float32, got {a.dtype}")
-        arrays = [_torch_input(n, a) for n, a in zip(("x", "wq", "wk", "wv", "wo"), arrays)]
-        y = torch.empty(arrays[0].shape, dtype=torch.float32)
+        framework, float32 = "torch", _torch_module().float32
     else:
         raise TypeError("mha: x and the weights must be all numpy arrays or all torch tensors")
+    for name, a in zip(names, arrays):
+        if a.dtype != float32:
+            raise TypeError(f"mha: {name} must be float32, got {a.dtype}")
+    if framework == "numpy":
+        arrays = [_np.ascontiguousarray(a) for a in arrays]
+        y = result = _np.empty(arrays[0].shape, _np.float32)
+    else:
+        arrays = [_torch_input(n, a).numpy() for n, a in zip(names, arrays)]  # float32 views
+        result = _torch.empty(arrays[0].shape, dtype=float32)
+        y = result.numpy()
     _attune.mha(*arrays, y, int(heads_q), None if heads_kv is None else int(heads_kv), bool(causal), _scale(scale),
                 kernel, isa, threads, max_memory)
-    return y
+    return result
 
 
 def kernels() -> list:

@@ -11,6 +11,8 @@
 #include <nanobind/stl/string_view.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -41,45 +43,65 @@ Dtype dtype_of(const nb::dlpack::dtype& t, const char* name) {
   throw nb::type_error((std::string(name) + ": element type must be float32, float16 or bfloat16").c_str());
 }
 
-[[noreturn]] void bad_shape(const std::string& what) { throw nb::value_error(what.c_str()); }
-
-std::string shape_text(const In& a) {
-  std::string s = "(";
-  for (std::size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
+Dtype dtype_named(const std::string& name) {
+  if (const auto d = attune::parse_dtype(name)) return *d;
+  throw nb::type_error(("element type must be fp32, bf16 or fp16, got '" + name + "'").c_str());
 }
 
-std::int64_t dim(const In& a, int i) { return static_cast<std::int64_t>(a.shape(static_cast<std::size_t>(i))); }
+[[noreturn]] void bad_shape(const std::string& what) { throw nb::value_error(what.c_str()); }
 
-// The problem three tensors describe: 3-D [heads, seq, d] (batch 1) or 4-D [batch, heads, seq, d].
-attune::Problem problem_of(const In& q, const In& k, const In& v, bool causal, std::optional<float> scale) {
-  const auto n = q.ndim();
+using Dims = std::vector<std::int64_t>;
+
+Dims dims_of(const In& a) {
+  Dims d(a.ndim());
+  for (std::size_t i = 0; i < d.size(); ++i) d[i] = static_cast<std::int64_t>(a.shape(i));
+  return d;
+}
+
+std::string shape_text(const Dims& d) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + (d.size() == 1 ? ",)" : ")");
+}
+
+// The problem three tensor shapes describe: 3-D [heads, seq, d] (batch 1) or 4-D
+// [batch, heads, seq, d]; q's storage type and k/v's.
+attune::Problem problem_of(const Dims& q, const Dims& k, const Dims& v, Dtype dtype, Dtype kv_dtype, bool causal,
+                           std::optional<float> scale) {
+  const auto n = q.size();
+  const auto all = [&] { return shape_text(q) + ", " + shape_text(k) + ", " + shape_text(v); };
   if (n != 3 && n != 4) bad_shape("q: expected 3-D [heads, seq, d] or 4-D [batch, heads, seq, d], got shape " + shape_text(q));
-  if (k.ndim() != n || v.ndim() != n)
-    bad_shape("q, k and v must have the same number of dimensions, got shapes " + shape_text(q) + ", " +
-              shape_text(k) + ", " + shape_text(v));
-  const int o = n == 4 ? 1 : 0;  // offset of the heads axis
+  if (k.size() != n || v.size() != n) bad_shape("q, k and v must have the same number of dimensions, got shapes " + all());
+  const std::size_t o = n == 4 ? 1 : 0;  // offset of the heads axis
   attune::Problem p;
-  p.batch = n == 4 ? dim(q, 0) : 1;
-  p.heads_q = dim(q, o);
-  p.seq_q = dim(q, o + 1);
-  p.d_k = dim(q, o + 2);
-  p.heads_kv = dim(k, o);
-  p.seq_kv = dim(k, o + 1);
-  p.d_v = dim(v, o + 2);
-  if (n == 4 && (dim(k, 0) != p.batch || dim(v, 0) != p.batch))
-    bad_shape("batch: q, k and v must agree on axis 0, got shapes " + shape_text(q) + ", " + shape_text(k) + ", " + shape_text(v));
-  if (dim(k, o + 2) != p.d_k)
-    bad_shape("d_k: q and k must agree on the last axis, got shapes " + shape_text(q) + ", " + shape_text(k));
-  if (dim(v, o) != p.heads_kv || dim(v, o + 1) != p.seq_kv)
-    bad_shape("k and v must agree on heads and seq, got shapes " + shape_text(k) + ", " + shape_text(v));
+  p.batch = n == 4 ? q[0] : 1;
+  p.heads_q = q[o];
+  p.seq_q = q[o + 1];
+  p.d_k = q[o + 2];
+  p.heads_kv = k[o];
+  p.seq_kv = k[o + 1];
+  p.d_v = v[o + 2];
+  if (n == 4 && (k[0] != p.batch || v[0] != p.batch)) bad_shape("batch: q, k and v must agree on axis 0, got shapes " + all());
+  if (k[o + 2] != p.d_k) bad_shape("d_k: q and k must agree on the last axis, got shapes " + all());
+  if (v[o] != p.heads_kv || v[o + 1] != p.seq_kv) bad_shape("k and v must agree on heads and seq, got shapes " + all());
   p.causal = causal;
   p.scale = scale;
-  p.dtype = dtype_of(q.dtype(), "q");
+  p.dtype = dtype;
+  p.kv_dtype = kv_dtype;
+  return p;
+}
+
+attune::Problem problem_of(const In& q, const In& k, const In& v, bool causal, std::optional<float> scale) {
   const Dtype kd = dtype_of(k.dtype(), "k");
   if (dtype_of(v.dtype(), "v") != kd) throw nb::type_error("k and v must have the same element type");
-  p.kv_dtype = kd;
-  return p;
+  return problem_of(dims_of(q), dims_of(k), dims_of(v), dtype_of(q.dtype(), "q"), kd, causal, scale);
+}
+
+// out's shape must be q's with the last axis d_v.
+void check_out(const Dims& out, const Dims& q, const attune::Problem& p) {
+  Dims want = q;
+  want.back() = p.d_v;
+  if (out != want) bad_shape("out: shape must be " + shape_text(want) + " (q's, last axis d_v), got " + shape_text(out));
 }
 
 attune::Options options_of(const std::string& kernel, const std::optional<std::string>& isa,
@@ -113,28 +135,57 @@ void attention(const In& q, const In& k, const In& v, Out& out, bool causal, std
                std::int64_t block_q, std::int64_t block_kv, int kv_splits, std::size_t max_workspace_bytes) {
   const attune::Problem p = problem_of(q, k, v, causal, scale);
   const attune::Options opt = options_of(kernel, isa, threads, block_q, block_kv, kv_splits, max_workspace_bytes);
-  const int o = q.ndim() == 4 ? 1 : 0;
-  const bool out_ok = out.ndim() == q.ndim() && (o == 0 || static_cast<std::int64_t>(out.shape(0)) == p.batch) &&
-                      static_cast<std::int64_t>(out.shape(o)) == p.heads_q &&
-                      static_cast<std::int64_t>(out.shape(o + 1)) == p.seq_q &&
-                      static_cast<std::int64_t>(out.shape(o + 2)) == p.d_v;
-  if (!out_ok) throw nb::value_error("out: shape must be q's with the last axis d_v = v.shape[-1]");
+  Dims od(out.ndim());
+  for (std::size_t i = 0; i < od.size(); ++i) od[i] = static_cast<std::int64_t>(out.shape(i));
+  check_out(od, dims_of(q), p);
   if (dtype_of(out.dtype(), "out") != p.dtype) throw nb::type_error("out: element type must be q's");
   nb::gil_scoped_release release;
   attune::attention(p, q.data(), k.data(), v.data(), out.data(), opt);
 }
 
-std::size_t workspace_bytes(const In& q, const In& k, const In& v, bool causal, std::optional<float> scale,
+// The same call on raw addresses of C-contiguous CPU tensors that the caller keeps alive (torch:
+// Tensor.data_ptr() and .shape cost a tenth of a microsecond, torch's __dlpack__ a few per tensor;
+// measured on the tiny problem of bench/python_bench.py, this path halves the call's overhead).
+void attention_ptr(std::uintptr_t q, const Dims& qd, std::uintptr_t k, const Dims& kd, std::uintptr_t v,
+                   const Dims& vd, std::uintptr_t out, const Dims& od, const std::string& dtype,
+                   const std::string& kv_dtype, bool causal, std::optional<float> scale, const std::string& kernel,
+                   const std::optional<std::string>& isa, std::optional<int> threads, std::int64_t block_q,
+                   std::int64_t block_kv, int kv_splits, std::size_t max_workspace_bytes) {
+  const attune::Problem p = problem_of(qd, kd, vd, dtype_named(dtype), dtype_named(kv_dtype), causal, scale);
+  const attune::Options opt = options_of(kernel, isa, threads, block_q, block_kv, kv_splits, max_workspace_bytes);
+  check_out(od, qd, p);
+  nb::gil_scoped_release release;
+  attune::attention(p, reinterpret_cast<const void*>(q), reinterpret_cast<const void*>(k),
+                    reinterpret_cast<const void*>(v), reinterpret_cast<void*>(out), opt);
+}
+
+// For bench/python_bench.py: seconds per call of the C++ API itself on these tensors and options,
+// timed in C++ (`calls` back-to-back calls, GIL released), so the Python call's overhead can be
+// measured against it in the same process and the same minute.
+double time_cpp_calls(const In& q, const In& k, const In& v, Out& out, const std::string& kernel,
+                      std::optional<int> threads, int calls) {
+  const attune::Problem p = problem_of(q, k, v, false, std::nullopt);
+  const attune::Options opt = options_of(kernel, std::nullopt, threads, 0, 0, 0, 0);
+  nb::gil_scoped_release release;
+  attune::attention(p, q.data(), k.data(), v.data(), out.data(), opt);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < calls; ++i) attune::attention(p, q.data(), k.data(), v.data(), out.data(), opt);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / std::max(calls, 1);
+}
+
+std::size_t workspace_bytes(const Dims& q, const Dims& k, const Dims& v, const std::string& dtype,
+                            const std::string& kv_dtype, bool causal, std::optional<float> scale,
                             const std::string& kernel, const std::optional<std::string>& isa,
                             std::optional<int> threads, std::int64_t block_q, std::int64_t block_kv, int kv_splits) {
-  const attune::Problem p = problem_of(q, k, v, causal, scale);
+  const attune::Problem p = problem_of(q, k, v, dtype_named(dtype), dtype_named(kv_dtype), causal, scale);
   return attune::workspace_bytes(p, options_of(kernel, isa, threads, block_q, block_kv, kv_splits, 0));
 }
 
-nb::dict resolve(const In& q, const In& k, const In& v, bool causal, std::optional<float> scale,
-                 const std::string& kernel, const std::optional<std::string>& isa, std::optional<int> threads,
-                 std::int64_t block_q, std::int64_t block_kv, int kv_splits) {
-  const attune::Problem p = problem_of(q, k, v, causal, scale);
+nb::dict resolve(const Dims& q, const Dims& k, const Dims& v, const std::string& dtype, const std::string& kv_dtype,
+                 bool causal, std::optional<float> scale, const std::string& kernel,
+                 const std::optional<std::string>& isa, std::optional<int> threads, std::int64_t block_q,
+                 std::int64_t block_kv, int kv_splits) {
+  const attune::Problem p = problem_of(q, k, v, dtype_named(dtype), dtype_named(kv_dtype), causal, scale);
   const attune::Choice c = attune::resolve(p, options_of(kernel, isa, threads, block_q, block_kv, kv_splits, 0));
   nb::dict d;
   d["kernel"] = std::string(c.kernel->name());
@@ -266,10 +317,15 @@ NB_MODULE(_attune, m) {
   });
   m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "out"_a, "causal"_a, "scale"_a.none(), "kernel"_a,
         "isa"_a.none(), "threads"_a.none(), "block_q"_a, "block_kv"_a, "kv_splits"_a, "max_workspace_bytes"_a);
-  m.def("workspace_bytes", &workspace_bytes, "q"_a, "k"_a, "v"_a, "causal"_a, "scale"_a.none(), "kernel"_a,
-        "isa"_a.none(), "threads"_a.none(), "block_q"_a, "block_kv"_a, "kv_splits"_a);
-  m.def("resolve", &resolve, "q"_a, "k"_a, "v"_a, "causal"_a, "scale"_a.none(), "kernel"_a, "isa"_a.none(),
-        "threads"_a.none(), "block_q"_a, "block_kv"_a, "kv_splits"_a);
+  m.def("attention_ptr", &attention_ptr, "q"_a, "q_shape"_a, "k"_a, "k_shape"_a, "v"_a, "v_shape"_a, "out"_a,
+        "out_shape"_a, "dtype"_a, "kv_dtype"_a, "causal"_a, "scale"_a.none(), "kernel"_a, "isa"_a.none(),
+        "threads"_a.none(), "block_q"_a, "block_kv"_a, "kv_splits"_a, "max_workspace_bytes"_a);
+  m.def("workspace_bytes", &workspace_bytes, "q_shape"_a, "k_shape"_a, "v_shape"_a, "dtype"_a, "kv_dtype"_a,
+        "causal"_a, "scale"_a.none(), "kernel"_a, "isa"_a.none(), "threads"_a.none(), "block_q"_a, "block_kv"_a,
+        "kv_splits"_a);
+  m.def("resolve", &resolve, "q_shape"_a, "k_shape"_a, "v_shape"_a, "dtype"_a, "kv_dtype"_a, "causal"_a,
+        "scale"_a.none(), "kernel"_a, "isa"_a.none(), "threads"_a.none(), "block_q"_a, "block_kv"_a, "kv_splits"_a);
+  m.def("_time_cpp_calls", &time_cpp_calls, "q"_a, "k"_a, "v"_a, "out"_a, "kernel"_a, "threads"_a.none(), "calls"_a);
   m.def("kernels", &kernels);
   m.def("info", &info);
 #ifdef ATTUNE_WITH_BLAS
