@@ -118,6 +118,33 @@ def _describe(q, k, v):
     return tuple(q2.shape), tuple(k2.shape), tuple(v2.shape), names[q.dtype], names[k.dtype]
 
 
+def _check_options(kernel, isa, threads, block_q=0, block_kv=0, kv_splits=0, max_memory=0):
+    """Raises a one-line error naming an option of the wrong type or sign. Called only after the
+    bindings refused their arguments (nanobind's message lists whole signatures), so the
+    successful call pays nothing for it."""
+    if not isinstance(kernel, str):
+        raise TypeError(f"kernel: must be a kernel name (str), got {kernel!r}")
+    if isa is not None and not isinstance(isa, str):
+        raise TypeError(f"isa: must be an ISA name (str) or None, got {isa!r}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)):
+        raise TypeError(f"threads: must be an int or None, got {threads!r}")
+    for name, value in (("block_q", block_q), ("block_kv", block_kv), ("kv_splits", kv_splits),
+                        ("max_memory", max_memory)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name}: must be an int, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{name}: must be >= 0 (0: the default), got {value}")
+
+
+def _call(binding, *args, options):
+    """binding(*args), with _check_options' clearer message when nanobind refuses an argument."""
+    try:
+        return binding(*args)
+    except TypeError:
+        _check_options(*options)
+        raise
+
+
 def _scale(scale):
     return None if scale is None else float(scale)
 
@@ -146,32 +173,33 @@ def attention(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto"
             result = out2.view(_NP_BF16) if q.dtype == _NP_BF16 else out2
         else:
             out2, result = _out_numpy(out, q2, q)
-        _attune.attention(q2, k2, v2, out2, causal, scale, kernel, isa, threads, block_q, block_kv, kv_splits,
-                          max_memory)
+        _call(_attune.attention, q2, k2, v2, out2, causal, scale, kernel, isa, threads, block_q, block_kv, kv_splits,
+              max_memory, options=(kernel, isa, threads, block_q, block_kv, kv_splits, max_memory))
         return result
     if out is None:  # empty_like is ~2x cheaper than empty(shape) on small tensors
         dv = v2.shape[-1]
         out2 = result = _torch.empty_like(q2) if dv == q2.shape[-1] else q2.new_empty(q2.shape[:-1] + (dv,))
     else:
         out2, result = _out_torch(out, q2), out
-    _attune.attention_ptr(q2.data_ptr(), q2.shape, k2.data_ptr(), k2.shape, v2.data_ptr(), v2.shape,
-                          out2.data_ptr(), out2.shape, _TORCH_NAMES[q2.dtype], _TORCH_NAMES[k2.dtype], causal, scale,
-                          kernel, isa, threads, block_q, block_kv, kv_splits, max_memory)
+    _call(_attune.attention_ptr, q2.data_ptr(), q2.shape, k2.data_ptr(), k2.shape, v2.data_ptr(), v2.shape,
+          out2.data_ptr(), out2.shape, _TORCH_NAMES[q2.dtype], _TORCH_NAMES[k2.dtype], causal, scale, kernel, isa,
+          threads, block_q, block_kv, kv_splits, max_memory,
+          options=(kernel, isa, threads, block_q, block_kv, kv_splits, max_memory))
     return result
 
 
 def workspace_bytes(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
                     block_q: int = 0, block_kv: int = 0, kv_splits: int = 0) -> int:
     """Bytes of working memory attention() would allocate for these tensors and options."""
-    return _attune.workspace_bytes(*_describe(q, k, v), bool(causal), _scale(scale), kernel, isa, threads, block_q,
-                                   block_kv, kv_splits)
+    return _call(_attune.workspace_bytes, *_describe(q, k, v), bool(causal), _scale(scale), kernel, isa, threads,
+                 block_q, block_kv, kv_splits, options=(kernel, isa, threads, block_q, block_kv, kv_splits))
 
 
 def resolve(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
             block_q: int = 0, block_kv: int = 0, kv_splits: int = 0) -> dict:
     """What attention() would run: {"kernel", "isa", "block_q", "block_kv", "threads", "kv_splits", "micro"}."""
-    return _attune.resolve(*_describe(q, k, v), bool(causal), _scale(scale), kernel, isa, threads, block_q, block_kv,
-                           kv_splits)
+    return _call(_attune.resolve, *_describe(q, k, v), bool(causal), _scale(scale), kernel, isa, threads, block_q,
+                 block_kv, kv_splits, options=(kernel, isa, threads, block_q, block_kv, kv_splits))
 
 
 def mha(x, wq, wk, wv, wo, *, heads_q: int, heads_kv=None, causal: bool = False, scale=None,
@@ -200,8 +228,8 @@ def mha(x, wq, wk, wv, wo, *, heads_q: int, heads_kv=None, causal: bool = False,
         arrays = [_torch_input(n, a).numpy() for n, a in zip(names, arrays)]  # float32 views
         result = _torch.empty(arrays[0].shape, dtype=float32)
         y = result.numpy()
-    _attune.mha(*arrays, y, int(heads_q), None if heads_kv is None else int(heads_kv), bool(causal), _scale(scale),
-                kernel, isa, threads, max_memory)
+    _call(_attune.mha, *arrays, y, int(heads_q), None if heads_kv is None else int(heads_kv), bool(causal),
+          _scale(scale), kernel, isa, threads, max_memory, options=(kernel, isa, threads, 0, 0, 0, max_memory))
     return result
 
 

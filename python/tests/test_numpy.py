@@ -340,3 +340,21 @@ def test_keyboard_interrupt_arrives_after_the_call_returns(tmp_path):
     # The signal came at a quarter of the call; the exception only after the call completed.
     assert float(interrupted) >= 0.6 * float(alone), (alone, interrupted)
     assert refs_same == "True" and same == "True"
+
+
+@pytest.mark.parametrize("options,error,message", [
+    (dict(kernel=5), TypeError, "kernel: must be a kernel name"),
+    (dict(isa=1), TypeError, "isa: must be an ISA name"),
+    (dict(threads="2"), TypeError, "threads: must be an int or None"),
+    (dict(threads=2.5), TypeError, "threads: must be an int or None"),
+    (dict(block_kv=1.5), TypeError, "block_kv: must be an int"),
+    (dict(max_memory=-1), ValueError, "max_memory: must be >= 0"),
+])
+def test_options_of_the_wrong_type_get_one_line_errors(rng, options, error, message):
+    q, k, v = make(rng, SHAPES[0])
+    for call in (attune.attention, attune.workspace_bytes, attune.resolve):
+        if call is not attune.attention and "max_memory" in options:
+            continue
+        with pytest.raises(error, match=message) as info:
+            call(q, k, v, **options)
+        assert "\n" not in str(info.value)
