@@ -14,6 +14,7 @@ usage: python_bench.py [--cpp-ns NS] [--rounds N] [--model-reps N] [--skip-model
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -74,7 +75,7 @@ def overhead(rounds):
     return {name: summary(s) for name, s in samples.items()}
 
 
-def model_forward(reps):
+def model_forward(reps, threads):
     import torch
     import transformers
     from transformers import AttentionInterface
@@ -104,6 +105,7 @@ def model_forward(reps):
 
     AttentionInterface.register("sdpa", timed(sdpa_attention_forward))
     AttentionInterface.register(backend.NAME, timed(backend.attention_forward))
+    torch.set_num_threads(threads)  # attune's calls take all cores: the model part is run per count
     times = {impl: [] for impl in models}
     shares = {impl: [] for impl in models}
     with torch.no_grad():
@@ -112,7 +114,8 @@ def model_forward(reps):
             for impl, m in models.items():
                 spent["t"] = 0.0
                 t0 = time.perf_counter()
-                m(ids)
+                with attune_threads(threads):
+                    m(ids)
                 dt = time.perf_counter() - t0
                 times[impl].append(dt)
                 shares[impl].append(spent["t"] / dt)
@@ -124,12 +127,35 @@ def model_forward(reps):
             for impl in models} | {"max_abs_logit_diff": diff, "threads": torch.get_num_threads()}
 
 
+class attune_threads:
+    """Runs attune's calls in the block on `threads` threads (the backend passes no thread count)."""
+
+    def __init__(self, threads):
+        import attune
+
+        self.attune, self.threads, self.saved = attune, threads, None
+
+    def __enter__(self):
+        self.saved = self.attune.attention
+        original = self.saved
+
+        def limited(*args, **kwargs):
+            kwargs.setdefault("threads", self.threads)
+            return original(*args, **kwargs)
+
+        self.attune.attention = limited
+
+    def __exit__(self, *exc):
+        self.attune.attention = self.saved
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpp-ns", type=float, help="the C++ API's time per call on the tiny problem (ns)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--model-reps", type=int, default=5)
     ap.add_argument("--skip-model", action="store_true")
+    ap.add_argument("--model-threads", default="1,%d" % os.cpu_count(), help="thread counts of the model runs")
     ap.add_argument("--json")
     args = ap.parse_args()
     result = {"overhead": overhead(args.rounds)}
@@ -145,16 +171,19 @@ def main():
         vs_cpp = f"  {us / cpp_us:5.2f}x C++"
         print(f"  {name:36s} {us:7.2f} {spread}{vs_cpp}  {us / torch_us:5.2f}x torch SDPA")
     if not args.skip_model:
-        m = result["model"] = model_forward(args.model_reps)
-        print(f"== Llama-style model forward (4 layers, hidden 1024, 16/4 heads, seq 2048, {m['threads']} threads), "
-              f"{args.model_reps} interleaved reps: median [min, max] s")
-        for impl in ("sdpa", "attune"):
-            s = m[impl]
-            print(f"  {impl:8s} {s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}]  attention "
-                  f"{s['attention_seconds']:.3f} s = {100 * s['attention_share']:.1f}% of the forward")
-        print(f"  attune / sdpa: forward {m['attune']['median'] / m['sdpa']['median']:.3f}x, attention "
-              f"{m['attune']['attention_seconds'] / m['sdpa']['attention_seconds']:.3f}x; "
-              f"max |logit difference| {m['max_abs_logit_diff']:.2e}")
+        result["model"] = {}
+        for threads in sorted({int(t) for t in args.model_threads.split(",")}):
+            m = result["model"][threads] = model_forward(args.model_reps, threads)
+            print(f"== Llama-style model forward (4 layers, hidden 1024, 16/4 heads, seq 2048, {threads} threads), "
+                  f"{args.model_reps} interleaved reps: median [min, max] s")
+            for impl in ("sdpa", "attune"):
+                s = m[impl]
+                print(f"  {impl:8s} {s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}]  attention "
+                      f"{s['attention_seconds']:.3f} s = {100 * s['attention_share']:.1f}% of the forward")
+            print(f"  attune / sdpa: forward {m['attune']['median'] / m['sdpa']['median']:.3f}x (best runs "
+                  f"{m['attune']['min'] / m['sdpa']['min']:.3f}x), attention "
+                  f"{m['attune']['attention_seconds'] / m['sdpa']['attention_seconds']:.3f}x; "
+                  f"max |logit difference| {m['max_abs_logit_diff']:.2e}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
