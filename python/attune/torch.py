@@ -61,9 +61,16 @@ def _fake(query, key, value, causal, scale):
     return query.new_empty(query.shape[:-1] + value.shape[-1:])
 
 
+def _no_backward(ctx, grad):
+    raise NotImplementedError("attune's torch ops are forward-only (inference): no gradient; use "
+                              "torch.nn.functional.scaled_dot_product_attention to train")
+
+
 for _name, _impl in (("attention", _attention_impl), ("sdpa", _sdpa_impl)):
     _lib.impl(_name, _impl, "CPU")
     torch.library.register_fake("attune::" + _name, _fake, lib=_lib)
+    # A clear error at backward time instead of torch's warning and a silently missing gradient.
+    torch.library.register_autograd("attune::" + _name, _no_backward, lib=_lib)
 
 _attention_op = torch.ops.attune.attention.default
 _sdpa_op = torch.ops.attune.sdpa.default

@@ -125,3 +125,11 @@ def test_sdpa_under_torch_compile_without_graph_breaks():
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
     compiled = torch.compile(block, fullgraph=True)
     torch.testing.assert_close(compiled(q, k, k), block(q, k, k))
+
+
+def test_ops_run_on_tensors_that_require_grad_but_refuse_backward():
+    q = randn(1, 2, 8, 16).requires_grad_()
+    out = ops.sdpa(q, q, q, is_causal=True)
+    torch.testing.assert_close(out.detach(), F.scaled_dot_product_attention(q, q, q, is_causal=True).detach())
+    with pytest.raises(NotImplementedError, match="forward-only"):
+        out.sum().backward()
