@@ -358,3 +358,20 @@ def test_options_of_the_wrong_type_get_one_line_errors(rng, options, error, mess
         with pytest.raises(error, match=message) as info:
             call(q, k, v, **options)
         assert "\n" not in str(info.value)
+
+
+def test_contiguous_inputs_are_not_copied(rng):
+    """Python-side allocations of a call (tracemalloc sees numpy's): the output only when the
+    inputs are C-contiguous; a transposed input adds its contiguous copy."""
+    q = randn(rng, 1, 4, 512, 64)
+    strided = np.ascontiguousarray(q.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)  # same values, not contiguous
+
+    def python_bytes(x):
+        tracemalloc.start()
+        attune.attention(x, q, q, kernel="flash", threads=1)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    assert python_bytes(q) < 1.25 * q.nbytes          # the output
+    assert python_bytes(strided) >= 1.9 * q.nbytes    # the output and q's copy
