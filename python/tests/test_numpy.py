@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import attune
-from conftest import assert_close, reference
+from conftest import assert_close, reference, require
 
-ml_dtypes = pytest.importorskip("ml_dtypes")  # a dependency of the test extra, installed with it
+ml_dtypes = require("ml_dtypes")  # bfloat16 for numpy (python/requirements-test.txt)
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
