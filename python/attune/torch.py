@@ -1,8 +1,10 @@
 """attune as torch operators: torch.ops.attune.attention and torch.ops.attune.sdpa.
 
-Both are `torch.library` custom ops with a fake (meta) implementation, so they run in eager mode
-and under torch.compile without graph breaks (the compiled graph calls the op as one node). They
-are forward-only (inference): no autograd formula is registered.
+Both are `torch.library` ops with a fake (meta) implementation, so they run in eager mode and
+under torch.compile without graph breaks (the compiled graph calls the op as one node). They are
+forward-only (inference): a backward through them raises. The Python functions `sdpa` and
+`attention` call the op while torch.compile traces or autograd records, and the implementation
+directly otherwise (same result, without the dispatcher's overhead).
 
 - `attention(q, k, v, causal=False, scale=None)`: attune's own conventions (causal aligns the
   last query with the last key, as decoding with a KV cache needs; grouped-query heads always).
@@ -76,6 +78,15 @@ _attention_op = torch.ops.attune.attention.default
 _sdpa_op = torch.ops.attune.sdpa.default
 
 
+def _eager_direct(query, key, value):
+    """True when the op's dispatch can be skipped: not tracing for torch.compile, and no autograd
+    graph to record (the op's registration is what makes a backward raise). The dispatcher and that
+    registration cost ~9 us a call, most of a small call (bench/python_bench.py)."""
+    if torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad))
+
+
 def _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
     if attn_mask is not None:
         raise NotImplementedError("attune.torch.sdpa: attn_mask is not supported (only is_causal masks)")
@@ -95,9 +106,11 @@ def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scal
     is_causal is top-left aligned as in torch; attn_mask and dropout_p > 0 raise NotImplementedError.
     """
     _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
-    return _sdpa_op(query, key, value, bool(is_causal), None if scale is None else float(scale))
+    args = (query, key, value, bool(is_causal), None if scale is None else float(scale))
+    return _sdpa_impl(*args) if _eager_direct(query, key, value) else _sdpa_op(*args)
 
 
 def attention(query, key, value, causal=False, scale=None):
     """attune.attention as a torch op (attune's bottom-right causal alignment, grouped-query heads)."""
-    return _attention_op(query, key, value, bool(causal), None if scale is None else float(scale))
+    args = (query, key, value, bool(causal), None if scale is None else float(scale))
+    return _attention_impl(*args) if _eager_direct(query, key, value) else _attention_op(*args)
