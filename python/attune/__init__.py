@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - exercised only without ml_dtypes
 _NP_NAMES = {_np.dtype(_np.float32): "fp32", _np.dtype(_np.float16): "fp16"}
 if _NP_BF16 is not None:
     _NP_NAMES[_NP_BF16] = "bf16"
+_NP_PLAIN = {_np.dtype(_np.float32), _np.dtype(_np.float16)}  # taken by the fast path as they are
 _TORCH_NAMES = {}
 _torch = None  # the torch module, once an input has been a torch.Tensor
 
@@ -165,8 +166,20 @@ def attention(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto"
     out: an array to write into (C-contiguous, q's type and the output's shape).
     Raises ValueError for bad shapes or options, TypeError for wrong types or devices.
     """
-    framework, q2, k2, v2 = _prepare(q, k, v)
     causal, scale = bool(causal), _scale(scale)
+    # Fast path, about half the wrapper's cost on small calls: plain numpy float32/float16 arrays
+    # and no `out` go straight to the bindings (which copy a non-contiguous array themselves).
+    # Anything they refuse takes the general path below, which raises the precise error.
+    if (out is None and type(q) is _np.ndarray and type(k) is _np.ndarray and type(v) is _np.ndarray
+            and q.dtype in _NP_PLAIN and k.dtype in _NP_PLAIN and v.dtype in _NP_PLAIN):
+        result = _np.empty(q.shape[:-1] + v.shape[-1:], q.dtype)
+        try:
+            _attune.attention(q, k, v, result, causal, scale, kernel, isa, threads, block_q, block_kv, kv_splits,
+                              max_memory)
+            return result
+        except TypeError:
+            pass
+    framework, q2, k2, v2 = _prepare(q, k, v)
     if framework == "numpy":
         if out is None:
             out2 = _np.empty(q2.shape[:-1] + v2.shape[-1:], q2.dtype)
