@@ -4,9 +4,13 @@
 //
 // Names: attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/dt:T[/var:V]/t:T
 // (dt: the storage type of Q, K, V and O: fp32, bf16 or fp16).
+// A user's own shapes replace the preset grid: --shape b=1,hq=32,hkv=8,sq=4096,d=128[,causal=1]
+// (repeatable) and --model NAME (models.hpp); --kernels and --threads narrow any run.
 #include <attune/attune.hpp>
 
 #include <benchmark/benchmark.h>
+
+#include "models.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +21,9 @@
 #include <ctime>
 #include <list>
 #include <map>
+#include <optional>
+#include <set>
+#include <sstream>
 #include <random>
 #include <string>
 #include <string_view>
@@ -316,22 +323,124 @@ std::string now_utc() {
   return buf;
 }
 
+[[noreturn]] void usage_error(const std::string& message) {
+  std::fprintf(stderr, "error: %s\n", message.c_str());
+  std::exit(2);
+}
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, sep);) out.push_back(item);
+  if (!text.empty() && text.back() == sep) out.emplace_back();
+  return out;
+}
+
+std::optional<std::int64_t> positive(const std::string& text) {
+  char* end = nullptr;
+  const long long n = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || n < 1) return std::nullopt;
+  return n;
+}
+
+Dtype dtype_arg(const std::string& text, const char* flag) {
+  const auto dt = attune::parse_dtype(text);
+  if (!dt) usage_error(std::string(flag) + " '" + text + "' is not an element type (fp32, bf16, fp16)");
+  return *dt;
+}
+
+// --shape b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16]: hkv defaults
+// to hq, skv to sq, causal to 0, dt to --dtype's value. Validated as a Problem, so a bad shape is
+// a usage error here and not a skipped benchmark later.
+Shape parse_shape(const std::string& spec, Dtype default_dtype) {
+  std::map<std::string, std::string> fields;
+  for (const std::string& item : split(spec, ',')) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) usage_error("--shape '" + spec + "': '" + item + "' is not key=value");
+    if (!fields.emplace(item.substr(0, eq), item.substr(eq + 1)).second)
+      usage_error("--shape '" + spec + "': '" + item.substr(0, eq) + "' given twice");
+  }
+  auto number = [&](const char* key, std::optional<std::int64_t> fallback) -> std::int64_t {
+    const auto it = fields.find(key);
+    if (it == fields.end()) {
+      if (!fallback) usage_error("--shape '" + spec + "': '" + key + "=' is required (b, hq, sq, d)");
+      return *fallback;
+    }
+    const auto n = positive(it->second);
+    if (!n) usage_error("--shape '" + spec + "': " + key + "='" + it->second + "' is not a positive integer");
+    return *n;
+  };
+  Shape s{};
+  s.batch = number("b", 1);
+  s.heads_q = number("hq", std::nullopt);
+  s.heads_kv = number("hkv", s.heads_q);
+  s.seq_q = number("sq", std::nullopt);
+  s.seq_kv = number("skv", s.seq_q);
+  s.d = number("d", std::nullopt);
+  s.dtype = default_dtype;
+  if (const auto it = fields.find("causal"); it != fields.end()) {
+    if (it->second != "0" && it->second != "1") usage_error("--shape '" + spec + "': causal= must be 0 or 1");
+    s.causal = it->second == "1";
+  }
+  if (const auto it = fields.find("dt"); it != fields.end()) s.dtype = dtype_arg(it->second, "--shape dt=");
+  for (const auto& [key, value] : fields)
+    if (!std::set<std::string>{"b", "hq", "hkv", "sq", "skv", "d", "causal", "dt"}.count(key))
+      usage_error("--shape '" + spec + "': unknown key '" + key + "' (b, hq, hkv, sq, skv, d, causal, dt)");
+  try {
+    to_problem(s).validate();
+  } catch (const attune::InvalidArgument& e) {
+    usage_error("--shape '" + spec + "': " + e.what());
+  }
+  return s;
+}
+
+std::string model_names() {
+  std::string out;
+  for (const auto& m : attune_bench::kModels) out += (out.empty() ? "" : ", ") + std::string(m.name);
+  return out;
+}
+
+// A model's prefill (causal, seq_q = seq_kv) and decoding (seq_q 1) shapes, batch 1.
+std::vector<Shape> model_shapes(const std::string& name, Dtype dtype) {
+  const attune_bench::ModelShape* m = attune_bench::find_model(name);
+  if (!m) usage_error("--model '" + name + "' is not in bench/models.hpp (" + model_names() + ")");
+  std::vector<Shape> out;
+  for (std::int64_t s : m->prefill_seq)
+    if (s > 0) out.push_back({1, m->heads_q, m->heads_kv, s, s, m->d, true, dtype});
+  for (std::int64_t kv : m->decode_kv)
+    if (kv > 0) out.push_back({1, m->heads_q, m->heads_kv, 1, kv, m->d, false, dtype});
+  return out;
+}
+
 void usage() {
   std::printf(
-      "usage: attune_bench [--preset quick|standard|full|variants] [--budget SECONDS] [--no-probes]\n"
+      "usage: attune_bench [--preset quick|standard|full|variants] [--shape SPEC]... [--model NAME]... [--dtype T]\n"
+      "                    [--kernels K1,K2] [--threads N1,N2] [--all-isas] [--budget SECONDS] [--no-probes]\n"
       "                    [--block-q N] [--block-kv N] [--benchmark_*...]\n"
       "  --preset   shape grid (default quick: ~2.5 min on 2 cores; standard ~20 min; variants: the\n"
       "             attention variants next to their plain shapes, flash and simd, ~2 min)\n"
+      "  --shape    b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16] (repeatable;\n"
+      "             hkv defaults to hq, skv to sq); replaces the preset grid unless --preset is given\n"
+      "  --model    a model's prefill and decode shapes (repeatable): %s\n"
+      "  --dtype    storage type of --model shapes and of --shape specs without dt= (default fp32)\n"
+      "  --kernels  only these kernels (names from `attune kernels`)\n"
+      "  --threads  thread counts (default: 1 and all cores); unthreaded kernels run only at 1\n"
+      "  --all-isas --shape/--model rows on every runnable ISA (default: each kernel's best ISA)\n"
       "  --budget   skip the remaining benchmarks after this many seconds\n"
       "  --block-q, --block-kv  tiles for every kernel that reads them (default 0: the kernel's own)\n"
-      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:[/var:]/t:\n");
+      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:[/var:]/t:\n",
+      model_names().c_str());
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string preset = "quick";
+  bool preset_given = false, all_isas = false;
   bool probes = true;
+  Dtype custom_dtype = Dtype::fp32;
+  std::vector<std::string> shape_specs, models, kernel_filter;
+  std::vector<int> thread_arg;
   std::vector<char*> rest = {argv[0]};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -349,6 +458,30 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a.rfind("--preset", 0) == 0) {
       preset = value("--preset");
+      preset_given = true;
+    } else if (a == "--shape" || a.rfind("--shape=", 0) == 0) {
+      shape_specs.push_back(value("--shape"));
+    } else if (a == "--model" || a.rfind("--model=", 0) == 0) {
+      models.push_back(value("--model"));
+    } else if (a == "--dtype" || a.rfind("--dtype=", 0) == 0) {
+      custom_dtype = dtype_arg(value("--dtype"), "--dtype");
+    } else if (a == "--kernels" || a.rfind("--kernels=", 0) == 0) {
+      for (const std::string& k : split(value("--kernels"), ',')) {
+        if (!attune::find_kernel(k)) {
+          std::string known;
+          for (const attune::Kernel* kern : attune::kernels()) known += (known.empty() ? "" : ", ") + std::string(kern->name());
+          usage_error("--kernels: unknown kernel '" + k + "' (" + known + ")");
+        }
+        kernel_filter.push_back(k);
+      }
+    } else if (a == "--threads" || a.rfind("--threads=", 0) == 0) {
+      for (const std::string& t : split(value("--threads"), ',')) {
+        const auto n = positive(t);
+        if (!n || *n > 4096) usage_error("--threads: '" + t + "' is not a thread count (1 to 4096)");
+        thread_arg.push_back(static_cast<int>(*n));
+      }
+    } else if (a == "--all-isas") {
+      all_isas = true;
     } else if (a.rfind("--budget", 0) == 0) {
       const std::string v = value("--budget");
       char* end = nullptr;
@@ -374,14 +507,37 @@ int main(int argc, char** argv) {
       rest.push_back(argv[i]);
     }
   }
-  const auto entries = preset_entries(preset);
-  if (entries.empty()) {
-    std::fprintf(stderr, "error: unknown preset '%s' (quick, standard, full, variants)\n", preset.c_str());
-    return 2;
+  const bool custom = !shape_specs.empty() || !models.empty();
+  std::vector<Entry> entries;
+  if (!custom || preset_given) {
+    entries = preset_entries(preset);
+    if (entries.empty()) usage_error("unknown preset '" + preset + "' (quick, standard, full, variants)");
   }
+  // A user's shapes: every kernel (or --kernels) on its best ISA taking the type (--all-isas: all).
+  const std::size_t custom_isas = all_isas ? 0 : 1;
+  std::vector<std::string> sources;  // "shape:<spec>", "model:<name>", for the JSON context
+  for (const std::string& spec : shape_specs) {
+    entries.push_back({parse_shape(spec, custom_dtype), {}, custom_isas});
+    sources.push_back("shape:" + spec);
+  }
+  for (const std::string& m : models) {
+    for (const Shape& s : model_shapes(m, custom_dtype)) entries.push_back({s, {}, custom_isas});
+    sources.push_back("model:" + m);
+  }
+  std::string custom_context;
+  for (const std::string& src : sources) {
+    if (!custom_context.empty()) custom_context.push_back(' ');
+    custom_context.append(src);
+  }
+  if (custom) preset = preset_given ? preset + "+custom" : "custom";
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<int> thread_counts = {1};
   if (cores > 1) thread_counts.push_back(cores);
+  if (!thread_arg.empty()) {
+    std::sort(thread_arg.begin(), thread_arg.end());
+    thread_arg.erase(std::unique(thread_arg.begin(), thread_arg.end()), thread_arg.end());
+    thread_counts = thread_arg;
+  }
 
   // The quick preset trades a little precision for its ~2 minute budget, unless told otherwise.
   bool has_min_time = false;
@@ -404,6 +560,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("isa_runnable", isas);
   benchmark::AddCustomContext("isa_default", std::string(attune::to_string(attune::default_isa())));
   benchmark::AddCustomContext("preset", preset);
+  if (custom) benchmark::AddCustomContext("bench_shapes", custom_context);
   // No tuner yet: `auto` and every kernel run their built-in default tiles.
   benchmark::AddCustomContext("tuned_table", "none (built-in defaults)");
   benchmark::AddCustomContext("attune_format", "1");
@@ -451,9 +608,12 @@ int main(int argc, char** argv) {
     const attune::Problem p = to_problem(s);
     for (const attune::Kernel* k : attune::kernels()) {
       if (!e.kernels.empty() && std::find(e.kernels.begin(), e.kernels.end(), k->name()) == e.kernels.end()) continue;
+      if (!kernel_filter.empty() &&
+          std::find(kernel_filter.begin(), kernel_filter.end(), k->name()) == kernel_filter.end())
+        continue;
       // naive and the scalar builds only where they finish quickly.
       const bool slow = k->name() == "naive" || k->name() == "blocked";
-      if (slow && p.flops() > 2e9) continue;
+      if (slow && p.flops() > 2e9 && kernel_filter.empty()) continue;  // unless asked for by name
       // ISAs that do not take the dtype are left out, not run as errors.
       auto kernel_isas = attune::runnable_isas(*k);
       std::erase_if(kernel_isas, [&](attune::Isa isa) { return !k->supports(p, isa); });

@@ -3,6 +3,9 @@
 # against the float64 reference, then benchmarks them and writes the results into
 # results/<host>-<date>/ (a new folder each run; earlier runs are never overwritten).
 # Usage: scripts/bench.sh [--preset quick|standard|full] [extra attune_bench flags]
+#   e.g. scripts/bench.sh --model llama3-8b --shape b=1,hq=32,hkv=8,sq=4096,d=128,causal=1 --threads 1,2
+#   (--shape/--model/--dtype/--kernels/--threads go to attune_bench; the PyTorch peer then runs
+#   the same shapes, read from the bench JSON)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -22,8 +25,8 @@ if [ -x build/bin/attune_bench ]; then
   echo "== benchmarks (progress on stderr)"
   build/bin/attune_bench --benchmark_out="$out/bench.json" --benchmark_out_format=json "$@"
   # PyTorch's SDPA as a peer on the same shapes, when torch is importable (optional).
-  for py in python3 /usr/bin/python3; do
-    if "$py" -c "import torch" 2>/dev/null; then
+  for py in build-py/venv/bin/python python3 /usr/bin/python3; do
+    if [ -x "$(command -v "$py")" ] && "$py" -c "import torch" 2>/dev/null; then
       "$py" bench/pytorch_sdpa.py "$out/bench.json" "$out/pytorch.json"
       break
     fi

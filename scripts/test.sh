@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds with warnings as errors, runs every
-# test (GoogleTest suites, CLI pytest, package consumer), the suite again under
+# test (GoogleTest suites, CLI pytest, package consumer), the Python package's tests, the suite again under
 # AddressSanitizer + UBSan, the threading tests under ThreadSanitizer, and the NEON build under qemu.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-ATTUNE_EXTRA_PACKAGES="g++-aarch64-linux-gnu qemu-user" ATTUNE_CMAKE_ARGS="-DATTUNE_WERROR=ON" \
+ATTUNE_EXTRA_PACKAGES="g++-aarch64-linux-gnu qemu-user python3-venv" ATTUNE_CMAKE_ARGS="-DATTUNE_WERROR=ON" \
   bash scripts/setup.sh
 echo "== native tests (build/)"
 ctest --test-dir build --output-on-failure -j 2
+
+echo "== Python package (build-py/: venv, pip install ., pytest)"
+bash scripts/test-python.sh
 
 echo "== AddressSanitizer + UBSan (build-asan/)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTUNE_SANITIZE=address,undefined \

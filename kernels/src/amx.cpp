@@ -71,7 +71,7 @@ Plan plan_for(const Problem& p, const Config& c) {
   plan.block_kv = amx::round_up(std::clamp<std::int64_t>(c.block_kv > 0 ? c.block_kv : kDefaultBlockKv, 1, 4096),
                                 amx::kTileKeys);
   plan.block_kv = std::min(plan.block_kv, amx::round_up(p.seq_kv, amx::kTileKeys));
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  static const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));  // read once (parses /sys)
   const int wanted = std::min(c.threads > 0 ? c.threads : simd::default_threads(), cores);
   const std::int64_t per_group = group / plan.hpt * plan.q_tiles;  // tasks of one (batch, KV head)
   const std::int64_t groups = p.batch * p.heads_kv;

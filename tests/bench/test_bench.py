@@ -110,3 +110,42 @@ def test_bad_flags_are_usage_errors():
     for args in (["--preset", "nonesuch"], ["--budget", "abc"], ["--benchmark_nonesuch=1"]):
         out = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 2, (args, out.returncode, out.stderr)
+
+
+def listed(*args):
+    out = subprocess.run([BENCH, "--no-probes", "--benchmark_list_tests", *args], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [NAME.match(n) for n in out.stdout.split()]
+
+
+def test_user_shapes_replace_the_preset_and_keep_the_name_format():
+    rows = listed("--shape", "b=2,hq=4,hkv=2,sq=64,d=32,causal=1", "--shape", "hq=2,sq=1,skv=300,d=16,dt=bf16",
+                  "--kernels", "flash,simd", "--threads", "1,2")
+    assert rows and all(rows)
+    shapes = {m.group(3, 4, 5, 6, 7, 8, 9, "dt") for m in rows}
+    assert shapes == {("2", "4", "2", "64", "64", "32", "1", "fp32"), ("1", "2", "2", "1", "300", "16", "0", "bf16")}
+    assert {m.group("kernel") for m in rows} == {"flash", "simd"}
+    # One ISA per kernel (its best); simd is unthreaded, so only flash runs at 2 threads.
+    per_kernel = {}
+    for m in rows:
+        per_kernel.setdefault((m.group("kernel"), m.group("dt")), set()).add(m.group("isa"))
+    assert all(len(isas) == 1 for isas in per_kernel.values())
+    threads = {(m.group("kernel"), m.group(11)) for m in rows}
+    assert threads == {("flash", "1"), ("flash", "2"), ("simd", "1")}
+
+
+def test_a_model_expands_to_prefill_and_decode_shapes():
+    rows = listed("--model", "llama3-8b", "--kernels", "flash", "--threads", "1", "--dtype", "bf16")
+    shapes = {(int(m.group(6)), int(m.group(7)), m.group(9)) for m in rows}
+    assert all(m.group(4, 5, 8, "dt") == ("32", "8", "128", "bf16") for m in rows)
+    assert any(sq == skv > 1 and c == "1" for sq, skv, c in shapes)   # causal prefill
+    assert any(sq == 1 and skv > 1 and c == "0" for sq, skv, c in shapes)  # decoding
+
+
+def test_bad_shape_and_model_flags_are_usage_errors():
+    for args in (["--shape", "hq=3,hkv=2,sq=4,d=8"], ["--shape", "hq=2,sq=4"], ["--shape", "hq=2,sq=4,d=8,x=1"],
+                 ["--shape", "hq=2,sq=-4,d=8"], ["--model", "nonesuch"], ["--kernels", "nonesuch"],
+                 ["--threads", "0"], ["--dtype", "fp64"]):
+        out = subprocess.run([BENCH, "--no-probes", *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and out.stderr.startswith("error: "), (args, out.returncode, out.stderr)

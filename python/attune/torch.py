@@ -1,0 +1,116 @@
+"""attune as torch operators: torch.ops.attune.attention and torch.ops.attune.sdpa.
+
+Both are `torch.library` ops with a fake (meta) implementation, so they run in eager mode and
+under torch.compile without graph breaks (the compiled graph calls the op as one node). They are
+forward-only (inference): a backward through them raises. The Python functions `sdpa` and
+`attention` call the op while torch.compile traces or autograd records, and the implementation
+directly otherwise (same result, without the dispatcher's overhead).
+
+- `attention(q, k, v, causal=False, scale=None)`: attune's own conventions (causal aligns the
+  last query with the last key, as decoding with a KV cache needs; grouped-query heads always).
+- `sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)`:
+  torch.nn.functional.scaled_dot_product_attention's conventions: `is_causal` is top-left aligned
+  (query i sees keys j <= i), and heads_q != heads_kv needs enable_gqa=True.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+import attune as _attune
+
+__all__ = ["attention", "sdpa"]
+
+
+# Defined through torch.library.Library rather than the @custom_op decorator: the same op for the
+# dispatcher and torch.compile, at about half the per-call overhead on small problems
+# (bench/python_bench.py: the decorator's Python wrapping cost ~13 us more per call here).
+_lib = torch.library.Library("attune", "DEF")  # kept alive: dropping it unregisters the ops
+_lib.define("attention(Tensor query, Tensor key, Tensor value, bool causal, float? scale) -> Tensor")
+_lib.define("sdpa(Tensor query, Tensor key, Tensor value, bool is_causal, float? scale) -> Tensor")
+
+
+def _attention_impl(query, key, value, causal, scale):
+    return _attune.attention(query, key, value, causal=causal, scale=scale)
+
+
+def _top_left_causal(query, key, value, scale):
+    """Causal attention with torch's top-left alignment through attune's bottom-right one.
+
+    seq_q <= seq_kv: query i sees keys [0, i], exactly attune's mask on the first seq_q keys.
+    seq_q > seq_kv: rows [0, seq_kv) form the square causal case; the rows after it see every key
+    (non-causal). Both paths copy (the key slice, or the two row blocks): zero-copy waits for
+    strided tensors and a top-left mask in the C++ Problem.
+    """
+    seq_q, seq_kv = query.shape[-2], key.shape[-2]
+    if seq_q <= seq_kv:
+        return _attune.attention(query, key[..., :seq_q, :], value[..., :seq_q, :], causal=True, scale=scale)
+    head = _attune.attention(query[..., :seq_kv, :], key, value, causal=True, scale=scale)
+    tail = _attune.attention(query[..., seq_kv:, :], key, value, causal=False, scale=scale)
+    return torch.cat([head, tail], dim=-2)
+
+
+def _sdpa_impl(query, key, value, is_causal, scale):
+    if is_causal and query.shape[-2] != key.shape[-2]:
+        return _top_left_causal(query, key, value, scale)
+    return _attune.attention(query, key, value, causal=is_causal, scale=scale)
+
+
+def _fake(query, key, value, causal, scale):
+    """Shape and type of the result, for meta tensors and torch.compile's tracing."""
+    return query.new_empty(query.shape[:-1] + value.shape[-1:])
+
+
+def _no_backward(ctx, grad):
+    raise NotImplementedError("attune's torch ops are forward-only (inference): no gradient; use "
+                              "torch.nn.functional.scaled_dot_product_attention to train")
+
+
+for _name, _impl in (("attention", _attention_impl), ("sdpa", _sdpa_impl)):
+    _lib.impl(_name, _impl, "CPU")
+    torch.library.register_fake("attune::" + _name, _fake, lib=_lib)
+    # A clear error at backward time instead of torch's warning and a silently missing gradient.
+    torch.library.register_autograd("attune::" + _name, _no_backward, lib=_lib)
+
+_attention_op = torch.ops.attune.attention.default
+_sdpa_op = torch.ops.attune.sdpa.default
+
+
+def _eager_direct(query, key, value):
+    """True when the op's dispatch can be skipped: not tracing for torch.compile, and no autograd
+    graph to record (the op's registration is what makes a backward raise). The dispatcher and that
+    registration cost ~9 us a call, most of a small call (bench/python_bench.py)."""
+    if torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad))
+
+
+def _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
+    if attn_mask is not None:
+        raise NotImplementedError("attune.torch.sdpa: attn_mask is not supported (only is_causal masks)")
+    if dropout_p != 0.0:
+        raise NotImplementedError(f"attune.torch.sdpa: dropout_p must be 0.0 (inference only), got {dropout_p}")
+    if query.dim() not in (3, 4) or key.dim() != query.dim() or value.dim() != query.dim():
+        raise ValueError("attune.torch.sdpa: query, key, value must all be 3-D [heads, seq, d] or "
+                         f"4-D [batch, heads, seq, d], got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
+    if not enable_gqa and query.shape[-3] != key.shape[-3]:
+        raise ValueError(f"attune.torch.sdpa: query has {query.shape[-3]} heads and key {key.shape[-3]}; "
+                         "grouped-query attention needs enable_gqa=True (as in torch's SDPA)")
+
+
+def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """torch.nn.functional.scaled_dot_product_attention computed by attune (CPU, forward only).
+
+    is_causal is top-left aligned as in torch; attn_mask and dropout_p > 0 raise NotImplementedError.
+    """
+    _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
+    args = (query, key, value, bool(is_causal), None if scale is None else float(scale))
+    return _sdpa_impl(*args) if _eager_direct(query, key, value) else _sdpa_op(*args)
+
+
+def attention(query, key, value, causal=False, scale=None):
+    """attune.attention as a torch op (attune's bottom-right causal alignment, grouped-query heads)."""
+    args = (query, key, value, bool(causal), None if scale is None else float(scale))
+    return _attention_impl(*args) if _eager_direct(query, key, value) else _attention_op(*args)

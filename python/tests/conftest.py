@@ -1,0 +1,72 @@
+"""Shared helpers of the package tests: the float64 reference and loud handling of optional deps.
+
+torch and transformers are optional for a user running the tests by hand: without them their
+tests are skipped, and the run ends with a banner naming what was not tested. With
+ATTUNE_REQUIRE_OPTIONAL=1 (scripts/test.sh sets it, so CI always does) a missing one fails instead.
+"""
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+_missing = set()
+
+
+def require(module: str):
+    """Import an optional module, or skip (fail under ATTUNE_REQUIRE_OPTIONAL=1) without it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if os.environ.get("ATTUNE_REQUIRE_OPTIONAL") == "1":
+            pytest.fail(f"{module} is required here (ATTUNE_REQUIRE_OPTIONAL=1) but cannot be imported: {e}")
+        _missing.add(module)
+        pytest.skip(f"{module} is not installed: its tests did NOT run")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _missing:
+        terminalreporter.section("attune: optional dependencies missing", sep="!", red=True, bold=True)
+        terminalreporter.line(f"NOT TESTED: everything needing {', '.join(sorted(_missing))} "
+                              "(pip install -r python/requirements-test.txt)", red=True)
+
+
+def reference(q, k, v, causal=False, scale=None):
+    """float64 attention with attune's conventions: [.., heads, seq, d], grouped-query heads,
+    causal aligned bottom-right (query i sees keys j <= i + seq_kv - seq_q), rows seeing no key = 0."""
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    group = q.shape[-3] // k.shape[-3]
+    k = np.repeat(k, group, axis=-3)
+    v = np.repeat(v, group, axis=-3)
+    s = (q @ np.swapaxes(k, -1, -2)) * (1 / np.sqrt(q.shape[-1]) if scale is None else scale)
+    sq, skv = q.shape[-2], k.shape[-2]
+    visible = np.ones((sq, skv), bool)
+    if causal:
+        visible = np.arange(skv)[None, :] <= np.arange(sq)[:, None] + (skv - sq)
+    s = np.where(visible, s, -np.inf)
+    m = np.max(s, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    w = np.where(visible, np.exp(s - m), 0)
+    den = w.sum(axis=-1, keepdims=True)
+    return (w @ v) / np.where(den > 0, den, 1)
+
+
+# Unit roundoff of each storage type: an output rounded once to it is off by u |ref| at most.
+UNIT_ROUNDOFF = {"float32": 0.0, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+# attune's float32 bound on unit-normal inputs (tests/reference/reference.cpp's derivation).
+TOL_F32 = 1e-4
+
+
+def assert_close(out, ref, dtype_name="float32"):
+    """|out - ref| <= TOL_F32 + 2 u |ref| elementwise (u: the output type's unit roundoff)."""
+    out = np.asarray(out, dtype=np.float64)
+    bound = TOL_F32 + 2 * UNIT_ROUNDOFF[dtype_name] * np.abs(ref)
+    err = np.abs(out - ref)
+    worst = np.unravel_index(np.argmax(err - bound), err.shape)
+    assert np.all(err <= bound), f"max excess at {worst}: |{out[worst]} - {ref[worst]}| > {bound[worst]}"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

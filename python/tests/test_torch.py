@@ -1,0 +1,135 @@
+"""attune on torch CPU tensors, and the attune::attention / attune::sdpa torch ops (eager,
+opcheck, torch.compile)."""
+
+import numpy as np
+import pytest
+
+import attune
+from conftest import assert_close, reference, require
+
+torch = require("torch")
+import attune.torch as ops  # noqa: E402  (needs torch)
+
+F = torch.nn.functional
+DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def randn(*shape, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(dtype)
+
+
+def as64(t):
+    return t.to(torch.float64).numpy()
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES.values()))
+def test_tensors_match_the_reference_and_keep_their_type(dtype):
+    q, k, v = randn(2, 8, 33, 64, dtype=dtype), randn(2, 2, 47, 64, dtype=dtype, seed=1), randn(2, 2, 47, 64, dtype=dtype, seed=2)
+    out = attune.attention(q, k, v, causal=True)
+    assert isinstance(out, torch.Tensor) and out.dtype == dtype and out.shape == q.shape
+    assert_close(as64(out), reference(as64(q), as64(k), as64(v), True), DTYPES[dtype])
+
+
+def test_3d_tensors_and_out_argument():
+    q = randn(4, 20, 16)
+    out = torch.empty_like(q)
+    assert attune.attention(q, q, q, out=out) is out
+    assert_close(as64(out), reference(as64(q), as64(q), as64(q)))
+
+
+def test_non_contiguous_tensors_give_the_contiguous_result():
+    x = randn(2, 33, 4, 16).transpose(1, 2)  # [batch, heads, seq, d] view of [batch, seq, heads, d]
+    kv = randn(1, 4, 33, 16, seed=3).expand(2, 4, 33, 16)  # zero stride
+    assert not x.is_contiguous() and not kv.is_contiguous()
+    expected = attune.attention(x.contiguous(), kv.contiguous(), kv.contiguous(), causal=True)
+    torch.testing.assert_close(attune.attention(x, kv, kv, causal=True), expected, rtol=0, atol=0)
+
+
+def test_tensors_that_require_grad_are_read():
+    q = randn(1, 2, 8, 16).requires_grad_()
+    out = attune.attention(q, q, q)
+    assert not out.requires_grad
+    assert_close(as64(out.detach()), reference(as64(q.detach()), as64(q.detach()), as64(q.detach())))
+
+
+def test_wrong_types_and_devices_are_type_errors():
+    q = randn(1, 2, 8, 16)
+    with pytest.raises(TypeError, match="q: element type must be float32, float16 or bfloat16, got torch.float64"):
+        attune.attention(q.double(), q, q)
+    with pytest.raises(TypeError, match="k: element type"):
+        attune.attention(q, q.to(torch.int32), q)
+    with pytest.raises(TypeError, match="attune runs on the CPU, got a tensor on device 'meta'"):
+        attune.attention(q, q.to("meta"), q)
+    with pytest.raises(TypeError, match="all numpy arrays or all torch tensors"):
+        attune.attention(q, q.numpy(), q)
+
+
+def test_mha_on_tensors():
+    if not attune.info()["with_blas"]:
+        pytest.skip("built without BLAS: no mha")
+    x, wq, wk, wv, wo = randn(1, 10, 32), randn(32, 32, seed=1), randn(32, 16, seed=2), randn(32, 16, seed=3), randn(32, 32, seed=4)
+    y = attune.mha(x, wq, wk, wv, wo, heads_q=4, heads_kv=2, causal=True)
+    np.testing.assert_allclose(y.numpy(), attune.mha(*(t.numpy() for t in (x, wq, wk, wv, wo)), heads_q=4, heads_kv=2,
+                                                    causal=True), rtol=0, atol=0)
+
+
+# attune.torch.sdpa follows torch's SDPA, including the top-left causal mask when seq_q != seq_kv.
+@pytest.mark.parametrize("sq,skv", [(24, 24), (9, 40), (40, 9), (1, 30)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_matches_torch(sq, skv, causal):
+    q, k, v = randn(2, 8, sq, 32), randn(2, 2, skv, 32, seed=1), randn(2, 2, skv, 32, seed=2)
+    expected = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=causal, enable_gqa=True)
+    got = ops.sdpa(q, k, v, is_causal=causal, enable_gqa=True)
+    assert_close(got.numpy(), expected.numpy())
+
+
+def test_sdpa_scale_and_3d_and_bf16():
+    q = randn(4, 16, 32, dtype=torch.bfloat16)
+    expected = F.scaled_dot_product_attention(q.double(), q.double(), q.double(), scale=0.3)
+    got = ops.sdpa(q, q, q, scale=0.3)
+    assert got.dtype == torch.bfloat16
+    assert_close(as64(got), expected.numpy(), "bfloat16")
+
+
+def test_sdpa_refuses_what_it_does_not_do():
+    q = randn(1, 4, 8, 16)
+    with pytest.raises(NotImplementedError, match="attn_mask"):
+        ops.sdpa(q, q, q, attn_mask=torch.ones(8, 8, dtype=torch.bool))
+    with pytest.raises(NotImplementedError, match="dropout_p"):
+        ops.sdpa(q, q, q, dropout_p=0.1)
+    with pytest.raises(ValueError, match="enable_gqa=True"):
+        ops.sdpa(q, q[:, :2], q[:, :2])
+    with pytest.raises(ValueError, match="3-D"):
+        ops.sdpa(q[0, 0], q[0, 0], q[0, 0])
+
+
+def test_attention_op_keeps_attunes_bottom_right_causal_mask():
+    q, k = randn(1, 2, 5, 16), randn(1, 2, 12, 16, seed=1)
+    got = ops.attention(q, k, k, causal=True)
+    assert_close(got.numpy(), reference(q.numpy(), k.numpy(), k.numpy(), causal=True))
+
+
+def test_ops_pass_opcheck():
+    q, k = randn(1, 4, 6, 16), randn(1, 2, 10, 16, seed=1)
+    torch.library.opcheck(torch.ops.attune.attention.default, (q, k, k, True, None))
+    torch.library.opcheck(torch.ops.attune.sdpa.default, (q, k, k, True, 0.5))
+
+
+def test_sdpa_under_torch_compile_without_graph_breaks():
+    def block(q, k, v):
+        return ops.sdpa(q * 1.5, k, v, is_causal=True, enable_gqa=True).sum(dim=-1)
+
+    q, k = randn(1, 4, 20, 16), randn(1, 2, 20, 16, seed=1)
+    explanation = torch._dynamo.explain(block)(q, k, k)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    compiled = torch.compile(block, fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, k), block(q, k, k))
+
+
+def test_ops_run_on_tensors_that_require_grad_but_refuse_backward():
+    q = randn(1, 2, 8, 16).requires_grad_()
+    out = ops.sdpa(q, q, q, is_causal=True)
+    torch.testing.assert_close(out.detach(), F.scaled_dot_product_attention(q, q, q, is_causal=True).detach())
+    with pytest.raises(NotImplementedError, match="forward-only"):
+        out.sum().backward()

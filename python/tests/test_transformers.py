@@ -1,0 +1,80 @@
+"""attune as a transformers attention backend: randomly initialised small Llama- and Mistral-style
+models (nothing downloaded) against attn_implementation="sdpa", prefill and cached generation."""
+
+import copy
+
+import pytest
+
+from conftest import require
+
+torch = require("torch")
+transformers = require("transformers")
+import attune.transformers as backend  # noqa: E402  (needs torch and transformers)
+
+ATOL = 1e-4  # logits of order 1; attune and torch differ by float32 reordering only (~1e-6)
+
+
+def small_config(kind, **extra):
+    common = dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                  num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=512)
+    common.update(extra)
+    if kind == "llama":
+        return transformers.LlamaConfig(**common)
+    return transformers.MistralConfig(sliding_window=None, **common)
+
+
+def pair(cfg):
+    """The same random weights under "sdpa" and "attune" (each model gets its own config copy:
+    from_config writes the implementation into the config it is given)."""
+    torch.manual_seed(0)
+    ref = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation="sdpa").eval()
+    ours = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation=backend.NAME).eval()
+    ours.load_state_dict(ref.state_dict())
+    assert ours.config._attn_implementation == "attune" and ref.config._attn_implementation == "sdpa"
+    return ref, ours
+
+
+def tokens(batch, seq, seed=1):
+    return torch.randint(0, 256, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral"])
+def test_prefill_logits_match_sdpa(kind):
+    ref, ours = pair(small_config(kind))
+    ids = tokens(2, 40)
+    before = backend.calls()
+    with torch.no_grad():
+        expected, got = ref(ids).logits, ours(ids).logits
+    after = backend.calls()
+    assert after["attune"] - before["attune"] == 2  # one call per layer, none fell back
+    assert after["sdpa_fallback"] == before["sdpa_fallback"]
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral"])
+def test_generation_with_kv_cache_matches_sdpa(kind):
+    ref, ours = pair(small_config(kind))
+    ids = tokens(1, 24)
+    args = dict(max_new_tokens=12, do_sample=False, return_dict_in_generate=True, output_logits=True,
+                attention_mask=torch.ones_like(ids), pad_token_id=0)
+    before = backend.calls()
+    with torch.no_grad():
+        expected, got = ref.generate(ids, **args), ours.generate(ids, **args)
+    after = backend.calls()
+    assert after["attune"] - before["attune"] == 2 * 12  # prefill + 11 cached decoding steps, 2 layers
+    assert after["sdpa_fallback"] == before["sdpa_fallback"]
+    assert torch.equal(got.sequences, expected.sequences)
+    for step, (a, b) in enumerate(zip(got.logits, expected.logits)):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=lambda m, s=step: f"step {s}: {m}")
+
+
+def test_a_padding_mask_runs_transformers_sdpa_and_still_matches():
+    ref, ours = pair(small_config("llama"))
+    ids = tokens(2, 16)
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0  # left padding in the second row
+    before = backend.calls()
+    with torch.no_grad():
+        expected, got = ref(ids, attention_mask=mask).logits, ours(ids, attention_mask=mask).logits
+    assert backend.calls()["sdpa_fallback"] - before["sdpa_fallback"] == 2
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
