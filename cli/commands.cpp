@@ -315,7 +315,7 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   const auto out_path = a.required("--out");
   const auto weights_path = a.get("--weights");
   const auto scale = a.get_float("--scale");
-  Problem flags;
+  Problem flags;  // only the variants' fields are set here
   parse_variant_flags(a, flags);
   check_output_dir(out_path);
   if (weights_path) {
@@ -337,7 +337,7 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   if (tk.dim != tq.dim)
     throw IoError("Q and K head dims differ: d_k " + std::to_string(tq.dim) + " vs " + std::to_string(tk.dim));
 
-  Problem p;
+  Problem p = flags;  // the variants' fields, from the flags
   p.batch = tq.batch;
   p.heads_q = tq.heads;
   p.heads_kv = tk.heads;
@@ -349,20 +349,13 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   p.scale = scale;
   p.dtype = types.dtype;
   if (types.kv_dtype != types.dtype) p.kv_dtype = types.kv_dtype;
-  p.causal_align = flags.causal_align;
-  p.window = flags.window;
-  p.softcap = flags.softcap;
-  p.alibi = flags.alibi;
-  p.sinks = flags.sinks;
-  p.top_k = flags.top_k;
   p.validate();
   const VariantFiles variant_files = read_variant_files(a, p);
   const VariantData variant = variant_files.data();
   // A kernel or ISA that does not implement the variants is a usage error, before any work.
   if (!p.plain() && options.kernel != "auto") {
     const Kernel& chosen = *find_kernel(options.kernel);
-    if (isas_for(chosen, p).empty() || (options.isa && !chosen.supports(p, *options.isa)))
-    {
+    if (isas_for(chosen, p).empty() || (options.isa && !chosen.supports(p, *options.isa))) {
       std::string takers;
       for (const Kernel* other : kernels())
         if (!isas_for(*other, p).empty()) takers += (takers.empty() ? "" : ", ") + std::string(other->name());
