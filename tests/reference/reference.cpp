@@ -34,10 +34,42 @@
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <tuple>
 
 namespace attune::reference {
 
+namespace {
+
+// Varlen: rows [t0, t0 + n) of every head of a [heads, total, dim] tensor, as [heads, n, dim].
+std::vector<float> tokens_of(const float* x, std::int64_t heads, std::int64_t total, std::int64_t dim,
+                             std::int64_t t0, std::int64_t n) {
+  std::vector<float> out(static_cast<std::size_t>(heads * n * dim));
+  for (std::int64_t h = 0; h < heads; ++h)
+    std::copy(x + (h * total + t0) * dim, x + (h * total + t0 + n) * dim, out.begin() + h * n * dim);
+  return out;
+}
+
+}  // namespace
+
 std::vector<double> attention_weights(const Problem& p, const float* q, const float* k, const VariantData& var) {
+  if (p.sequences > 0) {
+    // Each sequence on its own, from copies of its tokens; pairs across sequences weigh 0.
+    std::vector<double> w(static_cast<std::size_t>(p.heads_q * p.seq_q * p.seq_kv), 0.0);
+    for (std::int64_t s = 0; s < p.sequences; ++s) {
+      const Problem sub = p.sequence(s, var);
+      if (sub.seq_q == 0 || sub.seq_kv == 0) continue;
+      const std::int64_t tq = var.cu_seqlens_q[s], tk = var.cu_seqlens_kv[s];
+      const auto qs = tokens_of(q, p.heads_q, p.seq_q, p.d_k, tq, sub.seq_q);
+      const auto ks = tokens_of(k, p.heads_kv, p.seq_kv, p.d_k, tk, sub.seq_kv);
+      const auto ws = attention_weights(sub, qs.data(), ks.data(), var);
+      for (std::int64_t h = 0; h < p.heads_q; ++h)
+        for (std::int64_t i = 0; i < sub.seq_q; ++i)
+          for (std::int64_t j = 0; j < sub.seq_kv; ++j)
+            w[static_cast<std::size_t>((h * p.seq_q + tq + i) * p.seq_kv + tk + j)] =
+                ws[static_cast<std::size_t>((h * sub.seq_q + i) * sub.seq_kv + j)];
+    }
+    return w;
+  }
   constexpr double kHidden = -std::numeric_limits<double>::infinity();
   std::vector<double> w(static_cast<std::size_t>(p.batch * p.heads_q * p.seq_q * p.seq_kv), 0.0);
   const double scale = p.effective_scale();
@@ -130,6 +162,8 @@ VariantData Inputs::variant() const {
   if (!mask_add.empty()) d.mask = mask_add.data();
   if (!slopes.empty()) d.alibi_slopes = slopes.data();
   if (!sinks.empty()) d.sinks = sinks.data();
+  if (!cu_q.empty()) d.cu_seqlens_q = cu_q.data();
+  if (!cu_kv.empty()) d.cu_seqlens_kv = cu_kv.data();
   return d;
 }
 
@@ -152,6 +186,14 @@ Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPatt
   }
   if (p.sinks) {
     for (std::int64_t h = 0; h < p.heads_q; ++h) in.sinks.push_back(normal(rng));
+  }
+  for (auto [cu, total] : {std::pair{&in.cu_q, p.seq_q}, std::pair{&in.cu_kv, p.seq_kv}}) {
+    if (p.sequences == 0) break;
+    std::uniform_int_distribution<std::int64_t> cut(0, total);
+    cu->push_back(0);
+    for (std::int64_t s = 1; s < p.sequences; ++s) cu->push_back(cut(rng));
+    cu->push_back(total);
+    std::sort(cu->begin(), cu->end());
   }
   if (p.mask != MaskKind::none) {
     // 16 x 16 blocks: hidden, visible or mixed (so kernels that classify tiles meet all three).
@@ -383,6 +425,31 @@ std::vector<Case> variant_grid() {
     p.alibi = true;
     p.window = 40;
     add(p, 30.0f, MaskPattern::blocks, "_large");
+  }
+  // Varlen: packed sequences at random cut points (some empty, seq_q != seq_kv within them),
+  // each its own frame; alone and with a window, ALiBi, sinks, a soft-cap and top-left.
+  for (bool causal : {false, true}) {
+    const std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t> packs[] = {
+        {300, 300, 4, 16}, {200, 350, 5, 32}, {4, 1000, 4, 64}, {65, 63, 7, 7}};
+    for (const auto& [sq, skv, n, d] : packs) {
+      Problem p = base(sq, skv, d, 4, 2, 1);
+      p.causal = causal;
+      p.sequences = n;
+      add(p);
+      p.window = 20;
+      p.alibi = true;
+      add(p);
+      p.window = 0;
+      p.alibi = false;
+      p.sinks = true;
+      p.softcap = 5.0f;
+      p.causal_align = CausalAlign::top_left;
+      add(p);
+      p.sinks = false;
+      p.softcap = 0.0f;
+      p.top_k = 3;
+      add(p);
+    }
   }
   // Storage types: every third case again in bf16 and with fp32 Q/O on a bf16 KV cache.
   const std::size_t fp32_cases = cases.size();

@@ -79,6 +79,13 @@ struct Problem {
   MaskKind mask = MaskKind::none;                    // VariantData::mask's element type
   MaskBroadcast mask_broadcast = MaskBroadcast::shared;
   std::int64_t top_k = 0;     // keep the k largest logits per row (0: off); k >= seq_kv: all
+  // Variable-length batch (FlashAttention's varlen): `sequences` > 0 packs that many sequences
+  // along the seq axes of a batch-1 problem. Sequence s owns the query tokens
+  // [cu_seqlens_q[s], cu_seqlens_q[s+1]) and the keys [cu_seqlens_kv[s], cu_seqlens_kv[s+1])
+  // (VariantData), so seq_q and seq_kv are the total token counts; each sequence is its own
+  // frame (its own alignment, causal mask, window and ALiBi positions; no key of another
+  // sequence is visible). Not combined with a mask.
+  std::int64_t sequences = 0;
 
   // True when no variant changes the result: no mask, window, soft-cap, ALiBi, sinks or top-k,
   // and the causal alignment is the default or makes no difference (not causal, or
@@ -89,6 +96,9 @@ struct Problem {
   // The band of query row i: keys [key_begin(i), key_end(i)), both non-decreasing in i.
   std::int64_t key_begin(std::int64_t i) const;
   std::int64_t key_end(std::int64_t i) const;
+  // The problem of sequence `s` of a varlen problem on its own (seq_q, seq_kv its lengths,
+  // not varlen); the problem itself when not varlen.
+  Problem sequence(std::int64_t s, const struct VariantData& data) const;
   // Elements of the mask VariantData::mask points to (0 without a mask), and the plane that
   // batch b, query head h reads (its [seq_q, seq_kv] entries start at plane * seq_q * seq_kv).
   std::int64_t mask_elements() const;
@@ -110,6 +120,9 @@ struct Problem {
   // (query, key) pairs in the band: seq_q * seq_kv, or the causal / windowed part. Explicit
   // masks and top-k are not counted out (they depend on the data).
   std::int64_t visible_pairs() const;
+  // The same summed over the sequences of a varlen problem (visible_pairs() of a varlen problem
+  // counts it as one sequence of seq_q x seq_kv).
+  std::int64_t visible_pairs(const struct VariantData& data) const;
   // FLOPs of one forward pass: 2 * (d_k + d_v) per visible pair per head and batch
   // (= 4 * d per pair when d_k == d_v, DESIGN.md's convention).
   double flops() const;
@@ -118,7 +131,7 @@ struct Problem {
   // "b1_hq8_hkv8_sq128_skv128_dk64_dv64_causal0", used in test names and messages; 16-bit
   // storage appends "_bf16" (all tensors) or "_kvbf16" (K/V only), "_bf16_kvfp16" (both differ).
   // Variants append their segments: "_tl" (top-left), "_w512", "_cap30", "_alibi", "_sinks",
-  // "_maskbool" / "_maskadd" (+ "b" per batch / "h" per head), "_top8".
+  // "_maskbool" / "_maskadd" (+ "b" per batch / "h" per head), "_top8", "_varlen4".
   std::string to_string() const;
   // The variant segments of to_string() alone ("" for a plain problem).
   std::string variant_string() const;
@@ -130,10 +143,14 @@ struct Problem {
 //                 float (MaskKind::additive: finite values or -inf); planes per mask_broadcast.
 //   alibi_slopes  [heads_q] floats, finite (the usual slopes are 2^(-8 h / heads_q), h = 1..)
 //   sinks         [heads_q] floats, finite or -inf (-inf: no sink)
+//   cu_seqlens_q, cu_seqlens_kv  [sequences + 1] cumulative token counts: 0, non-decreasing,
+//                 ending at seq_q (seq_kv)
 struct VariantData {
   const void* mask = nullptr;
   const float* alibi_slopes = nullptr;
   const float* sinks = nullptr;
+  const std::int64_t* cu_seqlens_q = nullptr;
+  const std::int64_t* cu_seqlens_kv = nullptr;
   // Throws InvalidArgument unless exactly the arrays `p` enables are given and the slopes and
   // sinks are valid (the mask's values are not scanned).
   void validate(const Problem& p) const;
