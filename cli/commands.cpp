@@ -8,6 +8,7 @@
 #include <attune/attune.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -215,14 +216,37 @@ std::vector<std::string> split_causal(const std::vector<std::string>& argv) {
 // The variant flags of `attune run`: --causal-align, --window, --softcap, --alibi,
 // --alibi-slopes, --sinks, --mask, --top-k.
 const std::set<std::string> kVariantFlags = {"--causal-align", "--window", "--softcap", "--alibi-slopes", "--sinks",
-                                             "--mask", "--top-k"};
+                                             "--mask", "--top-k", "--cu-seqlens-q", "--cu-seqlens-kv"};
+
+// "0,17,40": cumulative sequence lengths for varlen; usage errors name the flag.
+std::vector<std::int64_t> parse_offsets(const std::string& flag, const std::string& text) {
+  std::vector<std::int64_t> out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno == ERANGE || n < 0)
+      throw UsageError(flag + " = '" + text + "': expected non-negative integers separated by commas, e.g. 0,17,40");
+    out.push_back(n);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (out.size() < 2) throw UsageError(flag + " = '" + text + "': needs at least two offsets (0 and the total)");
+  return out;
+}
 
 // The variants' arrays as `run` read them (VariantData points into these).
 struct VariantFiles {
   std::vector<float> slopes, sinks;
   std::vector<std::byte> mask;
+  std::vector<std::int64_t> cu_q, cu_kv;
   VariantData data() const {
     VariantData d;
+    if (!cu_q.empty()) d.cu_seqlens_q = cu_q.data();
+    if (!cu_kv.empty()) d.cu_seqlens_kv = cu_kv.data();
     if (!slopes.empty()) d.alibi_slopes = slopes.data();
     if (!sinks.empty()) d.sinks = sinks.data();
     if (!mask.empty()) d.mask = mask.data();
@@ -246,6 +270,8 @@ void parse_variant_flags(const Args& a, Problem& p) {
   p.alibi = a.has("--alibi") || a.has("--alibi-slopes");
   p.sinks = a.has("--sinks");
   if (auto k = a.get_int("--top-k", 1)) p.top_k = *k;
+  if (a.has("--cu-seqlens-q") != a.has("--cu-seqlens-kv"))
+    throw UsageError("--cu-seqlens-q and --cu-seqlens-kv go together (varlen)");
   for (const char* flag : {"--alibi-slopes", "--sinks", "--mask"})
     if (a.has(flag) && a.get(flag)->empty()) throw UsageError(std::string(flag) + " needs a non-empty value");
 }
@@ -262,6 +288,26 @@ std::vector<float> read_per_head(const std::string& path, const char* flag, std:
 // The variants' files, checked against the problem (shapes as usage errors, exit 2).
 VariantFiles read_variant_files(const Args& a, Problem& p) {
   VariantFiles f;
+  if (auto cu = a.get("--cu-seqlens-q")) {  // varlen: Q/K/V hold the packed sequences of batch 1
+    f.cu_q = parse_offsets("--cu-seqlens-q", *cu);
+    f.cu_kv = parse_offsets("--cu-seqlens-kv", *a.get("--cu-seqlens-kv"));
+    if (f.cu_q.size() != f.cu_kv.size())
+      throw UsageError("--cu-seqlens-q has " + std::to_string(f.cu_q.size()) + " offsets, --cu-seqlens-kv " +
+                       std::to_string(f.cu_kv.size()) + ": one per sequence boundary each");
+    p.sequences = static_cast<std::int64_t>(f.cu_q.size()) - 1;
+    try {
+      p.validate();
+      VariantData check;
+      check.cu_seqlens_q = f.cu_q.data();
+      check.cu_seqlens_kv = f.cu_kv.data();
+      Problem only = p;  // the offsets' checks alone (the other arrays are read below)
+      only.alibi = only.sinks = false;
+      only.mask = MaskKind::none;
+      check.validate(only);
+    } catch (const InvalidArgument& e) {
+      throw UsageError(std::string("varlen: ") + e.what());
+    }
+  }
   if (a.has("--alibi")) {  // the ALiBi paper's geometric slopes 2^(-8 h / heads_q), h = 1 .. heads_q
     for (std::int64_t h = 1; h <= p.heads_q; ++h)
       f.slopes.push_back(static_cast<float>(std::exp2(-8.0 * static_cast<double>(h) / static_cast<double>(p.heads_q))));
@@ -296,6 +342,7 @@ VariantFiles read_variant_files(const Args& a, Problem& p) {
                            " (additive masks take finite values and -inf)");
     }
     f.mask = std::move(m.bytes);
+    if (p.sequences > 0) throw UsageError("--mask cannot be combined with --cu-seqlens-q/--cu-seqlens-kv (varlen)");
   }
   return f;
 }
@@ -589,7 +636,7 @@ const std::vector<Command>& commands() {
        "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
        "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n"
        "                  [--causal [top-left|bottom-right]] [--window N] [--softcap C] [--alibi | --alibi-slopes S.npy]\n"
-       "                  [--sinks S.npy] [--mask M.npy] [--top-k K]\n\n"
+       "                  [--sinks S.npy] [--mask M.npy] [--top-k K] [--cu-seqlens-q 0,A,.. --cu-seqlens-kv 0,B,..]\n\n"
        "Inputs: little-endian C-order .npy of float32 ('<f4'), float16 ('<f2') or bfloat16 ('<V2', as\n"
        "np.save writes an ml_dtypes.bfloat16 array), shape [batch, heads, seq, dim] (or 3-D\n"
        "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
@@ -612,6 +659,8 @@ const std::vector<Command>& commands() {
        "--sinks S.npy: [heads_q] float32 logits joining each softmax denominator; --mask M.npy: bool/uint8\n"
        "(0 hides) or float32 (added; -inf hides), [seq_q, seq_kv], [batch, 1, seq_q, seq_kv] or\n"
        "[batch, heads_q, seq_q, seq_kv]; --top-k K keeps each query's K largest logits (ties: lower key).\n"
+       "--cu-seqlens-q/--cu-seqlens-kv 0,a,b,..,total: varlen, Q/K/V (batch 1) hold packed sequences, each\n"
+       "its own causal frame (sequence s: query tokens [a_s, a_s+1), keys [b_s, b_s+1)).\n"
        "A variant the chosen kernel does not implement, or a variant file of the wrong shape, is a usage\n"
        "error (2); an unreadable or mistyped file is an input error (1).\n"
        "Exit status: 0 success, 1 data/input error, 2 usage error.\n",
