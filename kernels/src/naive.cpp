@@ -3,6 +3,7 @@
 // (with the sink in the denominator) and the weighted sum of V, in float with scalar loops.
 // Scratch: one row of seq_kv floats and one of seq_kv key indices (top-k).
 // 16-bit tensors are widened to float32 copies first (and the output rounded once at the end).
+// Strided tensors are gathered into contiguous copies first (and O scattered back).
 // Reads no config fields. Takes every variant.
 #include "kernel_impl.hpp"
 
@@ -47,7 +48,8 @@ class Naive final : public Kernel {
     // the score row, and the key indices of top-k
     const std::size_t top_k =
         p.top_k > 0 ? saturating_mul(static_cast<std::size_t>(p.seq_kv), sizeof(std::int64_t)) : 0;
-    return saturating_add(saturating_add(float_bytes({p.seq_kv}), top_k), Float32Copies::bytes(p));
+    return saturating_add(saturating_add(saturating_add(float_bytes({p.seq_kv}), top_k), Float32Copies::bytes(p)),
+                          ContiguousCopies::bytes(p));
   }
 
   void run(const Problem& p, const Tensors& t, const Config&, Isa) const override {
@@ -55,7 +57,8 @@ class Naive final : public Kernel {
     const VariantData& var = t.variant;
     std::vector<float> scores(static_cast<std::size_t>(p.seq_kv));
     std::vector<std::int64_t> order;
-    Float32Copies f32(p, t);  // 16-bit tensors are widened first: the definition is float32
+    ContiguousCopies dense(p, t);  // strided tensors are gathered first: the definition is on [b, h, s, d]
+    Float32Copies f32(p, dense.tensors());  // 16-bit tensors are widened: the definition is float32
     for (std::int64_t b = 0; b < p.batch; ++b) {
       for (std::int64_t h = 0; h < p.heads_q; ++h) {
         const HeadView hv = head_view(p, f32.tensors(), b, h);
@@ -108,6 +111,7 @@ class Naive final : public Kernel {
       }
     }
     f32.finish();
+    dense.finish();
   }
 };
 

@@ -2,6 +2,8 @@
 #include <attune/error.hpp>
 #include <attune/problem.hpp>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -92,7 +94,7 @@ std::int64_t Problem::out_elements() const { return batch * heads_q * seq_q * d_
 bool Problem::plain() const {
   const bool aligned = causal_align == CausalAlign::bottom_right || seq_q == seq_kv || (!causal && window == 0);
   return aligned && window == 0 && softcap == 0.0f && !alibi && !sinks && mask == MaskKind::none && top_k == 0 &&
-         sequences == 0;
+         sequences == 0 && !strided;
 }
 
 std::int64_t Problem::align_offset() const {
@@ -205,6 +207,7 @@ std::string Problem::variant_string() const {
   }
   if (top_k > 0) os << "_top" << top_k;
   if (sequences > 0) os << "_varlen" << sequences;
+  if (strided) os << "_strided";
   std::string s = os.str();
   for (char& ch : s)
     if (ch == '.') ch = 'p';  // "_cap2p5": names stay usable in test names and files
@@ -221,6 +224,31 @@ void VariantData::validate(const Problem& p) const {
   presence("mask", p.mask != MaskKind::none, mask, "mask");
   presence("alibi_slopes", p.alibi, alibi_slopes, "alibi");
   presence("sinks", p.sinks, sinks, "sinks");
+  if (p.strided) {
+    for (const auto& [name, st] : {std::pair{"q_strides", q_strides}, std::pair{"k_strides", k_strides},
+                                   std::pair{"v_strides", v_strides}, std::pair{"out_strides", out_strides}}) {
+      for (std::int64_t x : {st.batch, st.head, st.row}) {
+        if (x < 0 || x > (std::int64_t{1} << 48))
+          throw InvalidArgument(std::string("invalid variant data: ") + name + " has a stride of " + std::to_string(x) +
+                                " (must be in [0, 2^48])");
+      }
+    }
+    // Output rows must not overlap: each axis steps past everything the axes inside it cover.
+    std::array<std::pair<std::int64_t, std::int64_t>, 3> axes = {
+        {{out_strides.row, p.seq_q}, {out_strides.head, p.heads_q}, {out_strides.batch, p.batch}}};
+    std::sort(axes.begin(), axes.end());
+    std::int64_t covered = p.d_v;  // elements the inner axes span
+    for (const auto& [stride, extent] : axes) {
+      if (extent == 1) continue;
+      if (stride < covered)
+        throw InvalidArgument("invalid variant data: out_strides (batch " + std::to_string(out_strides.batch) + ", head " +
+                              std::to_string(out_strides.head) + ", row " + std::to_string(out_strides.row) +
+                              ") make output rows overlap");
+      std::int64_t span;
+      if (__builtin_mul_overflow(stride, extent - 1, &span) || __builtin_add_overflow(span, covered, &covered))
+        throw InvalidArgument("invalid variant data: out_strides span more elements than can be addressed");
+    }
+  }
   presence("cu_seqlens_q", p.sequences > 0, cu_seqlens_q, "sequences");
   presence("cu_seqlens_kv", p.sequences > 0, cu_seqlens_kv, "sequences");
   for (const auto& [name, cu, total] : {std::tuple{"cu_seqlens_q", cu_seqlens_q, p.seq_q},

@@ -33,6 +33,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <cstring>
 #include <stdexcept>
 #include <tuple>
 
@@ -164,6 +165,10 @@ VariantData Inputs::variant() const {
   if (!sinks.empty()) d.sinks = sinks.data();
   if (!cu_q.empty()) d.cu_seqlens_q = cu_q.data();
   if (!cu_kv.empty()) d.cu_seqlens_kv = cu_kv.data();
+  d.q_strides = q_strides;
+  d.k_strides = k_strides;
+  d.v_strides = v_strides;
+  d.out_strides = out_strides;
   return d;
 }
 
@@ -186,6 +191,14 @@ Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPatt
   }
   if (p.sinks) {
     for (std::int64_t h = 0; h < p.heads_q; ++h) in.sinks.push_back(normal(rng));
+  }
+  if (p.strided) {
+    // Q and O as projections give them ([batch, seq, heads, dim]); K and V as a KV cache with
+    // room for 7 more positions, K's rows padded by 3 elements.
+    in.q_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_k);
+    in.out_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_v);
+    in.k_strides = Strides::contiguous(p.heads_kv, p.seq_kv + 7, p.d_k + 3);
+    in.v_strides = Strides::contiguous(p.heads_kv, p.seq_kv + 7, p.d_v);
   }
   for (auto [cu, total] : {std::pair{&in.cu_q, p.seq_q}, std::pair{&in.cu_kv, p.seq_kv}}) {
     if (p.sequences == 0) break;
@@ -451,6 +464,26 @@ std::vector<Case> variant_grid() {
       add(p);
     }
   }
+  // Strided tensors: Q/O in [batch, seq, heads, dim], K/V a padded KV cache (make_inputs); plain,
+  // with variants and with varlen, on every base shape.
+  for (const Problem& b : bases) {
+    for (bool causal : {false, true}) {
+      Problem p = b;
+      p.causal = causal;
+      p.strided = true;
+      add(p);
+      p.window = 33;
+      p.softcap = 5.0f;
+      p.sinks = true;
+      add(p);
+    }
+  }
+  {
+    Problem p = base(300, 300, 16, 4, 2, 1);
+    p.causal = p.strided = true;
+    p.sequences = 4;
+    add(p);
+  }
   // Storage types: every third case again in bf16 and with fp32 Q/O on a bf16 KV cache.
   const std::size_t fp32_cases = cases.size();
   for (std::size_t i = 0; i < fp32_cases; i += 3) {
@@ -517,15 +550,59 @@ Check compare(const Problem& p, const Inputs& in, const float* out, const std::v
   return c;
 }
 
+namespace {
+
+// Strided tests: the elements (rows of `dim`) of a [batch, heads, seq, dim] tensor moved between
+// its dense form and a strided buffer (gather: strided -> dense). The strided buffer's other
+// bytes stay all-ones (NaN in every type), so a kernel that reads or leaves padding fails.
+std::size_t strided_span(const Strides& st, std::int64_t batch, std::int64_t heads, std::int64_t seq, std::int64_t dim) {
+  return static_cast<std::size_t>((batch - 1) * st.batch + (heads - 1) * st.head + (seq - 1) * st.row + dim);
+}
+
+void move_rows(const Strides& st, std::int64_t batch, std::int64_t heads, std::int64_t seq, std::int64_t dim,
+               std::size_t size, unsigned char* dense, unsigned char* strided, bool gather) {
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t i = 0; i < seq; ++i) {
+        unsigned char* d = dense + static_cast<std::size_t>(((b * heads + h) * seq + i) * dim) * size;
+        unsigned char* x = strided + static_cast<std::size_t>(b * st.batch + h * st.head + i * st.row) * size;
+        if (gather) {
+          std::memcpy(d, x, static_cast<std::size_t>(dim) * size);
+        } else {
+          std::memcpy(x, d, static_cast<std::size_t>(dim) * size);
+        }
+      }
+}
+
+}  // namespace
+
 Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>& ref,
                       const Options& options) {
   // Inputs are stored in buffers offset by one element, so no kernel can rely on alignment.
   const Problem& p = c.problem;
-  const Stored s = store(p, in, 1);
+  Stored s = store(p, in, 1);
   const std::size_t osize = size_of(p.dtype);
   // All-ones bytes are NaN in every type: an element the kernel never writes fails.
   std::vector<unsigned char> out((static_cast<std::size_t>(p.out_elements()) + 1) * osize, 0xff);
-  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), out.data() + osize, in.variant(), options);
+  const VariantData var = in.variant();
+  if (p.strided) {
+    // The same values laid out with the case's strides (one element of misalignment kept).
+    const std::size_t kvsize = size_of(p.kv_type());
+    auto restride = [&](std::vector<unsigned char>& bytes, std::size_t offset, const Strides& st, std::int64_t heads,
+                        std::int64_t seq, std::int64_t dim, std::size_t size) {
+      std::vector<unsigned char> x(offset + strided_span(st, p.batch, heads, seq, dim) * size, 0xff);
+      move_rows(st, p.batch, heads, seq, dim, size, bytes.data() + offset, x.data() + offset, false);
+      bytes = std::move(x);
+    };
+    restride(s.q, s.q_offset, var.q_strides, p.heads_q, p.seq_q, p.d_k, osize);
+    restride(s.k, s.kv_offset, var.k_strides, p.heads_kv, p.seq_kv, p.d_k, kvsize);
+    restride(s.v, s.kv_offset, var.v_strides, p.heads_kv, p.seq_kv, p.d_v, kvsize);
+    std::vector<unsigned char> strided_out(osize + strided_span(var.out_strides, p.batch, p.heads_q, p.seq_q, p.d_v) * osize, 0xff);
+    attune::attention(p, s.q_data(), s.k_data(), s.v_data(), strided_out.data() + osize, var, options);
+    move_rows(var.out_strides, p.batch, p.heads_q, p.seq_q, p.d_v, osize, out.data() + osize, strided_out.data() + osize, true);
+  } else {
+    attune::attention(p, s.q_data(), s.k_data(), s.v_data(), out.data() + osize, var, options);
+  }
   const std::vector<float> o = load_output(p, out.data() + osize);
   const Choice choice = resolve(p, options);
   const Dtype pv = choice.kernel->pv_dtype(p, choice.isa);

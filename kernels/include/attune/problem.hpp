@@ -86,6 +86,11 @@ struct Problem {
   // frame (its own alignment, causal mask, window and ALiBi positions; no key of another
   // sequence is visible). Not combined with a mask.
   std::int64_t sequences = 0;
+  // Strided tensors: VariantData::q_strides ... out_strides give each tensor's layout (element
+  // strides of batch, head and position; the d elements of a row stay contiguous), e.g.
+  // [batch, seq, heads, dim] as a projection writes it, or a KV cache whose capacity exceeds
+  // seq_kv. Read and written in place, never copied by simd/flash.
+  bool strided = false;
 
   // True when no variant changes the result: no mask, window, soft-cap, ALiBi, sinks or top-k,
   // and the causal alignment is the default or makes no difference (not causal, or
@@ -131,7 +136,7 @@ struct Problem {
   // "b1_hq8_hkv8_sq128_skv128_dk64_dv64_causal0", used in test names and messages; 16-bit
   // storage appends "_bf16" (all tensors) or "_kvbf16" (K/V only), "_bf16_kvfp16" (both differ).
   // Variants append their segments: "_tl" (top-left), "_w512", "_cap30", "_alibi", "_sinks",
-  // "_maskbool" / "_maskadd" (+ "b" per batch / "h" per head), "_top8", "_varlen4".
+  // "_maskbool" / "_maskadd" (+ "b" per batch / "h" per head), "_top8", "_varlen4", "_strided".
   std::string to_string() const;
   // The variant segments of to_string() alone ("" for a plain problem).
   std::string variant_string() const;
@@ -145,14 +150,31 @@ struct Problem {
 //   sinks         [heads_q] floats, finite or -inf (-inf: no sink)
 //   cu_seqlens_q, cu_seqlens_kv  [sequences + 1] cumulative token counts: 0, non-decreasing,
 //                 ending at seq_q (seq_kv)
+//   q/k/v/out_strides  element strides of (batch, head, position) per tensor (Problem::strided)
+
+// Element strides of one tensor's batch, head and position (row) axes.
+struct Strides {
+  std::int64_t batch = 0, head = 0, row = 0;
+  // The default layout [batch, heads, seq, dim].
+  static Strides contiguous(std::int64_t heads, std::int64_t seq, std::int64_t dim) {
+    return {heads * seq * dim, seq * dim, dim};
+  }
+  // [batch, seq, heads, dim]: what `x W` projections give, without a transpose.
+  static Strides seq_major(std::int64_t heads, std::int64_t seq, std::int64_t dim) {
+    return {seq * heads * dim, dim, heads * dim};
+  }
+};
+
 struct VariantData {
   const void* mask = nullptr;
   const float* alibi_slopes = nullptr;
   const float* sinks = nullptr;
   const std::int64_t* cu_seqlens_q = nullptr;
   const std::int64_t* cu_seqlens_kv = nullptr;
+  Strides q_strides, k_strides, v_strides, out_strides;  // read only when Problem::strided
   // Throws InvalidArgument unless exactly the arrays `p` enables are given and the slopes and
-  // sinks are valid (the mask's values are not scanned).
+  // sinks are valid (the mask's values are not scanned); strides must be >= 0, rows of Q/K/V
+  // may overlap (broadcasts), rows of O may not.
   void validate(const Problem& p) const;
 };
 

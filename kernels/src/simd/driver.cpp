@@ -217,6 +217,12 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   const std::int64_t offset = p.align_offset();
   const Dtype kv = p.kv_type();
 
+  // The tensors' layouts: the caller's strides, or [batch, heads, seq, dim].
+  const Strides qs = p.strided ? var.q_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_k);
+  const Strides ks = p.strided ? var.k_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_k);
+  const Strides vs = p.strided ? var.v_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_v);
+  const Strides os = p.strided ? var.out_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_v);
+
   // A row set: query heads h0.. of KV head hk, positions [i0, i0 + n) of its frame (the
   // problem, or a varlen sequence starting at token q_off, its keys at token kv_off), the key
   // range it visits and the frame's alignment offset.
@@ -292,10 +298,16 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     // Splits cover [kv_begin, kv_end) in equal parts rounded to 16 keys; some may be empty.
     const std::int64_t chunk = ((rs.kv_end - rs.kv_begin + splits - 1) / splits + 15) / 16 * 16;
     TileArgs a;
-    a.q = at(t.q, p.dtype, ((rs.b * p.heads_q + rs.h0) * p.seq_q + rs.q_off) * p.d_k);
-    a.k = at(t.k, kv, ((rs.b * p.heads_kv + rs.hk) * p.seq_kv + rs.kv_off) * p.d_k);
-    a.v = at(t.v, kv, ((rs.b * p.heads_kv + rs.hk) * p.seq_kv + rs.kv_off) * p.d_v);
-    a.out = at(t.out, p.dtype, ((rs.b * p.heads_q + rs.h0) * p.seq_q + rs.q_off) * p.d_v);
+    a.q = at(t.q, p.dtype, rs.b * qs.batch + rs.h0 * qs.head + rs.q_off * qs.row);
+    a.k = at(t.k, kv, rs.b * ks.batch + rs.hk * ks.head + rs.kv_off * ks.row);
+    a.v = at(t.v, kv, rs.b * vs.batch + rs.hk * vs.head + rs.kv_off * vs.row);
+    a.out = at(t.out, p.dtype, rs.b * os.batch + rs.h0 * os.head + rs.q_off * os.row);
+    a.q_head = qs.head;
+    a.q_row = qs.row;
+    a.o_head = os.head;
+    a.o_row = os.row;
+    a.k_row = ks.row;
+    a.v_row = vs.row;
     a.dtype = p.dtype;
     a.heads = hpt;
     a.positions = rs.n;
@@ -357,7 +369,7 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     std::vector<float> row(static_cast<std::size_t>(p.d_v));
     for (std::int64_t r = 0; r < hpt * rs.n; ++r) {
       const std::int64_t head = r / rs.n, pos = rs.i0 + r % rs.n;
-      void* out_row = at(t.out, p.dtype, ((rs.b * p.heads_q + rs.h0 + head) * p.seq_q + rs.q_off + pos) * p.d_v);
+      void* out_row = at(t.out, p.dtype, rs.b * os.batch + (rs.h0 + head) * os.head + (rs.q_off + pos) * os.row);
       float* o = p.dtype == Dtype::fp32 ? static_cast<float*>(out_row) : row.data();
       float m = -std::numeric_limits<float>::infinity();
       for (std::int64_t k = 0; k < splits; ++k) m = std::max(m, part_m[static_cast<std::size_t>((s * splits + k) * rows + r)]);
