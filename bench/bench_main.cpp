@@ -40,6 +40,7 @@ struct Variant {
   BenchMask mask = BenchMask::none;
   bool varlen = false;    // the shape's seq is kVarlenLengths packed (seq_q = seq_kv = their sum)
   bool separate = false;  // varlen's sequences as one dense call each, from their own tensors
+  bool seq_major = false; // Q, K, V and O as [batch, seq, heads, dim] (strided, no copies)
 };
 
 // Varlen bench: 8 sequences of mixed lengths (the 64..2048), 6336 tokens in all.
@@ -127,6 +128,7 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     add(mid, {.softcap = 30.0f});
     add(mid, {.alibi = true});
     add(mid, {.sinks = true});
+    add(mid, {.seq_major = true});
     Shape mid_causal = mid;
     mid_causal.causal = true;
     add(mid_causal, {});
@@ -175,6 +177,7 @@ attune::Problem to_problem(const Shape& s) {
   p.sinks = s.var.sinks;
   if (s.var.mask != BenchMask::none) p.mask = attune::MaskKind::boolean;
   if (s.var.varlen) p.sequences = static_cast<std::int64_t>(std::size(kVarlenLengths));
+  p.strided = s.var.seq_major;
   return p;
 }
 
@@ -205,6 +208,12 @@ VariantArrays variant_arrays(const Shape& s) {
     a.cu.push_back(0);
     for (std::int64_t n : kVarlenLengths) a.cu.push_back(a.cu.back() + n);
     a.data.cu_seqlens_q = a.data.cu_seqlens_kv = a.cu.data();
+  }
+  if (s.var.seq_major) {  // the same buffers, read as [batch, seq, heads, dim]
+    a.data.q_strides = attune::Strides::seq_major(p.heads_q, p.seq_q, p.d_k);
+    a.data.k_strides = attune::Strides::seq_major(p.heads_kv, p.seq_kv, p.d_k);
+    a.data.v_strides = attune::Strides::seq_major(p.heads_kv, p.seq_kv, p.d_v);
+    a.data.out_strides = attune::Strides::seq_major(p.heads_q, p.seq_q, p.d_v);
   }
   return a;
 }

@@ -128,9 +128,9 @@ struct Tensor4 {
   std::int64_t batch, heads, seq, dim;
 };
 
-Tensor4 as_bhsd(const std::vector<std::int64_t>& s, const char* name) {
-  if (s.size() == 4) return {s[0], s[1], s[2], s[3]};
-  if (s.size() == 3) return {1, s[0], s[1], s[2]};
+Tensor4 as_bhsd(const std::vector<std::int64_t>& s, const char* name, bool seq_major = false) {
+  if (s.size() == 4) return seq_major ? Tensor4{s[0], s[2], s[1], s[3]} : Tensor4{s[0], s[1], s[2], s[3]};
+  if (s.size() == 3) return seq_major ? Tensor4{1, s[1], s[0], s[2]} : Tensor4{1, s[0], s[1], s[2]};
   throw IoError(std::string(name) + " must be 3-D [heads, seq, dim] or 4-D [batch, heads, seq, dim], got " +
                 std::to_string(s.size()) + "-D");
 }
@@ -216,7 +216,7 @@ std::vector<std::string> split_causal(const std::vector<std::string>& argv) {
 // The variant flags of `attune run`: --causal-align, --window, --softcap, --alibi,
 // --alibi-slopes, --sinks, --mask, --top-k.
 const std::set<std::string> kVariantFlags = {"--causal-align", "--window", "--softcap", "--alibi-slopes", "--sinks",
-                                             "--mask", "--top-k", "--cu-seqlens-q", "--cu-seqlens-kv"};
+                                             "--mask", "--top-k", "--cu-seqlens-q", "--cu-seqlens-kv", "--layout"};
 
 // "0,17,40": cumulative sequence lengths for varlen; usage errors name the flag.
 std::vector<std::int64_t> parse_offsets(const std::string& flag, const std::string& text) {
@@ -364,6 +364,9 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   const auto scale = a.get_float("--scale");
   Problem flags;  // only the variants' fields are set here
   parse_variant_flags(a, flags);
+  const std::string layout = a.get("--layout").value_or("bhsd");
+  if (layout != "bhsd" && layout != "bshd") throw UsageError("--layout = '" + layout + "': expected bhsd or bshd");
+  if (layout == "bshd" && weights_path) throw UsageError("--weights takes --layout bhsd inputs only");
   check_output_dir(out_path);
   if (weights_path) {
     if (weights_path->empty()) throw UsageError("--weights needs a non-empty value");
@@ -371,7 +374,11 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   }
 
   npy::TypedArray q = npy::read_typed(q_path), k = npy::read_typed(k_path), v = npy::read_typed(v_path);
-  const Tensor4 tq = as_bhsd(q.shape, "Q"), tk = as_bhsd(k.shape, "K"), tv = as_bhsd(v.shape, "V");
+  // --layout bshd: the files are [batch, seq, heads, dim] (as projections write them), read and
+  // written in place through strides, never transposed.
+  const bool seq_major = layout == "bshd";
+  const Tensor4 tq = as_bhsd(q.shape, "Q", seq_major), tk = as_bhsd(k.shape, "K", seq_major),
+                tv = as_bhsd(v.shape, "V", seq_major);
   if (q.shape.size() != k.shape.size() || q.shape.size() != v.shape.size())
     throw IoError("Q, K and V must have the same number of dimensions");
   if (tk.batch != tq.batch || tv.batch != tq.batch)
@@ -398,7 +405,14 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   if (types.kv_dtype != types.dtype) p.kv_dtype = types.kv_dtype;
   p.validate();
   const VariantFiles variant_files = read_variant_files(a, p);
-  const VariantData variant = variant_files.data();
+  VariantData variant = variant_files.data();
+  if (seq_major) {
+    p.strided = true;
+    variant.q_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_k);
+    variant.k_strides = Strides::seq_major(p.heads_kv, p.seq_kv, p.d_k);
+    variant.v_strides = Strides::seq_major(p.heads_kv, p.seq_kv, p.d_v);
+    variant.out_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_v);
+  }
   // A kernel or ISA that does not implement the variants is a usage error, before any work.
   if (!p.plain() && options.kernel != "auto") {
     const Kernel& chosen = *find_kernel(options.kernel);
@@ -431,6 +445,7 @@ int cmd_run(const std::vector<std::string>& argv_in) {
     weights.assign(w.begin(), w.end());
   }
   std::vector<std::int64_t> shape = {p.batch, p.heads_q, p.seq_q, p.d_v};
+  if (seq_major) shape = {p.batch, p.seq_q, p.heads_q, p.d_v};
   std::vector<std::int64_t> weight_shape = {p.batch, p.heads_q, p.seq_q, p.seq_kv};
   if (q.shape.size() == 3) {
     shape.erase(shape.begin());
@@ -636,7 +651,8 @@ const std::vector<Command>& commands() {
        "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
        "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n"
        "                  [--causal [top-left|bottom-right]] [--window N] [--softcap C] [--alibi | --alibi-slopes S.npy]\n"
-       "                  [--sinks S.npy] [--mask M.npy] [--top-k K] [--cu-seqlens-q 0,A,.. --cu-seqlens-kv 0,B,..]\n\n"
+       "                  [--sinks S.npy] [--mask M.npy] [--top-k K] [--cu-seqlens-q 0,A,.. --cu-seqlens-kv 0,B,..]\n"
+       "                  [--layout bhsd|bshd]\n\n"
        "Inputs: little-endian C-order .npy of float32 ('<f4'), float16 ('<f2') or bfloat16 ('<V2', as\n"
        "np.save writes an ml_dtypes.bfloat16 array), shape [batch, heads, seq, dim] (or 3-D\n"
        "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
@@ -661,6 +677,8 @@ const std::vector<Command>& commands() {
        "[batch, heads_q, seq_q, seq_kv]; --top-k K keeps each query's K largest logits (ties: lower key).\n"
        "--cu-seqlens-q/--cu-seqlens-kv 0,a,b,..,total: varlen, Q/K/V (batch 1) hold packed sequences, each\n"
        "its own causal frame (sequence s: query tokens [a_s, a_s+1), keys [b_s, b_s+1)).\n"
+       "--layout bshd: Q, K, V and the output are [batch, seq, heads, dim] (3-D: [seq, heads, dim]), read\n"
+       "and written in place through strides (default bhsd: [batch, heads, seq, dim]).\n"
        "A variant the chosen kernel does not implement, or a variant file of the wrong shape, is a usage\n"
        "error (2); an unreadable or mistyped file is an input error (1).\n"
        "Exit status: 0 success, 1 data/input error, 2 usage error.\n",

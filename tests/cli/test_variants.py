@@ -231,3 +231,23 @@ def test_varlen_usage_errors(attune_bin, tmp_path, flags):
     r = attune(attune_bin, "run", *io_args(tmp_path), *flags)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_layout_bshd_is_read_in_place(attune_bin, tmp_path):
+    """[batch, seq, heads, dim] files give the transposed result of the bhsd ones (GQA, causal, window)."""
+    rng = np.random.default_rng(8)
+    q, k, v = (rng.standard_normal(s).astype("<f4") for s in [(2, 33, 4, 16), (2, 47, 2, 16), (2, 47, 2, 16)])
+    for name, x in zip("qkv", (q, k, v)):
+        np.save(tmp_path / (name + ".npy"), x)
+    want = variants_reference(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), causal=True,
+                              window=10).transpose(0, 2, 1, 3)
+    for kernel in ["naive", "simd", "flash"]:
+        r = attune(attune_bin, "run", *io_args(tmp_path), "--layout", "bshd", "--causal", "--window", "10", "--kernel", kernel)
+        assert r.returncode == 0, (kernel, r.stderr)
+        got = np.load(tmp_path / "o.npy")
+        assert got.shape == (2, 33, 4, 16)
+        assert np.abs(got - want).max() < TOL, kernel
+    r = attune(attune_bin, "run", *io_args(tmp_path), "--layout", "bshd", "--kernel", "gemm")
+    assert r.returncode == 2 and "strided" in r.stderr, r.stderr
+    r = attune(attune_bin, "run", *io_args(tmp_path), "--layout", "hsbd")
+    assert r.returncode == 2 and "--layout" in r.stderr, r.stderr
