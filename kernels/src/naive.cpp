@@ -43,6 +43,7 @@ class Naive final : public Kernel {
   }
   std::vector<Isa> isas() const override { return {Isa::scalar}; }
   int rank() const noexcept override { return 0; }
+  bool supports(const Problem&, Isa) const override { return true; }  // every variant
 
   std::size_t workspace_bytes(const Problem& p, const Config&, Isa) const override {
     // the score row, and the key indices of top-k

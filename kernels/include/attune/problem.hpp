@@ -1,6 +1,6 @@
 // The problem description shared by every kernel: shapes, causal flag, scale, the attention
-// variants (masks, causal alignment, sliding window, soft-cap, ALiBi, sinks, top-k), and the
-// derived sizes and FLOP count that tests, benches and reports all use.
+// variants (masks, causal alignment, sliding window, soft-cap, ALiBi, sinks, top-k, varlen,
+// strided layouts), and the derived sizes and FLOP count that tests, benches and reports all use.
 #pragma once
 
 #include <attune/dtype.hpp>
@@ -51,8 +51,9 @@ enum class MaskBroadcast : std::uint8_t { shared, per_batch, per_head };
 //   sinks      softmax denominator gains e^(sink_h):  o_i = sum_j e^(s_ij) v_j / (e^(sink_h) +
 //              sum_j e^(s_ij)) over the visible keys (gpt-oss; sink_h in logit units, unscaled)
 // The order is fixed: band, soft-cap, ALiBi, mask, top-k, softmax (with the sink). A row whose
-// keys are all hidden outputs zeros. The per-call arrays (mask, slopes, sinks) are passed in
-// VariantData; the flags below say which are present.
+// keys are all hidden outputs zeros. The per-call arrays (mask, slopes, sinks, cu_seqlens,
+// strides) are passed in VariantData; the fields below say which are present. Kernels that
+// implement none of this take only plain() problems (Kernel::supports).
 struct Problem {
   std::int64_t batch = 1;
   std::int64_t heads_q = 1;
@@ -72,7 +73,7 @@ struct Problem {
 
   // Variants; the defaults mean "off" (see above for the formulas).
   CausalAlign causal_align = CausalAlign::bottom_right;  // also places the window
-  std::int64_t window = 0;    // sliding window width w > 0 (0: off); w >= seq_kv keeps every key
+  std::int64_t window = 0;    // sliding window width w > 0 (0: off); wider than every distance: all keys
   float softcap = 0.0f;       // logit cap > 0 (0: off)
   bool alibi = false;         // VariantData::alibi_slopes holds heads_q slopes
   bool sinks = false;         // VariantData::sinks holds heads_q sink logits
