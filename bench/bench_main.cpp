@@ -41,6 +41,8 @@ struct Variant {
   bool varlen = false;    // the shape's seq is kVarlenLengths packed (seq_q = seq_kv = their sum)
   bool separate = false;  // varlen's sequences as one dense call each, from their own tensors
   bool seq_major = false; // Q, K, V and O as [batch, seq, heads, dim] (strided, no copies)
+  bool top_left = false;  // causal alignment of the first query with the first key
+  std::int64_t top_k = 0; // hard attention (naive only: the tiled kernels refuse it)
 };
 
 // Varlen bench: 8 sequences of mixed lengths (the 64..2048), 6336 tokens in all.
@@ -140,6 +142,16 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     const Shape packed{1, 8, 8, 6336, 6336, 128, true};
     add(packed, {.varlen = true});
     add(packed, {.varlen = true, .separate = true});
+    // Causal alignment: 512 queries against 2048 keys, bottom-right (plain) and top-left.
+    const Shape chunk{1, 8, 8, 512, 2048, 128, true};
+    add(chunk, {});
+    add(chunk, {.top_left = true});
+    // Top-k (hard attention) runs on naive only: a small shape, beside its plain self.
+    const Shape small_shape{1, 2, 2, 256, 256, 64, true};
+    out.push_back({small_shape, {"naive"}, 1});
+    Shape top = small_shape;
+    top.var = {.top_k = 8};
+    out.push_back({top, {"naive"}, 1});
   }
   return out;
 }
@@ -178,6 +190,8 @@ attune::Problem to_problem(const Shape& s) {
   if (s.var.mask != BenchMask::none) p.mask = attune::MaskKind::boolean;
   if (s.var.varlen) p.sequences = static_cast<std::int64_t>(std::size(kVarlenLengths));
   p.strided = s.var.seq_major;
+  if (s.var.top_left) p.causal_align = attune::CausalAlign::top_left;
+  p.top_k = s.var.top_k;
   return p;
 }
 
