@@ -110,10 +110,11 @@ struct Layout {
 // window of 2^62 cannot overflow their index arithmetic).
 std::int64_t effective_window(const Problem& p) { return p.window > p.seq_q + p.seq_kv ? 0 : p.window; }
 
-// Whether a problem needs the variant instantiations: the causal alignment alone does not (it
-// is the plain kernels' offset).
+// Whether a problem needs the variant instantiations: the causal alignment and varlen alone
+// do not (they are the plain kernels' offsets).
+// Strided tensors do: the variant kernels prefetch K/V row by row (rows need not be adjacent).
 bool needs_variant_tiles(const Problem& p) {
-  return effective_window(p) > 0 || p.softcap > 0.0f || p.alibi || p.sinks || p.mask != MaskKind::none;
+  return effective_window(p) > 0 || p.softcap > 0.0f || p.alibi || p.sinks || p.mask != MaskKind::none || p.strided;
 }
 
 Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
