@@ -342,7 +342,9 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
     benchmark::ClobberMemory();
   }
   // Varlen counts the pairs of its sequences (the same for the separate calls).
-  const double flops = p.flops() * static_cast<double>(p.visible_pairs(var.data)) / static_cast<double>(p.visible_pairs());
+  const double flops = p.sequences == 0 ? p.flops()
+                                        : p.flops() * static_cast<double>(p.visible_pairs(var.data)) /
+                                              static_cast<double>(std::max<std::int64_t>(p.visible_pairs(), 1));
   state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
   // Compulsory traffic in the storage types: Q, K, V read and O written once.
   state.counters["bytes_per_second"] = benchmark::Counter(p.min_bytes(), benchmark::Counter::kIsIterationInvariantRate);
