@@ -45,7 +45,15 @@ struct Variant {
   float softcap = 0.0f;
   bool alibi = false, sinks = false;
   BenchMask mask = BenchMask::none;
+  bool varlen = false;    // the shape's seq is kVarlenLengths packed (seq_q = seq_kv = their sum)
+  bool separate = false;  // varlen's sequences as one dense call each, from their own tensors
+  bool seq_major = false; // Q, K, V and O as [batch, seq, heads, dim] (strided, no copies)
+  bool top_left = false;  // causal alignment of the first query with the first key
+  std::int64_t top_k = 0; // hard attention (naive only: the tiled kernels refuse it)
 };
+
+// Varlen bench: 8 sequences of mixed lengths (the 64..2048), 6336 tokens in all.
+constexpr std::int64_t kVarlenLengths[] = {64, 2048, 256, 1024, 128, 512, 1536, 768};
 
 struct Shape {
   std::int64_t batch, heads_q, heads_kv, seq_q, seq_kv, d;
@@ -130,6 +138,7 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     add(mid, {.softcap = 30.0f});
     add(mid, {.alibi = true});
     add(mid, {.sinks = true});
+    add(mid, {.seq_major = true});
     Shape mid_causal = mid;
     mid_causal.causal = true;
     add(mid_causal, {});
@@ -137,6 +146,20 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     add(mid_causal, {.alibi = true});
     add(mid_causal, {.sinks = true});
     add(mid_causal, {.softcap = 30.0f, .alibi = true, .sinks = true});
+    // Varlen: 8 mixed-length causal sequences packed, against the same sequences as 8 dense calls.
+    const Shape packed{1, 8, 8, 6336, 6336, 128, true};
+    add(packed, {.varlen = true});
+    add(packed, {.varlen = true, .separate = true});
+    // Causal alignment: 512 queries against 2048 keys, bottom-right (plain) and top-left.
+    const Shape chunk{1, 8, 8, 512, 2048, 128, true};
+    add(chunk, {});
+    add(chunk, {.top_left = true});
+    // Top-k (hard attention) runs on naive only: a small shape, beside its plain self.
+    const Shape small_shape{1, 2, 2, 256, 256, 64, true};
+    out.push_back({small_shape, {"naive"}, 1});
+    Shape top = small_shape;
+    top.var = {.top_k = 8};
+    out.push_back({top, {"naive"}, 1});
   }
   return out;
 }
@@ -175,6 +198,10 @@ attune::Problem to_problem(const Shape& s) {
   p.alibi = s.var.alibi;
   p.sinks = s.var.sinks;
   if (s.var.mask != BenchMask::none) p.mask = attune::MaskKind::boolean;
+  if (s.var.varlen) p.sequences = static_cast<std::int64_t>(std::size(kVarlenLengths));
+  p.strided = s.var.seq_major;
+  if (s.var.top_left) p.causal_align = attune::CausalAlign::top_left;
+  p.top_k = s.var.top_k;
   return p;
 }
 
@@ -182,6 +209,7 @@ attune::Problem to_problem(const Shape& s) {
 struct VariantArrays {
   std::vector<float> slopes, sinks;
   std::vector<std::uint8_t> mask;
+  std::vector<std::int64_t> cu;  // varlen: the same offsets for queries and keys
   attune::VariantData data;
 };
 
@@ -200,7 +228,47 @@ VariantArrays variant_arrays(const Shape& s) {
   if (!a.slopes.empty()) a.data.alibi_slopes = a.slopes.data();
   if (!a.sinks.empty()) a.data.sinks = a.sinks.data();
   if (!a.mask.empty()) a.data.mask = a.mask.data();
+  if (s.var.varlen) {
+    a.cu.push_back(0);
+    for (std::int64_t n : kVarlenLengths) a.cu.push_back(a.cu.back() + n);
+    a.data.cu_seqlens_q = a.data.cu_seqlens_kv = a.cu.data();
+  }
+  if (s.var.seq_major) {  // the same buffers, read as [batch, seq, heads, dim]
+    a.data.q_strides = attune::Strides::seq_major(p.heads_q, p.seq_q, p.d_k);
+    a.data.k_strides = attune::Strides::seq_major(p.heads_kv, p.seq_kv, p.d_k);
+    a.data.v_strides = attune::Strides::seq_major(p.heads_kv, p.seq_kv, p.d_v);
+    a.data.out_strides = attune::Strides::seq_major(p.heads_q, p.seq_q, p.d_v);
+  }
   return a;
+}
+
+// Varlen's sequences as separate dense problems with their own contiguous tensors (what a
+// caller without varlen runs): built once per benchmark, outside the timed loop.
+struct Separate {
+  std::vector<attune::Problem> problems;
+  std::vector<std::vector<std::byte>> q, k, v, out;
+};
+
+Separate separate_of(const Shape& s, const attune::Problem& p, const VariantArrays& var, const std::vector<std::byte>& q,
+                     const std::vector<std::byte>& k, const std::vector<std::byte>& v) {
+  Separate sep;
+  const std::size_t size = attune::size_of(s.dtype);
+  auto slice = [&](const std::vector<std::byte>& x, std::int64_t heads, std::int64_t total, std::int64_t t0, std::int64_t n) {
+    std::vector<std::byte> out(static_cast<std::size_t>(heads * n * p.d_k) * size);
+    for (std::int64_t h = 0; h < heads; ++h)
+      std::memcpy(out.data() + static_cast<std::size_t>(h * n * p.d_k) * size,
+                  x.data() + static_cast<std::size_t>((h * total + t0) * p.d_k) * size, static_cast<std::size_t>(n * p.d_k) * size);
+    return out;
+  };
+  for (std::int64_t i = 0; i < p.sequences; ++i) {
+    attune::Problem sub = p.sequence(i, var.data);
+    sep.problems.push_back(sub);
+    sep.q.push_back(slice(q, p.heads_q, p.seq_q, var.cu[static_cast<std::size_t>(i)], sub.seq_q));
+    sep.k.push_back(slice(k, p.heads_kv, p.seq_kv, var.cu[static_cast<std::size_t>(i)], sub.seq_kv));
+    sep.v.push_back(slice(v, p.heads_kv, p.seq_kv, var.cu[static_cast<std::size_t>(i)], sub.seq_kv));
+    sep.out.emplace_back(static_cast<std::size_t>(sub.out_elements()) * size);
+  }
+  return sep;
 }
 
 // Google Benchmark calls a benchmark once per iteration-count probe and once per repetition
@@ -280,18 +348,31 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
   o.config.threads = threads;
   o.config.block_q = g_tiles.block_q;
   o.config.block_kv = g_tiles.block_kv;
+  Separate sep;
+  if (s.var.separate) sep = separate_of(s, p, var, q, k, v);
+  auto call = [&] {
+    if (!s.var.separate) {
+      attune::attention(p, q.data(), k.data(), v.data(), out.data(), var.data, o);
+      return;
+    }
+    for (std::size_t i = 0; i < sep.problems.size(); ++i)
+      attune::attention(sep.problems[i], sep.q[i].data(), sep.k[i].data(), sep.v[i].data(), sep.out[i].data(), o);
+  };
   try {
-    attune::attention(p, q.data(), k.data(), v.data(), out.data(), var.data, o);  // warm-up and validation
+    call();  // warm-up and validation
   } catch (const attune::Error& e) {
     state.SkipWithError(e.what());
     return;
   }
   for (auto _ : state) {
-    attune::attention(p, q.data(), k.data(), v.data(), out.data(), var.data, o);
+    call();
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  const double flops = p.flops();
+  // Varlen counts the pairs of its sequences (the same for the separate calls).
+  const double flops = p.sequences == 0 ? p.flops()
+                                        : p.flops() * static_cast<double>(p.visible_pairs(var.data)) /
+                                              static_cast<double>(std::max<std::int64_t>(p.visible_pairs(), 1));
   state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
   // Compulsory traffic in the storage types: Q, K, V read and O written once.
   state.counters["bytes_per_second"] = benchmark::Counter(p.min_bytes(), benchmark::Counter::kIsIterationInvariantRate);
@@ -306,6 +387,7 @@ std::string name_of(const attune::Kernel* k, attune::Isa isa, const Shape& s, in
   std::string var = to_problem(s).variant_string();
   if (s.var.mask == BenchMask::all_visible) var += "_allvis";
   if (s.var.mask == BenchMask::half_hidden) var += "_half";
+  if (s.var.separate) var += "_separate";
   if (!var.empty()) var = "/var:" + var.substr(1);
   char buf[320];
   std::snprintf(buf, sizeof buf,

@@ -8,6 +8,7 @@
 #include <attune/attune.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -127,9 +128,9 @@ struct Tensor4 {
   std::int64_t batch, heads, seq, dim;
 };
 
-Tensor4 as_bhsd(const std::vector<std::int64_t>& s, const char* name) {
-  if (s.size() == 4) return {s[0], s[1], s[2], s[3]};
-  if (s.size() == 3) return {1, s[0], s[1], s[2]};
+Tensor4 as_bhsd(const std::vector<std::int64_t>& s, const char* name, bool seq_major = false) {
+  if (s.size() == 4) return seq_major ? Tensor4{s[0], s[2], s[1], s[3]} : Tensor4{s[0], s[1], s[2], s[3]};
+  if (s.size() == 3) return seq_major ? Tensor4{1, s[1], s[0], s[2]} : Tensor4{1, s[0], s[1], s[2]};
   throw IoError(std::string(name) + " must be 3-D [heads, seq, dim] or 4-D [batch, heads, seq, dim], got " +
                 std::to_string(s.size()) + "-D");
 }
@@ -215,14 +216,37 @@ std::vector<std::string> split_causal(const std::vector<std::string>& argv) {
 // The variant flags of `attune run`: --causal-align, --window, --softcap, --alibi,
 // --alibi-slopes, --sinks, --mask, --top-k.
 const std::set<std::string> kVariantFlags = {"--causal-align", "--window", "--softcap", "--alibi-slopes", "--sinks",
-                                             "--mask", "--top-k"};
+                                             "--mask", "--top-k", "--cu-seqlens-q", "--cu-seqlens-kv", "--layout"};
+
+// "0,17,40": cumulative sequence lengths for varlen; usage errors name the flag.
+std::vector<std::int64_t> parse_offsets(const std::string& flag, const std::string& text) {
+  std::vector<std::int64_t> out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno == ERANGE || n < 0)
+      throw UsageError(flag + " = '" + text + "': expected non-negative integers separated by commas, e.g. 0,17,40");
+    out.push_back(n);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (out.size() < 2) throw UsageError(flag + " = '" + text + "': needs at least two offsets (0 and the total)");
+  return out;
+}
 
 // The variants' arrays as `run` read them (VariantData points into these).
 struct VariantFiles {
   std::vector<float> slopes, sinks;
   std::vector<std::byte> mask;
+  std::vector<std::int64_t> cu_q, cu_kv;
   VariantData data() const {
     VariantData d;
+    if (!cu_q.empty()) d.cu_seqlens_q = cu_q.data();
+    if (!cu_kv.empty()) d.cu_seqlens_kv = cu_kv.data();
     if (!slopes.empty()) d.alibi_slopes = slopes.data();
     if (!sinks.empty()) d.sinks = sinks.data();
     if (!mask.empty()) d.mask = mask.data();
@@ -246,6 +270,8 @@ void parse_variant_flags(const Args& a, Problem& p) {
   p.alibi = a.has("--alibi") || a.has("--alibi-slopes");
   p.sinks = a.has("--sinks");
   if (auto k = a.get_int("--top-k", 1)) p.top_k = *k;
+  if (a.has("--cu-seqlens-q") != a.has("--cu-seqlens-kv"))
+    throw UsageError("--cu-seqlens-q and --cu-seqlens-kv go together (varlen)");
   for (const char* flag : {"--alibi-slopes", "--sinks", "--mask"})
     if (a.has(flag) && a.get(flag)->empty()) throw UsageError(std::string(flag) + " needs a non-empty value");
 }
@@ -262,6 +288,26 @@ std::vector<float> read_per_head(const std::string& path, const char* flag, std:
 // The variants' files, checked against the problem (shapes as usage errors, exit 2).
 VariantFiles read_variant_files(const Args& a, Problem& p) {
   VariantFiles f;
+  if (auto cu = a.get("--cu-seqlens-q")) {  // varlen: Q/K/V hold the packed sequences of batch 1
+    f.cu_q = parse_offsets("--cu-seqlens-q", *cu);
+    f.cu_kv = parse_offsets("--cu-seqlens-kv", *a.get("--cu-seqlens-kv"));
+    if (f.cu_q.size() != f.cu_kv.size())
+      throw UsageError("--cu-seqlens-q has " + std::to_string(f.cu_q.size()) + " offsets, --cu-seqlens-kv " +
+                       std::to_string(f.cu_kv.size()) + ": one per sequence boundary each");
+    p.sequences = static_cast<std::int64_t>(f.cu_q.size()) - 1;
+    try {
+      p.validate();
+      VariantData check;
+      check.cu_seqlens_q = f.cu_q.data();
+      check.cu_seqlens_kv = f.cu_kv.data();
+      Problem only = p;  // the offsets' checks alone (the other arrays are read below)
+      only.alibi = only.sinks = false;
+      only.mask = MaskKind::none;
+      check.validate(only);
+    } catch (const InvalidArgument& e) {
+      throw UsageError(std::string("varlen: ") + e.what());
+    }
+  }
   if (a.has("--alibi")) {  // the ALiBi paper's geometric slopes 2^(-8 h / heads_q), h = 1 .. heads_q
     for (std::int64_t h = 1; h <= p.heads_q; ++h)
       f.slopes.push_back(static_cast<float>(std::exp2(-8.0 * static_cast<double>(h) / static_cast<double>(p.heads_q))));
@@ -296,6 +342,7 @@ VariantFiles read_variant_files(const Args& a, Problem& p) {
                            " (additive masks take finite values and -inf)");
     }
     f.mask = std::move(m.bytes);
+    if (p.sequences > 0) throw UsageError("--mask cannot be combined with --cu-seqlens-q/--cu-seqlens-kv (varlen)");
   }
   return f;
 }
@@ -315,8 +362,11 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   const auto out_path = a.required("--out");
   const auto weights_path = a.get("--weights");
   const auto scale = a.get_float("--scale");
-  Problem flags;
+  Problem flags;  // only the variants' fields are set here
   parse_variant_flags(a, flags);
+  const std::string layout = a.get("--layout").value_or("bhsd");
+  if (layout != "bhsd" && layout != "bshd") throw UsageError("--layout = '" + layout + "': expected bhsd or bshd");
+  if (layout == "bshd" && weights_path) throw UsageError("--weights takes --layout bhsd inputs only");
   check_output_dir(out_path);
   if (weights_path) {
     if (weights_path->empty()) throw UsageError("--weights needs a non-empty value");
@@ -324,7 +374,11 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   }
 
   npy::TypedArray q = npy::read_typed(q_path), k = npy::read_typed(k_path), v = npy::read_typed(v_path);
-  const Tensor4 tq = as_bhsd(q.shape, "Q"), tk = as_bhsd(k.shape, "K"), tv = as_bhsd(v.shape, "V");
+  // --layout bshd: the files are [batch, seq, heads, dim] (as projections write them), read and
+  // written in place through strides, never transposed.
+  const bool seq_major = layout == "bshd";
+  const Tensor4 tq = as_bhsd(q.shape, "Q", seq_major), tk = as_bhsd(k.shape, "K", seq_major),
+                tv = as_bhsd(v.shape, "V", seq_major);
   if (q.shape.size() != k.shape.size() || q.shape.size() != v.shape.size())
     throw IoError("Q, K and V must have the same number of dimensions");
   if (tk.batch != tq.batch || tv.batch != tq.batch)
@@ -337,7 +391,7 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   if (tk.dim != tq.dim)
     throw IoError("Q and K head dims differ: d_k " + std::to_string(tq.dim) + " vs " + std::to_string(tk.dim));
 
-  Problem p;
+  Problem p = flags;  // the variants' fields, from the flags
   p.batch = tq.batch;
   p.heads_q = tq.heads;
   p.heads_kv = tk.heads;
@@ -349,20 +403,20 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   p.scale = scale;
   p.dtype = types.dtype;
   if (types.kv_dtype != types.dtype) p.kv_dtype = types.kv_dtype;
-  p.causal_align = flags.causal_align;
-  p.window = flags.window;
-  p.softcap = flags.softcap;
-  p.alibi = flags.alibi;
-  p.sinks = flags.sinks;
-  p.top_k = flags.top_k;
   p.validate();
   const VariantFiles variant_files = read_variant_files(a, p);
-  const VariantData variant = variant_files.data();
+  VariantData variant = variant_files.data();
+  if (seq_major) {
+    p.strided = true;
+    variant.q_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_k);
+    variant.k_strides = Strides::seq_major(p.heads_kv, p.seq_kv, p.d_k);
+    variant.v_strides = Strides::seq_major(p.heads_kv, p.seq_kv, p.d_v);
+    variant.out_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_v);
+  }
   // A kernel or ISA that does not implement the variants is a usage error, before any work.
   if (!p.plain() && options.kernel != "auto") {
     const Kernel& chosen = *find_kernel(options.kernel);
-    if (isas_for(chosen, p).empty() || (options.isa && !chosen.supports(p, *options.isa)))
-    {
+    if (isas_for(chosen, p).empty() || (options.isa && !chosen.supports(p, *options.isa))) {
       std::string takers;
       for (const Kernel* other : kernels())
         if (!isas_for(*other, p).empty()) takers += (takers.empty() ? "" : ", ") + std::string(other->name());
@@ -391,6 +445,7 @@ int cmd_run(const std::vector<std::string>& argv_in) {
     weights.assign(w.begin(), w.end());
   }
   std::vector<std::int64_t> shape = {p.batch, p.heads_q, p.seq_q, p.d_v};
+  if (seq_major) shape = {p.batch, p.seq_q, p.heads_q, p.d_v};
   std::vector<std::int64_t> weight_shape = {p.batch, p.heads_q, p.seq_q, p.seq_kv};
   if (q.shape.size() == 3) {
     shape.erase(shape.begin());
@@ -601,7 +656,8 @@ const std::vector<Command>& commands() {
        "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
        "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n"
        "                  [--causal [top-left|bottom-right]] [--window N] [--softcap C] [--alibi | --alibi-slopes S.npy]\n"
-       "                  [--sinks S.npy] [--mask M.npy] [--top-k K]\n\n"
+       "                  [--sinks S.npy] [--mask M.npy] [--top-k K] [--cu-seqlens-q 0,A,.. --cu-seqlens-kv 0,B,..]\n"
+       "                  [--layout bhsd|bshd]\n\n"
        "Inputs: little-endian C-order .npy of float32 ('<f4'), float16 ('<f2') or bfloat16 ('<V2', as\n"
        "np.save writes an ml_dtypes.bfloat16 array), shape [batch, heads, seq, dim] (or 3-D\n"
        "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
@@ -624,6 +680,10 @@ const std::vector<Command>& commands() {
        "--sinks S.npy: [heads_q] float32 logits joining each softmax denominator; --mask M.npy: bool/uint8\n"
        "(0 hides) or float32 (added; -inf hides), [seq_q, seq_kv], [batch, 1, seq_q, seq_kv] or\n"
        "[batch, heads_q, seq_q, seq_kv]; --top-k K keeps each query's K largest logits (ties: lower key).\n"
+       "--cu-seqlens-q/--cu-seqlens-kv 0,a,b,..,total: varlen, Q/K/V (batch 1) hold packed sequences, each\n"
+       "its own causal frame (sequence s: query tokens [a_s, a_s+1), keys [b_s, b_s+1)).\n"
+       "--layout bshd: Q, K, V and the output are [batch, seq, heads, dim] (3-D: [seq, heads, dim]), read\n"
+       "and written in place through strides (default bhsd: [batch, heads, seq, dim]).\n"
        "A variant the chosen kernel does not implement, or a variant file of the wrong shape, is a usage\n"
        "error (2); an unreadable or mistyped file is an input error (1).\n"
        "Exit status: 0 success, 1 data/input error, 2 usage error.\n",

@@ -24,8 +24,6 @@ class Blocked final : public Kernel {
   }
   std::vector<Isa> isas() const override { return {Isa::scalar}; }
   int rank() const noexcept override { return 10; }
-  // Implements none of the variants (masks, windows, soft-cap, ALiBi, sinks, top-k).
-  bool supports(const Problem& p, Isa) const override { return p.plain(); }
   std::vector<ParamSpec> params() const override {
     return {{"block_q", {8, 16, 32, 64, 128}}, {"block_kv", {32, 64, 128, 256, 512}}};
   }

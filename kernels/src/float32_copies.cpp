@@ -1,5 +1,8 @@
-// Float32 copies of 16-bit tensors for the kernels that compute on float32 buffers.
+// Float32 copies of 16-bit tensors for the kernels that compute on float32 buffers, and
+// contiguous copies of strided tensors for the definition (naive).
 #include "kernel_impl.hpp"
+
+#include <cstring>
 
 namespace attune::detail {
 namespace {
@@ -12,7 +15,55 @@ std::unique_ptr<float[]> widened(Dtype type, const void* src, std::int64_t n) {
   return copy;
 }
 
+// Copies the rows of a [batch, heads, seq, dim] tensor between a strided layout and the
+// contiguous one, `size` bytes an element; gather: strided -> dense, else dense -> strided.
+void copy_rows(const Strides& st, std::int64_t batch, std::int64_t heads, std::int64_t seq, std::int64_t dim,
+               std::size_t size, const unsigned char* from, unsigned char* to, bool gather) {
+  const std::size_t row = static_cast<std::size_t>(dim) * size;
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t i = 0; i < seq; ++i) {
+        const std::size_t dense = static_cast<std::size_t>(((b * heads + h) * seq + i) * dim) * size;
+        const std::size_t strided = static_cast<std::size_t>(b * st.batch + h * st.head + i * st.row) * size;
+        std::memcpy(to + (gather ? dense : strided), from + (gather ? strided : dense), row);
+      }
+}
+
+std::unique_ptr<unsigned char[]> gathered(const Strides& st, std::int64_t batch, std::int64_t heads, std::int64_t seq,
+                                          std::int64_t dim, Dtype type, const void* src) {
+  auto copy = std::make_unique_for_overwrite<unsigned char[]>(static_cast<std::size_t>(batch * heads * seq * dim) * size_of(type));
+  copy_rows(st, batch, heads, seq, dim, size_of(type), static_cast<const unsigned char*>(src), copy.get(), true);
+  return copy;
+}
+
 }  // namespace
+
+ContiguousCopies::ContiguousCopies(const Problem& p, const Tensors& t) : p_(p), caller_(t), view_(t) {
+  if (!p.strided) return;
+  const Dtype kv = p.kv_type();
+  q_ = gathered(t.variant.q_strides, p.batch, p.heads_q, p.seq_q, p.d_k, p.dtype, t.q);
+  k_ = gathered(t.variant.k_strides, p.batch, p.heads_kv, p.seq_kv, p.d_k, kv, t.k);
+  v_ = gathered(t.variant.v_strides, p.batch, p.heads_kv, p.seq_kv, p.d_v, kv, t.v);
+  o_ = std::make_unique_for_overwrite<unsigned char[]>(static_cast<std::size_t>(p.out_elements()) * size_of(p.dtype));
+  view_.q = q_.get();
+  view_.k = k_.get();
+  view_.v = v_.get();
+  view_.out = o_.get();
+}
+
+void ContiguousCopies::finish() {
+  if (!o_) return;
+  copy_rows(caller_.variant.out_strides, p_.batch, p_.heads_q, p_.seq_q, p_.d_v, size_of(p_.dtype), o_.get(),
+            static_cast<unsigned char*>(caller_.out), false);
+}
+
+std::size_t ContiguousCopies::bytes(const Problem& p) {
+  if (!p.strided) return 0;
+  const std::size_t qo = size_of(p.dtype), kv = size_of(p.kv_type());
+  const std::size_t elements_qo = static_cast<std::size_t>(p.q_elements() + p.out_elements());
+  const std::size_t elements_kv = static_cast<std::size_t>(p.k_elements() + p.v_elements());
+  return saturating_add(saturating_mul(elements_qo, qo), saturating_mul(elements_kv, kv));
+}
 
 Float32Copies::Float32Copies(const Problem& p, const Tensors& t) : p_(p), out_(t.out) {
   const Dtype kv = p.kv_type();

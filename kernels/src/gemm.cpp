@@ -82,8 +82,6 @@ class Gemm final : public Kernel {
   }
   std::vector<Isa> isas() const override { return vector_isas(); }
   int rank() const noexcept override { return 5; }  // a baseline: `auto` never prefers it
-  // Implements none of the variants (masks, windows, soft-cap, ALiBi, sinks, top-k).
-  bool supports(const Problem& p, Isa) const override { return p.plain(); }
   std::vector<ParamSpec> params() const override { return {{"threads", {1, 2, 4, 8, 16, 32, 64}}}; }
 
   // The BLAS library's own internal buffers are not counted.

@@ -43,6 +43,23 @@ class Float32Copies {
   FloatTensors view_;
 };
 
+// Contiguous [batch, heads, seq, dim] copies of strided tensors (Problem::strided), for the
+// kernel that defines attention on that layout (naive): Q, K and V gathered in their storage
+// type, O written to a copy and scattered back by finish(). A non-strided call is passed
+// through untouched.
+class ContiguousCopies {
+ public:
+  ContiguousCopies(const Problem& p, const Tensors& t);
+  const Tensors& tensors() const { return view_; }
+  void finish();  // scatters the output into the caller's strided O (nothing when not strided)
+  static std::size_t bytes(const Problem& p);
+
+ private:
+  const Problem& p_;
+  Tensors caller_, view_;
+  std::unique_ptr<unsigned char[]> q_, k_, v_, o_;
+};
+
 // Pointers to the rows of one (batch, query head): its Q and O slices and the K/V slices of
 // the KV head it reads (grouped-query: kv head = h / group_size).
 using HeadView = FloatTensors;

@@ -1,6 +1,7 @@
 // Multi-head attention (attune/mha.hpp): projections and the output projection as CBLAS GEMMs
-// over all batch x seq rows at once, heads rearranged between the GEMMs' [rows, heads * dim]
-// layout and attention's [batch, heads, seq, dim], and attune::attention in between.
+// over all batch x seq rows at once and attune::attention in between, on the GEMMs'
+// [rows, heads * dim] layout as strided tensors when the kernel reads strides (simd, flash),
+// else with the heads rearranged to and from [batch, heads, seq, dim].
 #include "blas.hpp"
 #include "kernel_impl.hpp"
 #include "memory_limit.hpp"
@@ -110,10 +111,16 @@ void mha(const MhaProblem& mp, const float* x, const float* wq, const float* wk,
   }
   const Problem p = mp.attention_problem();
   // Resolves the kernel: an unknown kernel, ISA or bad config is refused before allocating.
-  const std::size_t attention_need = workspace_bytes(p, options);
+  const Choice choice = resolve(p, options);
+  // Kernels that read strided tensors take the projections as the GEMMs write them,
+  // [batch, seq, heads, dim], and write O in the layout WO multiplies: no transposes, no stage.
+  Problem ps = p;
+  ps.strided = true;
+  const bool in_place = choice.kernel->supports(ps, choice.isa);
+  const std::size_t attention_need = workspace_bytes(in_place ? ps : p, options);
   const std::int64_t rows = mp.batch * mp.seq;
   // One GEMM output at a time: the largest is Q or O (heads_kv <= heads_q), both validated counts.
-  const std::int64_t stage_floats = rows * mp.heads_q * std::max(mp.d_k, mp.d_v);
+  const std::int64_t stage_floats = in_place ? 0 : rows * mp.heads_q * std::max(mp.d_k, mp.d_v);
   // The staging buffer, the projected Q, K, V and the attention output, and attention's own
   // working memory: refused as a whole before any of it is allocated.
   std::size_t need = detail::float_bytes({stage_floats});
@@ -129,23 +136,34 @@ void mha(const MhaProblem& mp, const float* x, const float* wq, const float* wk,
     std::vector<float> v(static_cast<std::size_t>(p.v_elements())),
         o(static_cast<std::size_t>(p.out_elements()));
 
-    // X W for `heads` heads of `dim` columns, rearranged to [batch, heads, seq, dim].
+    // X W for `heads` heads of `dim` columns: [batch, seq, heads, dim] in place, else
+    // rearranged to [batch, heads, seq, dim].
     auto project = [&](const float* w, std::int64_t heads, std::int64_t dim, float* dst) {
       const std::int64_t cols = heads * dim;
-      detail::sgemm(false, rows, cols, mp.d_model, 1.0f, x, mp.d_model, w, cols, 0.0f, stage.data(), cols);
-      split_heads(stage.data(), mp.batch, mp.seq, heads, dim, dst);
+      float* out = in_place ? dst : stage.data();
+      detail::sgemm(false, rows, cols, mp.d_model, 1.0f, x, mp.d_model, w, cols, 0.0f, out, cols);
+      if (!in_place) split_heads(stage.data(), mp.batch, mp.seq, heads, dim, dst);
     };
     project(wq, mp.heads_q, mp.d_k, q.data());
     project(wk, mp.heads_kv, mp.d_k, k.data());
     project(wv, mp.heads_kv, mp.d_v, v.data());
 
-    attention(p, q.data(), k.data(), v.data(), o.data(), options);
-
-    // y = concat_h(O_h) wo.
     const std::int64_t concat_cols = mp.heads_q * mp.d_v;
-    merge_heads(o.data(), mp.batch, mp.seq, mp.heads_q, mp.d_v, stage.data());
-    detail::sgemm(false, rows, mp.d_model, concat_cols, 1.0f, stage.data(), concat_cols, wo, mp.d_model, 0.0f,
-                  y, mp.d_model);
+    const float* concat = o.data();  // y = concat_h(O_h) wo
+    if (in_place) {
+      VariantData layout;
+      layout.q_strides = Strides::seq_major(mp.heads_q, mp.seq, mp.d_k);
+      layout.k_strides = Strides::seq_major(mp.heads_kv, mp.seq, mp.d_k);
+      layout.v_strides = Strides::seq_major(mp.heads_kv, mp.seq, mp.d_v);
+      layout.out_strides = Strides::seq_major(mp.heads_q, mp.seq, mp.d_v);
+      attention(ps, q.data(), k.data(), v.data(), o.data(), layout, options);
+    } else {
+      attention(p, q.data(), k.data(), v.data(), o.data(), options);
+      merge_heads(o.data(), mp.batch, mp.seq, mp.heads_q, mp.d_v, stage.data());
+      concat = stage.data();
+    }
+    detail::sgemm(false, rows, mp.d_model, concat_cols, 1.0f, concat, concat_cols, wo, mp.d_model, 0.0f, y,
+                  mp.d_model);
   } catch (const std::bad_alloc&) {
     throw MemoryError(detail::out_of_memory("mha", need));
   }

@@ -3,6 +3,7 @@
 // (with the sink in the denominator) and the weighted sum of V, in float with scalar loops.
 // Scratch: one row of seq_kv floats and one of seq_kv key indices (top-k).
 // 16-bit tensors are widened to float32 copies first (and the output rounded once at the end).
+// Strided tensors are gathered into contiguous copies first (and O scattered back).
 // Reads no config fields. Takes every variant.
 #include "kernel_impl.hpp"
 
@@ -42,11 +43,14 @@ class Naive final : public Kernel {
   }
   std::vector<Isa> isas() const override { return {Isa::scalar}; }
   int rank() const noexcept override { return 0; }
+  bool supports(const Problem&, Isa) const override { return true; }  // every variant
 
   std::size_t workspace_bytes(const Problem& p, const Config&, Isa) const override {
     // the score row, and the key indices of top-k
-    const std::size_t top_k = p.top_k > 0 ? saturating_mul(static_cast<std::size_t>(p.seq_kv), sizeof(std::int64_t)) : 0;
-    return saturating_add(saturating_add(float_bytes({p.seq_kv}), top_k), Float32Copies::bytes(p));
+    const std::size_t top_k =
+        p.top_k > 0 ? saturating_mul(static_cast<std::size_t>(p.seq_kv), sizeof(std::int64_t)) : 0;
+    return saturating_add(saturating_add(saturating_add(float_bytes({p.seq_kv}), top_k), Float32Copies::bytes(p)),
+                          ContiguousCopies::bytes(p));
   }
 
   void run(const Problem& p, const Tensors& t, const Config&, Isa) const override {
@@ -54,52 +58,61 @@ class Naive final : public Kernel {
     const VariantData& var = t.variant;
     std::vector<float> scores(static_cast<std::size_t>(p.seq_kv));
     std::vector<std::int64_t> order;
-    Float32Copies f32(p, t);  // 16-bit tensors are widened first: the definition is float32
+    ContiguousCopies dense(p, t);  // strided tensors are gathered first: the definition is on [b, h, s, d]
+    Float32Copies f32(p, dense.tensors());  // 16-bit tensors are widened: the definition is float32
     for (std::int64_t b = 0; b < p.batch; ++b) {
       for (std::int64_t h = 0; h < p.heads_q; ++h) {
         const HeadView hv = head_view(p, f32.tensors(), b, h);
         const float slope = p.alibi ? var.alibi_slopes[h] : 0.0f;
         const float sink = p.sinks ? var.sinks[h] : kNegInf;
         const std::int64_t plane = p.mask_plane(b, h) * p.seq_q * p.seq_kv;
-        for (std::int64_t i = 0; i < p.seq_q; ++i) {
-          const float* q = hv.q + i * p.d_k;
-          float* o = hv.out + i * p.d_v;
-          const std::int64_t begin = p.key_begin(i), end = std::max(begin, p.key_end(i));
-          const std::int64_t pos = i + p.align_offset();
-          for (std::int64_t j = begin; j < end; ++j) {
-            float dot = 0.0f;
-            for (std::int64_t d = 0; d < p.d_k; ++d) dot += q[d] * hv.k[j * p.d_k + d];
-            float s = scale * dot;
-            if (p.softcap > 0.0f) s = p.softcap * std::tanh(s / p.softcap);
-            if (p.alibi) s -= slope * static_cast<float>(std::abs(pos - j));
-            const std::int64_t m = plane + i * p.seq_kv + j;
-            if (p.mask == MaskKind::boolean && static_cast<const std::uint8_t*>(var.mask)[m] == 0) s = kNegInf;
-            if (p.mask == MaskKind::additive) s += static_cast<const float*>(var.mask)[m];
-            scores[j - begin] = s;
-          }
-          if (p.top_k > 0) keep_top_k(scores.data(), end - begin, p.top_k, order);
-          float max_score = kNegInf;
-          bool seen = false;  // a visible key (a NaN score counts: it must poison the row)
-          for (std::int64_t j = 0; j < end - begin; ++j) {
-            max_score = std::max(max_score, scores[j]);
-            seen = seen || scores[j] != kNegInf;
-          }
-          for (std::int64_t d = 0; d < p.d_v; ++d) o[d] = 0.0f;
-          if (!seen) continue;  // no visible key: zeros
-          const float m = std::max(max_score, sink);
-          float sum = std::exp(sink - m);  // 0 without a sink
-          for (std::int64_t j = 0; j < end - begin; ++j) {
-            scores[j] = std::exp(scores[j] - m);
-            sum += scores[j];
-          }
-          for (std::int64_t j = 0; j < end - begin; ++j) {
-            const float w = scores[j] / sum;
-            for (std::int64_t d = 0; d < p.d_v; ++d) o[d] += w * hv.v[(begin + j) * p.d_v + d];
+        // Varlen: each sequence is its own frame f, at token offsets tq (queries), tk (keys).
+        for (std::int64_t seq = 0; seq < std::max<std::int64_t>(p.sequences, 1); ++seq) {
+          const Problem f = p.sequence(seq, var);
+          const std::int64_t tq = p.sequences > 0 ? var.cu_seqlens_q[seq] : 0;
+          const std::int64_t tk = p.sequences > 0 ? var.cu_seqlens_kv[seq] : 0;
+          for (std::int64_t i = 0; i < f.seq_q; ++i) {
+            const float* q = hv.q + (tq + i) * p.d_k;
+            float* o = hv.out + (tq + i) * p.d_v;
+            const std::int64_t begin = f.key_begin(i), end = std::max(begin, f.key_end(i));
+            const std::int64_t pos = i + f.align_offset();
+            for (std::int64_t j = begin; j < end; ++j) {
+              float dot = 0.0f;
+              for (std::int64_t d = 0; d < p.d_k; ++d) dot += q[d] * hv.k[(tk + j) * p.d_k + d];
+              float s = scale * dot;
+              if (p.softcap > 0.0f) s = p.softcap * std::tanh(s / p.softcap);
+              if (p.alibi) s -= slope * static_cast<float>(std::abs(pos - j));
+              const std::int64_t m = plane + i * p.seq_kv + j;
+              if (p.mask == MaskKind::boolean && static_cast<const std::uint8_t*>(var.mask)[m] == 0)
+                s = kNegInf;
+              if (p.mask == MaskKind::additive) s += static_cast<const float*>(var.mask)[m];
+              scores[j - begin] = s;
+            }
+            if (p.top_k > 0) keep_top_k(scores.data(), end - begin, p.top_k, order);
+            float max_score = kNegInf;
+            bool seen = false;  // a visible key (a NaN score counts: it must poison the row)
+            for (std::int64_t j = 0; j < end - begin; ++j) {
+              max_score = std::max(max_score, scores[j]);
+              seen = seen || scores[j] != kNegInf;
+            }
+            for (std::int64_t d = 0; d < p.d_v; ++d) o[d] = 0.0f;
+            if (!seen) continue;  // no visible key: zeros
+            const float m = std::max(max_score, sink);
+            float sum = std::exp(sink - m);  // 0 without a sink
+            for (std::int64_t j = 0; j < end - begin; ++j) {
+              scores[j] = std::exp(scores[j] - m);
+              sum += scores[j];
+            }
+            for (std::int64_t j = 0; j < end - begin; ++j) {
+              const float w = scores[j] / sum;
+              for (std::int64_t d = 0; d < p.d_v; ++d) o[d] += w * hv.v[(tk + begin + j) * p.d_v + d];
+            }
           }
         }
       }
     }
     f32.finish();
+    dense.finish();
   }
 };
 

@@ -2,9 +2,12 @@
 #include <attune/error.hpp>
 #include <attune/problem.hpp>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 namespace attune {
@@ -67,6 +70,10 @@ void Problem::validate() const {
       mask_broadcast != MaskBroadcast::per_head)
     fail("mask_broadcast", static_cast<std::int64_t>(mask_broadcast), "is not a broadcast (shared, per_batch, per_head)");
   if (top_k < 0) fail("top_k", top_k, "must be >= 0 (0: off)");
+  if (sequences < 0) fail("sequences", sequences, "must be >= 0 (0: not varlen)");
+  if (sequences > 0 && batch != 1) fail("batch", batch, "must be 1 with sequences (varlen packs them along seq)");
+  if (sequences > 0 && mask != MaskKind::none)
+    throw InvalidArgument("invalid problem: a mask cannot be combined with sequences (varlen)");
   checked_product({batch, heads_q, seq_q, d_k}, "Q");
   checked_product({batch, heads_kv, seq_kv, d_k}, "K");
   checked_product({batch, heads_kv, seq_kv, d_v}, "V");
@@ -86,7 +93,8 @@ std::int64_t Problem::out_elements() const { return batch * heads_q * seq_q * d_
 
 bool Problem::plain() const {
   const bool aligned = causal_align == CausalAlign::bottom_right || seq_q == seq_kv || (!causal && window == 0);
-  return aligned && window == 0 && softcap == 0.0f && !alibi && !sinks && mask == MaskKind::none && top_k == 0;
+  return aligned && window == 0 && softcap == 0.0f && !alibi && !sinks && mask == MaskKind::none && top_k == 0 &&
+         sequences == 0 && !strided;
 }
 
 std::int64_t Problem::align_offset() const {
@@ -120,6 +128,22 @@ std::int64_t Problem::mask_elements() const {
   const std::int64_t planes = mask_broadcast == MaskBroadcast::shared ? 1
                               : mask_broadcast == MaskBroadcast::per_batch ? batch : batch * heads_q;
   return planes * seq_q * seq_kv;  // <= the score matrix, checked in validate()
+}
+
+Problem Problem::sequence(std::int64_t s, const VariantData& data) const {
+  if (sequences == 0) return *this;
+  Problem sub = *this;
+  sub.sequences = 0;
+  sub.seq_q = data.cu_seqlens_q[s + 1] - data.cu_seqlens_q[s];
+  sub.seq_kv = data.cu_seqlens_kv[s + 1] - data.cu_seqlens_kv[s];
+  return sub;
+}
+
+std::int64_t Problem::visible_pairs(const VariantData& data) const {
+  if (sequences == 0) return visible_pairs();
+  std::int64_t pairs = 0;
+  for (std::int64_t s = 0; s < sequences; ++s) pairs += sequence(s, data).visible_pairs();
+  return pairs;
 }
 
 std::int64_t Problem::mask_plane(std::int64_t b, std::int64_t h) const {
@@ -182,6 +206,8 @@ std::string Problem::variant_string() const {
     if (mask_broadcast == MaskBroadcast::per_head) os << "h";
   }
   if (top_k > 0) os << "_top" << top_k;
+  if (sequences > 0) os << "_varlen" << sequences;
+  if (strided) os << "_strided";
   std::string s = os.str();
   for (char& ch : s)
     if (ch == '.') ch = 'p';  // "_cap2p5": names stay usable in test names and files
@@ -198,6 +224,47 @@ void VariantData::validate(const Problem& p) const {
   presence("mask", p.mask != MaskKind::none, mask, "mask");
   presence("alibi_slopes", p.alibi, alibi_slopes, "alibi");
   presence("sinks", p.sinks, sinks, "sinks");
+  if (p.strided) {
+    for (const auto& [name, st] : {std::pair{"q_strides", q_strides}, std::pair{"k_strides", k_strides},
+                                   std::pair{"v_strides", v_strides}, std::pair{"out_strides", out_strides}}) {
+      for (std::int64_t x : {st.batch, st.head, st.row}) {
+        if (x < 0 || x > (std::int64_t{1} << 48))
+          throw InvalidArgument(std::string("invalid variant data: ") + name + " has a stride of " + std::to_string(x) +
+                                " (must be in [0, 2^48])");
+      }
+    }
+    // Output rows must not overlap: each axis steps past everything the axes inside it cover.
+    std::array<std::pair<std::int64_t, std::int64_t>, 3> axes = {
+        {{out_strides.row, p.seq_q}, {out_strides.head, p.heads_q}, {out_strides.batch, p.batch}}};
+    std::sort(axes.begin(), axes.end());
+    std::int64_t covered = p.d_v;  // elements the inner axes span
+    for (const auto& [stride, extent] : axes) {
+      if (extent == 1) continue;
+      if (stride < covered)
+        throw InvalidArgument("invalid variant data: out_strides (batch " + std::to_string(out_strides.batch) + ", head " +
+                              std::to_string(out_strides.head) + ", row " + std::to_string(out_strides.row) +
+                              ") make output rows overlap");
+      std::int64_t span;
+      if (__builtin_mul_overflow(stride, extent - 1, &span) || __builtin_add_overflow(span, covered, &covered))
+        throw InvalidArgument("invalid variant data: out_strides span more elements than can be addressed");
+    }
+  }
+  presence("cu_seqlens_q", p.sequences > 0, cu_seqlens_q, "sequences");
+  presence("cu_seqlens_kv", p.sequences > 0, cu_seqlens_kv, "sequences");
+  for (const auto& [name, cu, total] : {std::tuple{"cu_seqlens_q", cu_seqlens_q, p.seq_q},
+                                         std::tuple{"cu_seqlens_kv", cu_seqlens_kv, p.seq_kv}}) {
+    if (cu == nullptr) continue;
+    if (cu[0] != 0) throw InvalidArgument(std::string("invalid variant data: ") + name + "[0] = " + std::to_string(cu[0]) + " must be 0");
+    for (std::int64_t s = 0; s < p.sequences; ++s) {
+      if (cu[s + 1] < cu[s] || cu[s + 1] > total)
+        throw InvalidArgument(std::string("invalid variant data: ") + name + "[" + std::to_string(s + 1) + "] = " +
+                              std::to_string(cu[s + 1]) + " must be in [" + std::to_string(cu[s]) + ", " +
+                              std::to_string(total) + "] (non-decreasing)");
+    }
+    if (cu[p.sequences] != total)
+      throw InvalidArgument(std::string("invalid variant data: ") + name + "[" + std::to_string(p.sequences) + "] = " +
+                            std::to_string(cu[p.sequences]) + " must equal the total " + std::to_string(total));
+  }
   for (std::int64_t h = 0; alibi_slopes != nullptr && h < p.heads_q; ++h) {
     if (!std::isfinite(alibi_slopes[h]))
       throw InvalidArgument("invalid variant data: alibi_slopes[" + std::to_string(h) + "] = " +

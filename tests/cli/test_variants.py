@@ -204,3 +204,51 @@ def test_mask_of_the_wrong_type_is_an_input_error(attune_bin, tmp_path):
     r = attune(attune_bin, "run", *io_args(tmp_path), "--mask", tmp_path / "m.npy")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "mask" in r.stderr
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_varlen_matches_numpy_per_sequence(attune_bin, tmp_path):
+    """Packed sequences (one empty, seq_q != seq_kv inside) are each their own causal frame."""
+    cu_q, cu_kv = [0, 30, 30, 75, 80], [0, 40, 52, 90, 150]
+    q, k, v = write_inputs(tmp_path, (1, 4, 80, 16), (1, 2, 150, 16), 21)
+    want = np.zeros((1, 4, 80, 16))
+    for s in range(4):
+        a, b, c, d = cu_q[s], cu_q[s + 1], cu_kv[s], cu_kv[s + 1]
+        if b > a and d > c:
+            want[:, :, a:b] = variants_reference(q[:, :, a:b], k[:, :, c:d], v[:, :, c:d], causal=True, window=9)
+    for kernel in ["naive", "simd", "flash"]:
+        r = attune(attune_bin, "run", *io_args(tmp_path), "--causal", "--window", "9", "--kernel", kernel,
+                   "--cu-seqlens-q", ",".join(map(str, cu_q)), "--cu-seqlens-kv", ",".join(map(str, cu_kv)))
+        assert r.returncode == 0, (kernel, r.stderr)
+        assert np.abs(np.load(tmp_path / "o.npy") - want).max() < TOL, kernel
+
+
+@pytest.mark.parametrize("flags", [["--cu-seqlens-q", "0,80"], ["--cu-seqlens-q", "0,90", "--cu-seqlens-kv", "0,150"],
+                                   ["--cu-seqlens-q", "0,40,80", "--cu-seqlens-kv", "0,150"],
+                                   ["--cu-seqlens-q", "0,-1,80", "--cu-seqlens-kv", "0,5,150"],
+                                   ["--cu-seqlens-q", "0,80", "--cu-seqlens-kv", "0,150", "--kernel", "blocked"]],
+                         ids=["one_side", "past_total", "counts_differ", "negative", "kernel_without"])
+def test_varlen_usage_errors(attune_bin, tmp_path, flags):
+    write_inputs(tmp_path, (1, 2, 80, 8), (1, 2, 150, 8), 2)
+    r = attune(attune_bin, "run", *io_args(tmp_path), *flags)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_layout_bshd_is_read_in_place(attune_bin, tmp_path):
+    """[batch, seq, heads, dim] files give the transposed result of the bhsd ones (GQA, causal, window)."""
+    rng = np.random.default_rng(8)
+    q, k, v = (rng.standard_normal(s).astype("<f4") for s in [(2, 33, 4, 16), (2, 47, 2, 16), (2, 47, 2, 16)])
+    for name, x in zip("qkv", (q, k, v)):
+        np.save(tmp_path / (name + ".npy"), x)
+    want = variants_reference(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), causal=True,
+                              window=10).transpose(0, 2, 1, 3)
+    for kernel in ["naive", "simd", "flash"]:
+        r = attune(attune_bin, "run", *io_args(tmp_path), "--layout", "bshd", "--causal", "--window", "10", "--kernel", kernel)
+        assert r.returncode == 0, (kernel, r.stderr)
+        got = np.load(tmp_path / "o.npy")
+        assert got.shape == (2, 33, 4, 16)
+        assert np.abs(got - want).max() < TOL, kernel
+    r = attune(attune_bin, "run", *io_args(tmp_path), "--layout", "bshd", "--kernel", "gemm")
+    assert r.returncode == 2 and "strided" in r.stderr, r.stderr
+    r = attune(attune_bin, "run", *io_args(tmp_path), "--layout", "hsbd")
+    assert r.returncode == 2 and "--layout" in r.stderr, r.stderr

@@ -33,11 +33,44 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <cstring>
 #include <stdexcept>
+#include <tuple>
 
 namespace attune::reference {
 
+namespace {
+
+// Varlen: rows [t0, t0 + n) of every head of a [heads, total, dim] tensor, as [heads, n, dim].
+std::vector<float> tokens_of(const float* x, std::int64_t heads, std::int64_t total, std::int64_t dim,
+                             std::int64_t t0, std::int64_t n) {
+  std::vector<float> out(static_cast<std::size_t>(heads * n * dim));
+  for (std::int64_t h = 0; h < heads; ++h)
+    std::copy(x + (h * total + t0) * dim, x + (h * total + t0 + n) * dim, out.begin() + h * n * dim);
+  return out;
+}
+
+}  // namespace
+
 std::vector<double> attention_weights(const Problem& p, const float* q, const float* k, const VariantData& var) {
+  if (p.sequences > 0) {
+    // Each sequence on its own, from copies of its tokens; pairs across sequences weigh 0.
+    std::vector<double> w(static_cast<std::size_t>(p.heads_q * p.seq_q * p.seq_kv), 0.0);
+    for (std::int64_t s = 0; s < p.sequences; ++s) {
+      const Problem sub = p.sequence(s, var);
+      if (sub.seq_q == 0 || sub.seq_kv == 0) continue;
+      const std::int64_t tq = var.cu_seqlens_q[s], tk = var.cu_seqlens_kv[s];
+      const auto qs = tokens_of(q, p.heads_q, p.seq_q, p.d_k, tq, sub.seq_q);
+      const auto ks = tokens_of(k, p.heads_kv, p.seq_kv, p.d_k, tk, sub.seq_kv);
+      const auto ws = attention_weights(sub, qs.data(), ks.data(), var);
+      for (std::int64_t h = 0; h < p.heads_q; ++h)
+        for (std::int64_t i = 0; i < sub.seq_q; ++i)
+          for (std::int64_t j = 0; j < sub.seq_kv; ++j)
+            w[static_cast<std::size_t>((h * p.seq_q + tq + i) * p.seq_kv + tk + j)] =
+                ws[static_cast<std::size_t>((h * sub.seq_q + i) * sub.seq_kv + j)];
+    }
+    return w;
+  }
   constexpr double kHidden = -std::numeric_limits<double>::infinity();
   std::vector<double> w(static_cast<std::size_t>(p.batch * p.heads_q * p.seq_q * p.seq_kv), 0.0);
   const double scale = p.effective_scale();
@@ -130,6 +163,12 @@ VariantData Inputs::variant() const {
   if (!mask_add.empty()) d.mask = mask_add.data();
   if (!slopes.empty()) d.alibi_slopes = slopes.data();
   if (!sinks.empty()) d.sinks = sinks.data();
+  if (!cu_q.empty()) d.cu_seqlens_q = cu_q.data();
+  if (!cu_kv.empty()) d.cu_seqlens_kv = cu_kv.data();
+  d.q_strides = q_strides;
+  d.k_strides = k_strides;
+  d.v_strides = v_strides;
+  d.out_strides = out_strides;
   return d;
 }
 
@@ -152,6 +191,22 @@ Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPatt
   }
   if (p.sinks) {
     for (std::int64_t h = 0; h < p.heads_q; ++h) in.sinks.push_back(normal(rng));
+  }
+  if (p.strided) {
+    // Q and O as projections give them ([batch, seq, heads, dim]); K and V as a KV cache with
+    // room for 7 more positions, K's rows padded by 3 elements.
+    in.q_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_k);
+    in.out_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_v);
+    in.k_strides = Strides::contiguous(p.heads_kv, p.seq_kv + 7, p.d_k + 3);
+    in.v_strides = Strides::contiguous(p.heads_kv, p.seq_kv + 7, p.d_v);
+  }
+  for (auto [cu, total] : {std::pair{&in.cu_q, p.seq_q}, std::pair{&in.cu_kv, p.seq_kv}}) {
+    if (p.sequences == 0) break;
+    std::uniform_int_distribution<std::int64_t> cut(0, total);
+    cu->push_back(0);
+    for (std::int64_t s = 1; s < p.sequences; ++s) cu->push_back(cut(rng));
+    cu->push_back(total);
+    std::sort(cu->begin(), cu->end());
   }
   if (p.mask != MaskKind::none) {
     // 16 x 16 blocks: hidden, visible or mixed (so kernels that classify tiles meet all three).
@@ -384,6 +439,51 @@ std::vector<Case> variant_grid() {
     p.window = 40;
     add(p, 30.0f, MaskPattern::blocks, "_large");
   }
+  // Varlen: packed sequences at random cut points (some empty, seq_q != seq_kv within them),
+  // each its own frame; alone and with a window, ALiBi, sinks, a soft-cap and top-left.
+  for (bool causal : {false, true}) {
+    const std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t> packs[] = {
+        {300, 300, 4, 16}, {200, 350, 5, 32}, {4, 1000, 4, 64}, {65, 63, 7, 7}};
+    for (const auto& [sq, skv, n, d] : packs) {
+      Problem p = base(sq, skv, d, 4, 2, 1);
+      p.causal = causal;
+      p.sequences = n;
+      add(p);
+      p.window = 20;
+      p.alibi = true;
+      add(p);
+      p.window = 0;
+      p.alibi = false;
+      p.sinks = true;
+      p.softcap = 5.0f;
+      p.causal_align = CausalAlign::top_left;
+      add(p);
+      p.sinks = false;
+      p.softcap = 0.0f;
+      p.top_k = 3;
+      add(p);
+    }
+  }
+  // Strided tensors: Q/O in [batch, seq, heads, dim], K/V a padded KV cache (make_inputs); plain,
+  // with variants and with varlen, on every base shape.
+  for (const Problem& b : bases) {
+    for (bool causal : {false, true}) {
+      Problem p = b;
+      p.causal = causal;
+      p.strided = true;
+      add(p);
+      p.window = 33;
+      p.softcap = 5.0f;
+      p.sinks = true;
+      add(p);
+    }
+  }
+  {
+    Problem p = base(300, 300, 16, 4, 2, 1);
+    p.causal = p.strided = true;
+    p.sequences = 4;
+    add(p);
+  }
   // Storage types: every third case again in bf16 and with fp32 Q/O on a bf16 KV cache.
   const std::size_t fp32_cases = cases.size();
   for (std::size_t i = 0; i < fp32_cases; i += 3) {
@@ -450,15 +550,59 @@ Check compare(const Problem& p, const Inputs& in, const float* out, const std::v
   return c;
 }
 
+namespace {
+
+// Strided tests: the elements (rows of `dim`) of a [batch, heads, seq, dim] tensor moved between
+// its dense form and a strided buffer (gather: strided -> dense). The strided buffer's other
+// bytes stay all-ones (NaN in every type), so a kernel that reads or leaves padding fails.
+std::size_t strided_span(const Strides& st, std::int64_t batch, std::int64_t heads, std::int64_t seq, std::int64_t dim) {
+  return static_cast<std::size_t>((batch - 1) * st.batch + (heads - 1) * st.head + (seq - 1) * st.row + dim);
+}
+
+void move_rows(const Strides& st, std::int64_t batch, std::int64_t heads, std::int64_t seq, std::int64_t dim,
+               std::size_t size, unsigned char* dense, unsigned char* strided, bool gather) {
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t i = 0; i < seq; ++i) {
+        unsigned char* d = dense + static_cast<std::size_t>(((b * heads + h) * seq + i) * dim) * size;
+        unsigned char* x = strided + static_cast<std::size_t>(b * st.batch + h * st.head + i * st.row) * size;
+        if (gather) {
+          std::memcpy(d, x, static_cast<std::size_t>(dim) * size);
+        } else {
+          std::memcpy(x, d, static_cast<std::size_t>(dim) * size);
+        }
+      }
+}
+
+}  // namespace
+
 Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>& ref,
                       const Options& options) {
   // Inputs are stored in buffers offset by one element, so no kernel can rely on alignment.
   const Problem& p = c.problem;
-  const Stored s = store(p, in, 1);
+  Stored s = store(p, in, 1);
   const std::size_t osize = size_of(p.dtype);
   // All-ones bytes are NaN in every type: an element the kernel never writes fails.
   std::vector<unsigned char> out((static_cast<std::size_t>(p.out_elements()) + 1) * osize, 0xff);
-  attune::attention(p, s.q_data(), s.k_data(), s.v_data(), out.data() + osize, in.variant(), options);
+  const VariantData var = in.variant();
+  if (p.strided) {
+    // The same values laid out with the case's strides (one element of misalignment kept).
+    const std::size_t kvsize = size_of(p.kv_type());
+    auto restride = [&](std::vector<unsigned char>& bytes, std::size_t offset, const Strides& st, std::int64_t heads,
+                        std::int64_t seq, std::int64_t dim, std::size_t size) {
+      std::vector<unsigned char> x(offset + strided_span(st, p.batch, heads, seq, dim) * size, 0xff);
+      move_rows(st, p.batch, heads, seq, dim, size, bytes.data() + offset, x.data() + offset, false);
+      bytes = std::move(x);
+    };
+    restride(s.q, s.q_offset, var.q_strides, p.heads_q, p.seq_q, p.d_k, osize);
+    restride(s.k, s.kv_offset, var.k_strides, p.heads_kv, p.seq_kv, p.d_k, kvsize);
+    restride(s.v, s.kv_offset, var.v_strides, p.heads_kv, p.seq_kv, p.d_v, kvsize);
+    std::vector<unsigned char> strided_out(osize + strided_span(var.out_strides, p.batch, p.heads_q, p.seq_q, p.d_v) * osize, 0xff);
+    attune::attention(p, s.q_data(), s.k_data(), s.v_data(), strided_out.data() + osize, var, options);
+    move_rows(var.out_strides, p.batch, p.heads_q, p.seq_q, p.d_v, osize, out.data() + osize, strided_out.data() + osize, true);
+  } else {
+    attune::attention(p, s.q_data(), s.k_data(), s.v_data(), out.data() + osize, var, options);
+  }
   const std::vector<float> o = load_output(p, out.data() + osize);
   const Choice choice = resolve(p, options);
   const Dtype pv = choice.kernel->pv_dtype(p, choice.isa);

@@ -37,13 +37,18 @@ struct Inputs {
   // The variants' arrays, filled for the variants the problem enables (else empty).
   std::vector<std::uint8_t> mask_bool;
   std::vector<float> mask_add, slopes, sinks;
+  std::vector<std::int64_t> cu_q, cu_kv;  // varlen: cumulative sequence lengths
+  Strides q_strides, k_strides, v_strides, out_strides;  // strided problems: the buffers' layouts
   VariantData variant() const;  // pointers into the arrays above (nullptr where empty)
 };
 // Unit-normal Q, K, V from a fixed seed; Q is multiplied by q_scale (large logits when > 1).
 // Each value is rounded to its tensor's storage type (p.dtype for Q, p.kv_type() for K and V),
 // so the floats are exactly what a kernel reads. Variant arrays: ALiBi slopes 2^(-8 (h+1) / heads_q),
 // unit-normal sinks, and a mask of 16 x 16 blocks that are hidden, visible (0 when additive) or
-// mixed entry by entry (additive: N(0, 1) values and -inf), with every 7th row fully hidden.
+// mixed entry by entry (additive: N(0, 1) values and -inf), with every 7th row fully hidden;
+// varlen: sorted random cut points of seq_q and seq_kv (so some sequences may be empty);
+// strided: Q/O [batch, seq, heads, dim], K/V a KV cache of capacity seq_kv + 7 (K rows padded).
+// The values (q, k, v) stay dense; run_and_compare lays them out with the strides.
 enum class MaskPattern { blocks, all_hidden, all_visible, half_hidden };
 // half_hidden: whole 64-key columns hidden in every other column block (half the tiles blank).
 Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPattern pattern = MaskPattern::blocks);

@@ -54,11 +54,12 @@ class Kernel {
   virtual std::vector<ParamSpec> params() const { return {}; }
   // Whether run() takes this problem on `isa`: its element types (kernels that compute from
   // float32 copies take every type; a kernel with ISA-specific 16-bit code may not) and its
-  // variants (a kernel that implements none takes only Problem::plain() problems).
+  // variants. The default takes every type but only Problem::plain() problems, so a new kernel
+  // never receives a mask, window, soft-cap, ALiBi, sinks, top-k, varlen or strides it ignores;
+  // an override that narrows the types should keep `problem.plain() &&`.
   virtual bool supports(const Problem& problem, Isa isa) const {
-    (void)problem;
     (void)isa;
-    return true;
+    return problem.plain();
   }
   // The type P (the softmax weights) is rounded to for the PV product on `isa`: fp32 when the
   // kernel multiplies in float32 (every conversion path), bf16 where it uses bf16 dot products.

@@ -1,6 +1,6 @@
 // The problem description shared by every kernel: shapes, causal flag, scale, the attention
-// variants (masks, causal alignment, sliding window, soft-cap, ALiBi, sinks, top-k), and the
-// derived sizes and FLOP count that tests, benches and reports all use.
+// variants (masks, causal alignment, sliding window, soft-cap, ALiBi, sinks, top-k, varlen,
+// strided layouts), and the derived sizes and FLOP count that tests, benches and reports all use.
 #pragma once
 
 #include <attune/dtype.hpp>
@@ -51,8 +51,9 @@ enum class MaskBroadcast : std::uint8_t { shared, per_batch, per_head };
 //   sinks      softmax denominator gains e^(sink_h):  o_i = sum_j e^(s_ij) v_j / (e^(sink_h) +
 //              sum_j e^(s_ij)) over the visible keys (gpt-oss; sink_h in logit units, unscaled)
 // The order is fixed: band, soft-cap, ALiBi, mask, top-k, softmax (with the sink). A row whose
-// keys are all hidden outputs zeros. The per-call arrays (mask, slopes, sinks) are passed in
-// VariantData; the flags below say which are present.
+// keys are all hidden outputs zeros. The per-call arrays (mask, slopes, sinks, cu_seqlens,
+// strides) are passed in VariantData; the fields below say which are present. Kernels that
+// implement none of this take only plain() problems (Kernel::supports).
 struct Problem {
   std::int64_t batch = 1;
   std::int64_t heads_q = 1;
@@ -72,13 +73,25 @@ struct Problem {
 
   // Variants; the defaults mean "off" (see above for the formulas).
   CausalAlign causal_align = CausalAlign::bottom_right;  // also places the window
-  std::int64_t window = 0;    // sliding window width w > 0 (0: off); w >= seq_kv keeps every key
+  std::int64_t window = 0;    // sliding window width w > 0 (0: off); wider than every distance: all keys
   float softcap = 0.0f;       // logit cap > 0 (0: off)
   bool alibi = false;         // VariantData::alibi_slopes holds heads_q slopes
   bool sinks = false;         // VariantData::sinks holds heads_q sink logits
   MaskKind mask = MaskKind::none;                    // VariantData::mask's element type
   MaskBroadcast mask_broadcast = MaskBroadcast::shared;
   std::int64_t top_k = 0;     // keep the k largest logits per row (0: off); k >= seq_kv: all
+  // Variable-length batch (FlashAttention's varlen): `sequences` > 0 packs that many sequences
+  // along the seq axes of a batch-1 problem. Sequence s owns the query tokens
+  // [cu_seqlens_q[s], cu_seqlens_q[s+1]) and the keys [cu_seqlens_kv[s], cu_seqlens_kv[s+1])
+  // (VariantData), so seq_q and seq_kv are the total token counts; each sequence is its own
+  // frame (its own alignment, causal mask, window and ALiBi positions; no key of another
+  // sequence is visible). Not combined with a mask.
+  std::int64_t sequences = 0;
+  // Strided tensors: VariantData::q_strides ... out_strides give each tensor's layout (element
+  // strides of batch, head and position; the d elements of a row stay contiguous), e.g.
+  // [batch, seq, heads, dim] as a projection writes it, or a KV cache whose capacity exceeds
+  // seq_kv. Read and written in place, never copied by simd/flash.
+  bool strided = false;
 
   // True when no variant changes the result: no mask, window, soft-cap, ALiBi, sinks or top-k,
   // and the causal alignment is the default or makes no difference (not causal, or
@@ -89,6 +102,9 @@ struct Problem {
   // The band of query row i: keys [key_begin(i), key_end(i)), both non-decreasing in i.
   std::int64_t key_begin(std::int64_t i) const;
   std::int64_t key_end(std::int64_t i) const;
+  // The problem of sequence `s` of a varlen problem on its own (seq_q, seq_kv its lengths,
+  // not varlen); the problem itself when not varlen.
+  Problem sequence(std::int64_t s, const struct VariantData& data) const;
   // Elements of the mask VariantData::mask points to (0 without a mask), and the plane that
   // batch b, query head h reads (its [seq_q, seq_kv] entries start at plane * seq_q * seq_kv).
   std::int64_t mask_elements() const;
@@ -110,6 +126,9 @@ struct Problem {
   // (query, key) pairs in the band: seq_q * seq_kv, or the causal / windowed part. Explicit
   // masks and top-k are not counted out (they depend on the data).
   std::int64_t visible_pairs() const;
+  // The same summed over the sequences of a varlen problem (visible_pairs() of a varlen problem
+  // counts it as one sequence of seq_q x seq_kv).
+  std::int64_t visible_pairs(const struct VariantData& data) const;
   // FLOPs of one forward pass: 2 * (d_k + d_v) per visible pair per head and batch
   // (= 4 * d per pair when d_k == d_v, DESIGN.md's convention).
   double flops() const;
@@ -118,7 +137,7 @@ struct Problem {
   // "b1_hq8_hkv8_sq128_skv128_dk64_dv64_causal0", used in test names and messages; 16-bit
   // storage appends "_bf16" (all tensors) or "_kvbf16" (K/V only), "_bf16_kvfp16" (both differ).
   // Variants append their segments: "_tl" (top-left), "_w512", "_cap30", "_alibi", "_sinks",
-  // "_maskbool" / "_maskadd" (+ "b" per batch / "h" per head), "_top8".
+  // "_maskbool" / "_maskadd" (+ "b" per batch / "h" per head), "_top8", "_varlen4", "_strided".
   std::string to_string() const;
   // The variant segments of to_string() alone ("" for a plain problem).
   std::string variant_string() const;
@@ -130,12 +149,33 @@ struct Problem {
 //                 float (MaskKind::additive: finite values or -inf); planes per mask_broadcast.
 //   alibi_slopes  [heads_q] floats, finite (the usual slopes are 2^(-8 h / heads_q), h = 1..)
 //   sinks         [heads_q] floats, finite or -inf (-inf: no sink)
+//   cu_seqlens_q, cu_seqlens_kv  [sequences + 1] cumulative token counts: 0, non-decreasing,
+//                 ending at seq_q (seq_kv)
+//   q/k/v/out_strides  element strides of (batch, head, position) per tensor (Problem::strided)
+
+// Element strides of one tensor's batch, head and position (row) axes.
+struct Strides {
+  std::int64_t batch = 0, head = 0, row = 0;
+  // The default layout [batch, heads, seq, dim].
+  static Strides contiguous(std::int64_t heads, std::int64_t seq, std::int64_t dim) {
+    return {heads * seq * dim, seq * dim, dim};
+  }
+  // [batch, seq, heads, dim]: what `x W` projections give, without a transpose.
+  static Strides seq_major(std::int64_t heads, std::int64_t seq, std::int64_t dim) {
+    return {seq * heads * dim, dim, heads * dim};
+  }
+};
+
 struct VariantData {
   const void* mask = nullptr;
   const float* alibi_slopes = nullptr;
   const float* sinks = nullptr;
+  const std::int64_t* cu_seqlens_q = nullptr;
+  const std::int64_t* cu_seqlens_kv = nullptr;
+  Strides q_strides, k_strides, v_strides, out_strides;  // read only when Problem::strided
   // Throws InvalidArgument unless exactly the arrays `p` enables are given and the slopes and
-  // sinks are valid (the mask's values are not scanned).
+  // sinks are valid (the mask's values are not scanned); strides must be >= 0, rows of Q/K/V
+  // may overlap (broadcasts), rows of O may not.
   void validate(const Problem& p) const;
 };
 

@@ -75,10 +75,11 @@ struct Layout {
 // window of 2^62 cannot overflow their index arithmetic).
 std::int64_t effective_window(const Problem& p) { return p.window > p.seq_q + p.seq_kv ? 0 : p.window; }
 
-// Whether a problem needs the variant instantiations: the causal alignment alone does not (it
-// is the plain kernels' offset).
+// Whether a problem needs the variant instantiations: the causal alignment and varlen alone
+// do not (they are the plain kernels' offsets).
+// Strided tensors do: the variant kernels prefetch K/V row by row (rows need not be adjacent).
 bool needs_variant_tiles(const Problem& p) {
-  return effective_window(p) > 0 || p.softcap > 0.0f || p.alibi || p.sinks || p.mask != MaskKind::none;
+  return effective_window(p) > 0 || p.softcap > 0.0f || p.alibi || p.sinks || p.mask != MaskKind::none || p.strided;
 }
 
 Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
@@ -86,6 +87,7 @@ Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
   l.hpt = plan.heads_per_task;
   l.positions = std::clamp<std::int64_t>(plan.positions, 1, p.seq_q);
   l.q_tiles = (p.seq_q + l.positions - 1) / l.positions;
+  if (p.sequences > 0) l.q_tiles += p.sequences;  // varlen: each sequence's last tile may be partial (a bound)
   l.row_sets = p.batch * p.heads_kv * (p.group_size() / l.hpt) * l.q_tiles;  // <= Q's element count
   l.splits = std::max<std::int64_t>(plan.splits, 1);
   l.tasks = saturating_mul(static_cast<std::size_t>(l.row_sets), static_cast<std::size_t>(l.splits));
@@ -139,9 +141,33 @@ std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& op
 void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops) {
   const Layout lay = layout_of(p, plan, ops);
   const std::int64_t group = p.group_size();
-  const std::int64_t hpt = lay.hpt, positions = lay.positions, q_tiles = lay.q_tiles, splits = lay.splits, rows = lay.rows;
-  const std::int64_t block_kv = lay.block_kv, row_sets = lay.row_sets;
-  const std::int64_t tasks = static_cast<std::int64_t>(lay.tasks);  // bounded: the memory check passed
+  const std::int64_t hpt = lay.hpt, positions = lay.positions, splits = lay.splits, rows = lay.rows;
+  const std::int64_t block_kv = lay.block_kv;
+  const VariantData& var = t.variant;
+
+  // Varlen: the query tiles of every sequence, costliest first (rows x keys they visit), so
+  // work is balanced by cost, not by sequence count; empty sequences have none.
+  struct Segment {
+    std::int64_t seq, i0, n;
+  };
+  std::vector<Segment> segments;
+  if (p.sequences > 0) {
+    std::vector<std::pair<std::int64_t, Segment>> costed;
+    for (std::int64_t seq = 0; seq < p.sequences; ++seq) {
+      const Problem f = p.sequence(seq, var);
+      for (std::int64_t i0 = 0; i0 < f.seq_q; i0 += positions) {
+        const std::int64_t n = std::min(positions, f.seq_q - i0);
+        const std::int64_t keys = std::max<std::int64_t>(f.key_end(i0 + n - 1) - f.key_begin(i0), 0);
+        costed.push_back({n * (keys + 16), {seq, i0, n}});  // + 16: a tile costs something even without keys
+      }
+    }
+    std::stable_sort(costed.begin(), costed.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+    for (const auto& c : costed) segments.push_back(c.second);
+  }
+  const std::int64_t q_tiles = p.sequences > 0 ? static_cast<std::int64_t>(segments.size()) : lay.q_tiles;
+  const std::int64_t row_sets = p.sequences > 0 ? p.heads_kv * (group / hpt) * q_tiles : lay.row_sets;
+  // Bounded by the layout's counts: the memory check passed.
+  const std::int64_t tasks = p.sequences > 0 ? row_sets * splits : static_cast<std::int64_t>(lay.tasks);
   const int threads = lay.threads;
   const TileFn& fn = *lay.fn;
   const std::int64_t scratch_floats = lay.scratch_floats;
@@ -159,20 +185,43 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   const std::int64_t offset = p.align_offset();
   const Dtype kv = p.kv_type();
 
+  // The tensors' layouts: the caller's strides, or [batch, heads, seq, dim].
+  const Strides qs = p.strided ? var.q_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_k);
+  const Strides ks = p.strided ? var.k_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_k);
+  const Strides vs = p.strided ? var.v_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_v);
+  const Strides os = p.strided ? var.out_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_v);
+
+  // A row set: query heads h0.. of KV head hk, positions [i0, i0 + n) of its frame (the
+  // problem, or a varlen sequence starting at token q_off, its keys at token kv_off), the key
+  // range it visits and the frame's alignment offset.
   struct RowSet {
-    std::int64_t b, hk, h0, i0, n, kv_begin, kv_end;
+    std::int64_t b, hk, h0, i0, n, kv_begin, kv_end, q_off, kv_off, offset;
   };
   auto row_set = [&](std::int64_t s) {
-    // Causal: later query tiles see more keys; run them first (s = 0 is the last tile).
-    const std::int64_t qt = q_tiles - 1 - s % q_tiles;
     const std::int64_t hs = s / q_tiles;
     RowSet r;
     r.b = hs / (p.heads_kv * (group / hpt));
     const std::int64_t within = hs % (p.heads_kv * (group / hpt));
     r.hk = within / (group / hpt);
     r.h0 = r.hk * group + (within % (group / hpt)) * hpt;
+    if (p.sequences > 0) {
+      const Segment& seg = segments[static_cast<std::size_t>(s % q_tiles)];
+      const Problem f = p.sequence(seg.seq, var);
+      r.i0 = seg.i0;
+      r.n = seg.n;
+      r.q_off = var.cu_seqlens_q[seg.seq];
+      r.kv_off = var.cu_seqlens_kv[seg.seq];
+      r.offset = f.align_offset();
+      r.kv_begin = f.key_begin(r.i0);
+      r.kv_end = std::max(r.kv_begin, f.key_end(r.i0 + r.n - 1));
+      return r;
+    }
+    // Causal: later query tiles see more keys; run them first (s = 0 is the last tile).
+    const std::int64_t qt = q_tiles - 1 - s % q_tiles;
     r.i0 = qt * positions;
     r.n = std::min(positions, p.seq_q - r.i0);
+    r.q_off = r.kv_off = 0;
+    r.offset = offset;
     r.kv_begin = p.key_begin(r.i0);  // 0 without a window
     r.kv_end = std::max(r.kv_begin, p.key_end(r.i0 + r.n - 1));
     return r;
@@ -180,7 +229,6 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
 
   // Mask block classes, once per call: per (plane, query tile, 16 keys) whether every entry is
   // hidden (0), neutral (1: true, or +0 when additive) or mixed (2).
-  const VariantData& var = t.variant;
   std::vector<std::uint8_t> classes(lay.block_class_bytes);
   const std::int64_t key_blocks = lay.key_blocks, plane_size = p.seq_q * p.seq_kv;
   const std::size_t mask_elem = p.mask == MaskKind::boolean ? 1 : sizeof(float);
@@ -218,21 +266,27 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     // Splits cover [kv_begin, kv_end) in equal parts rounded to 16 keys; some may be empty.
     const std::int64_t chunk = ((rs.kv_end - rs.kv_begin + splits - 1) / splits + 15) / 16 * 16;
     TileArgs a;
-    a.q = at(t.q, p.dtype, ((rs.b * p.heads_q + rs.h0) * p.seq_q) * p.d_k);
-    a.k = at(t.k, kv, ((rs.b * p.heads_kv + rs.hk) * p.seq_kv) * p.d_k);
-    a.v = at(t.v, kv, ((rs.b * p.heads_kv + rs.hk) * p.seq_kv) * p.d_v);
-    a.out = at(t.out, p.dtype, ((rs.b * p.heads_q + rs.h0) * p.seq_q) * p.d_v);
+    a.q = at(t.q, p.dtype, rs.b * qs.batch + rs.h0 * qs.head + rs.q_off * qs.row);
+    a.k = at(t.k, kv, rs.b * ks.batch + rs.hk * ks.head + rs.kv_off * ks.row);
+    a.v = at(t.v, kv, rs.b * vs.batch + rs.hk * vs.head + rs.kv_off * vs.row);
+    a.out = at(t.out, p.dtype, rs.b * os.batch + rs.h0 * os.head + rs.q_off * os.row);
+    a.q_head = qs.head;
+    a.q_row = qs.row;
+    a.o_head = os.head;
+    a.o_row = os.row;
+    a.k_row = ks.row;
+    a.v_row = vs.row;
     a.dtype = p.dtype;
     a.heads = hpt;
     a.positions = rs.n;
     a.i0 = rs.i0;
     a.j_begin = std::min(rs.kv_begin + split * chunk, rs.kv_end);
     a.j_end = std::min(rs.kv_begin + (split + 1) * chunk, rs.kv_end);
-    a.seq_q = p.seq_q;
+    a.seq_q = p.seq_q;  // the head stride of Q and O (all tokens, when varlen)
     a.d_k = p.d_k;
     a.d_v = p.d_v;
     a.causal = p.causal;
-    a.causal_offset = offset;  // also places the window
+    a.causal_offset = rs.offset;  // also places the window
     a.qk_scale = qk_scale;
     a.block_kv = block_kv;
     a.scratch = scratch[static_cast<std::size_t>(slot)].get();
@@ -283,7 +337,7 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     std::vector<float> row(static_cast<std::size_t>(p.d_v));
     for (std::int64_t r = 0; r < hpt * rs.n; ++r) {
       const std::int64_t head = r / rs.n, pos = rs.i0 + r % rs.n;
-      void* out_row = at(t.out, p.dtype, ((rs.b * p.heads_q + rs.h0 + head) * p.seq_q + pos) * p.d_v);
+      void* out_row = at(t.out, p.dtype, rs.b * os.batch + (rs.h0 + head) * os.head + (rs.q_off + pos) * os.row);
       float* o = p.dtype == Dtype::fp32 ? static_cast<float*>(out_row) : row.data();
       float m = -std::numeric_limits<float>::infinity();
       for (std::int64_t k = 0; k < splits; ++k) m = std::max(m, part_m[static_cast<std::size_t>((s * splits + k) * rows + r)]);

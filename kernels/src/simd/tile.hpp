@@ -35,7 +35,8 @@ struct TileVariant {
 //
 // Rows: `heads` query heads (consecutive in Q/O) x `positions` query positions from i0.
 // Row r is head r / positions, position i0 + r % positions; Q row at
-// q + (head * seq_q + position) * d_k, O row at out + (head * seq_q + position) * d_v.
+// q + head * q_head + position * q_row, O row at out + head * o_head + position * o_row
+// (contiguous: q_head = seq_q * d_k, q_row = d_k); key j at k + j * k_row, value j at v + j * v_row.
 // The rows live in vector lanes ("queries in lanes"): S^T = K Q^T and O^T += V^T P^T, so
 // K and V are read in their natural layout and the softmax is vertical.
 // Q and O are stored as `dtype` (widened when Q^T is packed, rounded once when O is written);
@@ -43,13 +44,14 @@ struct TileVariant {
 // in that type and widened in registers.
 struct TileArgs {
   const void* q;
-  const void* k;   // key j at element j * d_k
-  const void* v;   // value j at element j * d_v
+  const void* k;   // key j at element j * k_row
+  const void* v;   // value j at element j * v_row
   void* out;       // final mode: normalised rows written here
   Dtype dtype;     // of Q and O
   std::int64_t heads, positions, i0;
   std::int64_t j_begin, j_end;
   std::int64_t seq_q, d_k, d_v;
+  std::int64_t q_head, q_row, o_head, o_row, k_row, v_row;  // strides in elements (see above)
   bool causal;
   std::int64_t causal_offset;  // aligned position i' = i + causal_offset; causal: j <= i'
   const TileVariant* var = nullptr;  // the variant instantiations' parameters

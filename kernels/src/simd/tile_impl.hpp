@@ -191,17 +191,33 @@ struct TileKernel {
     B acc[MK][N];
     for (int mr = 0; mr < MK; ++mr)
       for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::set1(0.0f);
-    const T* krow = static_cast<const T*>(a.k) + (j0 + jj) * a.d_k;
+    const T* krow = static_cast<const T*>(a.k) + (j0 + jj) * a.k_row;
     const float* qcol = c.qt + c0;
     // Prefetches, one line per step. Few rows (decoding) read each K/V row once, straight from
     // memory, in an order the hardware prefetchers miss (MK rows in parallel): the next K rows
     // and this block's V rows, into L1. Every tile brings the V rows its PV pass reads into L2
     // while QK^T runs: a head's K and V together outgrow L2 at long sequences, and PV's
     // strided V broadcasts otherwise wait on L3 (5% of the time at seq 2048 in a paired A/B).
-    const char* k_next = reinterpret_cast<const char*>(krow + MK * a.d_k);
-    const char* v_rows = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j0 + jj) * a.d_v);
+    const char* k_next = reinterpret_cast<const char*>(krow + MK * a.k_row);
+    const char* v_rows = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j0 + jj) * a.v_row);
+    // Var (which strided tensors run) with rows that are not adjacent ([batch, seq, heads, dim]
+    // puts heads * dim elements between them): the next MK K rows and this step's V rows, whole,
+    // before the d loop; the flag is loop-invariant, so the loop itself is the plain one.
+    [[maybe_unused]] const bool rowwise = Var && (a.k_row != a.d_k || a.v_row != a.d_v);
+    if constexpr (Var) {
+      if (rowwise) {
+        const std::int64_t k_bytes = a.d_k * static_cast<std::int64_t>(sizeof(T)), v_bytes = a.d_v * static_cast<std::int64_t>(sizeof(T));
+        for (int r = 0; r < MK; ++r) {
+          for (std::int64_t b = 0; b < k_bytes; b += 64) __builtin_prefetch(k_next + r * a.k_row * static_cast<std::int64_t>(sizeof(T)) + b);
+          for (std::int64_t b = 0; b < v_bytes; b += 64)
+            __builtin_prefetch(v_rows + r * a.v_row * static_cast<std::int64_t>(sizeof(T)) + b, 0, L == W ? 3 : 2);
+        }
+      }
+    }
     for (std::int64_t d = 0; d < a.d_k; ++d) {
-      if constexpr (L == W) {
+      if (rowwise) {
+        // prefetched above
+      } else if constexpr (L == W) {
         __builtin_prefetch(k_next + d * 64);
         __builtin_prefetch(v_rows + d * 64);
       } else {
@@ -211,7 +227,7 @@ struct TileKernel {
       B qv[N];
       for (int nv = 0; nv < N; ++nv) qv[nv] = V::load(qcol + d * c.rp + nv * W);
       for (int mr = 0; mr < MK; ++mr) {
-        const B kb = V::set1(krow[mr * a.d_k + d]);
+        const B kb = V::set1(krow[mr * a.k_row + d]);
         for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::fma(kb, qv[nv], acc[mr][nv]);
       }
     }
@@ -260,12 +276,12 @@ struct TileKernel {
     for (int nv = 0; nv < N; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
     for (int md = 0; md < MK; ++md)
       for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
-    const T* vcol = static_cast<const T*>(a.v) + j0 * a.d_v + d0;
+    const T* vcol = static_cast<const T*>(a.v) + j0 * a.v_row + d0;
     for (std::int64_t j = 0; j < cols; ++j) {
       B pv[N];
       for (int nv = 0; nv < N; ++nv) pv[nv] = V::load(c.st + j * c.rp + c0 + nv * W);
       for (int md = 0; md < MK; ++md) {
-        const B vb = V::set1(vcol[j * a.d_v + md]);
+        const B vb = V::set1(vcol[j * a.v_row + md]);
         for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::fma(vb, pv[nv], acc[md][nv]);
       }
     }
@@ -310,10 +326,10 @@ struct TileKernel {
     __m512 acc[MK][N];
     for (int mr = 0; mr < MK; ++mr)
       for (int nv = 0; nv < N; ++nv) acc[mr][nv] = _mm512_setzero_ps();
-    const std::uint16_t* krow = static_cast<const std::uint16_t*>(a.k) + (j0 + jj) * a.d_k;
+    const std::uint16_t* krow = static_cast<const std::uint16_t*>(a.k) + (j0 + jj) * a.k_row;
     const auto* q2 = reinterpret_cast<const std::uint32_t*>(c.qt) + c0;
-    const char* k_next = reinterpret_cast<const char*>(krow + MK * a.d_k);
-    const char* v_rows = reinterpret_cast<const char*>(static_cast<const std::uint16_t*>(a.v) + (j0 + jj) * a.d_v);
+    const char* k_next = reinterpret_cast<const char*>(krow + MK * a.k_row);
+    const char* v_rows = reinterpret_cast<const char*>(static_cast<const std::uint16_t*>(a.v) + (j0 + jj) * a.v_row);
     const std::int64_t pairs = (a.d_k + 1) / 2, full = a.d_k / 2;
     for (std::int64_t dp = 0; dp < pairs; ++dp) {
       __builtin_prefetch(k_next + dp * 64);
@@ -323,9 +339,9 @@ struct TileKernel {
       for (int mr = 0; mr < MK; ++mr) {
         std::uint32_t word;
         if (dp < full) {
-          std::memcpy(&word, krow + mr * a.d_k + 2 * dp, sizeof word);
+          std::memcpy(&word, krow + mr * a.k_row + 2 * dp, sizeof word);
         } else {
-          word = krow[mr * a.d_k + 2 * dp];  // odd d_k: the last d pairs with zero
+          word = krow[mr * a.k_row + 2 * dp];  // odd d_k: the last d pairs with zero
         }
         const __m512bh kb = (__m512bh)_mm512_set1_epi32(static_cast<int>(word));
         for (int nv = 0; nv < N; ++nv) acc[mr][nv] = _mm512_dpbf16_ps(acc[mr][nv], kb, qv[nv]);
@@ -403,20 +419,20 @@ struct TileKernel {
                                                          53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58,
                                                          27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
     const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_load_si512(kHi);
-    const auto* v = static_cast<const std::uint16_t*>(a.v) + j0 * a.d_v;
+    const auto* v = static_cast<const std::uint16_t*>(a.v) + j0 * a.v_row;
     for (std::int64_t jp = 0; jp < (cols + 1) / 2; ++jp) {
-      const std::uint16_t* r0 = v + 2 * jp * a.d_v;
+      const std::uint16_t* r0 = v + 2 * jp * a.v_row;
       const bool pair = 2 * jp + 1 < cols;
       std::uint32_t* out = c.v2 + jp * a.d_v;
       std::int64_t d = 0;
       for (; d + 32 <= a.d_v; d += 32) {
         const __m512i x = _mm512_loadu_si512(r0 + d);
-        const __m512i y = pair ? _mm512_loadu_si512(r0 + a.d_v + d) : _mm512_setzero_si512();
+        const __m512i y = pair ? _mm512_loadu_si512(r0 + a.v_row + d) : _mm512_setzero_si512();
         _mm512_storeu_si512(out + d, _mm512_permutex2var_epi16(x, lo, y));
         _mm512_storeu_si512(out + d + 16, _mm512_permutex2var_epi16(x, hi, y));
       }
       for (; d < a.d_v; ++d)
-        out[d] = r0[d] | (pair ? static_cast<std::uint32_t>(r0[a.d_v + d]) << 16 : 0u);
+        out[d] = r0[d] | (pair ? static_cast<std::uint32_t>(r0[a.v_row + d]) << 16 : 0u);
     }
   }
 #endif
@@ -477,7 +493,7 @@ struct TileKernel {
     for (std::int64_t r = 0; r < c.rp; ++r) {
       const bool real = r < rows;
       const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
-      const std::int64_t qrow = (head * a.seq_q + pos) * a.d_k;
+      const std::int64_t qrow = head * a.q_head + pos * a.q_row;
       if constexpr (Dot) {
         const auto* q = static_cast<const std::uint16_t*>(a.q) + qrow;
         auto* q2 = reinterpret_cast<std::uint32_t*>(c.qt);
@@ -588,7 +604,7 @@ struct TileKernel {
           a.part_l[r] = c.l[r];
         } else {
           const float inv = c.l[r] > 0.0f ? 1.0f / c.l[r] : 0.0f;  // no visible key: zeros
-          TO* orow = static_cast<TO*>(a.out) + (head * a.seq_q + pos) * a.d_v;
+          TO* orow = static_cast<TO*>(a.out) + head * a.o_head + pos * a.o_row;
           for (std::int64_t d = 0; d < a.d_v; ++d) store_rounded(orow + d, c.ot[d * c.rp + r] * inv);
         }
       }
@@ -619,20 +635,20 @@ struct DotKernel {
     B acc[R][NK];
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < NK; ++t) acc[r][t] = V::set1(0.0f);
-    const T* krow = static_cast<const T*>(a.k) + j * a.d_k;
+    const T* krow = static_cast<const T*>(a.k) + j * a.k_row;
     // Decoding streams K and V from memory once: prefetch whole rows (one line per 64 bytes),
     // K a few rows ahead and the V rows the PV pass of this tile will read.
     const std::int64_t k_bytes = a.d_k * static_cast<std::int64_t>(sizeof(T)), v_bytes = a.d_v * static_cast<std::int64_t>(sizeof(T));
     for (int t = 0; t < NK; ++t) {
-      const char* kp = reinterpret_cast<const char*>(krow + (kPrefetchRows + t) * a.d_k);
-      const char* vp = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j + t) * a.d_v);
+      const char* kp = reinterpret_cast<const char*>(krow + (kPrefetchRows + t) * a.k_row);
+      const char* vp = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j + t) * a.v_row);
       for (std::int64_t b = 0; b < k_bytes; b += 64) __builtin_prefetch(kp + b);
       for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vp + b);
     }
     std::int64_t d = 0;
     for (; d + W <= a.d_k; d += W) {
       B kv[NK];
-      for (int t = 0; t < NK; ++t) kv[t] = V::load(krow + t * a.d_k + d);
+      for (int t = 0; t < NK; ++t) kv[t] = V::load(krow + t * a.k_row + d);
       for (int r = 0; r < R; ++r) {
         const B qv = V::load(q + r * a.d_k + d);
         for (int t = 0; t < NK; ++t) acc[r][t] = V::fma(qv, kv[t], acc[r][t]);
@@ -656,7 +672,7 @@ struct DotKernel {
       const bool real = r < rows;
       const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
       with_element_type(a.dtype, [&]<class TQ>(const TQ*) {
-        const TQ* qrow = static_cast<const TQ*>(a.q) + (head * a.seq_q + pos) * a.d_k;
+        const TQ* qrow = static_cast<const TQ*>(a.q) + head * a.q_head + pos * a.q_row;
         for (std::int64_t d = 0; d < a.d_k; ++d) q[r * a.d_k + d] = real ? widen(qrow[d]) * a.qk_scale : 0.0f;
       });
       for (std::int64_t d = 0; d < a.d_v; ++d) o[r * a.d_v + d] = 0.0f;
@@ -696,7 +712,7 @@ struct DotKernel {
           for (int u = 0; u < n; ++u) {
             const std::int64_t j = j0 + g + u;
             float dot = srow[u];
-            for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * widen(k[j * a.d_k + d]);
+            for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * widen(k[j * a.k_row + d]);
             if constexpr (Var) {
               srow[u] = modify(a, dot, j, r, rows, limit[r], lo[r], nslope[r], posf[r]);
             } else {
@@ -727,14 +743,14 @@ struct DotKernel {
         m[r] = m_new;
       }
       // O <- O * alpha + P V, two vectors of d_v at a time; a scalar tail for the rest.
-      const T* vt = static_cast<const T*>(a.v) + j0 * a.d_v;
+      const T* vt = static_cast<const T*>(a.v) + j0 * a.v_row;
       std::int64_t d0 = 0;
       for (; d0 + 2 * W <= a.d_v; d0 += 2 * W) pv<2>(a, o, s, s_stride, vt, cols, d0, alpha);
       for (; d0 + W <= a.d_v; d0 += W) pv<1>(a, o, s, s_stride, vt, cols, d0, alpha);
       for (; d0 < a.d_v; ++d0) {
         for (int r = 0; r < R; ++r) {
           float acc = o[r * a.d_v + d0] * alpha[r];
-          for (std::int64_t j = 0; j < cols; ++j) acc += s[r * s_stride + j] * widen(vt[j * a.d_v + d0]);
+          for (std::int64_t j = 0; j < cols; ++j) acc += s[r * s_stride + j] * widen(vt[j * a.v_row + d0]);
           o[r * a.d_v + d0] = acc;
         }
       }
@@ -749,7 +765,7 @@ struct DotKernel {
       } else {
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // no visible key: zeros
         with_element_type(a.dtype, [&]<class TO>(const TO*) {
-          TO* orow = static_cast<TO*>(a.out) + (head * a.seq_q + pos) * a.d_v;
+          TO* orow = static_cast<TO*>(a.out) + head * a.o_head + pos * a.o_row;
           for (std::int64_t d = 0; d < a.d_v; ++d) store_rounded(orow + d, o[r * a.d_v + d] * inv);
         });
       }
@@ -777,7 +793,7 @@ struct DotKernel {
       for (int t = 0; t < NV; ++t) acc[r][t] = V::load(o + r * a.d_v + d0 + t * W) * V::set1(alpha[r]);
     for (std::int64_t j = 0; j < cols; ++j) {
       B vv[NV];
-      for (int t = 0; t < NV; ++t) vv[t] = V::load(vt + j * a.d_v + d0 + t * W);
+      for (int t = 0; t < NV; ++t) vv[t] = V::load(vt + j * a.v_row + d0 + t * W);
       for (int r = 0; r < R; ++r) {
         const B pb = V::set1(s[r * s_stride + j]);
         for (int t = 0; t < NV; ++t) acc[r][t] = V::fma(pb, vv[t], acc[r][t]);
