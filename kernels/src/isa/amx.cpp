@@ -54,9 +54,8 @@ struct alignas(64) TileConfig {
   std::uint8_t rows[16];
 };
 
-TileConfig make_tile_config() {
-  TileConfig c;
-  std::memset(&c, 0, sizeof c);
+constexpr TileConfig make_tile_config() {
+  TileConfig c{};
   c.palette = 1;
   for (int t = 0; t < 8; ++t) {
     c.colsb[t] = 64;
@@ -67,7 +66,9 @@ TileConfig make_tile_config() {
 
 // A static object: GCC's _tile_loadconfig tells the compiler it reads only the first 8 bytes of
 // its operand, so a configuration built on the stack right before it may be partly optimised away.
-const TileConfig kTileConfig = make_tile_config();
+// constexpr: constant-initialised data, never a static initializer, which this translation unit
+// would compile with AVX-512 instructions and run at start-up on every CPU.
+constexpr TileConfig kTileConfig = make_tile_config();
 
 void load_tile_config() { _tile_loadconfig(&kTileConfig); }
 
