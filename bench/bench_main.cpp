@@ -697,8 +697,7 @@ int main(int argc, char** argv) {
       const bool slow = k->name() == "naive" || k->name() == "blocked";
       if (slow && p.flops() > 2e9 && kernel_filter.empty()) continue;  // unless asked for by name
       // ISAs that do not take the dtype are left out, not run as errors.
-      auto kernel_isas = attune::runnable_isas(*k);
-      std::erase_if(kernel_isas, [&](attune::Isa isa) { return !k->supports(p, isa); });
+      auto kernel_isas = attune::runnable_isas(*k, p);  // best first for this problem
       if (e.max_isas > 0 && kernel_isas.size() > e.max_isas) kernel_isas.resize(e.max_isas);
       for (attune::Isa isa : kernel_isas) {
         if (isa == attune::Isa::scalar && k->name() != "naive" && k->name() != "blocked" && p.flops() > 2e9) continue;

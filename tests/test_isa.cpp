@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace {
 
@@ -68,3 +69,58 @@ TEST(Isa, ArchitectureSpecificIsasAreCompiledWhereTheyBelong) {
 }
 
 }  // namespace
+
+// The bf16 dot product's rate over the FMA's: 0 exactly where avx512_bf16 cannot run; elsewhere
+// on the same side of the preference threshold as the bench's long probes (real CPUs sit far
+// from it: ~0.5 half rate, ~1.9 full rate; a ratio near it is reported, not judged).
+TEST(Isa, Bf16DotSpeedupMatchesTheLongProbes) {
+  const auto& r = attune::runnable_isas();
+  const bool dot = std::find(r.begin(), r.end(), attune::Isa::avx512_bf16) != r.end();
+  const double speedup = attune::bf16_dot_speedup();
+  if (!dot) {
+    EXPECT_EQ(speedup, 0.0);
+    GTEST_SKIP() << "avx512_bf16 is not runnable here";
+  }
+  EXPECT_EQ(attune::bf16_dot_speedup(), speedup) << "measured once per process";
+  const auto long_dot = attune::probe_bf16_dot_peak(1, 3);
+  ASSERT_TRUE(long_dot.has_value());
+  const double long_ratio = long_dot->median / attune::probe_fma_peak(attune::Isa::avx512, 1, 3).median;
+  if (std::abs(long_ratio - attune::kBf16DotPreferred) < 0.3)
+    GTEST_SKIP() << "long probes' ratio " << long_ratio << " is too near the threshold to judge";
+  EXPECT_EQ(speedup >= attune::kBf16DotPreferred, long_ratio >= attune::kBf16DotPreferred)
+      << "quick " << speedup << " vs long " << long_ratio;
+}
+
+// simd and flash put avx512_bf16 first only for problems its dot tiles run, and only where the
+// dot product outpaces the FMA; every other problem keeps the build's order. auto follows.
+TEST(Isa, Bf16ProblemsPreferTheDotIsaWhereItIsFaster) {
+  const auto& r = attune::runnable_isas();
+  if (std::find(r.begin(), r.end(), attune::Isa::avx512_bf16) == r.end() ||
+      std::find(r.begin(), r.end(), attune::Isa::avx512) == r.end())
+    GTEST_SKIP() << "needs avx512 and avx512_bf16";
+  const bool faster = attune::bf16_dot_speedup() >= attune::kBf16DotPreferred;
+  attune::Problem bf16;
+  bf16.heads_q = bf16.heads_kv = 2;
+  bf16.seq_q = bf16.seq_kv = 64;
+  bf16.d_k = bf16.d_v = 32;
+  bf16.dtype = attune::Dtype::bf16;
+  attune::Problem fp32 = bf16, mixed = bf16, capped = bf16;
+  fp32.dtype = attune::Dtype::fp32;
+  mixed.dtype = attune::Dtype::fp32;
+  mixed.kv_dtype = attune::Dtype::bf16;
+  capped.softcap = 30.0f;  // the variant tiles: the conversion path on either ISA
+  for (const char* name : {"simd", "flash"}) {
+    const attune::Kernel& k = *attune::find_kernel(name);
+    const auto isas = attune::runnable_isas(k, bf16);
+    ASSERT_FALSE(isas.empty());
+    EXPECT_EQ(isas.front(), faster ? attune::Isa::avx512_bf16 : attune::Isa::avx512) << name;
+    EXPECT_EQ(isas.size(), attune::runnable_isas(k).size()) << name << ": reordered, nothing dropped";
+    for (const attune::Problem& p : {fp32, mixed, capped})
+      EXPECT_EQ(attune::runnable_isas(k, p).front(), attune::Isa::avx512) << name << " " << p.to_string();
+  }
+  if (!attune::cpu_supports(attune::Isa::amx)) {
+    const attune::Choice c = attune::resolve(bf16);
+    EXPECT_EQ(c.kernel->name(), "flash");
+    EXPECT_EQ(c.isa, faster ? attune::Isa::avx512_bf16 : attune::Isa::avx512);
+  }
+}

@@ -49,7 +49,9 @@ std::string describe(const attune::Choice& c) {
 std::string defaults(const attune::Problem& p = attune::Problem{}) {
   if (p.dtype == attune::Dtype::bf16 && p.kv_type() == attune::Dtype::bf16 && attune::cpu_supports(attune::Isa::amx))
     return "amx/amx/bq0/bkv0/t0/s0";
-  return "flash/" + std::string(attune::to_string(attune::default_isa())) + "/bq0/bkv0/t0/s0";
+  // flash's best ISA for the problem (avx512_bf16 for bf16 where its dot product is faster).
+  return "flash/" + std::string(attune::to_string(attune::runnable_isas(*attune::find_kernel("flash"), p).front())) +
+         "/bq0/bkv0/t0/s0";
 }
 
 std::string read(const std::string& path) {

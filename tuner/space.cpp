@@ -58,8 +58,7 @@ Space make_space(const Problem& p, int max_threads) {
   for (const Kernel* k : kernels()) {
     if (k->rank() <= 0) continue;
     // Only ISAs on which the kernel takes the problem's storage types.
-    auto isas = runnable_isas(*k);
-    std::erase_if(isas, [&](Isa isa) { return !k->supports(p, isa); });
+    const auto isas = runnable_isas(*k, p);
     if (isas.empty()) continue;
     if (best == nullptr || k->rank() > best->rank()) {
       best = k;

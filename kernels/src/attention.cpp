@@ -18,8 +18,7 @@ namespace {
 const Kernel* best_kernel_for(const Problem& problem, std::optional<Isa> isa) {
   const Kernel* best = nullptr;
   for (const Kernel* k : kernels()) {
-    auto isas = runnable_isas(*k);
-    std::erase_if(isas, [&](Isa i) { return !k->supports(problem, i); });
+    const auto isas = runnable_isas(*k, problem);
     if (isas.empty()) continue;
     if (isa && std::find(isas.begin(), isas.end(), *isa) == isas.end()) continue;
     if (best == nullptr || k->rank() > best->rank()) best = k;
@@ -81,8 +80,7 @@ Choice resolve(const Problem& problem, const Options& options) {
       throw InvalidArgument("unknown kernel '" + options.kernel + "' (known: " + names + ", auto)");
     }
   }
-  std::vector<Isa> isas = runnable_isas(*choice.kernel);
-  std::erase_if(isas, [&](Isa isa) { return !choice.kernel->supports(problem, isa); });
+  const std::vector<Isa> isas = runnable_isas(*choice.kernel, problem);
   if (isas.empty()) {
     throw InvalidArgument("kernel '" + std::string(choice.kernel->name()) + "' has no build that runs " +
                           dtype_names(problem) + " on this CPU");

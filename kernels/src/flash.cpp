@@ -72,6 +72,7 @@ class Flash final : public Kernel {
   }
 
   Dtype pv_dtype(const Problem& p, Isa isa) const override { return simd::pv_dtype(p, simd::isa_ops(isa)); }
+  void order_isas(const Problem& p, std::vector<Isa>& isas) const override { simd::order_isas(p, isas); }
 
   void run(const Problem& p, const Tensors& t, const Config& config, Isa isa) const override {
     simd::run_tiled(p, t, flash_plan(p, config), simd::isa_ops(isa));

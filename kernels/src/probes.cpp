@@ -116,6 +116,33 @@ std::optional<ProbeResult> probe_bf16_dot_peak(int threads, int repetitions) {
   return std::nullopt;
 }
 
+double bf16_dot_speedup() {
+  static const double speedup = [] {
+#if defined(ATTUNE_HAVE_AVX512_PROBES)
+    const auto& runnable = runnable_isas();
+    if (std::find(runnable.begin(), runnable.end(), Isa::avx512_bf16) == runnable.end()) return 0.0;
+    const auto fma = simd::isa_ops(Isa::avx512).fma_probe;
+    // FLOPs per second of one run of `loop`; the best of the rounds is the unit's rate (a
+    // preempted or frequency-ramping round is only slower). ~10 us per run.
+    auto rate = [](double (*loop)(std::int64_t), std::int64_t iterations) {
+      const auto start = Clock::now();
+      const double flops = loop(iterations);
+      return flops / std::max(std::chrono::duration<double>(Clock::now() - start).count(), 1e-9);
+    };
+    rate(fma, 20000);  // warm-up: wide vector units powered up, frequency settled
+    double best_fma = 0.0, best_dot = 0.0;
+    for (int round = 0; round < 7; ++round) {
+      best_fma = std::max(best_fma, rate(fma, 2000));
+      best_dot = std::max(best_dot, rate(detail::bf16_dot_probe, 1000));
+    }
+    return best_fma > 0.0 ? best_dot / best_fma : 0.0;
+#else
+    return 0.0;
+#endif
+  }();
+  return speedup;
+}
+
 std::optional<ProbeResult> probe_amx_peak(int threads, int repetitions) {
 #if defined(ATTUNE_HAVE_AMX)
   if (cpu_supports(Isa::amx)) return compute_peak(threads, repetitions, amx::tdp_probe);

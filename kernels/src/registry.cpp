@@ -39,4 +39,11 @@ std::vector<Isa> runnable_isas(const Kernel& kernel) {
   return out;
 }
 
+std::vector<Isa> runnable_isas(const Kernel& kernel, const Problem& problem) {
+  std::vector<Isa> out = runnable_isas(kernel);
+  std::erase_if(out, [&](Isa isa) { return !kernel.supports(problem, isa); });
+  kernel.order_isas(problem, out);
+  return out;
+}
+
 }  // namespace attune

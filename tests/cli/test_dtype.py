@@ -63,6 +63,16 @@ def assert_within_rounding(got, want, dtype, what, extra=0.0):
         what, worst, got[worst], want[worst], bound[worst])
 
 
+def float32_pv(binary):
+    """`--kernel flash --isa` of the default vector ISA: flash multiplying P V in float32 (auto
+    may pick amx, and flash on bf16 may pick avx512_bf16; both round P to bf16 too, and their
+    bound is checked per triple below)."""
+    r = attune(binary, "info")
+    assert_ok(r)
+    isa = next(line.split(":", 1)[1].strip() for line in r.stdout.splitlines() if line.startswith("isa default:"))
+    return ("--kernel", "flash", "--isa", isa)
+
+
 def unit_normal_inputs(tmp_path, seed=11, shape=(1, 2, 64, 32)):
     rng = np.random.default_rng(seed)
     q, k, v = rand(rng, shape), rand(rng, shape), rand(rng, shape)
@@ -77,9 +87,8 @@ def unit_normal_inputs(tmp_path, seed=11, shape=(1, 2, 64, 32)):
 def test_bf16_close_to_fp32_but_rounded(attune_bin, tmp_path):
     (q, k, v), (qp, kp, vp) = unit_normal_inputs(tmp_path)
     o32 = run(attune_bin, qp, kp, vp, tmp_path / "o32.npy")
-    # flash: a kernel that multiplies in float32 (auto may pick amx, which rounds P to bf16 too;
-    # its bound is checked per triple below).
-    o16 = run(attune_bin, qp, kp, vp, tmp_path / "o16.npy", "--dtype", "bf16", "--kernel", "flash")
+    # A kernel that multiplies in float32, so the output rounding is the whole error.
+    o16 = run(attune_bin, qp, kp, vp, tmp_path / "o16.npy", "--dtype", "bf16", *float32_pv(attune_bin))
     assert o16.dtype == np.float32 and o16.shape == o32.shape  # --out-dtype defaults to fp32
     assert np.abs(o16 - o32).max() < 3e-2
     assert not np.array_equal(o16, o32), "bf16 storage must round Q, K, V and O"
@@ -154,14 +163,13 @@ def test_bfloat16_v2_files(attune_bin, tmp_path):
     assert np.abs(o - want).max() < ARITH_TOL
     # As bf16 storage the '<V2' bits are used as they are: bit-identical to float32 files of the
     # same values, and written back as '<V2' (ml_dtypes' form) with --out-dtype bf16.
-    # flash: float32 PV, so one output rounding is the whole error (auto may pick amx, which
-    # also rounds P; its bound is checked per triple).
-    a = run(attune_bin, *pv2, tmp_path / "a.npy", "--causal", "--dtype", "bf16", "--kernel", "flash")
-    b = run(attune_bin, *p32, tmp_path / "b.npy", "--causal", "--dtype", "bf16", "--kernel", "flash")
+    # Float32 PV, so one output rounding is the whole error.
+    pin = float32_pv(attune_bin)
+    a = run(attune_bin, *pv2, tmp_path / "a.npy", "--causal", "--dtype", "bf16", *pin)
+    b = run(attune_bin, *p32, tmp_path / "b.npy", "--causal", "--dtype", "bf16", *pin)
     assert a.tobytes() == b.tobytes()
     assert_within_rounding(a, want, "bf16", "bf16 run")
-    c = run(attune_bin, *pv2, tmp_path / "c.npy", "--causal", "--dtype", "bf16", "--out-dtype", "bf16",
-            "--kernel", "flash")
+    c = run(attune_bin, *pv2, tmp_path / "c.npy", "--causal", "--dtype", "bf16", "--out-dtype", "bf16", *pin)
     assert c.dtype == np.dtype("V2") and c.shape == a.shape
     assert np.array_equal(c.view("<u2"), a.view(np.uint32) >> 16)
     assert (tmp_path / "c.npy").read_bytes()[10:].startswith(b"{'descr': '<V2'")

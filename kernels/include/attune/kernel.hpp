@@ -69,6 +69,14 @@ class Kernel {
     (void)isa;
     return Dtype::fp32;
   }
+  // Reorders `isas` (this kernel's runnable ISAs that take the problem, best first by the
+  // build's order) when another order is faster for this problem on this CPU: simd and flash
+  // put avx512_bf16 first for bf16 problems where the CPU's bf16 dot product outpaces its fp32
+  // FMA (bf16_dot_speedup()). `auto` and the bench take the first.
+  virtual void order_isas(const Problem& problem, std::vector<Isa>& isas) const {
+    (void)problem;
+    (void)isas;
+  }
   // Bytes of working memory run() allocates for this problem and config on `isa` (scratch and
   // partial results, not the caller's tensors), saturating at SIZE_MAX instead of overflowing.
   // attention() compares it with the limit before calling run().
@@ -84,5 +92,7 @@ std::span<const Kernel* const> kernels();
 const Kernel* find_kernel(std::string_view name);
 // Runnable ISAs of one kernel on this machine, best first.
 std::vector<Isa> runnable_isas(const Kernel& kernel);
+// Those that take `problem` (Kernel::supports), best first for it (Kernel::order_isas).
+std::vector<Isa> runnable_isas(const Kernel& kernel, const Problem& problem);
 
 }  // namespace attune

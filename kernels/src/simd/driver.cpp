@@ -5,6 +5,7 @@
 #include "parallel.hpp"
 
 #include <attune/error.hpp>
+#include <attune/probes.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -123,8 +124,19 @@ Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
 
 bool supports(const Problem& p) { return p.top_k == 0; }
 
+void order_isas(const Problem& p, std::vector<Isa>& isas) {
+  const auto dot = std::find(isas.begin(), isas.end(), Isa::avx512_bf16);
+  const auto vec = std::find(isas.begin(), isas.end(), Isa::avx512);
+  if (dot == isas.end() || vec == isas.end() || dot < vec) return;
+  if (pv_dtype(p, isa_ops(Isa::avx512_bf16)) != Dtype::bf16) return;  // not the dot tiles: the same code
+  if (bf16_dot_speedup() < kBf16DotPreferred) return;
+  std::rotate(vec, dot, dot + 1);  // avx512_bf16 moves to avx512's place, the rest keep their order
+}
+
 Dtype pv_dtype(const Problem& p, const IsaOps& ops) {
-  return ops.bf16_dot != nullptr && ops.set_for(p.dtype, p.kv_type()) == ops.bf16_dot ? Dtype::bf16 : Dtype::fp32;
+  // The variant tiles are the conversion path on every ISA (P stays float32).
+  return ops.bf16_dot != nullptr && ops.set_for(p.dtype, p.kv_type(), needs_variant_tiles(p)) == ops.bf16_dot ? Dtype::bf16
+                                                                                                            : Dtype::fp32;
 }
 
 std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& ops) {

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace attune::simd {
 
@@ -35,6 +36,11 @@ std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& op
 // The type P is rounded to for the PV product (Kernel::pv_dtype of simd/flash): bf16 where the
 // problem runs the ISA's bf16 dot-product tiles, else fp32.
 Dtype pv_dtype(const Problem& p, const IsaOps& ops);
+
+// Kernel::order_isas of simd/flash: avx512_bf16 ahead of avx512 for problems that run its bf16
+// dot-product tiles, where the CPU's vdpbf16ps delivers at least kBf16DotPreferred x the fp32
+// FMA rate (probes.hpp).
+void order_isas(const Problem& p, std::vector<Isa>& isas);
 
 // Worker threads available by default (all cores, or the oneTBB default arena's size).
 int default_threads();

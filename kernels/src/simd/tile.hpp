@@ -41,7 +41,8 @@ struct TileVariant {
 // K and V are read in their natural layout and the softmax is vertical.
 // Q and O are stored as `dtype` (widened when Q^T is packed, rounded once when O is written);
 // K and V as the kv dtype the instantiation was compiled for (IsaOps::tiles[kv dtype]), read
-// in that type and widened in registers.
+// in that type and widened (the prefill tiles widen each key tile once into scratch, the
+// decoding forms whole vectors in registers).
 struct TileArgs {
   const void* q;
   const void* k;   // key j at element j * k_row
@@ -70,6 +71,7 @@ struct TileFn {
   int lanes;  // query rows per register tile: the row count is padded to a multiple of it
   void (*run)(const TileArgs& args);
   bool bf16_dot = false;  // multiplies in bf16 pairs (vdpbf16ps): P rounded to bf16, V packed in pairs
+  bool widen_kv = false;  // 16-bit K/V widened tile by tile into float32 scratch (block_kv x (d_k + d_v))
 };
 
 struct IsaOps {

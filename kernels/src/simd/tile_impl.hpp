@@ -133,12 +133,17 @@ struct TileKernel {
   template <int N>
   static constexpr int kSteps = N == NV ? MR : 8;
   static constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  // 16-bit K/V on the conversion path: each key tile is widened once into float32 scratch
+  // (widen_tile) and every lane chunk multiplies from there, so a broadcast is one fp32 load
+  // instead of a scalar widening per element and chunk (3-4 uops on the FMA ports).
+  static constexpr bool kWiden = !std::is_same_v<T, float> && !Dot;
 
   struct Ctx {
     const TileArgs* a;
     std::int64_t rp;  // padded row count
     float *qt, *st, *ot, *m, *l, *alpha, *limit;
     std::uint32_t* v2;  // Dot: the V tile in key pairs
+    float *kw = nullptr, *vw = nullptr;  // kWiden: the K tile [cols][d_k] and V tile [cols][d_v]
     // Var: per-row band start, -slope x log2 e, aligned position; the mask tile M^T [cols][rp]
     // in the base-2 domain, and whether the current tile applies it.
     float *lo = nullptr, *nslope = nullptr, *posf = nullptr, *mt = nullptr;
@@ -185,26 +190,31 @@ struct TileKernel {
 
   // S^T rows [jj, jj + MK) of the tile for lane chunk c0; masked lanes get -inf. Returns the
   // running vertical max through tmax.
-  template <int MK, int N>
-  static void qk(const Ctx& c, std::int64_t j0, std::int64_t jj, std::int64_t c0, bool masked, B* tmax) {
+  // K rows come from `kt` (the tile's first key, rows k_row apart): the caller's tensor, or the
+  // widened tile (U = float with T 16-bit), which is in cache already: only its next rows are
+  // prefetched into L1, V not at all.
+  template <int MK, int N, class U>
+  static void qk(const Ctx& c, const U* kt, std::int64_t k_row, std::int64_t j0, std::int64_t jj, std::int64_t c0,
+                 bool masked, B* tmax) {
     const TileArgs& a = *c.a;
     B acc[MK][N];
     for (int mr = 0; mr < MK; ++mr)
       for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::set1(0.0f);
-    const T* krow = static_cast<const T*>(a.k) + (j0 + jj) * a.k_row;
+    const U* krow = kt + jj * k_row;
+    constexpr bool kPrefetch = std::is_same_v<U, T>;
     const float* qcol = c.qt + c0;
     // Prefetches, one line per step. Few rows (decoding) read each K/V row once, straight from
     // memory, in an order the hardware prefetchers miss (MK rows in parallel): the next K rows
     // and this block's V rows, into L1. Every tile brings the V rows its PV pass reads into L2
     // while QK^T runs: a head's K and V together outgrow L2 at long sequences, and PV's
     // strided V broadcasts otherwise wait on L3 (5% of the time at seq 2048 in a paired A/B).
-    const char* k_next = reinterpret_cast<const char*>(krow + MK * a.k_row);
+    const char* k_next = reinterpret_cast<const char*>(krow + MK * k_row);
     const char* v_rows = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j0 + jj) * a.v_row);
     // Var (which strided tensors run) with rows that are not adjacent ([batch, seq, heads, dim]
     // puts heads * dim elements between them): the next MK K rows and this step's V rows, whole,
     // before the d loop; the flag is loop-invariant, so the loop itself is the plain one.
     [[maybe_unused]] const bool rowwise = Var && (a.k_row != a.d_k || a.v_row != a.d_v);
-    if constexpr (Var) {
+    if constexpr (Var && kPrefetch) {
       if (rowwise) {
         const std::int64_t k_bytes = a.d_k * static_cast<std::int64_t>(sizeof(T)), v_bytes = a.d_v * static_cast<std::int64_t>(sizeof(T));
         for (int r = 0; r < MK; ++r) {
@@ -215,7 +225,9 @@ struct TileKernel {
       }
     }
     for (std::int64_t d = 0; d < a.d_k; ++d) {
-      if (rowwise) {
+      if constexpr (!kPrefetch) {
+        __builtin_prefetch(k_next + d * 64);  // the widened tile's next rows, from L2 into L1
+      } else if (rowwise) {
         // prefetched above
       } else if constexpr (L == W) {
         __builtin_prefetch(k_next + d * 64);
@@ -227,7 +239,7 @@ struct TileKernel {
       B qv[N];
       for (int nv = 0; nv < N; ++nv) qv[nv] = V::load(qcol + d * c.rp + nv * W);
       for (int mr = 0; mr < MK; ++mr) {
-        const B kb = V::set1(krow[mr * a.k_row + d]);
+        const B kb = V::set1(krow[mr * k_row + d]);
         for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::fma(kb, qv[nv], acc[mr][nv]);
       }
     }
@@ -268,20 +280,20 @@ struct TileKernel {
   }
 
   // O^T columns [d0, d0 + MK) for lane chunk c0: rescale by alpha, add V^T P^T over the tile.
-  template <int MK, int N>
-  static void pv(const Ctx& c, std::int64_t j0, std::int64_t cols, std::int64_t d0, std::int64_t c0) {
-    const TileArgs& a = *c.a;
+  // V rows from `vt` (the tile's first key, rows v_row apart), as qk's K rows.
+  template <int MK, int N, class U>
+  static void pv(const Ctx& c, const U* vt, std::int64_t v_row, std::int64_t cols, std::int64_t d0, std::int64_t c0) {
     B acc[MK][N];
     B al[N];
     for (int nv = 0; nv < N; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
     for (int md = 0; md < MK; ++md)
       for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
-    const T* vcol = static_cast<const T*>(a.v) + j0 * a.v_row + d0;
+    const U* vcol = vt + d0;
     for (std::int64_t j = 0; j < cols; ++j) {
       B pv[N];
       for (int nv = 0; nv < N; ++nv) pv[nv] = V::load(c.st + j * c.rp + c0 + nv * W);
       for (int md = 0; md < MK; ++md) {
-        const B vb = V::set1(vcol[j * a.v_row + md]);
+        const B vb = V::set1(vcol[j * v_row + md]);
         for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::fma(vb, pv[nv], acc[md][nv]);
       }
     }
@@ -481,6 +493,10 @@ struct TileKernel {
     c.alpha = c.l + c.rp;
     c.limit = c.alpha + c.rp;
     c.v2 = reinterpret_cast<std::uint32_t*>(c.limit + c.rp + 20 * c.rp);  // past the tile (see tile_scratch_floats)
+    if constexpr (kWiden) {
+      c.kw = c.limit + c.rp + 20 * c.rp;  // the same place (a set is either Dot or widening)
+      c.vw = c.kw + a.block_kv * a.d_k;
+    }
     if constexpr (Var) {
       c.lo = a.var->row_scratch;
       c.nslope = c.lo + c.rp;
@@ -548,19 +564,46 @@ struct TileKernel {
 
   // One key tile [j0, j0 + cols) for every lane chunk: S^T, the softmax step, O^T.
   [[gnu::always_inline]] static void tile(const Ctx& c, std::int64_t j0, std::int64_t cols, bool masked) {
-    chunks(c.rp, [&]<int N>(std::int64_t c0) {
-      B tmax[N];
-      for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
-      // Var: QK^T unmasked, then (where anything changes the scores) the variants' pass masks
-      // and takes the max again; a sink alone, or a window's inner tiles, need no pass.
-      in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N>(c, j0, jj, c0, Var ? false : masked, tmax); });
-      if constexpr (Var) {
-        if (masked || c.tile_mask || c.a->var->softcap > 0.0f || c.a->var->slopes != nullptr)
-          modify<N>(c, j0, cols, c0, masked, tmax);
-      }
-      softmax<N>(c, cols, c0, tmax);
-      in_steps<kSteps<N>>(c.a->d_v, [&]<int K>(std::int64_t d0) { pv<K, N>(c, j0, cols, d0, c0); });
-    });
+    const TileArgs& a = *c.a;
+    auto run = [&](const auto* kt, std::int64_t k_row, const auto* vt, std::int64_t v_row) {
+      chunks(c.rp, [&]<int N>(std::int64_t c0) {
+        B tmax[N];
+        for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
+        // Var: QK^T unmasked, then (where anything changes the scores) the variants' pass masks
+        // and takes the max again; a sink alone, or a window's inner tiles, need no pass.
+        in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N>(c, kt, k_row, j0, jj, c0, Var ? false : masked, tmax); });
+        if constexpr (Var) {
+          if (masked || c.tile_mask || a.var->softcap > 0.0f || a.var->slopes != nullptr)
+            modify<N>(c, j0, cols, c0, masked, tmax);
+        }
+        softmax<N>(c, cols, c0, tmax);
+        in_steps<kSteps<N>>(a.d_v, [&]<int K>(std::int64_t d0) { pv<K, N>(c, vt, v_row, cols, d0, c0); });
+      });
+    };
+    const T* k = static_cast<const T*>(a.k) + j0 * a.k_row;
+    const T* v = static_cast<const T*>(a.v) + j0 * a.v_row;
+    if constexpr (kWiden) {
+      widen_rows(k, a.k_row, a.d_k, cols, c.kw);
+      widen_rows(v, a.v_row, a.d_v, cols, c.vw);
+      run(static_cast<const float*>(c.kw), a.d_k, static_cast<const float*>(c.vw), a.d_v);
+    } else {
+      run(k, a.k_row, v, a.v_row);
+    }
+  }
+
+  // kWiden: rows [0, n) of `src` (rows `row` elements apart, d elements each) widened into
+  // dst [n][d]. The same rows of the next tile are prefetched into L2 on the way, so the next
+  // widening reads from there (the tile's multiplications give it ample time).
+  static void widen_rows(const T* src, std::int64_t row, std::int64_t d, std::int64_t n, float* dst) {
+    const std::int64_t line = 64 / static_cast<std::int64_t>(sizeof(T)), full = d / W * W;
+    for (std::int64_t j = 0; j < n; ++j) {
+      const T* s = src + j * row;
+      float* o = dst + j * d;
+      for (std::int64_t x = 0; x < d; x += line) __builtin_prefetch(s + n * row + x, 0, 2);
+      std::int64_t x = 0;
+      for (; x < full; x += W) V::store(o + x, V::load(s + x));
+      for (; x < d; ++x) o[x] = widen(s[x]);
+    }
   }
 
   [[gnu::always_inline]] static void run_plain(const Ctx& c) {
@@ -842,8 +885,10 @@ double fma_probe(std::int64_t iterations) {
 #define ATTUNE_TILE_SET_V(arch, mr, nv, T, var)                                                                 \
   {{1, &DotKernel<arch, 1, T, var>::run},                                                                      \
    {4, &DotKernel<arch, 4, T, var>::run},                                                                      \
-   {static_cast<int>(TileKernel<arch, 8, 1, T>::L), &TileKernel<arch, 8, 1, T, false, var>::run},              \
-   {static_cast<int>(TileKernel<arch, mr, nv, T>::L), &TileKernel<arch, mr, nv, T, false, var>::run}}
+   {static_cast<int>(TileKernel<arch, 8, 1, T>::L), &TileKernel<arch, 8, 1, T, false, var>::run, false,         \
+    TileKernel<arch, 8, 1, T>::kWiden},                                                                        \
+   {static_cast<int>(TileKernel<arch, mr, nv, T>::L), &TileKernel<arch, mr, nv, T, false, var>::run, false,      \
+    TileKernel<arch, mr, nv, T>::kWiden}}
 #define ATTUNE_TILE_SET(arch, mr, nv, T) ATTUNE_TILE_SET_V(arch, mr, nv, T, false)
 // An ISA that extends `base` with the bf16 dot form (all-bf16 problems): the base's conversion
 // sets as they are, plus the decoding forms (bandwidth-bound: the conversion path) and the dot

@@ -85,7 +85,7 @@ struct Vec {
 
   static B load(const float* p) { return B::load_unaligned(p); }
   // `width` 16-bit elements widened in registers (the conversion path: K and V are read in
-  // their storage type, never copied to float32 in memory).
+  // their storage type; the prefill tiles widen a key tile at a time into scratch with this).
   static B load(const bf16* p) {
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<Arch, xsimd::avx512f>)
