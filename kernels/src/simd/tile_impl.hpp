@@ -669,7 +669,7 @@ struct DotKernel {
   using S = Vec<scalar_arch>;
   static constexpr int W = V::width;
   static constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  static constexpr int kPrefetchRows = 16;
+  static constexpr int kPrefetchRows = 16 * 4 / static_cast<int>(sizeof(T));  // the same bytes ahead for every type
 
   // Dot products of NK keys (from key j) with every row, full vectors of d only; the sums of
   // the lanes land in lanes[r][slot..slot+NK) for a later transpose-add.
