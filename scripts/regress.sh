@@ -9,7 +9,7 @@
 #       - without one: only record (exit 0): CI machines vary, a new machine starts its history.
 #       The run is appended to the history either way (for `attune_regress trend`).
 #   scripts/regress.sh --icount [--update-baseline]
-#       instruction counts (callgrind, ISA avx2, 1 thread, 8 small attune runs, ~15 s); compared with
+#       instruction counts (callgrind, ISA avx2, 1 thread, 12 small attune runs: 8 fp32, 4 bf16; ~20 s); compared with
 #       bench/baselines/icount-<hash>.json at a 1% threshold when there is one, else recorded only.
 #   scripts/regress.sh --paired OLD_BENCH [attune_bench flags]
 #       A/B in one session: OLD_BENCH (e.g. a bench built from the main branch) and this tree's

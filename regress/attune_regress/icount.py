@@ -49,11 +49,14 @@ class Case:
     seq_kv: int
     d: int
     causal: bool
+    dtype: str = "fp32"  # storage of Q, K, V and O (`attune run --dtype`)
 
     @property
     def name(self) -> str:
-        return "icount/%s/%s/hq:%d/hkv:%d/sq:%d/skv:%d/d:%d/causal:%d" % (
-            self.kernel, ISA, self.heads_q, self.heads_kv, self.seq_q, self.seq_kv, self.d, int(self.causal))
+        # fp32 names carry no dt: segment (they are the names the first baselines stored).
+        return "icount/%s/%s/hq:%d/hkv:%d/sq:%d/skv:%d/d:%d/causal:%d%s" % (
+            self.kernel, ISA, self.heads_q, self.heads_kv, self.seq_q, self.seq_kv, self.d, int(self.causal),
+            "" if self.dtype == "fp32" else "/dt:" + self.dtype)
 
 
 # Small versions of the wall-time set's shapes (several query and key tiles each, ~1-2 s per
@@ -61,6 +64,10 @@ class Case:
 CASES = tuple(Case(k, *shape) for k in ("flash", "simd") for shape in (
     (2, 2, 128, 128, 128, False),
     (2, 2, 256, 256, 64, False),
+    (2, 2, 256, 256, 128, True),
+    (8, 2, 1, 2048, 128, False),
+)) + tuple(Case(k, *shape, dtype="bf16") for k in ("flash", "simd") for shape in (
+    # The 16-bit conversion path: widened key tiles (prefill) and in-register widening (decoding).
     (2, 2, 256, 256, 128, True),
     (8, 2, 1, 2048, 128, False),
 ))
@@ -172,6 +179,8 @@ def case_command(case: Case, valgrind: str, inputs: dict, cg_out: str) -> list:
            "--out", "out.npy", "--kernel", case.kernel, "--isa", ISA, "--threads", "1"]
     if case.causal:
         cmd.append("--causal")
+    if case.dtype != "fp32":
+        cmd += ["--dtype", case.dtype]
     return cmd
 
 

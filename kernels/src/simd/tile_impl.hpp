@@ -190,18 +190,24 @@ struct TileKernel {
 
   // S^T rows [jj, jj + MK) of the tile for lane chunk c0; masked lanes get -inf. Returns the
   // running vertical max through tmax.
-  // K rows come from `kt` (the tile's first key, rows k_row apart): the caller's tensor, or the
-  // widened tile (U = float with T 16-bit), which is in cache already: only its next rows are
-  // prefetched into L1, V not at all.
-  template <int MK, int N, class U>
-  static void qk(const Ctx& c, const U* kt, std::int64_t k_row, std::int64_t j0, std::int64_t jj, std::int64_t c0,
-                 bool masked, B* tmax) {
+  // Wide: K rows from the widened tile (kWiden), which is in cache already: only its next rows
+  // are prefetched into L1, V not at all. Otherwise from the caller's tensor (as the float32
+  // kernel always does: its code does not change with the widening).
+  template <int MK, int N, bool Wide = false>
+  static void qk(const Ctx& c, std::int64_t j0, std::int64_t jj, std::int64_t c0, bool masked, B* tmax) {
     const TileArgs& a = *c.a;
     B acc[MK][N];
     for (int mr = 0; mr < MK; ++mr)
       for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::set1(0.0f);
-    const U* krow = kt + jj * k_row;
-    constexpr bool kPrefetch = std::is_same_v<U, T>;
+    using U = std::conditional_t<Wide, float, T>;
+    const std::int64_t k_row = Wide ? a.d_k : a.k_row;
+    const U* krow;
+    if constexpr (Wide) {
+      krow = c.kw + jj * a.d_k;
+    } else {
+      krow = static_cast<const T*>(a.k) + (j0 + jj) * a.k_row;
+    }
+    constexpr bool kPrefetch = !Wide;
     const float* qcol = c.qt + c0;
     // Prefetches, one line per step. Few rows (decoding) read each K/V row once, straight from
     // memory, in an order the hardware prefetchers miss (MK rows in parallel): the next K rows
@@ -280,15 +286,24 @@ struct TileKernel {
   }
 
   // O^T columns [d0, d0 + MK) for lane chunk c0: rescale by alpha, add V^T P^T over the tile.
-  // V rows from `vt` (the tile's first key, rows v_row apart), as qk's K rows.
-  template <int MK, int N, class U>
-  static void pv(const Ctx& c, const U* vt, std::int64_t v_row, std::int64_t cols, std::int64_t d0, std::int64_t c0) {
+  // Wide: V rows from the widened tile, as qk's K rows.
+  template <int MK, int N, bool Wide = false>
+  static void pv(const Ctx& c, std::int64_t j0, std::int64_t cols, std::int64_t d0, std::int64_t c0) {
+    const TileArgs& a = *c.a;
     B acc[MK][N];
     B al[N];
     for (int nv = 0; nv < N; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
     for (int md = 0; md < MK; ++md)
       for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
-    const U* vcol = vt + d0;
+    using U = std::conditional_t<Wide, float, T>;
+    const std::int64_t v_row = Wide ? a.d_v : a.v_row;
+    const U* vcol;
+    if constexpr (Wide) {
+      vcol = c.vw + d0;
+      (void)j0;
+    } else {
+      vcol = static_cast<const T*>(a.v) + j0 * a.v_row + d0;
+    }
     for (std::int64_t j = 0; j < cols; ++j) {
       B pv[N];
       for (int nv = 0; nv < N; ++nv) pv[nv] = V::load(c.st + j * c.rp + c0 + nv * W);
@@ -564,31 +579,24 @@ struct TileKernel {
 
   // One key tile [j0, j0 + cols) for every lane chunk: S^T, the softmax step, O^T.
   [[gnu::always_inline]] static void tile(const Ctx& c, std::int64_t j0, std::int64_t cols, bool masked) {
-    const TileArgs& a = *c.a;
-    auto run = [&](const auto* kt, std::int64_t k_row, const auto* vt, std::int64_t v_row) {
-      chunks(c.rp, [&]<int N>(std::int64_t c0) {
-        B tmax[N];
-        for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
-        // Var: QK^T unmasked, then (where anything changes the scores) the variants' pass masks
-        // and takes the max again; a sink alone, or a window's inner tiles, need no pass.
-        in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N>(c, kt, k_row, j0, jj, c0, Var ? false : masked, tmax); });
-        if constexpr (Var) {
-          if (masked || c.tile_mask || a.var->softcap > 0.0f || a.var->slopes != nullptr)
-            modify<N>(c, j0, cols, c0, masked, tmax);
-        }
-        softmax<N>(c, cols, c0, tmax);
-        in_steps<kSteps<N>>(a.d_v, [&]<int K>(std::int64_t d0) { pv<K, N>(c, vt, v_row, cols, d0, c0); });
-      });
-    };
-    const T* k = static_cast<const T*>(a.k) + j0 * a.k_row;
-    const T* v = static_cast<const T*>(a.v) + j0 * a.v_row;
     if constexpr (kWiden) {
-      widen_rows(k, a.k_row, a.d_k, cols, c.kw);
-      widen_rows(v, a.v_row, a.d_v, cols, c.vw);
-      run(static_cast<const float*>(c.kw), a.d_k, static_cast<const float*>(c.vw), a.d_v);
-    } else {
-      run(k, a.k_row, v, a.v_row);
+      const TileArgs& a = *c.a;
+      widen_rows(static_cast<const T*>(a.k) + j0 * a.k_row, a.k_row, a.d_k, cols, c.kw);
+      widen_rows(static_cast<const T*>(a.v) + j0 * a.v_row, a.v_row, a.d_v, cols, c.vw);
     }
+    chunks(c.rp, [&]<int N>(std::int64_t c0) {
+      B tmax[N];
+      for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
+      // Var: QK^T unmasked, then (where anything changes the scores) the variants' pass masks
+      // and takes the max again; a sink alone, or a window's inner tiles, need no pass.
+      in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N, kWiden>(c, j0, jj, c0, Var ? false : masked, tmax); });
+      if constexpr (Var) {
+        if (masked || c.tile_mask || c.a->var->softcap > 0.0f || c.a->var->slopes != nullptr)
+          modify<N>(c, j0, cols, c0, masked, tmax);
+      }
+      softmax<N>(c, cols, c0, tmax);
+      in_steps<kSteps<N>>(c.a->d_v, [&]<int K>(std::int64_t d0) { pv<K, N, kWiden>(c, j0, cols, d0, c0); });
+    });
   }
 
   // kWiden: rows [0, n) of `src` (rows `row` elements apart, d elements each) widened into
