@@ -96,6 +96,7 @@ struct IsaOps {
     return set[3];
   }
   void (*exp2)(const float* x, float* y, std::int64_t n);  // the softmax's exp2, for tests
+  void (*softcap)(const float* x, float* y, std::int64_t n, float cap);  // cap tanh(x / cap), for tests
   // Peak probe: `iterations` rounds of independent multiply-adds on registers; returns the
   // FLOPs done (2 per lane per multiply-add) so the caller can time it.
   double (*fma_probe)(std::int64_t iterations);

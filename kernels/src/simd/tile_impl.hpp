@@ -25,7 +25,8 @@ namespace {
 inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 
-// P = 2^x (x <= 0: a score minus the running max). Var: weights below 2^-100 are 0. A sink (or,
+// P = 2^x (x <= 0: a score minus the running max). Var: weights below 2^-100 are 0 (exp2's own
+// cut, no extra compare). A sink (or,
 // in principle, a large mask value) can hold the max far above a tile's scores, so without
 // the cut every P of such a tile is a tiny normal whose product with V is subnormal, which
 // Intel cores run through microcode (2x slower with ALiBi and a sink). A dropped weight is
@@ -33,7 +34,7 @@ inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b;
 template <bool Var, class Arch>
 [[gnu::always_inline]] inline typename Vec<Arch>::B softmax_weight(const typename Vec<Arch>::B& x) {
   using V = Vec<Arch>;
-  if constexpr (Var) return V::keep_le(V::set1(-100.0f), x, V::exp2(x), V::set1(0.0f));
+  if constexpr (Var) return V::exp2(x, -100.0f);
   return V::exp2(x);
 }
 
@@ -154,6 +155,8 @@ struct TileKernel {
   // problem.hpp's order (soft-cap, ALiBi, mask), then the band (masked tiles only), and the
   // vertical max. A pass of its own: fused into QK^T's epilogue, the extra registers it needs
   // made GCC spill the accumulators of the widest tile (2x slower with all three variants).
+  // With a soft-cap, S^T holds u = s / cap (Q^T is packed with the cap divided out), so the
+  // cap is softcap_u; tiles that need nothing else skip this pass and cap in the softmax pass.
   template <bool Var_>
   [[gnu::always_inline]] static B weight(const B& x) { return softmax_weight<Var_, Arch>(x); }
 
@@ -161,6 +164,7 @@ struct TileKernel {
   static void modify(const Ctx& c, std::int64_t j0, std::int64_t cols, std::int64_t c0, bool masked, B* tmax) {
     const TileVariant& v = *c.a->var;
     const bool cap = v.softcap > 0.0f, alibi = v.slopes != nullptr;
+    const typename V::SoftCap coef = V::softcap_coef(cap ? v.softcap : 1.0f);
     B nslope[N], pos[N], limit[N], lo[N];
     for (int nv = 0; nv < N; ++nv) {
       const std::int64_t off = c0 + nv * W;
@@ -175,7 +179,7 @@ struct TileKernel {
       for (int nv = 0; nv < N; ++nv) {
         float* p = c.st + j * c.rp + c0 + nv * W;
         B s = V::load(p);
-        if (cap) s = V::softcap(s, v.softcap);
+        if (cap) s = V::softcap_u(s, coef);
         if (alibi) s = V::fma(nslope[nv], V::abs(pos[nv] - key), s);
         if (c.tile_mask) s = s + V::load(c.mt + j * c.rp + c0 + nv * W);
         if (masked) {
@@ -329,15 +333,20 @@ struct TileKernel {
   }
 
   // The fused softmax pass for one lane chunk: new max, alpha, P = 2^(S - m'), running sum.
-  template <int N>
+  // Cap (Var): S^T holds u = s / cap and the soft-cap is applied here, to the tile max too
+  // (cap tanh is increasing, so it commutes with the max).
+  template <int N, bool Cap = false>
   static void softmax(const Ctx& c, std::int64_t cols, std::int64_t c0, const B* tmax) {
+    [[maybe_unused]] const typename V::SoftCap coef = V::softcap_coef(Cap ? c.a->var->softcap : 1.0f);
     for (int nv = 0; nv < N; ++nv) {
       const std::int64_t off = c0 + nv * W;
-      const B m_use = update_max(c, off, tmax[nv]);
+      const B m_use = update_max(c, off, Cap ? V::softcap_u(tmax[nv], coef) : tmax[nv]);
       B sum = V::set1(0.0f);
       for (std::int64_t j = 0; j < cols; ++j) {
         float* s = c.st + j * c.rp + off;
-        const B p = weight<Var>(V::load(s) - m_use);
+        B x = V::load(s);
+        if constexpr (Cap) x = V::softcap_u(x, coef);
+        const B p = weight<Var>(x - m_use);
         V::store(s, p);
         sum = sum + p;
       }
@@ -519,8 +528,12 @@ struct TileKernel {
       c.mt = a.var->mask_tile;
     }
 
-    // Pack Q^T (scaled into the base-2 domain; Dot: in d pairs of bf16, unscaled); padded rows
-    // are zero and fully masked.
+    // Pack Q^T (scaled into the base-2 domain; Dot: in d pairs of bf16, unscaled; Var with a
+    // soft-cap: divided by the cap, see modify); padded rows are zero and fully masked.
+    float q_scale = a.qk_scale;
+    if constexpr (Var) {
+      if (a.var->softcap > 0.0f) q_scale = a.qk_scale / a.var->softcap;
+    }
     for (std::int64_t r = 0; r < c.rp; ++r) {
       const bool real = r < rows;
       const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
@@ -535,7 +548,7 @@ struct TileKernel {
       } else {
         with_element_type(a.dtype, [&]<class TQ>(const TQ*) {
           const TQ* q = static_cast<const TQ*>(a.q) + qrow;
-          for (std::int64_t d = 0; d < a.d_k; ++d) c.qt[d * c.rp + r] = real ? widen(q[d]) * a.qk_scale : 0.0f;
+          for (std::int64_t d = 0; d < a.d_k; ++d) c.qt[d * c.rp + r] = real ? widen(q[d]) * q_scale : 0.0f;
         });
       }
       c.limit[r] = real ? static_cast<float>(a.causal ? pos + a.causal_offset : a.j_end) : -1.0f;
@@ -590,11 +603,19 @@ struct TileKernel {
       // Var: QK^T unmasked, then (where anything changes the scores) the variants' pass masks
       // and takes the max again; a sink alone, or a window's inner tiles, need no pass.
       in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk<K, N, kWiden>(c, j0, jj, c0, Var ? false : masked, tmax); });
+      bool cap_here = false;  // Var: a soft-cap left for the softmax pass
       if constexpr (Var) {
-        if (masked || c.tile_mask || c.a->var->softcap > 0.0f || c.a->var->slopes != nullptr)
+        if (masked || c.tile_mask || c.a->var->slopes != nullptr) {
           modify<N>(c, j0, cols, c0, masked, tmax);
+        } else {
+          cap_here = c.a->var->softcap > 0.0f;
+        }
       }
-      softmax<N>(c, cols, c0, tmax);
+      if (cap_here) {
+        if constexpr (Var) softmax<N, true>(c, cols, c0, tmax);
+      } else {
+        softmax<N>(c, cols, c0, tmax);
+      }
       in_steps<kSteps<N>>(c.a->d_v, [&]<int K>(std::int64_t d0) { pv<K, N, kWiden>(c, j0, cols, d0, c0); });
     });
   }
@@ -864,6 +885,14 @@ void exp2_array(const float* x, float* y, std::int64_t n) {
 }
 
 template <class Arch>
+void softcap_array(const float* x, float* y, std::int64_t n, float cap) {
+  using V = Vec<Arch>;
+  std::int64_t i = 0;
+  for (; i + V::width <= n; i += V::width) V::store(y + i, V::softcap(V::load(x + i), cap));
+  for (; i < n; ++i) y[i] = Vec<scalar_arch>::softcap(x[i], cap);
+}
+
+template <class Arch>
 double fma_probe(std::int64_t iterations) {
   using V = Vec<Arch>;
   // 12 independent accumulators cover the FMA latency x throughput of current cores.
@@ -929,7 +958,7 @@ double fma_probe(std::int64_t iterations) {
                             {ATTUNE_TILE_SET_V(arch, mr, nv, float, true),               \
                              ATTUNE_TILE_SET_V(arch, mr, nv, bf16, true),                \
                              ATTUNE_TILE_SET_V(arch, mr, nv, fp16, true)},               \
-                            &exp2_array<arch>, &fma_probe<arch>};                        \
+                            &exp2_array<arch>, &softcap_array<arch>, &fma_probe<arch>};  \
     return ops;                                                                          \
   }                                                                                      \
   }
