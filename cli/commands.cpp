@@ -341,8 +341,7 @@ VariantFiles read_variant_files(const Args& a, Problem& p) {
           throw UsageError("--mask: " + *path + " holds NaN or +inf at entry " + std::to_string(i) +
                            " (additive masks take finite values and -inf)");
     }
-    f.mask = std::move(m.bytes);
-    if (p.sequences > 0) throw UsageError("--mask cannot be combined with --cu-seqlens-q/--cu-seqlens-kv (varlen)");
+    f.mask = std::move(m.bytes);  // varlen: over the packed tokens; sequence s reads its diagonal block
   }
   return f;
 }
@@ -684,7 +683,8 @@ const std::vector<Command>& commands() {
        "(0 hides) or float32 (added; -inf hides), [seq_q, seq_kv], [batch, 1, seq_q, seq_kv] or\n"
        "[batch, heads_q, seq_q, seq_kv]; --top-k K keeps each query's K largest logits (ties: lower key).\n"
        "--cu-seqlens-q/--cu-seqlens-kv 0,a,b,..,total: varlen, Q/K/V (batch 1) hold packed sequences, each\n"
-       "its own causal frame (sequence s: query tokens [a_s, a_s+1), keys [b_s, b_s+1)).\n"
+       "its own causal frame (sequence s: query tokens [a_s, a_s+1), keys [b_s, b_s+1)); a --mask then\n"
+       "spans the packed tokens [seq_q, seq_kv] and sequence s reads its diagonal block in its own frame.\n"
        "--layout bshd: Q, K, V and the output are [batch, seq, heads, dim] (3-D: [seq, heads, dim]), read\n"
        "and written in place through strides (default bhsd: [batch, heads, seq, dim]).\n"
        "A variant the chosen kernel does not implement, or a variant file of the wrong shape, is a usage\n"

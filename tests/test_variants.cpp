@@ -209,6 +209,51 @@ TEST(VariantProperties, TopOneIsTheArgmaxValueRow) {
   }
 }
 
+// Mask + varlen on hand-made offsets: an empty query sequence, a sequence with no keys, one whose
+// mask block hides everything (zeros, never NaN), one fully visible. The packed mask's entries
+// outside the diagonal blocks are visible (boolean) / NaN (additive): reading them would show.
+TEST(VariantProperties, MaskWithVarlenReadsEachSequencesDiagonalBlock) {
+  for (attune::MaskKind kind : {attune::MaskKind::boolean, attune::MaskKind::additive}) {
+    for (bool causal : {false, true}) {
+      attune::Problem p = shape(4, 2, 41, 70, 16, causal);
+      p.sequences = 4;
+      p.mask = kind;
+      p.mask_broadcast = kind == attune::MaskKind::additive ? attune::MaskBroadcast::per_head : attune::MaskBroadcast::shared;
+      auto in = attune::reference::make_inputs(p, 1.0f, 11);
+      in.cu_q = {0, 10, 10, 40, 41};
+      in.cu_kv = {0, 20, 25, 25, 70};
+      const std::int64_t planes = p.mask_elements() / (p.seq_q * p.seq_kv);
+      in.mask_bool.clear();
+      in.mask_add.clear();
+      for (std::int64_t pl = 0; pl < planes; ++pl)
+        for (std::int64_t i = 0; i < p.seq_q; ++i)
+          for (std::int64_t j = 0; j < p.seq_kv; ++j) {
+            const bool hidden_block = i < 10 && j < 20;  // sequence 0: everything hidden
+            const bool own = hidden_block || (i == 40 && j >= 25);
+            if (kind == attune::MaskKind::boolean) {
+              in.mask_bool.push_back(hidden_block ? 0 : 1);
+            } else {
+              in.mask_add.push_back(hidden_block ? -std::numeric_limits<float>::infinity()
+                                    : own         ? 0.25f * static_cast<float>(j % 5)
+                                                  : std::nanf(""));
+            }
+          }
+      const auto ref = attune::reference::attention(p, in.q.data(), in.k.data(), in.v.data(), in.variant());
+      const auto outs = run_all(p, in);
+      ASSERT_GE(outs.size(), 2u) << p.to_string();  // naive and the tiled kernels take it
+      for (const auto& out : outs) {
+        const auto check = attune::reference::compare(p, in, out.data(), ref);
+        EXPECT_TRUE(check.ok()) << p.to_string() << ": error " << check.max_abs_error << " at " << check.worst_index;
+        for (std::int64_t h = 0; h < p.heads_q; ++h)
+          for (std::int64_t i = 0; i < 40; ++i) {  // sequences 0 (hidden) and 2 (no keys)
+            for (std::int64_t d = 0; d < p.d_v; ++d)
+              ASSERT_EQ(out[static_cast<std::size_t>((h * p.seq_q + i) * p.d_v + d)], 0.0f) << p.to_string();
+          }
+      }
+    }
+  }
+}
+
 // A sink far above every logit (and ALiBi pushing far keys lower still): the weights of whole
 // tiles fall below 2^-100 of the sink's; results must still match the reference.
 TEST(VariantProperties, DominantSinkStaysExact) {

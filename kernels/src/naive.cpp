@@ -82,7 +82,7 @@ class Naive final : public Kernel {
               float s = scale * dot;
               if (p.softcap > 0.0f) s = p.softcap * std::tanh(s / p.softcap);
               if (p.alibi) s -= slope * static_cast<float>(std::abs(pos - j));
-              const std::int64_t m = plane + i * p.seq_kv + j;
+              const std::int64_t m = plane + (tq + i) * p.seq_kv + tk + j;  // varlen: the frame's diagonal block
               if (p.mask == MaskKind::boolean && static_cast<const std::uint8_t*>(var.mask)[m] == 0)
                 s = kNegInf;
               if (p.mask == MaskKind::additive) s += static_cast<const float*>(var.mask)[m];

@@ -72,8 +72,6 @@ void Problem::validate() const {
   if (top_k < 0) fail("top_k", top_k, "must be >= 0 (0: off)");
   if (sequences < 0) fail("sequences", sequences, "must be >= 0 (0: not varlen)");
   if (sequences > 0 && batch != 1) fail("batch", batch, "must be 1 with sequences (varlen packs them along seq)");
-  if (sequences > 0 && mask != MaskKind::none)
-    throw InvalidArgument("invalid problem: a mask cannot be combined with sequences (varlen)");
   checked_product({batch, heads_q, seq_q, d_k}, "Q");
   checked_product({batch, heads_kv, seq_kv, d_k}, "K");
   checked_product({batch, heads_kv, seq_kv, d_v}, "V");

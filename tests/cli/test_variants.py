@@ -222,6 +222,52 @@ def test_varlen_matches_numpy_per_sequence(attune_bin, tmp_path):
         assert np.abs(np.load(tmp_path / "o.npy") - want).max() < TOL, kernel
 
 
+@pytest.mark.parametrize("kind", ["bool", "float32_per_head"])
+def test_mask_with_varlen_uses_each_sequences_diagonal_block(attune_bin, tmp_path, kind):
+    """--mask over the packed tokens [total_q, total_kv]: sequence s reads its diagonal block in its
+    own frame (one sequence empty, one wholly hidden: zeros); entries outside every block are junk
+    that would show if read."""
+    cu_q, cu_kv = [0, 30, 30, 75, 80], [0, 40, 52, 90, 150]
+    q, k, v = write_inputs(tmp_path, (1, 4, 80, 16), (1, 2, 150, 16), 23)
+    rng = np.random.default_rng(5)
+    shape = (80, 150) if kind == "bool" else (1, 4, 80, 150)
+    full = block_mask(rng, shape)
+    m = np.ones(shape, bool) if kind == "bool" else np.full(shape, 100.0, np.float32)  # junk off the blocks
+    for s in range(4):
+        a, b, c, d = cu_q[s], cu_q[s + 1], cu_kv[s], cu_kv[s + 1]
+        block = full[..., a:b, c:d]
+        if kind == "bool":
+            m[a:b, c:d] = block.astype(bool) if s != 2 else False  # sequence 2: everything hidden
+        else:
+            m[..., a:b, c:d] = np.where(block.astype(bool), rng.standard_normal(block.shape), -np.inf) if s != 2 else -np.inf
+    np.save(tmp_path / "m.npy", m if kind == "bool" else m.astype("<f4"))
+    want = np.zeros((1, 4, 80, 16))
+    for s in range(4):
+        a, b, c, d = cu_q[s], cu_q[s + 1], cu_kv[s], cu_kv[s + 1]
+        if b > a and d > c:
+            want[:, :, a:b] = variants_reference(q[:, :, a:b], k[:, :, c:d], v[:, :, c:d], causal=True,
+                                                 mask=m[..., a:b, c:d])
+    assert np.all(want[:, :, 30:75] == 0.0)
+    for kernel in ["naive", "simd", "flash"]:
+        r = attune(attune_bin, "run", *io_args(tmp_path), "--causal", "--mask", tmp_path / "m.npy", "--kernel", kernel,
+                   "--cu-seqlens-q", ",".join(map(str, cu_q)), "--cu-seqlens-kv", ",".join(map(str, cu_kv)))
+        assert r.returncode == 0, (kernel, r.stderr)
+        got = np.load(tmp_path / "o.npy")
+        assert not np.isnan(got).any(), kernel
+        assert np.abs(got - want).max() < TOL, kernel
+        assert np.all(got[:, :, 30:75] == 0.0), kernel
+
+
+def test_mask_with_varlen_of_the_wrong_shape_is_a_usage_error(attune_bin, tmp_path):
+    """The mask of a packed batch spans the packed tokens, not one sequence."""
+    write_inputs(tmp_path, (1, 2, 80, 8), (1, 2, 150, 8), 2)
+    np.save(tmp_path / "m.npy", np.ones((30, 40), bool))
+    r = attune(attune_bin, "run", *io_args(tmp_path), "--mask", tmp_path / "m.npy",
+               "--cu-seqlens-q", "0,30,80", "--cu-seqlens-kv", "0,40,150")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "--mask" in r.stderr, r.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
 @pytest.mark.parametrize("flags", [["--cu-seqlens-q", "0,80"], ["--cu-seqlens-q", "0,90", "--cu-seqlens-kv", "0,150"],
                                    ["--cu-seqlens-q", "0,40,80", "--cu-seqlens-kv", "0,150"],
                                    ["--cu-seqlens-q", "0,-1,80", "--cu-seqlens-kv", "0,5,150"],

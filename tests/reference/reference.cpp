@@ -62,7 +62,27 @@ std::vector<double> attention_weights(const Problem& p, const float* q, const fl
       const std::int64_t tq = var.cu_seqlens_q[s], tk = var.cu_seqlens_kv[s];
       const auto qs = tokens_of(q, p.heads_q, p.seq_q, p.d_k, tq, sub.seq_q);
       const auto ks = tokens_of(k, p.heads_kv, p.seq_kv, p.d_k, tk, sub.seq_kv);
-      const auto ws = attention_weights(sub, qs.data(), ks.data(), var);
+      // The mask of a packed batch is [planes, seq_q, seq_kv] over all tokens; sequence s reads
+      // its diagonal block [tq, tq + len_q) x [tk, tk + len_kv) as its own mask (the definition).
+      VariantData sub_var = var;
+      std::vector<std::uint8_t> sub_bool;
+      std::vector<float> sub_add;
+      const std::int64_t planes = p.mask_elements() / (p.seq_q * p.seq_kv);
+      for (std::int64_t pl = 0; pl < planes; ++pl) {
+        for (std::int64_t i = 0; i < sub.seq_q; ++i) {
+          const std::int64_t row = (pl * p.seq_q + tq + i) * p.seq_kv + tk;
+          if (p.mask == MaskKind::boolean) {
+            const auto* m = static_cast<const std::uint8_t*>(var.mask) + row;
+            sub_bool.insert(sub_bool.end(), m, m + sub.seq_kv);
+          } else {
+            const auto* m = static_cast<const float*>(var.mask) + row;
+            sub_add.insert(sub_add.end(), m, m + sub.seq_kv);
+          }
+        }
+      }
+      if (p.mask == MaskKind::boolean) sub_var.mask = sub_bool.data();
+      if (p.mask == MaskKind::additive) sub_var.mask = sub_add.data();
+      const auto ws = attention_weights(sub, qs.data(), ks.data(), sub_var);
       for (std::int64_t h = 0; h < p.heads_q; ++h)
         for (std::int64_t i = 0; i < sub.seq_q; ++i)
           for (std::int64_t j = 0; j < sub.seq_kv; ++j)
@@ -215,15 +235,33 @@ Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPatt
     std::vector<int> block_kind(static_cast<std::size_t>(planes * ((p.seq_q + 15) / 16) * ((p.seq_kv + 15) / 16)));
     for (int& x : block_kind) x = kind(rng);  // 0 hidden, 1 visible, 2-3 mixed
     const bool additive = p.mask == MaskKind::additive;
+    // Varlen: the blocks sit in each sequence's frame (its diagonal block of the packed mask),
+    // every third sequence from the second is hidden entirely, and the entries no sequence owns
+    // are NaN (additive) or alternate (boolean): a kernel that reads them fails.
+    auto sequence_of = [](const std::vector<std::int64_t>& cu, std::int64_t t) {
+      return static_cast<std::int64_t>(std::upper_bound(cu.begin(), cu.end(), t) - cu.begin()) - 1;
+    };
     for (std::int64_t pl = 0; pl < planes; ++pl) {
       for (std::int64_t i = 0; i < p.seq_q; ++i) {
+        const std::int64_t sq = p.sequences > 0 ? sequence_of(in.cu_q, i) : 0;
         for (std::int64_t j = 0; j < p.seq_kv; ++j) {
-          int bk = block_kind[static_cast<std::size_t>((pl * ((p.seq_q + 15) / 16) + i / 16) * ((p.seq_kv + 15) / 16) + j / 16)];
+          std::int64_t fi = i, fj = j;  // the entry's position in its frame
+          if (p.sequences > 0) {
+            if (sequence_of(in.cu_kv, j) != sq) {
+              if (additive) in.mask_add.push_back(std::numeric_limits<float>::quiet_NaN());
+              else in.mask_bool.push_back(static_cast<std::uint8_t>((i + j) % 2));
+              continue;
+            }
+            fi -= in.cu_q[static_cast<std::size_t>(sq)];
+            fj -= in.cu_kv[static_cast<std::size_t>(sq)];
+          }
+          int bk = block_kind[static_cast<std::size_t>((pl * ((p.seq_q + 15) / 16) + fi / 16) * ((p.seq_kv + 15) / 16) + fj / 16)];
           bool visible = bk == 1 || (bk >= 2 && coin(rng) == 1);
-          if (i % 7 == 3) visible = false;
+          if (fi % 7 == 3) visible = false;
+          if (pattern == MaskPattern::blocks && p.sequences > 0 && sq % 3 == 1) visible = false;
           if (pattern == MaskPattern::all_hidden) visible = false;
           if (pattern == MaskPattern::all_visible) visible = true;
-          if (pattern == MaskPattern::half_hidden) visible = (j / 64) % 2 == 0;
+          if (pattern == MaskPattern::half_hidden) visible = (fj / 64) % 2 == 0;
           if (pattern != MaskPattern::blocks) bk = 1;  // visible entries are 0 when additive
           if (additive) {
             in.mask_add.push_back(!visible ? -std::numeric_limits<float>::infinity() : bk == 1 ? 0.0f : normal(rng));
@@ -463,6 +501,38 @@ std::vector<Case> variant_grid() {
       p.top_k = 3;
       add(p);
     }
+  }
+  // Mask + varlen: the packed mask [total_q, total_kv] (shared or per head), each sequence reading
+  // its diagonal block in its own frame (make_inputs: block classes in the frame, every third
+  // sequence hidden entirely, NaN / junk where no sequence reads); boolean and additive, with
+  // random cuts (empty sequences: the 4-query pack), with a window, and degenerate patterns.
+  for (bool causal : {false, true}) {
+    const std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t> packs[] = {
+        {300, 300, 4, 16}, {200, 350, 5, 32}, {4, 1000, 4, 64}, {65, 63, 7, 7}};
+    for (const auto& [sq, skv, n, d] : packs) {
+      Problem p = base(sq, skv, d, 4, 2, 1);
+      p.causal = causal;
+      p.sequences = n;
+      p.mask = MaskKind::boolean;
+      add(p);
+      p.mask = MaskKind::additive;
+      p.mask_broadcast = MaskBroadcast::per_head;
+      add(p);
+      p.window = 20;
+      p.sinks = true;
+      p.causal_align = CausalAlign::top_left;
+      add(p);
+    }
+  }
+  for (MaskKind kind : {MaskKind::boolean, MaskKind::additive}) {
+    Problem p = base(300, 300, 16, 4, 2, 1);
+    p.sequences = 4;
+    p.mask = kind;
+    add(p, 1.0f, MaskPattern::all_hidden, "_allhidden");
+    p.causal = true;
+    add(p, 1.0f, MaskPattern::all_visible, "_allvisible");
+    p.mask_broadcast = MaskBroadcast::per_head;
+    add(p, 1.0f, MaskPattern::half_hidden, "_halfhidden");
   }
   // Strided tensors: Q/O in [batch, seq, heads, dim], K/V a padded KV cache (make_inputs); plain,
   // with variants and with varlen, on every base shape.

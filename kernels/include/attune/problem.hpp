@@ -85,7 +85,9 @@ struct Problem {
   // [cu_seqlens_q[s], cu_seqlens_q[s+1]) and the keys [cu_seqlens_kv[s], cu_seqlens_kv[s+1])
   // (VariantData), so seq_q and seq_kv are the total token counts; each sequence is its own
   // frame (its own alignment, causal mask, window and ALiBi positions; no key of another
-  // sequence is visible). Not combined with a mask.
+  // sequence is visible). A mask then spans the packed tokens ([total_q, total_kv] planes):
+  // sequence s reads its diagonal block [cu_q[s], cu_q[s+1]) x [cu_kv[s], cu_kv[s+1]) in its
+  // own frame, and nothing outside the diagonal blocks is read.
   std::int64_t sequences = 0;
   // Strided tensors: VariantData::q_strides ... out_strides give each tensor's layout (element
   // strides of batch, head and position; the d elements of a row stay contiguous), e.g.

@@ -206,8 +206,9 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   // A row set: query heads h0.. of KV head hk, positions [i0, i0 + n) of its frame (the
   // problem, or a varlen sequence starting at token q_off, its keys at token kv_off), the key
   // range it visits and the frame's alignment offset.
+  // `tile` indexes the query tile's mask block classes (its segment, when varlen).
   struct RowSet {
-    std::int64_t b, hk, h0, i0, n, kv_begin, kv_end, q_off, kv_off, offset;
+    std::int64_t b, hk, h0, i0, n, kv_begin, kv_end, q_off, kv_off, offset, tile;
   };
   auto row_set = [&](std::int64_t s) {
     const std::int64_t hs = s / q_tiles;
@@ -221,6 +222,7 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
       const Problem f = p.sequence(seg.seq, var);
       r.i0 = seg.i0;
       r.n = seg.n;
+      r.tile = s % q_tiles;
       r.q_off = var.cu_seqlens_q[seg.seq];
       r.kv_off = var.cu_seqlens_kv[seg.seq];
       r.offset = f.align_offset();
@@ -232,6 +234,7 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     const std::int64_t qt = q_tiles - 1 - s % q_tiles;
     r.i0 = qt * positions;
     r.n = std::min(positions, p.seq_q - r.i0);
+    r.tile = qt;
     r.q_off = r.kv_off = 0;
     r.offset = offset;
     r.kv_begin = p.key_begin(r.i0);  // 0 without a window
@@ -240,20 +243,30 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   };
 
   // Mask block classes, once per call: per (plane, query tile, 16 keys) whether every entry is
-  // hidden (0), neutral (1: true, or +0 when additive) or mixed (2).
+  // hidden (0), neutral (1: true, or +0 when additive) or mixed (2). Varlen: per segment, in its
+  // sequence's frame (the diagonal block of the packed mask; nothing else is read).
   std::vector<std::uint8_t> classes(lay.block_class_bytes);
   const std::int64_t key_blocks = lay.key_blocks, plane_size = p.seq_q * p.seq_kv;
   const std::size_t mask_elem = p.mask == MaskKind::boolean ? 1 : sizeof(float);
   if (!classes.empty()) {
     const std::int64_t planes = p.mask_elements() / plane_size;
     parallel(planes * q_tiles, threads, [&](std::int64_t pt, int) {
-      const std::int64_t plane = pt / q_tiles, i0 = pt % q_tiles * positions, n = std::min(positions, p.seq_q - i0);
+      const std::int64_t plane = pt / q_tiles, tile = pt % q_tiles;
+      std::int64_t i0 = tile * positions, n = std::min(positions, p.seq_q - i0), q_off = 0, kv_off = 0, keys = p.seq_kv;
+      if (p.sequences > 0) {
+        const Segment& seg = segments[static_cast<std::size_t>(tile)];
+        i0 = seg.i0;
+        n = seg.n;
+        q_off = var.cu_seqlens_q[seg.seq];
+        kv_off = var.cu_seqlens_kv[seg.seq];
+        keys = var.cu_seqlens_kv[seg.seq + 1] - kv_off;
+      }
       std::uint8_t* out = classes.data() + pt * key_blocks;
-      for (std::int64_t kb = 0; kb < key_blocks; ++kb) {
+      for (std::int64_t kb = 0; kb < (keys + 15) / 16; ++kb) {
         bool hidden = true, neutral = true;
         for (std::int64_t i = i0; i < i0 + n; ++i) {
-          const std::int64_t row = plane * plane_size + i * p.seq_kv;
-          for (std::int64_t j = kb * 16; j < std::min(kb * 16 + 16, p.seq_kv); ++j) {
+          const std::int64_t row = plane * plane_size + (q_off + i) * p.seq_kv + kv_off;
+          for (std::int64_t j = kb * 16; j < std::min(kb * 16 + 16, keys); ++j) {
             bool h, z;
             if (p.mask == MaskKind::boolean) {
               h = static_cast<const std::uint8_t*>(var.mask)[row + j] == 0;
@@ -313,11 +326,14 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
       if (p.mask != MaskKind::none) {
         tv.mask = p.mask;
         const std::int64_t plane0 = p.mask_plane(rs.b, rs.h0);
-        tv.mask_plane = static_cast<const char*>(var.mask) + static_cast<std::size_t>(plane0 * plane_size) * mask_elem;
+        // The frame's corner of the plane (varlen: its sequence's diagonal block); rows keep the
+        // packed stride seq_kv.
+        const std::int64_t corner = plane0 * plane_size + rs.q_off * p.seq_kv + rs.kv_off;
+        tv.mask_plane = static_cast<const char*>(var.mask) + static_cast<std::size_t>(corner) * mask_elem;
         tv.mask_head_stride = p.mask_plane(rs.b, rs.h0 + hpt - 1) != plane0 ? plane_size : 0;
         tv.seq_kv = p.seq_kv;
         tv.mask_tile = extra + lay.row_floats;
-        const std::uint8_t* own = classes.data() + (plane0 * q_tiles + rs.i0 / positions) * key_blocks;
+        const std::uint8_t* own = classes.data() + (plane0 * q_tiles + rs.tile) * key_blocks;
         if (tv.mask_head_stride == 0) {
           tv.blocks = own;
         } else {  // the heads' planes differ: a block is hidden (neutral) only if it is in all
