@@ -150,6 +150,7 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     const Shape packed{1, 8, 8, 6336, 6336, 128, true};
     add(packed, {.varlen = true});
     add(packed, {.varlen = true, .separate = true});
+    add(packed, {.mask = BenchMask::half_hidden, .varlen = true});  // the mask over the packed tokens
     // Causal alignment: 512 queries against 2048 keys, bottom-right (plain) and top-left.
     const Shape chunk{1, 8, 8, 512, 2048, 128, true};
     add(chunk, {});
@@ -220,10 +221,18 @@ VariantArrays variant_arrays(const Shape& s) {
     a.slopes.push_back(static_cast<float>(std::exp2(-8.0 * static_cast<double>(h) / static_cast<double>(p.heads_q))));
   if (p.sinks) a.sinks.assign(static_cast<std::size_t>(p.heads_q), 0.0f);
   if (s.var.mask != BenchMask::none) {
+    // Varlen: the pattern in each sequence's frame, on its diagonal block of the packed mask.
+    std::vector<std::int64_t> frames = {0, p.seq_q};
+    if (s.var.varlen) {
+      frames = {0};
+      for (std::int64_t n : kVarlenLengths) frames.push_back(frames.back() + n);
+    }
     a.mask.resize(static_cast<std::size_t>(p.mask_elements()));
-    for (std::int64_t i = 0; i < p.seq_q; ++i)
-      for (std::int64_t j = 0; j < p.seq_kv; ++j)
-        a.mask[static_cast<std::size_t>(i * p.seq_kv + j)] = s.var.mask == BenchMask::all_visible || (j / 64) % 2 == 0;
+    for (std::size_t f = 0; f + 1 < frames.size(); ++f)
+      for (std::int64_t i = frames[f]; i < frames[f + 1]; ++i)
+        for (std::int64_t j = 0; j < (s.var.varlen ? frames[f + 1] - frames[f] : p.seq_kv); ++j)
+          a.mask[static_cast<std::size_t>(i * p.seq_kv + frames[f] + j)] =
+              s.var.mask == BenchMask::all_visible || (j / 64) % 2 == 0;
   }
   if (!a.slopes.empty()) a.data.alibi_slopes = a.slopes.data();
   if (!a.sinks.empty()) a.data.sinks = a.sinks.data();
