@@ -479,9 +479,10 @@ std::vector<Case> variant_grid() {
   }
   // Varlen: packed sequences at random cut points (some empty, seq_q != seq_kv within them),
   // each its own frame; alone and with a window, ALiBi, sinks, a soft-cap and top-left.
+  // Packs: total seq_q, total seq_kv, sequences, d.
+  const std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t> packs[] = {
+      {300, 300, 4, 16}, {200, 350, 5, 32}, {4, 1000, 4, 64}, {65, 63, 7, 7}};
   for (bool causal : {false, true}) {
-    const std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t> packs[] = {
-        {300, 300, 4, 16}, {200, 350, 5, 32}, {4, 1000, 4, 64}, {65, 63, 7, 7}};
     for (const auto& [sq, skv, n, d] : packs) {
       Problem p = base(sq, skv, d, 4, 2, 1);
       p.causal = causal;
@@ -507,8 +508,6 @@ std::vector<Case> variant_grid() {
   // sequence hidden entirely, NaN / junk where no sequence reads); boolean and additive, with
   // random cuts (empty sequences: the 4-query pack), with a window, and degenerate patterns.
   for (bool causal : {false, true}) {
-    const std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t> packs[] = {
-        {300, 300, 4, 16}, {200, 350, 5, 32}, {4, 1000, 4, 64}, {65, 63, 7, 7}};
     for (const auto& [sq, skv, n, d] : packs) {
       Problem p = base(sq, skv, d, 4, 2, 1);
       p.causal = causal;
