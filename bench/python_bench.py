@@ -62,7 +62,7 @@ def overhead(rounds):
         "attune.attention (numpy, out=)": lambda: attune.attention(q, q, q, kernel="flash", threads=1, out=out),
         "attune.attention (torch)": lambda: attune.attention(tq, tq, tq, kernel="flash", threads=1),
         "attune.torch.sdpa (eager: direct)": lambda: ops.sdpa(tq, tq, tq),
-        "torch.ops.attune.sdpa (dispatcher)": lambda: torch.ops.attune.sdpa(tq, tq, tq, False, None),
+        "torch.ops.attune.sdpa (dispatcher)": lambda: torch.ops.attune.sdpa(tq, tq, tq, None, False, None),
         "torch SDPA": lambda: F.scaled_dot_product_attention(tq, tq, tq),
     }
     samples = {name: [] for name in cases}

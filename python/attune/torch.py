@@ -10,7 +10,9 @@ directly otherwise (same result, without the dispatcher's overhead).
   last query with the last key, as decoding with a KV cache needs; grouped-query heads always).
 - `sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)`:
   torch.nn.functional.scaled_dot_product_attention's conventions: `is_causal` is top-left aligned
-  (query i sees keys j <= i), and heads_q != heads_kv needs enable_gqa=True.
+  (query i sees keys j <= i; attune's CausalAlign::top_left), `attn_mask` is bool (True: take part)
+  or float (added to the logits), broadcastable to [batch, heads_q, seq_q, seq_kv], and
+  heads_q != heads_kv needs enable_gqa=True. Inputs are read in place with their strides.
 """
 
 from __future__ import annotations
@@ -29,36 +31,20 @@ __all__ = ["attention", "sdpa"]
 # (bench/python_bench.py: the decorator's Python wrapping cost ~13 us more per call here).
 _lib = torch.library.Library("attune", "DEF")  # kept alive: dropping it unregisters the ops
 _lib.define("attention(Tensor query, Tensor key, Tensor value, bool causal, float? scale) -> Tensor")
-_lib.define("sdpa(Tensor query, Tensor key, Tensor value, bool is_causal, float? scale) -> Tensor")
+_lib.define("sdpa(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, bool is_causal, float? scale) -> Tensor")
 
 
 def _attention_impl(query, key, value, causal, scale):
     return _attune.attention(query, key, value, causal=causal, scale=scale)
 
 
-def _top_left_causal(query, key, value, scale):
-    """Causal attention with torch's top-left alignment through attune's bottom-right one.
-
-    seq_q <= seq_kv: query i sees keys [0, i], exactly attune's mask on the first seq_q keys.
-    seq_q > seq_kv: rows [0, seq_kv) form the square causal case; the rows after it see every key
-    (non-causal). Both paths copy (the key slice, or the two row blocks): zero-copy waits for
-    strided tensors and a top-left mask in the C++ Problem.
-    """
-    seq_q, seq_kv = query.shape[-2], key.shape[-2]
-    if seq_q <= seq_kv:
-        return _attune.attention(query, key[..., :seq_q, :], value[..., :seq_q, :], causal=True, scale=scale)
-    head = _attune.attention(query[..., :seq_kv, :], key, value, causal=True, scale=scale)
-    tail = _attune.attention(query[..., seq_kv:, :], key, value, causal=False, scale=scale)
-    return torch.cat([head, tail], dim=-2)
+def _sdpa_impl(query, key, value, attn_mask, is_causal, scale):
+    if attn_mask is not None and attn_mask.dtype != torch.bool and attn_mask.dtype != torch.float32:
+        attn_mask = attn_mask.float()  # attune's additive masks are float32
+    return _attune.attention(query, key, value, causal=is_causal, causal_align="top_left", scale=scale, mask=attn_mask)
 
 
-def _sdpa_impl(query, key, value, is_causal, scale):
-    if is_causal and query.shape[-2] != key.shape[-2]:
-        return _top_left_causal(query, key, value, scale)
-    return _attune.attention(query, key, value, causal=is_causal, scale=scale)
-
-
-def _fake(query, key, value, causal, scale):
+def _fake(query, key, value, *args):
     """Shape and type of the result, for meta tensors and torch.compile's tracing."""
     return query.new_empty(query.shape[:-1] + value.shape[-1:])
 
@@ -88,10 +74,10 @@ def _eager_direct(query, key, value):
 
 
 def _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
-    if attn_mask is not None:
-        raise NotImplementedError("attune.torch.sdpa: attn_mask is not supported (only is_causal masks)")
     if dropout_p != 0.0:
         raise NotImplementedError(f"attune.torch.sdpa: dropout_p must be 0.0 (inference only), got {dropout_p}")
+    if attn_mask is not None and is_causal:
+        raise ValueError("attune.torch.sdpa: attn_mask and is_causal=True together (as torch's SDPA refuses them)")
     if query.dim() not in (3, 4) or key.dim() != query.dim() or value.dim() != query.dim():
         raise ValueError("attune.torch.sdpa: query, key, value must all be 3-D [heads, seq, d] or "
                          f"4-D [batch, heads, seq, d], got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
@@ -103,10 +89,11 @@ def _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_
 def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     """torch.nn.functional.scaled_dot_product_attention computed by attune (CPU, forward only).
 
-    is_causal is top-left aligned as in torch; attn_mask and dropout_p > 0 raise NotImplementedError.
+    is_causal is top-left aligned as in torch; attn_mask bool or float; dropout_p > 0 raises
+    NotImplementedError. A query row whose keys are all masked outputs zeros (torch's: NaN).
     """
     _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
-    args = (query, key, value, bool(is_causal), None if scale is None else float(scale))
+    args = (query, key, value, attn_mask, bool(is_causal), None if scale is None else float(scale))
     return _sdpa_impl(*args) if _eager_direct(query, key, value) else _sdpa_op(*args)
 
 
