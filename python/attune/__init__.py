@@ -80,45 +80,9 @@ def _scale(scale):
     return None if scale is None else float(scale)
 
 
-def attention(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
-              block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, max_memory: int = 0, out=None,
-              causal_align: str = "bottom_right", window: int = 0, softcap: float = 0.0, mask=None):
-    """softmax(scale * q k^T + mask) v for numpy arrays or CPU torch tensors.
-
-    q [batch, heads_q, seq_q, d_k] (or 3-D without batch), k [.., heads_kv, seq_kv, d_k],
-    v [.., heads_kv, seq_kv, d_v]; heads_q a multiple of heads_kv (grouped-query attention).
-    Any strides whose rows (the last axis) are contiguous are read in place; other layouts are
-    copied first. Element types: float32, float16, bfloat16 (numpy: ml_dtypes.bfloat16); k and v
-    share one, q may differ (a 16-bit KV cache with float32 queries). The result has q's type and
-    framework (a new C-contiguous array, or `out`: q's type and the output's shape, any strides
-    with contiguous rows).
-    causal: query i sees keys j <= i' with i' = i + seq_kv - seq_q (causal_align="bottom_right",
-    the default: the last query meets the last key, as decoding with a KV cache needs) or i' = i
-    ("top_left", torch's is_causal). window: sliding window width (0: off; with causal the keys
-    (i' - window, i'], else (i' - window, i' + window)). softcap: logits s -> softcap tanh(s / softcap)
-    (0: off). mask: bool (True: visible) or float32 (added to the logits), broadcastable to
-    [batch, heads_q, seq_q, seq_kv], of q's framework. scale defaults to 1/sqrt(d_k). A row that
-    sees no key outputs zeros.
-    kernel: a name from kernels() or "auto"; isa: an ISA name from info()["isa_runnable"];
-    threads: worker threads (None: all cores). block_q, block_kv, kv_splits: tile overrides
-    (0: default). max_memory: working-memory limit in bytes (0: the ATTUNE_MAX_MEMORY environment
-    variable, else half the physical memory); above it MemoryError.
-    Raises ValueError for bad shapes or options, TypeError for wrong types or devices.
-    """
-    # One call into the bindings, which read the arrays, allocate the result and run; the
-    # option checks with one-line messages run only when the bindings refused an argument.
-    try:
-        return _attune.attention(q, k, v, out, mask, causal, causal_align, window, softcap, scale, kernel, isa,
-                                 threads, block_q, block_kv, kv_splits, max_memory)
-    except TypeError:
-        _check_options(kernel, isa, threads, block_q, block_kv, kv_splits, max_memory, causal_align, window, softcap)
-        if not isinstance(causal, bool) or not (scale is None or isinstance(scale, (int, float))):
-            # bool(numpy.bool_), an integer scale, a torch scalar: retried with Python's conversions
-            return attention(q, k, v, causal=bool(causal), scale=_scale(scale), kernel=kernel, isa=isa,
-                             threads=threads, block_q=block_q, block_kv=block_kv, kv_splits=kv_splits,
-                             max_memory=max_memory, out=out, causal_align=causal_align, window=window,
-                             softcap=float(softcap), mask=mask)
-        raise
+# attune.attention is the binding itself (nanobind matches the keywords; no Python code runs on
+# the call); its docstring and one-line argument errors are in python/src/module.cpp.
+attention = _attune.attention
 
 
 def workspace_bytes(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,

@@ -597,19 +597,101 @@ void execute(Call& c) {
   }
 }
 
-nb::object attention(nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle mask, bool causal,
-                     std::string_view causal_align, std::int64_t window, float softcap, std::optional<float> scale,
-                     const std::string& kernel, const std::optional<std::string>& isa, std::optional<int> threads,
-                     std::int64_t block_q, std::int64_t block_kv, int kv_splits, std::size_t max_workspace_bytes) {
+// attune.attention itself: the keyword arguments are matched by nanobind and converted here, so
+// the call runs no Python code (a Python wrapper with 17 keyword parameters cost ~0.35 us of a
+// ~3 us tiny call, bench/python_bench.py); wrong types get one-line messages naming the argument.
+std::string repr_of(nb::handle h) { return nb::cast<std::string>(nb::repr(h)); }
+
+bool is_int(nb::handle h) { return PyLong_Check(h.ptr()) && !PyBool_Check(h.ptr()); }
+
+std::int64_t count_arg(nb::handle h, const char* name) {
+  if (!is_int(h)) type_error(std::string(name) + ": must be an int, got " + repr_of(h));
+  const long long value = PyLong_AsLongLong(h.ptr());
+  if (value == -1 && PyErr_Occurred()) throw nb::python_error();
+  if (value < 0) bad_shape(std::string(name) + ": must be >= 0 (0: the default), got " + std::to_string(value));
+  return value;
+}
+
+float float_arg(nb::handle h, const char* name) {
+  const double value = PyFloat_AsDouble(h.ptr());  // floats, ints, numpy and torch scalars
+  if (value == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    type_error(std::string(name) + ": must be a float, got " + repr_of(h));
+  }
+  return static_cast<float>(value);
+}
+
+std::string_view str_arg(nb::handle h, const char* what) {
+  if (!PyUnicode_Check(h.ptr())) type_error(std::string(what) + ", got " + repr_of(h));
+  Py_ssize_t n = 0;
+  const char* text = PyUnicode_AsUTF8AndSize(h.ptr(), &n);
+  if (!text) throw nb::python_error();
+  return {text, static_cast<std::size_t>(n)};
+}
+
+nb::object attention_call(nb::handle q, nb::handle k, nb::handle v, nb::handle causal, nb::handle scale,
+                          nb::handle kernel, nb::handle isa, nb::handle threads, nb::handle block_q,
+                          nb::handle block_kv, nb::handle kv_splits, nb::handle max_memory, nb::handle out,
+                          nb::handle causal_align, nb::handle window, nb::handle softcap, nb::handle mask) {
   Call c;
-  c.opt = options_of(kernel, isa, threads, block_q, block_kv, kv_splits, max_workspace_bytes);
-  prepare(c, q.ptr(), k.ptr(), v.ptr(), out.ptr(), mask.ptr(), Variants{causal, causal_align, window, softcap, scale}, true);
+  c.opt.kernel = str_arg(kernel, "kernel: must be a kernel name (str)");
+  if (!isa.is_none()) {
+    const std::string_view name = str_arg(isa, "isa: must be an ISA name (str) or None");
+    c.opt.isa = attune::parse_isa(name);
+    if (!c.opt.isa) {
+      std::string known;
+      for (Isa i : attune::compiled_isas()) known += (known.empty() ? "" : ", ") + std::string(attune::to_string(i));
+      bad_shape("isa: unknown ISA '" + std::string(name) + "' (compiled: " + known + ")");
+    }
+  }
+  if (!threads.is_none()) {
+    if (!is_int(threads)) type_error("threads: must be an int or None, got " + repr_of(threads));
+    const long long t = PyLong_AsLongLong(threads.ptr());
+    if (t < 1 || t > (1 << 20)) bad_shape("threads: must be >= 1 (or None for all cores), got " + repr_of(threads));
+    c.opt.config.threads = static_cast<int>(t);
+  }
+  c.opt.config.block_q = count_arg(block_q, "block_q");
+  c.opt.config.block_kv = count_arg(block_kv, "block_kv");
+  c.opt.config.kv_splits = static_cast<int>(count_arg(kv_splits, "kv_splits"));
+  c.opt.max_workspace_bytes = static_cast<std::size_t>(count_arg(max_memory, "max_memory"));
+  Variants var;
+  const int truth = PyObject_IsTrue(causal.ptr());
+  if (truth < 0) throw nb::python_error();
+  var.causal = truth != 0;
+  var.causal_align = str_arg(causal_align, "causal_align: must be 'bottom_right' or 'top_left'");
+  if (!is_int(window)) type_error("window: must be an int, got " + repr_of(window));
+  var.window = PyLong_AsLongLong(window.ptr());
+  var.softcap = float_arg(softcap, "softcap");
+  if (!scale.is_none()) var.scale = float_arg(scale, "scale");
+  prepare(c, q.ptr(), k.ptr(), v.ptr(), out.ptr(), mask.ptr(), var, true);
   {
     nb::gil_scoped_release release;
     execute(c);
   }
   return std::move(c.result);
 }
+
+constexpr const char* kAttentionDoc = R"(softmax(scale * q k^T + mask) v for numpy arrays or CPU torch tensors.
+
+q [batch, heads_q, seq_q, d_k] (or 3-D without batch), k [.., heads_kv, seq_kv, d_k],
+v [.., heads_kv, seq_kv, d_v]; heads_q a multiple of heads_kv (grouped-query attention).
+Any strides whose rows (the last axis) are contiguous are read in place; other layouts are
+copied first. Element types: float32, float16, bfloat16 (numpy: ml_dtypes.bfloat16); k and v
+share one, q may differ (a 16-bit KV cache with float32 queries). The result has q's type and
+framework (a new C-contiguous array, or `out`: q's type and the output's shape, any strides;
+rows that are not contiguous go through a temporary).
+causal: query i sees keys j <= i' with i' = i + seq_kv - seq_q (causal_align="bottom_right",
+the default: the last query meets the last key, as decoding with a KV cache needs) or i' = i
+("top_left", torch's is_causal). window: sliding window width (0: off; with causal the keys
+(i' - window, i'], else (i' - window, i' + window)). softcap: logits s -> softcap tanh(s / softcap)
+(0: off). mask: bool (True: visible) or float32 (added to the logits), broadcastable to
+[batch, heads_q, seq_q, seq_kv], of q's framework. scale defaults to 1/sqrt(d_k). A row that
+sees no key outputs zeros.
+kernel: a name from kernels() or "auto"; isa: an ISA name from info()["isa_runnable"];
+threads: worker threads (None: all cores). block_q, block_kv, kv_splits: tile overrides
+(0: default). max_memory: working-memory limit in bytes (0: the ATTUNE_MAX_MEMORY environment
+variable, else half the physical memory); above it MemoryError.
+Raises ValueError for bad shapes or options, TypeError for wrong types or devices.)";
 
 // For bench/python_bench.py: seconds per call of the C++ API itself on these arrays and options,
 // timed in C++ (`calls` back-to-back calls, GIL released), so the Python call's overhead can be
@@ -792,15 +874,17 @@ NB_MODULE(_attune, m) {
       PyErr_SetString(PyExc_TypeError, e.what());
     }
   });
-  m.def("attention", &attention, "q"_a, "k"_a, "v"_a, "out"_a.none(), "mask"_a.none(), "causal"_a, "causal_align"_a,
-        "window"_a, "softcap"_a, "scale"_a.none(), "kernel"_a, "isa"_a.none(), "threads"_a.none(), "block_q"_a,
-        "block_kv"_a, "kv_splits"_a, "max_workspace_bytes"_a);
   m.def("workspace_bytes", &workspace_bytes, "q"_a, "k"_a, "v"_a, "mask"_a.none(), "causal"_a, "causal_align"_a,
         "window"_a, "softcap"_a, "scale"_a.none(), "kernel"_a, "isa"_a.none(), "threads"_a.none(), "block_q"_a,
         "block_kv"_a, "kv_splits"_a);
   m.def("resolve", &resolve, "q"_a, "k"_a, "v"_a, "mask"_a.none(), "causal"_a, "causal_align"_a, "window"_a,
         "softcap"_a, "scale"_a.none(), "kernel"_a, "isa"_a.none(), "threads"_a.none(), "block_q"_a, "block_kv"_a,
         "kv_splits"_a);
+  m.def("attention", &attention_call, "q"_a, "k"_a, "v"_a, nb::kw_only(), "causal"_a = false,
+        "scale"_a.none() = nb::none(), "kernel"_a = "auto", "isa"_a.none() = nb::none(),
+        "threads"_a.none() = nb::none(), "block_q"_a = 0, "block_kv"_a = 0, "kv_splits"_a = 0, "max_memory"_a = 0,
+        "out"_a.none() = nb::none(), "causal_align"_a = "bottom_right", "window"_a = 0, "softcap"_a = 0.0,
+        "mask"_a.none() = nb::none(), kAttentionDoc);
   m.def("_time_cpp_calls", &time_cpp_calls, "q"_a, "k"_a, "v"_a, "out"_a, "kernel"_a, "threads"_a.none(), "calls"_a);
   m.def("_copies", [] { return nb::make_tuple(g_copies.load(), g_mask_copies.load()); },
         "(tensors, masks) gathered into contiguous copies so far (for the tests)");
