@@ -39,7 +39,7 @@ def _attention_impl(query, key, value, causal, scale):
 
 
 def _sdpa_impl(query, key, value, attn_mask, is_causal, scale):
-    if attn_mask is not None and attn_mask.dtype != torch.bool and attn_mask.dtype != torch.float32:
+    if attn_mask is not None and attn_mask.dtype not in (torch.bool, torch.float32):
         attn_mask = attn_mask.float()  # attune's additive masks are float32
     return _attune.attention(query, key, value, causal=is_causal, causal_align="top_left", scale=scale, mask=attn_mask)
 
@@ -64,26 +64,28 @@ _attention_op = torch.ops.attune.attention.default
 _sdpa_op = torch.ops.attune.sdpa.default
 
 
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+_MASK_TYPES = (torch.bool, torch.float32)  # attune's boolean and (float32) additive masks
+
+
 def _eager_direct(query, key, value):
     """True when the op's dispatch can be skipped: not tracing for torch.compile, and no autograd
     graph to record (the op's registration is what makes a backward raise). The dispatcher and that
     registration cost ~9 us a call, most of a small call (bench/python_bench.py)."""
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return False
-    return not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad))
+    return not (_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad))
 
 
-def _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
+def _refuse(query, key, dropout_p, attn_mask, is_causal):
+    """The error for arguments sdpa() does not take (shapes and types are checked by attune)."""
     if dropout_p != 0.0:
         raise NotImplementedError(f"attune.torch.sdpa: dropout_p must be 0.0 (inference only), got {dropout_p}")
     if attn_mask is not None and is_causal:
         raise ValueError("attune.torch.sdpa: attn_mask and is_causal=True together (as torch's SDPA refuses them)")
-    if query.dim() not in (3, 4) or key.dim() != query.dim() or value.dim() != query.dim():
-        raise ValueError("attune.torch.sdpa: query, key, value must all be 3-D [heads, seq, d] or "
-                         f"4-D [batch, heads, seq, d], got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
-    if not enable_gqa and query.shape[-3] != key.shape[-3]:
-        raise ValueError(f"attune.torch.sdpa: query has {query.shape[-3]} heads and key {key.shape[-3]}; "
-                         "grouped-query attention needs enable_gqa=True (as in torch's SDPA)")
+    raise ValueError(f"attune.torch.sdpa: query has {query.shape[-3]} heads and key {key.shape[-3]}; "
+                     "grouped-query attention needs enable_gqa=True (as in torch's SDPA)")
 
 
 def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -92,9 +94,19 @@ def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scal
     is_causal is top-left aligned as in torch; attn_mask bool or float; dropout_p > 0 raises
     NotImplementedError. A query row whose keys are all masked outputs zeros (torch's: NaN).
     """
-    _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
-    args = (query, key, value, attn_mask, bool(is_causal), None if scale is None else float(scale))
-    return _sdpa_impl(*args) if _eager_direct(query, key, value) else _sdpa_op(*args)
+    # Each tensor attribute read costs ~0.1 us, so the checks read as few as they can; attune
+    # itself checks dimensions, shapes, types and devices.
+    if dropout_p != 0.0 or (is_causal and attn_mask is not None):
+        _refuse(query, key, dropout_p, attn_mask, is_causal)
+    if not enable_gqa:
+        qs, ks = query.shape, key.shape
+        if len(qs) > 2 and len(ks) > 2 and qs[-3] != ks[-3]:
+            _refuse(query, key, dropout_p, attn_mask, is_causal)
+    if attn_mask is not None and attn_mask.dtype not in _MASK_TYPES:
+        attn_mask = attn_mask.float()
+    if _is_compiling() or (_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)):
+        return _sdpa_op(query, key, value, attn_mask, bool(is_causal), None if scale is None else float(scale))
+    return _attune.attention(query, key, value, causal=is_causal, causal_align="top_left", scale=scale, mask=attn_mask)
 
 
 def attention(query, key, value, causal=False, scale=None):
