@@ -437,3 +437,41 @@ def test_kernels_without_strided_reads_get_copies(rng):
     assert copies()[0] - before == 1  # q only: k and v are in the default layout
     assert not attune.resolve(x, c, c, kernel="blocked")["strided"]
     np.testing.assert_array_equal(got, attune.attention(c, c, c, kernel="blocked"))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BF16], ids=["float16", "bfloat16"])
+def test_16_bit_strided_arrays_are_read_in_place(rng, dtype):
+    x = randn(rng, 2, 33, 4, 16, dtype=dtype).transpose(0, 2, 1, 3)
+    cache = randn(rng, 2, 4, 64, 16, dtype=dtype)[:, :, :33]
+    c = np.ascontiguousarray
+    expected = attune.attention(c(x), c(cache), c(cache), causal=True)
+    before = copies()[0]
+    got = attune.attention(x, cache, cache, causal=True)
+    assert copies()[0] == before and got.dtype == dtype
+    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), rtol=0, atol=1e-6)
+
+
+def test_numpy_masks_window_and_top_left(rng):
+    q, k = randn(rng, 1, 2, 6, 16), randn(rng, 1, 2, 10, 16)
+    mask = rng.random((6, 10)) > 0.3
+    mask[:, 0] = True
+    got = attune.attention(q, k, k, mask=mask)
+    s = np.einsum("bhqd,bhkd->bhqk", q.astype(np.float64), k.astype(np.float64)) / 4.0
+    s = np.where(mask, s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    assert_close(got, (w / w.sum(-1, keepdims=True)) @ k.astype(np.float64))
+    # top-left causal on the first 6 keys is bottom-right causal on a 6-key slice
+    np.testing.assert_allclose(attune.attention(q, k, k, causal=True, causal_align="top_left"),
+                               attune.attention(q, k[:, :, :6], k[:, :, :6], causal=True), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="causal_align"):
+        attune.attention(q, k, k, causal=True, causal_align="middle")
+    with pytest.raises(TypeError, match="mask: element type must be bool or float32"):
+        attune.attention(q, k, k, mask=mask.astype(np.int8))
+    additive = np.where(mask, 0.0, -np.inf).astype(np.float32)
+    np.testing.assert_allclose(attune.attention(q, k, k, mask=additive), got, rtol=0, atol=1e-6)
+    # a causal window of 3: query i (aligned at i + 4) sees keys i+2 .. i+4
+    band = np.zeros((6, 10), bool)
+    for i in range(6):
+        band[i, i + 2:i + 5] = True
+    np.testing.assert_allclose(attune.attention(q, k, k, causal=True, window=3), attune.attention(q, k, k, mask=band),
+                               rtol=0, atol=1e-6)
