@@ -534,8 +534,8 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
   }
 
   if (mask != Py_None) {
-    if ((fw == Framework::numpy) != static_cast<bool>(PyArray_Check(mask)))
-      type_error("mask: must be of q's framework (a numpy array or a torch tensor)");
+    const bool ok = fw == Framework::numpy ? PyArray_Check(mask) : PyObject_TypeCheck(mask, g_torch.tensor);
+    if (!ok) type_error("mask: must be of q's framework (a numpy array or a torch tensor), got " + type_name(mask));
     read_mask(c, mask, fw, run);
   }
 

@@ -467,6 +467,8 @@ def test_numpy_masks_window_and_top_left(rng):
         attune.attention(q, k, k, causal=True, causal_align="middle")
     with pytest.raises(TypeError, match="mask: element type must be bool or float32"):
         attune.attention(q, k, k, mask=mask.astype(np.int8))
+    with pytest.raises(TypeError, match="mask: must be of q's framework"):
+        attune.attention(q, k, k, mask=mask.tolist())
     additive = np.where(mask, 0.0, -np.inf).astype(np.float32)
     np.testing.assert_allclose(attune.attention(q, k, k, mask=additive), got, rtol=0, atol=1e-6)
     # a causal window of 3: query i (aligned at i + 4) sees keys i+2 .. i+4
