@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 import attune as _attune
+from attune import _attune as _bindings
 
 __all__ = ["attention", "sdpa"]
 
@@ -94,19 +95,22 @@ def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scal
     is_causal is top-left aligned as in torch; attn_mask bool or float; dropout_p > 0 raises
     NotImplementedError. A query row whose keys are all masked outputs zeros (torch's: NaN).
     """
-    # Each tensor attribute read costs ~0.1 us, so the checks read as few as they can; attune
-    # itself checks dimensions, shapes, types and devices.
     if dropout_p != 0.0 or (is_causal and attn_mask is not None):
         _refuse(query, key, dropout_p, attn_mask, is_causal)
+    if attn_mask is not None and attn_mask.dtype not in _MASK_TYPES:
+        attn_mask = attn_mask.float()
+    scale = None if scale is None else float(scale)
+    if not _is_compiling():
+        # The binding checks the heads (enable_gqa) and whether autograd records the call (None:
+        # then the op, whose backward raises); each tensor attribute costs ~0.1 us from Python.
+        out = _bindings._sdpa(query, key, value, attn_mask, bool(is_causal), scale, bool(enable_gqa))
+        if out is not None:
+            return out
     if not enable_gqa:
         qs, ks = query.shape, key.shape
         if len(qs) > 2 and len(ks) > 2 and qs[-3] != ks[-3]:
             _refuse(query, key, dropout_p, attn_mask, is_causal)
-    if attn_mask is not None and attn_mask.dtype not in _MASK_TYPES:
-        attn_mask = attn_mask.float()
-    if _is_compiling() or (_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)):
-        return _sdpa_op(query, key, value, attn_mask, bool(is_causal), None if scale is None else float(scale))
-    return _attune.attention(query, key, value, causal=is_causal, causal_align="top_left", scale=scale, mask=attn_mask)
+    return _sdpa_op(query, key, value, attn_mask, bool(is_causal), scale)
 
 
 def attention(query, key, value, causal=False, scale=None):

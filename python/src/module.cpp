@@ -50,10 +50,10 @@ PyArray_Descr* g_np_bf16 = nullptr;
 struct Torch {
   PyTypeObject* tensor = nullptr;
   PyObject *f32 = nullptr, *f16 = nullptr, *bf16 = nullptr, *boolean = nullptr;
-  PyObject *empty = nullptr, *empty_like = nullptr;
+  PyObject *empty = nullptr, *empty_like = nullptr, *is_grad_enabled = nullptr;
 };
 Torch g_torch;
-PyObject *s_is_cpu, *s_dtype, *s_shape, *s_stride, *s_data_ptr, *s_device, *s_dtype_kwnames;
+PyObject *s_is_cpu, *s_dtype, *s_shape, *s_stride, *s_data_ptr, *s_device, *s_requires_grad, *s_dtype_kwnames;
 
 bool have_torch() {
   if (g_torch.tensor) return true;
@@ -70,6 +70,7 @@ bool have_torch() {
   g_torch.boolean = nb::object(torch.attr("bool")).release().ptr();
   g_torch.empty = nb::object(torch.attr("empty")).release().ptr();
   g_torch.empty_like = nb::object(torch.attr("empty_like")).release().ptr();
+  g_torch.is_grad_enabled = nb::object(torch.attr("is_grad_enabled")).release().ptr();
   return true;
 }
 
@@ -671,6 +672,39 @@ nb::object attention_call(nb::handle q, nb::handle k, nb::handle v, nb::handle c
   return std::move(c.result);
 }
 
+// attune.torch.sdpa's eager call: torch's SDPA conventions (top-left is_causal, heads_q == heads_kv
+// unless enable_gqa) on the default options. Returns None when autograd would record the call
+// (grad mode on and an input requiring grad): the caller then runs the registered op, whose
+// backward raises. These checks cost ~1 us a call as Python code, reading the same attributes.
+nb::object sdpa_call(nb::handle q, nb::handle k, nb::handle v, nb::handle mask, bool is_causal,
+                     std::optional<float> scale, bool enable_gqa) {
+  if (have_torch() && PyObject_TypeCheck(q.ptr(), g_torch.tensor)) {
+    nb::object grad = nb::steal(PyObject_CallNoArgs(g_torch.is_grad_enabled));
+    if (!grad.is_valid()) throw nb::python_error();
+    if (grad.ptr() == Py_True) {
+      for (nb::handle t : {q, k, v}) {
+        if (!PyObject_TypeCheck(t.ptr(), g_torch.tensor)) continue;  // attune's own error below
+        nb::object rg = nb::steal(get(t.ptr(), s_requires_grad));
+        if (rg.ptr() == Py_True) return nb::none();
+      }
+    }
+  }
+  Call c;
+  Variants var;
+  var.causal = is_causal;
+  var.causal_align = "top_left";
+  var.scale = scale;
+  prepare(c, q.ptr(), k.ptr(), v.ptr(), Py_None, mask.ptr(), var, true);
+  if (!enable_gqa && c.p.heads_q != c.p.heads_kv)
+    bad_shape("attune.torch.sdpa: query has " + std::to_string(c.p.heads_q) + " heads and key " +
+              std::to_string(c.p.heads_kv) + "; grouped-query attention needs enable_gqa=True (as in torch's SDPA)");
+  {
+    nb::gil_scoped_release release;
+    execute(c);
+  }
+  return std::move(c.result);
+}
+
 constexpr const char* kAttentionDoc = R"(softmax(scale * q k^T + mask) v for numpy arrays or CPU torch tensors.
 
 q [batch, heads_q, seq_q, d_k] (or 3-D without batch), k [.., heads_kv, seq_kv, d_k],
@@ -859,6 +893,7 @@ NB_MODULE(_attune, m) {
   s_stride = intern("stride");
   s_data_ptr = intern("data_ptr");
   s_device = intern("device");
+  s_requires_grad = intern("requires_grad");
   s_dtype_kwnames = PyTuple_Pack(1, s_dtype);  // ("dtype",): torch.empty's keyword
   m.doc() = "attune's C++ bindings; use the `attune` package, not this module.";
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
@@ -885,6 +920,7 @@ NB_MODULE(_attune, m) {
         "threads"_a.none() = nb::none(), "block_q"_a = 0, "block_kv"_a = 0, "kv_splits"_a = 0, "max_memory"_a = 0,
         "out"_a.none() = nb::none(), "causal_align"_a = "bottom_right", "window"_a = 0, "softcap"_a = 0.0,
         "mask"_a.none() = nb::none(), kAttentionDoc);
+  m.def("_sdpa", &sdpa_call, "q"_a, "k"_a, "v"_a, "mask"_a.none(), "is_causal"_a, "scale"_a.none(), "enable_gqa"_a);
   m.def("_time_cpp_calls", &time_cpp_calls, "q"_a, "k"_a, "v"_a, "out"_a, "kernel"_a, "threads"_a.none(), "calls"_a);
   m.def("_copies", [] { return nb::make_tuple(g_copies.load(), g_mask_copies.load()); },
         "(tensors, masks) gathered into contiguous copies so far (for the tests)");
