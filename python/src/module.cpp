@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -103,7 +104,7 @@ struct TypeError : std::runtime_error {
 [[noreturn]] void type_error(const std::string& what) { throw TypeError(what); }
 [[noreturn]] void bad_shape(const std::string& what) { throw nb::value_error(what.c_str()); }
 
-// `element` names the accepted types for the message; masks take bool and float32 instead.
+// A numpy array as a View: float32, float16 or ml_dtypes.bfloat16 (masks: bool or float32).
 void numpy_view(PyObject* o, const char* name, bool mask, View& v) {
   auto* a = reinterpret_cast<PyArrayObject*>(o);
   v.ndim = PyArray_NDIM(a);
@@ -598,6 +599,21 @@ void execute(Call& c) {
   }
 }
 
+// prepare(), a check of the problem, then the copies and the call with the GIL released.
+void no_check(const attune::Problem&) {}
+
+template <class Check = void (*)(const attune::Problem&)>
+nb::object run(Call& c, nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle mask, const Variants& var,
+               Check check = no_check) {
+  prepare(c, q.ptr(), k.ptr(), v.ptr(), out.ptr(), mask.ptr(), var, true);
+  check(c.p);
+  {
+    nb::gil_scoped_release release;
+    execute(c);
+  }
+  return std::move(c.result);
+}
+
 // attune.attention itself: the keyword arguments are matched by nanobind and converted here, so
 // the call runs no Python code (a Python wrapper with 17 keyword parameters cost ~0.35 us of a
 // ~3 us tiny call, bench/python_bench.py); wrong types get one-line messages naming the argument.
@@ -634,27 +650,20 @@ nb::object attention_call(nb::handle q, nb::handle k, nb::handle v, nb::handle c
                           nb::handle kernel, nb::handle isa, nb::handle threads, nb::handle block_q,
                           nb::handle block_kv, nb::handle kv_splits, nb::handle max_memory, nb::handle out,
                           nb::handle causal_align, nb::handle window, nb::handle softcap, nb::handle mask) {
-  Call c;
-  c.opt.kernel = str_arg(kernel, "kernel: must be a kernel name (str)");
-  if (!isa.is_none()) {
-    const std::string_view name = str_arg(isa, "isa: must be an ISA name (str) or None");
-    c.opt.isa = attune::parse_isa(name);
-    if (!c.opt.isa) {
-      std::string known;
-      for (Isa i : attune::compiled_isas()) known += (known.empty() ? "" : ", ") + std::string(attune::to_string(i));
-      bad_shape("isa: unknown ISA '" + std::string(name) + "' (compiled: " + known + ")");
-    }
-  }
+  std::optional<std::string> isa_name;
+  if (!isa.is_none()) isa_name = std::string(str_arg(isa, "isa: must be an ISA name (str) or None"));
+  std::optional<int> nthreads;
   if (!threads.is_none()) {
     if (!is_int(threads)) type_error("threads: must be an int or None, got " + repr_of(threads));
     const long long t = PyLong_AsLongLong(threads.ptr());
-    if (t < 1 || t > (1 << 20)) bad_shape("threads: must be >= 1 (or None for all cores), got " + repr_of(threads));
-    c.opt.config.threads = static_cast<int>(t);
+    if (t < 1) bad_shape("threads: must be >= 1 (or None for all cores), got " + repr_of(threads));
+    nthreads = static_cast<int>(std::min<long long>(t, std::numeric_limits<int>::max()));
   }
-  c.opt.config.block_q = count_arg(block_q, "block_q");
-  c.opt.config.block_kv = count_arg(block_kv, "block_kv");
-  c.opt.config.kv_splits = static_cast<int>(count_arg(kv_splits, "kv_splits"));
-  c.opt.max_workspace_bytes = static_cast<std::size_t>(count_arg(max_memory, "max_memory"));
+  Call c;
+  c.opt = options_of(std::string(str_arg(kernel, "kernel: must be a kernel name (str)")), isa_name, nthreads,
+                     count_arg(block_q, "block_q"), count_arg(block_kv, "block_kv"),
+                     static_cast<int>(std::min<std::int64_t>(count_arg(kv_splits, "kv_splits"), std::numeric_limits<int>::max())),
+                     static_cast<std::size_t>(count_arg(max_memory, "max_memory")));
   Variants var;
   const int truth = PyObject_IsTrue(causal.ptr());
   if (truth < 0) throw nb::python_error();
@@ -664,12 +673,7 @@ nb::object attention_call(nb::handle q, nb::handle k, nb::handle v, nb::handle c
   var.window = PyLong_AsLongLong(window.ptr());
   var.softcap = float_arg(softcap, "softcap");
   if (!scale.is_none()) var.scale = float_arg(scale, "scale");
-  prepare(c, q.ptr(), k.ptr(), v.ptr(), out.ptr(), mask.ptr(), var, true);
-  {
-    nb::gil_scoped_release release;
-    execute(c);
-  }
-  return std::move(c.result);
+  return run(c, q, k, v, out, mask, var);
 }
 
 // attune.torch.sdpa's eager call: torch's SDPA conventions (top-left is_causal, heads_q == heads_kv
@@ -694,15 +698,11 @@ nb::object sdpa_call(nb::handle q, nb::handle k, nb::handle v, nb::handle mask, 
   var.causal = is_causal;
   var.causal_align = "top_left";
   var.scale = scale;
-  prepare(c, q.ptr(), k.ptr(), v.ptr(), Py_None, mask.ptr(), var, true);
-  if (!enable_gqa && c.p.heads_q != c.p.heads_kv)
-    bad_shape("attune.torch.sdpa: query has " + std::to_string(c.p.heads_q) + " heads and key " +
-              std::to_string(c.p.heads_kv) + "; grouped-query attention needs enable_gqa=True (as in torch's SDPA)");
-  {
-    nb::gil_scoped_release release;
-    execute(c);
-  }
-  return std::move(c.result);
+  return run(c, q, k, v, nb::none(), mask, var, [&](const attune::Problem& p) {
+    if (!enable_gqa && p.heads_q != p.heads_kv)
+      bad_shape("attune.torch.sdpa: query has " + std::to_string(p.heads_q) + " heads and key " +
+                std::to_string(p.heads_kv) + "; grouped-query attention needs enable_gqa=True (as in torch's SDPA)");
+  });
 }
 
 constexpr const char* kAttentionDoc = R"(softmax(scale * q k^T + mask) v for numpy arrays or CPU torch tensors.
