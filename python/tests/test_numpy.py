@@ -448,7 +448,14 @@ def test_16_bit_strided_arrays_are_read_in_place(rng, dtype):
     before = copies()[0]
     got = attune.attention(x, cache, cache, causal=True)
     assert copies()[0] == before and got.dtype == dtype
-    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), rtol=0, atol=1e-6)
+    # The strided call may take other tiles than the contiguous one (bf16: the plain problem may
+    # round P to bf16 for its dot products, the strided one widens to float32), so both are held
+    # to the reference's bound rather than to each other.
+    name = "bfloat16" if dtype == BF16 else "float16"
+    ref = reference(x, cache, cache, causal=True)
+    pv = pv_rounding(x, cache, cache, causal=True) if dtype == BF16 else 0.0
+    assert_close(got, ref, name, pv)
+    assert_close(expected, ref, name, pv)
 
 
 def test_numpy_masks_window_and_top_left(rng):
