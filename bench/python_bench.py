@@ -28,18 +28,30 @@ def summary(samples):
     return {"median": med, "min": min(samples), "max": max(samples), "n": len(samples)}
 
 
-def per_call(fn, window=0.02):
-    """Seconds per call: the median of calls timed in batches filling `window` seconds."""
+def per_call(fn, window=0.02, pieces=10):
+    """Seconds per call: the median over `pieces` batches of calls that together fill `window`
+    seconds. Short batches and their median keep a co-runner's burst from moving the sample (one
+    20 ms batch was hit far more often than the C++ loop's few milliseconds)."""
     fn()
     n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < window / 4:
+    while time.perf_counter() - start < window / pieces / 4:
         fn()
         n += 1
     batch = max(1, n * 4)
-    start = time.perf_counter()
-    for _ in range(batch):
-        fn()
-    return (time.perf_counter() - start) / batch
+    times = []
+    for _ in range(pieces):
+        start = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        times.append((time.perf_counter() - start) / batch)
+    return statistics.median(times)
+
+
+def cpp_per_call(time_calls, window=0.02, pieces=10):
+    """The same for the C++ loop: `time_calls(n)` returns seconds per call of n calls timed in C++."""
+    estimate = time_calls(100)
+    batch = max(1, int(window / pieces / estimate))
+    return statistics.median(time_calls(batch) for _ in range(pieces))
 
 
 def overhead(rounds):
@@ -62,14 +74,14 @@ def overhead(rounds):
         "attune.attention (numpy, out=)": lambda: attune.attention(q, q, q, kernel="flash", threads=1, out=out),
         "attune.attention (torch)": lambda: attune.attention(tq, tq, tq, kernel="flash", threads=1),
         "attune.torch.sdpa (eager: direct)": lambda: ops.sdpa(tq, tq, tq),
-        "torch.ops.attune.sdpa (dispatcher)": lambda: torch.ops.attune.sdpa(tq, tq, tq, False, None),
+        "torch.ops.attune.sdpa (dispatcher)": lambda: torch.ops.attune.sdpa(tq, tq, tq, None, False, None),
         "torch SDPA": lambda: F.scaled_dot_product_attention(tq, tq, tq),
     }
     samples = {name: [] for name in cases}
     for _ in range(rounds):  # interleaved, so drift and co-runners reach every case alike
         for name, fn in cases.items():
             if fn is None:
-                samples[name].append(_attune._time_cpp_calls(q, q, q, out, "flash", 1, 2000))
+                samples[name].append(cpp_per_call(lambda n: _attune._time_cpp_calls(q, q, q, out, "flash", 1, n)))
             else:
                 samples[name].append(per_call(fn))
     torch.set_num_threads(threads)

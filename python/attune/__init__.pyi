@@ -23,17 +23,21 @@ class Choice(TypedDict):
     threads: int
     kv_splits: int
     micro: int
+    strided: bool  # the tensors are read in place with their strides
 
 def attention(q: Tensor, k: Any, v: Any, *, causal: bool = False, scale: Optional[float] = None,
               kernel: str = "auto", isa: Optional[str] = None, threads: Optional[int] = None,
               block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, max_memory: int = 0,
-              out: Optional[Tensor] = None) -> Tensor: ...
+              out: Optional[Tensor] = None, causal_align: str = "bottom_right", window: int = 0,
+              softcap: float = 0.0, mask: Optional[Any] = None) -> Tensor: ...
 def workspace_bytes(q: Any, k: Any, v: Any, *, causal: bool = False, scale: Optional[float] = None,
                     kernel: str = "auto", isa: Optional[str] = None, threads: Optional[int] = None,
-                    block_q: int = 0, block_kv: int = 0, kv_splits: int = 0) -> int: ...
+                    block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, causal_align: str = "bottom_right",
+                    window: int = 0, softcap: float = 0.0, mask: Optional[Any] = None) -> int: ...
 def resolve(q: Any, k: Any, v: Any, *, causal: bool = False, scale: Optional[float] = None,
             kernel: str = "auto", isa: Optional[str] = None, threads: Optional[int] = None,
-            block_q: int = 0, block_kv: int = 0, kv_splits: int = 0) -> Choice: ...
+            block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, causal_align: str = "bottom_right",
+            window: int = 0, softcap: float = 0.0, mask: Optional[Any] = None) -> Choice: ...
 def mha(x: Tensor, wq: Any, wk: Any, wv: Any, wo: Any, *, heads_q: int, heads_kv: Optional[int] = None,
         causal: bool = False, scale: Optional[float] = None, kernel: str = "auto", isa: Optional[str] = None,
         threads: Optional[int] = None, max_memory: int = 0) -> Tensor: ...

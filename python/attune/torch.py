@@ -10,7 +10,9 @@ directly otherwise (same result, without the dispatcher's overhead).
   last query with the last key, as decoding with a KV cache needs; grouped-query heads always).
 - `sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)`:
   torch.nn.functional.scaled_dot_product_attention's conventions: `is_causal` is top-left aligned
-  (query i sees keys j <= i), and heads_q != heads_kv needs enable_gqa=True.
+  (query i sees keys j <= i; attune's CausalAlign::top_left), `attn_mask` is bool (True: take part)
+  or float (added to the logits), broadcastable to [batch, heads_q, seq_q, seq_kv], and
+  heads_q != heads_kv needs enable_gqa=True. Inputs are read in place with their strides.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Optional
 import torch
 
 import attune as _attune
+from attune import _attune as _bindings
 
 __all__ = ["attention", "sdpa"]
 
@@ -29,36 +32,20 @@ __all__ = ["attention", "sdpa"]
 # (bench/python_bench.py: the decorator's Python wrapping cost ~13 us more per call here).
 _lib = torch.library.Library("attune", "DEF")  # kept alive: dropping it unregisters the ops
 _lib.define("attention(Tensor query, Tensor key, Tensor value, bool causal, float? scale) -> Tensor")
-_lib.define("sdpa(Tensor query, Tensor key, Tensor value, bool is_causal, float? scale) -> Tensor")
+_lib.define("sdpa(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, bool is_causal, float? scale) -> Tensor")
 
 
 def _attention_impl(query, key, value, causal, scale):
     return _attune.attention(query, key, value, causal=causal, scale=scale)
 
 
-def _top_left_causal(query, key, value, scale):
-    """Causal attention with torch's top-left alignment through attune's bottom-right one.
-
-    seq_q <= seq_kv: query i sees keys [0, i], exactly attune's mask on the first seq_q keys.
-    seq_q > seq_kv: rows [0, seq_kv) form the square causal case; the rows after it see every key
-    (non-causal). Both paths copy (the key slice, or the two row blocks): zero-copy waits for
-    strided tensors and a top-left mask in the C++ Problem.
-    """
-    seq_q, seq_kv = query.shape[-2], key.shape[-2]
-    if seq_q <= seq_kv:
-        return _attune.attention(query, key[..., :seq_q, :], value[..., :seq_q, :], causal=True, scale=scale)
-    head = _attune.attention(query[..., :seq_kv, :], key, value, causal=True, scale=scale)
-    tail = _attune.attention(query[..., seq_kv:, :], key, value, causal=False, scale=scale)
-    return torch.cat([head, tail], dim=-2)
+def _sdpa_impl(query, key, value, attn_mask, is_causal, scale):
+    if attn_mask is not None and attn_mask.dtype not in (torch.bool, torch.float32):
+        attn_mask = attn_mask.float()  # attune's additive masks are float32
+    return _attune.attention(query, key, value, causal=is_causal, causal_align="top_left", scale=scale, mask=attn_mask)
 
 
-def _sdpa_impl(query, key, value, is_causal, scale):
-    if is_causal and query.shape[-2] != key.shape[-2]:
-        return _top_left_causal(query, key, value, scale)
-    return _attune.attention(query, key, value, causal=is_causal, scale=scale)
-
-
-def _fake(query, key, value, causal, scale):
+def _fake(query, key, value, *args):
     """Shape and type of the result, for meta tensors and torch.compile's tracing."""
     return query.new_empty(query.shape[:-1] + value.shape[-1:])
 
@@ -78,36 +65,52 @@ _attention_op = torch.ops.attune.attention.default
 _sdpa_op = torch.ops.attune.sdpa.default
 
 
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+_MASK_TYPES = (torch.bool, torch.float32)  # attune's boolean and (float32) additive masks
+
+
 def _eager_direct(query, key, value):
     """True when the op's dispatch can be skipped: not tracing for torch.compile, and no autograd
     graph to record (the op's registration is what makes a backward raise). The dispatcher and that
     registration cost ~9 us a call, most of a small call (bench/python_bench.py)."""
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return False
-    return not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad))
+    return not (_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad))
 
 
-def _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
-    if attn_mask is not None:
-        raise NotImplementedError("attune.torch.sdpa: attn_mask is not supported (only is_causal masks)")
+def _refuse(query, key, dropout_p, attn_mask, is_causal):
+    """The error for arguments sdpa() does not take (shapes and types are checked by attune)."""
     if dropout_p != 0.0:
         raise NotImplementedError(f"attune.torch.sdpa: dropout_p must be 0.0 (inference only), got {dropout_p}")
-    if query.dim() not in (3, 4) or key.dim() != query.dim() or value.dim() != query.dim():
-        raise ValueError("attune.torch.sdpa: query, key, value must all be 3-D [heads, seq, d] or "
-                         f"4-D [batch, heads, seq, d], got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
-    if not enable_gqa and query.shape[-3] != key.shape[-3]:
-        raise ValueError(f"attune.torch.sdpa: query has {query.shape[-3]} heads and key {key.shape[-3]}; "
-                         "grouped-query attention needs enable_gqa=True (as in torch's SDPA)")
+    if attn_mask is not None and is_causal:
+        raise ValueError("attune.torch.sdpa: attn_mask and is_causal=True together (as torch's SDPA refuses them)")
+    raise ValueError(f"attune.torch.sdpa: query has {query.shape[-3]} heads and key {key.shape[-3]}; "
+                     "grouped-query attention needs enable_gqa=True (as in torch's SDPA)")
 
 
 def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     """torch.nn.functional.scaled_dot_product_attention computed by attune (CPU, forward only).
 
-    is_causal is top-left aligned as in torch; attn_mask and dropout_p > 0 raise NotImplementedError.
+    is_causal is top-left aligned as in torch; attn_mask bool or float; dropout_p > 0 raises
+    NotImplementedError. A query row whose keys are all masked outputs zeros (torch's: NaN).
     """
-    _check_sdpa_args(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
-    args = (query, key, value, bool(is_causal), None if scale is None else float(scale))
-    return _sdpa_impl(*args) if _eager_direct(query, key, value) else _sdpa_op(*args)
+    if dropout_p != 0.0 or (is_causal and attn_mask is not None):
+        _refuse(query, key, dropout_p, attn_mask, is_causal)
+    if attn_mask is not None and attn_mask.dtype not in _MASK_TYPES:
+        attn_mask = attn_mask.float()
+    scale = None if scale is None else float(scale)
+    if not _is_compiling():
+        # The binding checks the heads (enable_gqa) and whether autograd records the call (None:
+        # then the op, whose backward raises); each tensor attribute costs ~0.1 us from Python.
+        out = _bindings._sdpa(query, key, value, attn_mask, bool(is_causal), scale, bool(enable_gqa))
+        if out is not None:
+            return out
+    if not enable_gqa:
+        qs, ks = query.shape, key.shape
+        if len(qs) > 2 and len(ks) > 2 and qs[-3] != ks[-3]:
+            _refuse(query, key, dropout_p, attn_mask, is_causal)
+    return _sdpa_op(query, key, value, attn_mask, bool(is_causal), scale)
 
 
 def attention(query, key, value, causal=False, scale=None):

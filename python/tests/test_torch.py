@@ -40,12 +40,40 @@ def test_3d_tensors_and_out_argument():
     assert_close(as64(out), reference(as64(q), as64(q), as64(q)))
 
 
-def test_non_contiguous_tensors_give_the_contiguous_result():
-    x = randn(2, 33, 4, 16).transpose(1, 2)  # [batch, heads, seq, d] view of [batch, seq, heads, d]
-    kv = randn(1, 4, 33, 16, seed=3).expand(2, 4, 33, 16)  # zero stride
-    assert not x.is_contiguous() and not kv.is_contiguous()
-    expected = attune.attention(x.contiguous(), kv.contiguous(), kv.contiguous(), causal=True)
-    torch.testing.assert_close(attune.attention(x, kv, kv, causal=True), expected, rtol=0, atol=0)
+def copies():
+    return attune._attune._copies()[0]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES.values()))
+def test_strided_tensors_are_read_in_place(dtype):
+    x = randn(2, 33, 4, 16, dtype=dtype).transpose(1, 2)  # [batch, heads, seq, d] view of [batch, seq, heads, d]
+    kv = randn(1, 4, 33, 16, seed=3, dtype=dtype).expand(2, 4, 33, 16)  # zero stride
+    cache = randn(2, 4, 64, 16, seed=4, dtype=dtype)[:, :, :33]  # a KV cache with capacity 64
+    assert not x.is_contiguous() and not kv.is_contiguous() and not cache.is_contiguous()
+    expected = attune.attention(x.contiguous(), kv.contiguous(), cache.contiguous(), causal=True)
+    before = copies()
+    got = attune.attention(x, kv, cache, causal=True)
+    assert copies() == before and attune.resolve(x, kv, cache)["strided"]
+    assert got.dtype == dtype and got.is_contiguous()
+    # bf16: the contiguous call may round P to bf16 (dot-product tiles) where the strided one
+    # widens to float32, so each is held to the reference's bound, not to the other
+    ref = reference(as64(x), as64(kv), as64(cache), True)
+    pv = pv_rounding(as64(x), as64(kv), as64(cache), True) if dtype == torch.bfloat16 else 0.0
+    assert_close(as64(got), ref, DTYPES[dtype], pv)
+    assert_close(as64(expected), ref, DTYPES[dtype], pv)
+    # the result into a transposed view ([batch, seq, heads, d] storage, as transformers wants it)
+    out = torch.empty(2, 33, 4, 16, dtype=dtype)
+    attune.attention(x, kv, cache, causal=True, out=out.transpose(1, 2))
+    assert copies() == before
+    torch.testing.assert_close(out.transpose(1, 2), got, rtol=0, atol=0)
+
+
+def test_tensors_without_contiguous_rows_are_copied():
+    x = randn(2, 4, 16, 33).transpose(2, 3)  # d is the strided axis
+    before = copies()
+    got = attune.attention(x, x, x)
+    assert copies() - before == 3
+    torch.testing.assert_close(got, attune.attention(x.contiguous(), x.contiguous(), x.contiguous()), rtol=0, atol=0)
 
 
 def test_tensors_that_require_grad_are_read():
@@ -94,10 +122,50 @@ def test_sdpa_scale_and_3d_and_bf16():
     assert_close(as64(got), expected.numpy(), "bfloat16", pv_rounding(as64(q), as64(q), as64(q), scale=0.3))
 
 
+def test_sdpa_top_left_causal_reads_in_place():
+    q, k = randn(1, 4, 9, 16), randn(1, 4, 40, 16, seed=1)
+    before = copies()
+    got = ops.sdpa(q, k, k, is_causal=True)
+    assert copies() == before
+    torch.testing.assert_close(got, F.scaled_dot_product_attention(q, k, k, is_causal=True), rtol=0, atol=1e-5)
+
+
+def _masks(b, h, sq, skv):
+    g = torch.Generator().manual_seed(5)
+    visible = torch.rand(b, h, sq, skv, generator=g) > 0.4
+    visible[..., 0] = True  # every row sees a key (torch gives NaN for rows that see none)
+    padding = torch.ones(b, 1, 1, skv, dtype=torch.bool)
+    padding[1, ..., :3] = False
+    yield "bool per head", visible
+    yield "bool per batch", visible[:, :1]
+    yield "bool shared 2-D", visible[0, 0]
+    yield "bool padding [b, 1, 1, skv]", padding
+    yield "float per batch", torch.where(visible[:, :1], torch.randn(b, 1, sq, skv, generator=g), float("-inf"))
+    yield "float16 shared", torch.randn(sq, skv, generator=g).half()
+    yield "bool expanded over heads", visible[:1].expand(b, h, sq, skv)
+
+
+@pytest.mark.parametrize("sq,skv", [(24, 24), (9, 40)])
+def test_sdpa_masks_match_torch(sq, skv):
+    q, k, v = randn(2, 4, sq, 32), randn(2, 2, skv, 32, seed=1), randn(2, 2, skv, 32, seed=2)
+    for name, mask in _masks(2, 4, sq, skv):
+        m64 = mask if mask.dtype == torch.bool else mask.double()
+        expected = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=m64, enable_gqa=True)
+        got = ops.sdpa(q, k, v, attn_mask=mask, enable_gqa=True)
+        try:
+            assert_close(got.numpy(), expected.numpy())
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}") from None
+
+
 def test_sdpa_refuses_what_it_does_not_do():
     q = randn(1, 4, 8, 16)
-    with pytest.raises(NotImplementedError, match="attn_mask"):
-        ops.sdpa(q, q, q, attn_mask=torch.ones(8, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="attn_mask and is_causal"):
+        ops.sdpa(q, q, q, attn_mask=torch.ones(8, 8, dtype=torch.bool), is_causal=True)
+    with pytest.raises(ValueError, match="mask: shape"):
+        ops.sdpa(q, q, q, attn_mask=torch.ones(8, 7, dtype=torch.bool))
+    with pytest.raises(TypeError, match="mask: element type must be bool or float32"):
+        attune.attention(q, q, q, mask=torch.ones(8, 8, dtype=torch.int32))
     with pytest.raises(NotImplementedError, match="dropout_p"):
         ops.sdpa(q, q, q, dropout_p=0.1)
     with pytest.raises(ValueError, match="enable_gqa=True"):
@@ -115,7 +183,10 @@ def test_attention_op_keeps_attunes_bottom_right_causal_mask():
 def test_ops_pass_opcheck():
     q, k = randn(1, 4, 6, 16), randn(1, 2, 10, 16, seed=1)
     torch.library.opcheck(torch.ops.attune.attention.default, (q, k, k, True, None))
-    torch.library.opcheck(torch.ops.attune.sdpa.default, (q, k, k, True, 0.5))
+    torch.library.opcheck(torch.ops.attune.sdpa.default, (q, k, k, None, True, 0.5))
+    mask = torch.rand(1, 1, 6, 10, generator=torch.Generator().manual_seed(0)) > 0.3
+    mask[..., 0] = True
+    torch.library.opcheck(torch.ops.attune.sdpa.default, (q, k, k, mask, False, None))
 
 
 def test_sdpa_under_torch_compile_without_graph_breaks():
