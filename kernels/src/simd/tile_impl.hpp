@@ -135,7 +135,7 @@ struct TileKernel {
   static constexpr int kSteps = N == NV ? MR : 8;
   static constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   // 16-bit K/V on the conversion path: each key tile is widened once into float32 scratch
-  // (widen_tile) and every lane chunk multiplies from there, so a broadcast is one fp32 load
+  // (widen_rows, from tile()) and every lane chunk multiplies from there, so a broadcast is one fp32 load
   // instead of a scalar widening per element and chunk (3-4 uops on the FMA ports).
   static constexpr bool kWiden = !std::is_same_v<T, float> && !Dot;
 
