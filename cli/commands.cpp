@@ -527,9 +527,14 @@ int cmd_mha(const std::vector<std::string>& argv) {
 
 // ---------------------------------------------------------------------------------------------
 int cmd_verify(const std::vector<std::string>& argv) {
-  const Args a(argv, kRunFlags, {"--quiet"});
+  auto flags = kRunFlags;
+  flags.insert("--grid");
+  const Args a(argv, flags, {"--quiet"});
   no_positional(a);
   const Options base = parse_options(a);
+  const std::string grid_name = a.get("--grid").value_or("full");
+  if (grid_name != "full" && grid_name != "quick")
+    throw UsageError("--grid must be 'full' or 'quick', not '" + grid_name + "'");
   // One row per (kernel, isa, storage): storage "bf16" (every tensor) or "fp32/kvbf16" (Q/O, K/V),
   // with "+var" for the variants' matrix (reference::variant_grid).
   struct Row {
@@ -545,8 +550,13 @@ int cmd_verify(const std::vector<std::string>& argv) {
     const std::string types = p.kv_type() == p.dtype ? dtype : dtype + "/kv" + std::string(to_string(p.kv_type()));
     return p.plain() ? types : types + "+var";
   };
-  auto grid = reference::verification_grid();
-  for (auto& c : reference::variant_grid()) grid.push_back(std::move(c));
+  std::vector<reference::Case> grid;
+  if (grid_name == "quick") {
+    grid = reference::quick_grid();
+  } else {
+    grid = reference::verification_grid();
+    for (auto& c : reference::variant_grid()) grid.push_back(std::move(c));
+  }
   std::vector<std::string> storages;  // in grid order
   for (const auto& c : grid)
     if (std::find(storages.begin(), storages.end(), storage_of(c.problem)) == storages.end())
@@ -710,9 +720,11 @@ const std::vector<Command>& commands() {
 #endif
       {"verify", "check every kernel/ISA against the float64 reference",
        "usage: attune verify [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
-       "                     [--kv-splits N] [--micro auto|narrow|wide] [--quiet]\n\n"
+       "                     [--kv-splits N] [--micro auto|narrow|wide] [--grid full|quick] [--quiet]\n\n"
        "Runs every runnable (kernel, isa) pair over the built-in shape grid (odd d_k and\n"
        "lengths, causal, grouped-query, large logits) and prints the worst error per pair.\n"
+       "--grid quick: a small part of it (d_k 1, 7, 129, odd lengths, decoding, large logits,\n"
+       "each storage type, the variants on one shape), for slow or emulated CPUs.\n"
        "Exit status 1 if any case exceeds its tolerance.\n",
        cmd_verify},
       {"tune", "search kernels, tiles and threads per shape; write attune_tuned.h", kTuneHelp, cmd_tune},

@@ -5,6 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -68,6 +72,61 @@ TEST(Isa, ArchitectureSpecificIsasAreCompiledWhereTheyBelong) {
   EXPECT_TRUE(has(attune::Isa::scalar));
 }
 
+// Every compiled ISA this CPU lacks, forced on every kernel built for it, is refused with
+// InvalidArgument naming the ISA and the CPU, before anything runs (under an emulated CPU
+// without AVX-512 or AVX this is what keeps a forced ISA from executing its instructions).
+TEST(Isa, ForcingAnIsaThisCpuLacksIsACleanError) {
+  const auto& runnable = attune::runnable_isas();
+  int refused = 0;
+  for (attune::Isa isa : attune::compiled_isas()) {
+    if (std::find(runnable.begin(), runnable.end(), isa) != runnable.end()) continue;
+    for (const attune::Kernel* k : attune::kernels()) {
+      const auto built = k->isas();
+      if (std::find(built.begin(), built.end(), isa) == built.end()) continue;
+      attune::Problem p;
+      p.heads_q = p.heads_kv = 1;
+      p.seq_q = p.seq_kv = 8;
+      p.d_k = p.d_v = 8;
+      if (isa == attune::Isa::amx) p.dtype = attune::Dtype::bf16;
+      std::vector<float> buf(64, 0.5f);
+      attune::Options o;
+      o.kernel = std::string(k->name());
+      o.isa = isa;
+      try {
+        attune::attention(p, buf.data(), buf.data(), buf.data(), buf.data(), o);
+        ADD_FAILURE() << k->name() << "/" << attune::to_string(isa) << " ran on a CPU without it";
+      } catch (const attune::InvalidArgument& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(std::string(attune::to_string(isa))), std::string::npos) << what;
+        EXPECT_NE(what.find("runnable:"), std::string::npos) << what;
+        ++refused;
+      }
+    }
+  }
+  if (refused == 0) GTEST_SKIP() << "this CPU runs every compiled ISA";
+}
+
+// Under an emulated CPU (tests/emulated: qemu-x86_64 -cpu Nehalem|Haswell|...), the caller says
+// which ISAs that CPU model has in ATTUNE_EXPECT_RUNNABLE ("avx2 sse4_2 scalar"): detection must
+// find exactly those, the default must be the best of them and `auto` must dispatch to it.
+TEST(Isa, DetectionMatchesTheExpectedCpu) {
+  const char* expected_env = std::getenv("ATTUNE_EXPECT_RUNNABLE");
+  if (expected_env == nullptr) GTEST_SKIP() << "ATTUNE_EXPECT_RUNNABLE is not set (set by tests/emulated)";
+  std::vector<std::string> expected, got;
+  std::istringstream words(expected_env);
+  for (std::string w; words >> w;) expected.push_back(w);
+  for (attune::Isa isa : attune::runnable_isas()) got.emplace_back(attune::to_string(isa));
+  EXPECT_EQ(got, expected);
+  ASSERT_FALSE(expected.empty());
+  EXPECT_EQ(std::string(attune::to_string(attune::default_isa())), expected.front());
+  for (attune::Dtype dtype : {attune::Dtype::fp32, attune::Dtype::bf16, attune::Dtype::fp16}) {
+    attune::Problem p;
+    p.dtype = dtype;
+    const attune::Choice c = attune::resolve(p);
+    EXPECT_EQ(std::string(attune::to_string(c.isa)), expected.front()) << attune::to_string(dtype);
+  }
+}
+
 }  // namespace
 
 // The bf16 dot product's rate over the FMA's: 0 exactly where avx512_bf16 cannot run; elsewhere
@@ -85,8 +144,10 @@ TEST(Isa, Bf16DotSpeedupMatchesTheLongProbes) {
   const auto long_dot = attune::probe_bf16_dot_peak(1, 3);
   ASSERT_TRUE(long_dot.has_value());
   const double long_ratio = long_dot->median / attune::probe_fma_peak(attune::Isa::avx512, 1, 3).median;
-  if (std::abs(long_ratio - attune::kBf16DotPreferred) < 0.3)
-    GTEST_SKIP() << "long probes' ratio " << long_ratio << " is too near the threshold to judge";
+  // Both are timings: a co-runner on a sibling core moves them. Judged only where both sit clear
+  // of the threshold, as real CPUs do unloaded (0.5 half rate, ~1.9-2.0 full rate).
+  if (std::abs(long_ratio - attune::kBf16DotPreferred) < 0.4 || std::abs(speedup - attune::kBf16DotPreferred) < 0.4)
+    GTEST_SKIP() << "quick " << speedup << " or long " << long_ratio << " ratio is too near the threshold to judge";
   EXPECT_EQ(speedup >= attune::kBf16DotPreferred, long_ratio >= attune::kBf16DotPreferred)
       << "quick " << speedup << " vs long " << long_ratio;
 }

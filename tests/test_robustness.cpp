@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -87,8 +88,15 @@ TEST(Robustness, ExtremeScalesMatchTheReference) {
   }
 }
 
+// The determinism contract (README, "Robustness", and Kernel::bit_reproducible): attune's own
+// kernels give bits that depend only on the problem, the inputs and the plan (kernel, ISA,
+// block_q, block_kv, kv_splits, micro); never on other callers, on the thread count, or on the
+// call. The BLAS-backed `gemm` baseline is what the BLAS gives, held to the reference's bound.
+bool bit_reproducible(const attune::Kernel& k) { return k.bit_reproducible(); }
+
 // Many threads call the API at once with different shapes, kernels and thread counts; each
-// result must be bit-identical to the same call made alone.
+// result of attune's own kernels must be bit-identical to the same call made alone, and every
+// result (gemm's too) must match the float64 reference.
 TEST(Concurrency, ManyCallersGetTheirOwnResults) {
   struct Job {
     attune::Problem p;
@@ -121,10 +129,66 @@ TEST(Concurrency, ManyCallersGetTheirOwnResults) {
     });
   }
   for (auto& t : callers) t.join();
+  int exact = 0;
   for (const Job& j : jobs) {
-    EXPECT_EQ(0, std::memcmp(j.alone.data(), j.together.data(), j.alone.size() * sizeof(float)))
-        << j.pair.kernel->name() << "/" << attune::to_string(j.pair.isa) << " " << j.p.to_string();
+    const std::string what = std::string(j.pair.kernel->name()) + "/" + std::string(attune::to_string(j.pair.isa)) +
+                             " " + j.p.to_string() + " threads " + std::to_string(j.threads);
+    const auto ref = attune::reference::attention(j.p, j.in.q.data(), j.in.k.data(), j.in.v.data());
+    const auto check = attune::reference::compare(j.p, j.in, j.together.data(), ref);
+    EXPECT_TRUE(check.ok()) << what << ": error " << check.max_abs_error << " > " << check.tolerance;
+    if (!bit_reproducible(*j.pair.kernel)) continue;
+    ++exact;
+    EXPECT_EQ(0, std::memcmp(j.alone.data(), j.together.data(), j.alone.size() * sizeof(float))) << what;
   }
+  EXPECT_GT(exact, 0) << "no kernel of attune's own was exercised";
+}
+
+// Bits depend on the plan, not on how it runs: the same (kernel, ISA, block_q, block_kv,
+// kv_splits) gives the same bits on 1, 2 and 3 threads and on a repeated call, for every kernel
+// of attune's own on every runnable ISA, in the tiled, decoding and split-KV forms.
+TEST(Concurrency, OwnKernelsGiveThePlansBitsOnAnyThreadCount) {
+  struct Case {
+    attune::Problem p;
+    attune::Config config;
+  };
+  auto config = [](std::int64_t block_q, std::int64_t block_kv, int kv_splits) {
+    attune::Config c;
+    c.block_q = block_q;
+    c.block_kv = block_kv;
+    c.kv_splits = kv_splits;
+    return c;
+  };
+  const Case cases[] = {{shape(4, 2, 130, 130, 32, true), config(0, 0, 1)},
+                        {shape(4, 2, 130, 130, 32, true), config(32, 48, 1)},
+                        {shape(3, 3, 70, 257, 7, false), config(16, 64, 2)},
+                        {shape(8, 2, 1, 2000, 64, false), config(0, 0, 4)},
+                        {shape(4, 1, 3, 1500, 16, true), config(0, 128, 3)}};
+  int compared = 0;
+  for (const Case& c : cases) {
+    const auto in = attune::reference::make_inputs(c.p, 1.0f, 23);
+    for (const Pair& pr : pairs()) {
+      if (!bit_reproducible(*pr.kernel)) continue;
+      std::vector<float> first;
+      for (int threads : {1, 2, 3, 2}) {
+        auto o = options_for(pr, threads);
+        o.config.block_q = c.config.block_q;
+        o.config.block_kv = c.config.block_kv;
+        o.config.kv_splits = c.config.kv_splits;
+        std::vector<float> out(static_cast<std::size_t>(c.p.out_elements()));
+        attune::attention(c.p, in.q.data(), in.k.data(), in.v.data(), out.data(), o);
+        if (first.empty()) {
+          first = std::move(out);
+          continue;
+        }
+        ++compared;
+        EXPECT_EQ(0, std::memcmp(first.data(), out.data(), out.size() * sizeof(float)))
+            << pr.kernel->name() << "/" << attune::to_string(pr.isa) << " " << c.p.to_string() << " threads "
+            << threads << " block_q " << c.config.block_q << " block_kv " << c.config.block_kv << " kv_splits "
+            << c.config.kv_splits;
+      }
+    }
+  }
+  EXPECT_GT(compared, 0);
 }
 
 // flash's threaded paths (2 threads over query tiles; split-KV decoding with its merge) give the

@@ -104,7 +104,7 @@ TEST(Tuner, SpaceComesFromKernelParams) {
   attune::Problem prefill = problem();
   prefill.heads_q = prefill.heads_kv = 16;
   prefill.seq_q = prefill.seq_kv = 2048;
-  EXPECT_FALSE(has_split(make_space(prefill, 0)));
+  EXPECT_FALSE(has_split(make_space(prefill, 2)));
   // The register tile is a coordinate of the kernels that declare it.
   std::set<int> micro;
   for (const Candidate& c : space.all)

@@ -80,6 +80,9 @@ class Gemm final : public Kernel {
   std::string_view description() const noexcept override {
     return "BLAS math path: score GEMM, vectorised softmax, value GEMM (OpenBLAS threads)";
   }
+  // OpenBLAS's thread count is process-wide and its partition of a GEMM changes the rounding
+  // (Debian's 0.3.21 on AMD Zen 3: the same call differs alone and beside concurrent callers).
+  bool bit_reproducible() const noexcept override { return false; }
   std::vector<Isa> isas() const override { return vector_isas(); }
   int rank() const noexcept override { return 5; }  // a baseline: `auto` never prefers it
   std::vector<ParamSpec> params() const override { return {{"threads", {1, 2, 4, 8, 16, 32, 64}}}; }

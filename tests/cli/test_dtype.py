@@ -178,17 +178,20 @@ def test_bfloat16_v2_files(attune_bin, tmp_path):
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
 def test_out_dtype_rounds_the_output_once(attune_bin, tmp_path, dtype):
     _, (qp, kp, vp) = unit_normal_inputs(tmp_path, seed=16, shape=(1, 2, 20, 16))
-    wide = run(attune_bin, qp, kp, vp, tmp_path / "wide.npy", "--dtype", dtype)
-    f2 = run(attune_bin, qp, kp, vp, tmp_path / "f2.npy", "--dtype", dtype, "--out-dtype", "fp16")
+    # Pinned: each run is a process of its own, and auto's bf16 order follows a probe of the CPU
+    # (bf16_dot_speedup) that a loaded core can move across its threshold between processes.
+    pin = float32_pv(attune_bin)
+    wide = run(attune_bin, qp, kp, vp, tmp_path / "wide.npy", "--dtype", dtype, *pin)
+    f2 = run(attune_bin, qp, kp, vp, tmp_path / "f2.npy", "--dtype", dtype, "--out-dtype", "fp16", *pin)
     assert f2.dtype == np.dtype("<f2")
     assert (tmp_path / "f2.npy").read_bytes()[10:].startswith(b"{'descr': '<f2'")
     # The output computed in `dtype`, converted to fp16 with one rounding to nearest even
     # (numpy's astype rounds the same way).
     assert f2.tobytes() == wide.astype(np.float16).tobytes()
-    v2 = run(attune_bin, qp, kp, vp, tmp_path / "v2.npy", "--dtype", dtype, "--out-dtype", "bf16")
+    v2 = run(attune_bin, qp, kp, vp, tmp_path / "v2.npy", "--dtype", dtype, "--out-dtype", "bf16", *pin)
     assert v2.dtype == np.dtype("V2")
     assert np.array_equal(v2.view("<u2"), bf16_bits(wide))
-    f4 = run(attune_bin, qp, kp, vp, tmp_path / "f4.npy", "--dtype", dtype, "--out-dtype", "fp32")
+    f4 = run(attune_bin, qp, kp, vp, tmp_path / "f4.npy", "--dtype", dtype, "--out-dtype", "fp32", *pin)
     assert f4.dtype == np.dtype("<f4") and f4.tobytes() == wide.tobytes()
 
 

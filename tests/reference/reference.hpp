@@ -85,6 +85,11 @@ std::vector<Case> verification_grid();
 // an fp32-Q/bf16-KV copy of every few cases. Names carry Problem::variant_string().
 std::vector<Case> variant_grid();
 
+// A small part of both grids for slow targets (emulated CPUs, `attune verify --grid quick`): the
+// d_k tails 1, 7 and 129, lengths off every tile, causal and not, grouped-query decoding against
+// a long cache, batch > 1, large logits, each storage type, and the variants on one base shape.
+std::vector<Case> quick_grid();
+
 // The float32 part of the tolerance on the abs error of one output, see reference.cpp for the
 // derivation: 1e-4, widened only when the logits are so large that float32 cannot represent
 // them to 1e-4.

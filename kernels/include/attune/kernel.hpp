@@ -77,6 +77,11 @@ class Kernel {
     (void)problem;
     (void)isas;
   }
+  // The determinism contract (README, "Robustness"): true when the output bits depend only on
+  // the problem, the inputs, the ISA and the plan (block_q, block_kv, kv_splits, micro), never on
+  // the thread count, concurrent callers or the call. False for a kernel whose arithmetic is a
+  // library's (the BLAS baseline): it is held to the reference's error bound instead.
+  virtual bool bit_reproducible() const noexcept { return true; }
   // Bytes of working memory run() allocates for this problem and config on `isa` (scratch and
   // partial results, not the caller's tensors), saturating at SIZE_MAX instead of overflowing.
   // attention() compares it with the limit before calling run().
