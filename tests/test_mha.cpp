@@ -165,8 +165,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Mha, ::testing::ValuesIn(cases()),
                          });
 
 // The BLAS threads of the projections follow Options::config.threads; results do not depend on it
-// beyond float rounding. The projections are BLAS's arithmetic, so no bits are asserted (README,
-// "Robustness"): two runs with one setting agree within rounding, and both match the reference.
+// beyond float rounding. The projections are BLAS's arithmetic, so no bits are asserted
+// (docs/robustness.md): two runs with one setting agree within rounding, and both match the reference.
 TEST(MhaOptions, ThreadsAndDeterminism) {
   const MhaProblem p = shape(2, 64, 96, 4, 2, 24, 24, true);
   const Weights w = make_weights(p, 3);

@@ -88,7 +88,7 @@ TEST(Robustness, ExtremeScalesMatchTheReference) {
   }
 }
 
-// The determinism contract (README, "Robustness", and Kernel::bit_reproducible): attune's own
+// The determinism contract (docs/robustness.md, and Kernel::bit_reproducible): attune's own
 // kernels give bits that depend only on the problem, the inputs and the plan (kernel, ISA,
 // block_q, block_kv, kv_splits, micro); never on other callers, on the thread count, or on the
 // call. The BLAS-backed `gemm` baseline is what the BLAS gives, held to the reference's bound.

@@ -77,7 +77,7 @@ class Kernel {
     (void)problem;
     (void)isas;
   }
-  // The determinism contract (README, "Robustness"): true when the output bits depend only on
+  // The determinism contract (docs/robustness.md): true when the output bits depend only on
   // the problem, the inputs, the ISA and the plan (block_q, block_kv, kv_splits, micro), never on
   // the thread count, concurrent callers or the call. False for a kernel whose arithmetic is a
   // library's (the BLAS baseline): it is held to the reference's error bound instead.
