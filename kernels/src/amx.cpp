@@ -20,6 +20,7 @@
 //            block packs panel by panel inside it instead (decoding).
 // Config: block_q (query rows per task, heads x positions for GQA groups), block_kv (keys per
 // panel, rounded up to 32), threads, micro (0 auto, 1 vector path, 2 tiles).
+#include "detail/online_softmax.hpp"
 #include "kernel_impl.hpp"
 #include "parallel.hpp"
 #include "simd/driver.hpp"
@@ -126,7 +127,7 @@ void run_tiles(const Problem& p, const Tensors& t, const Plan& plan) {
   const std::int64_t groups = p.batch * p.heads_kv;
   const std::int64_t k_elems = amx::packed_k_elements(p.seq_kv, p.d_k);
   const bool timed = stage_timing_enabled();
-  const float qk_scale = p.effective_scale() * static_cast<float>(1.4426950408889634);  // log2(e)
+  const float qk_scale = p.effective_scale() * detail::online::kLog2e;  // the softmax runs in base 2
   const int buffers = plan.per_panel ? 0 : plan.shared ? 1 : plan.threads;
   std::vector<AlignedArray<std::uint16_t>> packed;
   for (int i = 0; i < buffers; ++i) packed.push_back(aligned_array<std::uint16_t>(plan.packed_elems));

@@ -3,6 +3,7 @@
 // carries each row across key tiles, so only a block_q x block_kv score tile exists at a time.
 // Scratch: block_q * (block_kv + d_v + 2) floats, plus float32 copies of 16-bit tensors.
 // Config: block_q, block_kv.
+#include "detail/online_softmax.hpp"
 #include "kernel_impl.hpp"
 
 #include <cmath>
@@ -87,13 +88,13 @@ class Blocked final : public Kernel {
                 const float* v = hv.v + (j0 + c) * p.d_v;
                 for (std::int64_t d = 0; d < p.d_v; ++d) a[d] += w * v[d];
               }
-              row_sum[r] = row_sum[r] * alpha + sum;
+              row_sum[r] = online::running_sum(row_sum[r], alpha, sum);
               row_max[r] = new_max;
             }
           }
           for (std::int64_t r = 0; r < rows; ++r) {
             float* o = hv.out + (i0 + r) * p.d_v;
-            const float inv = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;  // masked row: zeros
+            const float inv = online::normaliser(row_sum[r]);  // masked row: zeros
             for (std::int64_t d = 0; d < p.d_v; ++d) o[d] = acc[r * p.d_v + d] * inv;
           }
         }

@@ -13,6 +13,7 @@
 // InvalidArgument before anything is allocated.
 // Config: threads (OpenBLAS's worker count, process-wide in OpenBLAS; 0 = every core).
 #include "blas.hpp"
+#include "detail/online_softmax.hpp"
 #include "kernel_impl.hpp"
 #include "simd/tile.hpp"
 
@@ -109,7 +110,7 @@ class Gemm final : public Kernel {
     // Not zero-filled: every call's first GEMM overwrites the whole matrix (beta = 0).
     const auto scores = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(score_floats));
     std::vector<float> inv_sum(static_cast<std::size_t>(p.seq_q));
-    const float qk_scale = p.effective_scale() * static_cast<float>(1.4426950408889634);  // log2(e)
+    const float qk_scale = p.effective_scale() * online::kLog2e;  // the softmax runs in base 2
     set_blas_threads(config.threads);
     Float32Copies f32(p, t);
 

@@ -3,6 +3,7 @@
 // internal linkage, so no inline function compiled with these flags can be picked by the
 // linker for another translation unit.
 #include "amx/amx.hpp"
+#include "detail/online_softmax.hpp"
 
 #include <immintrin.h>
 #include <x86intrin.h>
@@ -13,6 +14,8 @@
 
 namespace attune::amx {
 namespace {
+
+namespace online = detail::online;  // the softmax's numeric policy
 
 // 2^x for the softmax weights, which are rounded to bf16 (unit roundoff 2^-9 = 2e-3) before
 // P V: a degree-3 polynomial for 2^f on [-0.5, 0.5] (relative error 1.1e-4, fitted for this
@@ -188,7 +191,7 @@ inline float softmax_row(const float* s, std::uint16_t* p, std::int64_t vis, std
     mx = _mm512_max_ps(mx, x);
   }
   const float m_new = std::fmax(*m, _mm512_reduce_max_ps(mx) * c);
-  if (m_new == -INFINITY) {  // nothing visible yet (or only -inf scores): weights 0
+  if (online::sees_no_key(m_new)) {  // nothing visible yet (or only -inf scores): weights 0
     std::memset(p, 0, static_cast<std::size_t>(n32) * 2);
     return 1.0f;
   }
@@ -208,8 +211,8 @@ inline float softmax_row(const float* s, std::uint16_t* p, std::int64_t vis, std
     sum = _mm512_add_ps(sum, _mm512_add_ps(e0, e1));
     _mm512_storeu_si512(p + 16 * v, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(e1, e0)));
   }
-  const float alpha = std::exp2(*m - m_new);  // 0 on the first visible panel (m = -inf)
-  *l = *l * alpha + _mm512_reduce_add_ps(sum);
+  const float alpha = online::rescale_factor(*m, m_new);  // 0 on the first visible panel (m = -inf)
+  *l = online::running_sum(*l, alpha, _mm512_reduce_add_ps(sum));
   *m = m_new;
   return alpha;
 }
@@ -259,8 +262,8 @@ inline void softmax_rows_r(const float* s, std::int64_t s_stride, std::uint16_t*
     }
   }
   for (int i = 0; i < R; ++i) {
-    alpha[i] = std::exp2(m[i] - m_new[i]);  // 0 on the first panel (m = -inf)
-    l[i] = l[i] * alpha[i] + _mm512_reduce_add_ps(sum[i]);
+    alpha[i] = online::rescale_factor(m[i], m_new[i]);  // 0 on the first panel (m = -inf)
+    l[i] = online::running_sum(l[i], alpha[i], _mm512_reduce_add_ps(sum[i]));
     m[i] = m_new[i];
   }
 }
@@ -646,7 +649,7 @@ class Block {
   // O / l, rounded once to bf16; rows that saw no key are zeros.
   void finish() {
     for (std::int64_t r = 0; r < rows_; ++r) {
-      const __m512 inv = _mm512_set1_ps(l_[r] > 0.0f ? 1.0f / l_[r] : 0.0f);
+      const __m512 inv = _mm512_set1_ps(online::normaliser(l_[r]));
       std::uint16_t* out = a_.out + (r / a_.positions) * a_.out_head_stride + (a_.i0 + r % a_.positions) * a_.d_v;
       for (std::int64_t d = 0; d < a_.d_v; d += 16) {
         const __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(o_ + r * dv_pad_ + d), inv));

@@ -1,6 +1,7 @@
 // The tiled-attention driver shared by `simd` and `flash`.
 #include "simd/driver.hpp"
 
+#include "detail/online_softmax.hpp"
 #include "kernel_impl.hpp"
 #include "parallel.hpp"
 
@@ -193,7 +194,7 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     part_l.resize(static_cast<std::size_t>(tasks * rows));
   }
 
-  const float qk_scale = p.effective_scale() * static_cast<float>(1.4426950408889634);  // log2(e)
+  const float qk_scale = p.effective_scale() * detail::online::kLog2e;  // the softmax runs in base 2
   const std::int64_t offset = p.align_offset();
   const Dtype kv = p.kv_type();
 
@@ -318,7 +319,7 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
     TileVariant tv;
     if (lay.variant) {
       tv.window = effective_window(p);
-      tv.softcap = p.softcap * static_cast<float>(1.4426950408889634);
+      tv.softcap = p.softcap * detail::online::kLog2e;
       if (p.alibi) tv.slopes = var.alibi_slopes + rs.h0;
       if (p.sinks && split == 0) tv.sinks = var.sinks + rs.h0;  // the sink joins each row once
       float* extra = a.scratch + lay.tile_floats;
@@ -358,8 +359,8 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
   });
   if (splits == 1) return;
 
-  // Merge splits in a fixed order (deterministic): m = max m_s, w_s = 2^(m_s - m),
-  // O = sum_s w_s O_s / sum_s w_s l_s, in float32, rounded once to the output type.
+  // Merge the splits of each row (online::merge_splits: fixed order, so deterministic), in
+  // float32, rounded once to the output type.
   parallel(row_sets, threads, [&](std::int64_t s, int) {
     const RowSet rs = row_set(s);
     std::vector<float> row(static_cast<std::size_t>(p.d_v));
@@ -367,22 +368,9 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
       const std::int64_t head = r / rs.n, pos = rs.i0 + r % rs.n;
       void* out_row = at(t.out, p.dtype, rs.b * os.batch + (rs.h0 + head) * os.head + (rs.q_off + pos) * os.row);
       float* o = p.dtype == Dtype::fp32 ? static_cast<float*>(out_row) : row.data();
-      float m = -std::numeric_limits<float>::infinity();
-      for (std::int64_t k = 0; k < splits; ++k) m = std::max(m, part_m[static_cast<std::size_t>((s * splits + k) * rows + r)]);
-      std::fill(o, o + p.d_v, 0.0f);
-      if (m != -std::numeric_limits<float>::infinity()) {  // else no visible key: zeros
-        float l = 0.0f;
-        for (std::int64_t k = 0; k < splits; ++k) {
-          const std::size_t idx = static_cast<std::size_t>((s * splits + k) * rows + r);
-          const float w = std::exp2(part_m[idx] - m);
-          if (w == 0.0f) continue;
-          l += w * part_l[idx];
-          const float* po = part_o.data() + idx * static_cast<std::size_t>(p.d_v);
-          for (std::int64_t d = 0; d < p.d_v; ++d) o[d] += w * po[d];
-        }
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        for (std::int64_t d = 0; d < p.d_v; ++d) o[d] *= inv;
-      }
+      const std::size_t first = static_cast<std::size_t>(s * splits * rows + r);  // split 0 of this row
+      detail::online::merge_splits(splits, part_m.data() + first, part_l.data() + first, rows,
+                                   part_o.data() + first * static_cast<std::size_t>(p.d_v), rows * p.d_v, p.d_v, o);
       if (o != out_row) convert_from_float(p.dtype, o, out_row, static_cast<std::size_t>(p.d_v));
     }
   });

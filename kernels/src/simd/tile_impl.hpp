@@ -14,6 +14,7 @@
 // R = rows rounded up to one vector (at most NV * width floats per row are reserved).
 #pragma once
 
+#include "detail/online_softmax.hpp"
 #include "simd/tile.hpp"
 #include "simd/vec.hpp"
 
@@ -25,18 +26,7 @@ namespace {
 inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 
-// P = 2^x (x <= 0: a score minus the running max). Var: weights below 2^-100 are 0 (exp2's own
-// cut, no extra compare). A sink (or,
-// in principle, a large mask value) can hold the max far above a tile's scores, so without
-// the cut every P of such a tile is a tiny normal whose product with V is subnormal, which
-// Intel cores run through microcode (2x slower with ALiBi and a sink). A dropped weight is
-// below 2^-100 of the largest weight of its row: far under float32's resolution of the sum.
-template <bool Var, class Arch>
-[[gnu::always_inline]] inline typename Vec<Arch>::B softmax_weight(const typename Vec<Arch>::B& x) {
-  using V = Vec<Arch>;
-  if constexpr (Var) return V::exp2(x, -100.0f);
-  return V::exp2(x);
-}
+namespace online = detail::online;  // the softmax's numeric policy (detail/online_softmax.hpp)
 
 // The band of query position `pos` (TileVariant): keys [lo, hi] (hi >= j_end: no upper edge).
 struct Band {
@@ -53,16 +43,15 @@ inline Band band_of(const TileArgs& a, std::int64_t pos) {
 inline void variant_row(const TileArgs& a, bool real, std::int64_t head, std::int64_t pos, float& limit, float& lo,
                         float& nslope, float& posf, float& m, float& l) {
   const TileVariant& v = *a.var;
-  constexpr float kLog2e = 1.44269504088896341f;
   const Band band = band_of(a, pos);
   limit = real ? static_cast<float>(band.hi) : -1.0f;
   lo = real ? static_cast<float>(band.lo) : std::numeric_limits<float>::max();
-  nslope = real && v.slopes != nullptr ? -v.slopes[head] * kLog2e : 0.0f;
+  nslope = real && v.slopes != nullptr ? -v.slopes[head] * online::kLog2e : 0.0f;
   posf = static_cast<float>(pos + a.causal_offset);
   m = -std::numeric_limits<float>::infinity();
   l = 0.0f;
   if (real && v.sinks != nullptr && v.sinks[head] != -std::numeric_limits<float>::infinity()) {
-    m = v.sinks[head] * kLog2e;
+    m = v.sinks[head] * online::kLog2e;
     l = 1.0f;
   }
 }
@@ -98,7 +87,7 @@ inline std::int64_t visible_tile(const std::uint8_t* blocks, std::int64_t j0, st
 inline float mask_value(const TileVariant& v, std::int64_t index) {
   if (v.mask == MaskKind::boolean)
     return static_cast<const std::uint8_t*>(v.mask_plane)[index] != 0 ? 0.0f : -std::numeric_limits<float>::infinity();
-  return static_cast<const float*>(v.mask_plane)[index] * 1.44269504088896341f;
+  return static_cast<const float*>(v.mask_plane)[index] * online::kLog2e;
 }
 
 // M^T [cols][rp] of the tile: mt[jj * rp + r] for the task's rows (padded rows 0).
@@ -157,9 +146,6 @@ struct TileKernel {
   // made GCC spill the accumulators of the widest tile (2x slower with all three variants).
   // With a soft-cap, S^T holds u = s / cap (Q^T is packed with the cap divided out), so the
   // cap is softcap_u; tiles that need nothing else skip this pass and cap in the softmax pass.
-  template <bool Var_>
-  [[gnu::always_inline]] static B weight(const B& x) { return softmax_weight<Var_, Arch>(x); }
-
   template <int N>
   static void modify(const Ctx& c, std::int64_t j0, std::int64_t cols, std::int64_t c0, bool masked, B* tmax) {
     const TileVariant& v = *c.a->var;
@@ -320,16 +306,13 @@ struct TileKernel {
       for (int nv = 0; nv < N; ++nv) V::store(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
   }
 
-  // The online-softmax step of one vector of rows: m' = max(m, tile max), alpha = 2^(m - m'),
-  // both stored; returns the max to subtract (0 for rows that have seen no key yet, which keep
-  // m = -inf, so that 2^(-inf) = 0).
+  // The online-softmax step of one vector of rows (online::rescale): the new max and alpha
+  // stored; returns the max the weights subtract.
   [[gnu::always_inline]] static B update_max(const Ctx& c, std::int64_t off, const B& tmax) {
-    const B m_old = V::load(c.m + off);
-    const B m_new = V::max(m_old, tmax);
-    const B m_use = V::keep_le(V::set1(std::numeric_limits<float>::lowest()), m_new, m_new, V::set1(0.0f));
-    V::store(c.alpha + off, V::exp2(m_old - m_use));
-    V::store(c.m + off, m_new);
-    return m_use;
+    const online::Step<V> step = online::rescale<V>(V::load(c.m + off), tmax);
+    V::store(c.alpha + off, step.alpha);
+    V::store(c.m + off, step.m_new);
+    return step.m_use;
   }
 
   // The fused softmax pass for one lane chunk: new max, alpha, P = 2^(S - m'), running sum.
@@ -346,11 +329,11 @@ struct TileKernel {
         float* s = c.st + j * c.rp + off;
         B x = V::load(s);
         if constexpr (Cap) x = V::softcap_u(x, coef);
-        const B p = weight<Var>(x - m_use);
+        const B p = online::weight<Var, V>(x - m_use);
         V::store(s, p);
         sum = sum + p;
       }
-      V::store(c.l + off, V::load(c.l + off) * V::load(c.alpha + off) + sum);
+      V::store(c.l + off, online::running_sum(V::load(c.l + off), V::load(c.alpha + off), sum));
     }
   }
 
@@ -418,7 +401,7 @@ struct TileKernel {
         const __m512i halves = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
         _mm512_storeu_si512(c.st + (j / 2) * c.rp + off, _mm512_permutexvar_epi16(interleave, halves));
       }
-      V::store(c.l + off, V::load(c.l + off) * V::load(c.alpha + off) + sum);
+      V::store(c.l + off, online::running_sum(V::load(c.l + off), V::load(c.alpha + off), sum));
     }
   }
 
@@ -675,7 +658,7 @@ struct TileKernel {
           a.part_m[r] = c.m[r];
           a.part_l[r] = c.l[r];
         } else {
-          const float inv = c.l[r] > 0.0f ? 1.0f / c.l[r] : 0.0f;  // no visible key: zeros
+          const float inv = online::normaliser(c.l[r]);
           TO* orow = static_cast<TO*>(a.out) + head * a.o_head + pos * a.o_row;
           for (std::int64_t d = 0; d < a.d_v; ++d) store_rounded(orow + d, c.ot[d * c.rp + r] * inv);
         }
@@ -801,18 +784,17 @@ struct DotKernel {
         for (std::int64_t u = cols; u < cols_v; ++u) srow[u] = kNegInf;
         B vmax = V::set1(kNegInf);
         for (std::int64_t u = 0; u < cols_v; u += W) vmax = V::max(vmax, V::load(srow + u));
-        const float m_new = S::max(m[r], V::hmax(vmax));
-        const float m_use = m_new == kNegInf ? 0.0f : m_new;  // no key seen yet: 2^-inf = 0
-        alpha[r] = S::exp2(m[r] - m_use);
+        const online::Step<S> step = online::rescale<S>(m[r], V::hmax(vmax));
+        alpha[r] = step.alpha;
         B sum = V::set1(0.0f);
-        const B mv = V::set1(m_use);
+        const B mv = V::set1(step.m_use);
         for (std::int64_t u = 0; u < cols_v; u += W) {
-          const B p = softmax_weight<Var, Arch>(V::load(srow + u) - mv);
+          const B p = online::weight<Var, V>(V::load(srow + u) - mv);
           V::store(srow + u, p);
           sum = sum + p;
         }
-        l[r] = l[r] * alpha[r] + V::hsum(sum);
-        m[r] = m_new;
+        l[r] = online::running_sum(l[r], alpha[r], V::hsum(sum));
+        m[r] = step.m_new;
       }
       // O <- O * alpha + P V, two vectors of d_v at a time; a scalar tail for the rest.
       const T* vt = static_cast<const T*>(a.v) + j0 * a.v_row;
@@ -835,7 +817,7 @@ struct DotKernel {
         a.part_m[r] = m[r];
         a.part_l[r] = l[r];
       } else {
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // no visible key: zeros
+        const float inv = online::normaliser(l[r]);
         with_element_type(a.dtype, [&]<class TO>(const TO*) {
           TO* orow = static_cast<TO*>(a.out) + head * a.o_head + pos * a.o_row;
           for (std::int64_t d = 0; d < a.d_v; ++d) store_rounded(orow + d, o[r * a.d_v + d] * inv);
