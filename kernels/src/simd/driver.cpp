@@ -151,229 +151,300 @@ std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& op
   return saturating_add(bytes, l.block_class_bytes);
 }
 
-void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops) {
-  const Layout lay = layout_of(p, plan, ops);
-  const std::int64_t group = p.group_size();
-  const std::int64_t hpt = lay.hpt, positions = lay.positions, splits = lay.splits, rows = lay.rows;
-  const std::int64_t block_kv = lay.block_kv;
-  const VariantData& var = t.variant;
+namespace {
 
-  // Varlen: the query tiles of every sequence, costliest first (rows x keys they visit), so
-  // work is balanced by cost, not by sequence count; empty sequences have none.
+// The steps of run_tiled, in the order it takes them:
+//   1. row sets: which query rows each task computes (varlen: per sequence, costliest first);
+//   2. mask classification: per 16 keys of each row set, hidden, neutral or mixed;
+//   3. tasks: a row set x a key split, each one call of the ISA's tile kernel (task_args);
+//   4. the merge of the key splits of each row through their log-sum-exp.
+
+// A row set: query heads h0.. of KV head hk, positions [i0, i0 + n) of its frame (the problem,
+// or a varlen sequence starting at token q_off, its keys at token kv_off), the key range it
+// visits and the frame's alignment offset. `tile` indexes its query tile's mask block classes
+// (its segment, when varlen).
+struct RowSet {
+  std::int64_t b, hk, h0, i0, n, kv_begin, kv_end, q_off, kv_off, offset, tile;
+};
+
+// Every row set of a call, by index. Without varlen, s % q_tiles counts the query tiles from
+// the last: causal tiles later in the sequence see more keys and run first. Varlen: the query
+// tiles of every sequence (segments), costliest first (rows x keys they visit), so threads are
+// balanced by cost, not by sequence count; empty sequences have none.
+class RowSets {
+ public:
   struct Segment {
     std::int64_t seq, i0, n;
   };
-  std::vector<Segment> segments;
-  if (p.sequences > 0) {
-    std::vector<std::pair<std::int64_t, Segment>> costed;
-    for (std::int64_t seq = 0; seq < p.sequences; ++seq) {
-      const Problem f = p.sequence(seq, var);
-      for (std::int64_t i0 = 0; i0 < f.seq_q; i0 += positions) {
-        const std::int64_t n = std::min(positions, f.seq_q - i0);
-        const std::int64_t keys = std::max<std::int64_t>(f.key_end(i0 + n - 1) - f.key_begin(i0), 0);
-        costed.push_back({n * (keys + 16), {seq, i0, n}});  // + 16: a tile costs something even without keys
+
+  RowSets(const Problem& p, const VariantData& var, const Layout& lay) : p_(p), var_(var), lay_(lay) {
+    if (p.sequences > 0) {
+      std::vector<std::pair<std::int64_t, Segment>> costed;
+      for (std::int64_t seq = 0; seq < p.sequences; ++seq) {
+        const Problem f = p.sequence(seq, var);
+        for (std::int64_t i0 = 0; i0 < f.seq_q; i0 += lay.positions) {
+          const std::int64_t n = std::min(lay.positions, f.seq_q - i0);
+          const std::int64_t keys = std::max<std::int64_t>(f.key_end(i0 + n - 1) - f.key_begin(i0), 0);
+          costed.push_back({n * (keys + 16), {seq, i0, n}});  // + 16: a tile costs something even without keys
+        }
       }
+      std::stable_sort(costed.begin(), costed.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+      for (const auto& c : costed) segments_.push_back(c.second);
     }
-    std::stable_sort(costed.begin(), costed.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
-    for (const auto& c : costed) segments.push_back(c.second);
-  }
-  const std::int64_t q_tiles = p.sequences > 0 ? static_cast<std::int64_t>(segments.size()) : lay.q_tiles;
-  const std::int64_t row_sets = p.sequences > 0 ? p.heads_kv * (group / hpt) * q_tiles : lay.row_sets;
-  // Bounded by the layout's counts: the memory check passed.
-  const std::int64_t tasks = p.sequences > 0 ? row_sets * splits : static_cast<std::int64_t>(lay.tasks);
-  const int threads = lay.threads;
-  const TileFn& fn = *lay.fn;
-  const std::int64_t scratch_floats = lay.scratch_floats;
-  std::vector<detail::AlignedArray<float>> scratch;
-  for (int i = 0; i < threads; ++i) scratch.push_back(detail::aligned_array<float>(static_cast<std::size_t>(scratch_floats)));
-  // Partial results of key-range splits: [task][row][d_v] plus max and sum per row.
-  std::vector<float> part_o, part_m, part_l;
-  if (splits > 1) {
-    part_o.resize(static_cast<std::size_t>(tasks * rows * p.d_v));
-    part_m.resize(static_cast<std::size_t>(tasks * rows));
-    part_l.resize(static_cast<std::size_t>(tasks * rows));
+    per_group_ = p.heads_kv * (p.group_size() / lay.hpt);
+    // Bounded by the layout's counts: the memory check passed.
+    q_tiles_ = p.sequences > 0 ? static_cast<std::int64_t>(segments_.size()) : lay.q_tiles;
+    count_ = p.sequences > 0 ? per_group_ * q_tiles_ : lay.row_sets;
   }
 
-  const float qk_scale = p.effective_scale() * detail::online::kLog2e;  // the softmax runs in base 2
-  const std::int64_t offset = p.align_offset();
-  const Dtype kv = p.kv_type();
+  std::int64_t count() const { return count_; }
+  std::int64_t q_tiles() const { return q_tiles_; }
+  const std::vector<Segment>& segments() const { return segments_; }
 
-  // The tensors' layouts: the caller's strides, or [batch, heads, seq, dim].
-  const Strides qs = p.strided ? var.q_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_k);
-  const Strides ks = p.strided ? var.k_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_k);
-  const Strides vs = p.strided ? var.v_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_v);
-  const Strides os = p.strided ? var.out_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_v);
-
-  // A row set: query heads h0.. of KV head hk, positions [i0, i0 + n) of its frame (the
-  // problem, or a varlen sequence starting at token q_off, its keys at token kv_off), the key
-  // range it visits and the frame's alignment offset.
-  // `tile` indexes the query tile's mask block classes (its segment, when varlen).
-  struct RowSet {
-    std::int64_t b, hk, h0, i0, n, kv_begin, kv_end, q_off, kv_off, offset, tile;
-  };
-  auto row_set = [&](std::int64_t s) {
-    const std::int64_t hs = s / q_tiles;
+  RowSet operator()(std::int64_t s) const {
+    const std::int64_t group = p_.group_size(), hpt = lay_.hpt;
+    const std::int64_t hs = s / q_tiles_;
     RowSet r;
-    r.b = hs / (p.heads_kv * (group / hpt));
-    const std::int64_t within = hs % (p.heads_kv * (group / hpt));
+    r.b = hs / per_group_;
+    const std::int64_t within = hs % per_group_;
     r.hk = within / (group / hpt);
     r.h0 = r.hk * group + (within % (group / hpt)) * hpt;
-    if (p.sequences > 0) {
-      const Segment& seg = segments[static_cast<std::size_t>(s % q_tiles)];
-      const Problem f = p.sequence(seg.seq, var);
+    if (p_.sequences > 0) {
+      const Segment& seg = segments_[static_cast<std::size_t>(s % q_tiles_)];
+      const Problem f = p_.sequence(seg.seq, var_);
       r.i0 = seg.i0;
       r.n = seg.n;
-      r.tile = s % q_tiles;
-      r.q_off = var.cu_seqlens_q[seg.seq];
-      r.kv_off = var.cu_seqlens_kv[seg.seq];
+      r.tile = s % q_tiles_;
+      r.q_off = var_.cu_seqlens_q[seg.seq];
+      r.kv_off = var_.cu_seqlens_kv[seg.seq];
       r.offset = f.align_offset();
       r.kv_begin = f.key_begin(r.i0);
       r.kv_end = std::max(r.kv_begin, f.key_end(r.i0 + r.n - 1));
       return r;
     }
-    // Causal: later query tiles see more keys; run them first (s = 0 is the last tile).
-    const std::int64_t qt = q_tiles - 1 - s % q_tiles;
-    r.i0 = qt * positions;
-    r.n = std::min(positions, p.seq_q - r.i0);
+    const std::int64_t qt = q_tiles_ - 1 - s % q_tiles_;  // s = 0 is the last tile
+    r.i0 = qt * lay_.positions;
+    r.n = std::min(lay_.positions, p_.seq_q - r.i0);
     r.tile = qt;
     r.q_off = r.kv_off = 0;
-    r.offset = offset;
-    r.kv_begin = p.key_begin(r.i0);  // 0 without a window
-    r.kv_end = std::max(r.kv_begin, p.key_end(r.i0 + r.n - 1));
+    r.offset = p_.align_offset();
+    r.kv_begin = p_.key_begin(r.i0);  // 0 without a window
+    r.kv_end = std::max(r.kv_begin, p_.key_end(r.i0 + r.n - 1));
     return r;
-  };
-
-  // Mask block classes, once per call: per (plane, query tile, 16 keys) whether every entry is
-  // hidden (0), neutral (1: true, or +0 when additive) or mixed (2). Varlen: per segment, in its
-  // sequence's frame (the diagonal block of the packed mask; nothing else is read).
-  std::vector<std::uint8_t> classes(lay.block_class_bytes);
-  const std::int64_t key_blocks = lay.key_blocks, plane_size = p.seq_q * p.seq_kv;
-  const std::size_t mask_elem = p.mask == MaskKind::boolean ? 1 : sizeof(float);
-  if (!classes.empty()) {
-    const std::int64_t planes = p.mask_elements() / plane_size;
-    parallel(planes * q_tiles, threads, [&](std::int64_t pt, int) {
-      const std::int64_t plane = pt / q_tiles, tile = pt % q_tiles;
-      std::int64_t i0 = tile * positions, n = std::min(positions, p.seq_q - i0), q_off = 0, kv_off = 0, keys = p.seq_kv;
-      if (p.sequences > 0) {
-        const Segment& seg = segments[static_cast<std::size_t>(tile)];
-        i0 = seg.i0;
-        n = seg.n;
-        q_off = var.cu_seqlens_q[seg.seq];
-        kv_off = var.cu_seqlens_kv[seg.seq];
-        keys = var.cu_seqlens_kv[seg.seq + 1] - kv_off;
-      }
-      std::uint8_t* out = classes.data() + pt * key_blocks;
-      for (std::int64_t kb = 0; kb < (keys + 15) / 16; ++kb) {
-        bool hidden = true, neutral = true;
-        for (std::int64_t i = i0; i < i0 + n; ++i) {
-          const std::int64_t row = plane * plane_size + (q_off + i) * p.seq_kv + kv_off;
-          for (std::int64_t j = kb * 16; j < std::min(kb * 16 + 16, keys); ++j) {
-            bool h, z;
-            if (p.mask == MaskKind::boolean) {
-              h = static_cast<const std::uint8_t*>(var.mask)[row + j] == 0;
-              z = !h;
-            } else {
-              const float x = static_cast<const float*>(var.mask)[row + j];
-              h = x == -std::numeric_limits<float>::infinity();
-              z = x == 0.0f;
-            }
-            hidden = hidden && h;
-            neutral = neutral && z;
-          }
-        }
-        out[kb] = hidden ? 0 : (neutral ? 1 : 2);
-      }
-    });
   }
 
-  parallel(tasks, threads, [&](std::int64_t task, int slot) {
-    const RowSet rs = row_set(task / splits);
-    const std::int64_t split = task % splits;
-    // Splits cover [kv_begin, kv_end) in equal parts rounded to 16 keys; some may be empty.
-    const std::int64_t chunk = ((rs.kv_end - rs.kv_begin + splits - 1) / splits + 15) / 16 * 16;
-    TileArgs a;
-    a.q = at(t.q, p.dtype, rs.b * qs.batch + rs.h0 * qs.head + rs.q_off * qs.row);
-    a.k = at(t.k, kv, rs.b * ks.batch + rs.hk * ks.head + rs.kv_off * ks.row);
-    a.v = at(t.v, kv, rs.b * vs.batch + rs.hk * vs.head + rs.kv_off * vs.row);
-    a.out = at(t.out, p.dtype, rs.b * os.batch + rs.h0 * os.head + rs.q_off * os.row);
-    a.q_head = qs.head;
-    a.q_row = qs.row;
-    a.o_head = os.head;
-    a.o_row = os.row;
-    a.k_row = ks.row;
-    a.v_row = vs.row;
-    a.dtype = p.dtype;
-    a.heads = hpt;
-    a.positions = rs.n;
-    a.i0 = rs.i0;
-    a.j_begin = std::min(rs.kv_begin + split * chunk, rs.kv_end);
-    a.j_end = std::min(rs.kv_begin + (split + 1) * chunk, rs.kv_end);
-    a.seq_q = p.seq_q;  // the head stride of Q and O (all tokens, when varlen)
-    a.d_k = p.d_k;
-    a.d_v = p.d_v;
-    a.causal = p.causal;
-    a.causal_offset = rs.offset;  // also places the window
-    a.qk_scale = qk_scale;
-    a.block_kv = block_kv;
-    a.scratch = scratch[static_cast<std::size_t>(slot)].get();
-    TileVariant tv;
-    if (lay.variant) {
-      tv.window = effective_window(p);
-      tv.softcap = p.softcap * detail::online::kLog2e;
-      if (p.alibi) tv.slopes = var.alibi_slopes + rs.h0;
-      if (p.sinks && split == 0) tv.sinks = var.sinks + rs.h0;  // the sink joins each row once
-      float* extra = a.scratch + lay.tile_floats;
-      tv.row_scratch = extra;
-      if (p.mask != MaskKind::none) {
-        tv.mask = p.mask;
-        const std::int64_t plane0 = p.mask_plane(rs.b, rs.h0);
-        // The frame's corner of the plane (varlen: its sequence's diagonal block); rows keep the
-        // packed stride seq_kv.
-        const std::int64_t corner = plane0 * plane_size + rs.q_off * p.seq_kv + rs.kv_off;
-        tv.mask_plane = static_cast<const char*>(var.mask) + static_cast<std::size_t>(corner) * mask_elem;
-        tv.mask_head_stride = p.mask_plane(rs.b, rs.h0 + hpt - 1) != plane0 ? plane_size : 0;
-        tv.seq_kv = p.seq_kv;
-        tv.mask_tile = extra + lay.row_floats;
-        const std::uint8_t* own = classes.data() + (plane0 * q_tiles + rs.tile) * key_blocks;
-        if (tv.mask_head_stride == 0) {
-          tv.blocks = own;
-        } else {  // the heads' planes differ: a block is hidden (neutral) only if it is in all
-          auto* combined = reinterpret_cast<std::uint8_t*>(tv.mask_tile + lay.mask_tile_floats);
-          std::copy(own, own + key_blocks, combined);
-          for (std::int64_t h = 1; h < hpt; ++h) {
-            const std::uint8_t* other = own + h * q_tiles * key_blocks;
-            for (std::int64_t kb = 0; kb < key_blocks; ++kb)
-              combined[kb] = combined[kb] == other[kb] ? combined[kb] : 2;
+ private:
+  const Problem& p_;
+  const VariantData& var_;
+  const Layout& lay_;
+  std::vector<Segment> segments_;
+  std::int64_t per_group_, q_tiles_, count_;
+};
+
+// Mask block classes, once per call: per (plane, query tile, 16 keys) whether every entry is
+// hidden (0), neutral (1: true, or +0 when additive) or mixed (2). Varlen: per segment, in its
+// sequence's frame (the diagonal block of the packed mask; nothing else is read). Empty
+// without a mask.
+std::vector<std::uint8_t> classify_mask_blocks(const Problem& p, const VariantData& var, const Layout& lay,
+                                               const RowSets& sets) {
+  std::vector<std::uint8_t> classes(lay.block_class_bytes);
+  if (classes.empty()) return classes;
+  const std::int64_t q_tiles = sets.q_tiles(), key_blocks = lay.key_blocks, plane_size = p.seq_q * p.seq_kv;
+  const std::int64_t planes = p.mask_elements() / plane_size;
+  parallel(planes * q_tiles, lay.threads, [&](std::int64_t pt, int) {
+    const std::int64_t plane = pt / q_tiles, tile = pt % q_tiles;
+    std::int64_t i0 = tile * lay.positions, n = std::min(lay.positions, p.seq_q - i0), q_off = 0, kv_off = 0,
+                 keys = p.seq_kv;
+    if (p.sequences > 0) {
+      const RowSets::Segment& seg = sets.segments()[static_cast<std::size_t>(tile)];
+      i0 = seg.i0;
+      n = seg.n;
+      q_off = var.cu_seqlens_q[seg.seq];
+      kv_off = var.cu_seqlens_kv[seg.seq];
+      keys = var.cu_seqlens_kv[seg.seq + 1] - kv_off;
+    }
+    std::uint8_t* out = classes.data() + pt * key_blocks;
+    for (std::int64_t kb = 0; kb < (keys + 15) / 16; ++kb) {
+      bool hidden = true, neutral = true;
+      for (std::int64_t i = i0; i < i0 + n; ++i) {
+        const std::int64_t row = plane * plane_size + (q_off + i) * p.seq_kv + kv_off;
+        for (std::int64_t j = kb * 16; j < std::min(kb * 16 + 16, keys); ++j) {
+          bool h, z;
+          if (p.mask == MaskKind::boolean) {
+            h = static_cast<const std::uint8_t*>(var.mask)[row + j] == 0;
+            z = !h;
+          } else {
+            const float x = static_cast<const float*>(var.mask)[row + j];
+            h = x == -std::numeric_limits<float>::infinity();
+            z = x == 0.0f;
           }
-          tv.blocks = combined;
+          hidden = hidden && h;
+          neutral = neutral && z;
         }
       }
-      a.var = &tv;
+      out[kb] = hidden ? 0 : (neutral ? 1 : 2);
     }
-    if (splits > 1) {
-      a.part_o = part_o.data() + task * rows * p.d_v;
-      a.part_m = part_m.data() + task * rows;
-      a.part_l = part_l.data() + task * rows;
-    }
-    fn.run(a);
   });
-  if (splits == 1) return;
+  return classes;
+}
 
-  // Merge the splits of each row (online::merge_splits: fixed order, so deterministic), in
-  // float32, rounded once to the output type.
-  parallel(row_sets, threads, [&](std::int64_t s, int) {
-    const RowSet rs = row_set(s);
+// What every task of one call shares: the problem, the caller's tensors and their layouts, the
+// plan's sizes, the row sets and mask classes, and the split partials ([task][row][d_v] rows,
+// and a max and a sum per task row).
+struct Call {
+  const Problem& p;
+  const Tensors& t;
+  const Layout& lay;
+  const RowSets& sets;
+  const std::vector<std::uint8_t>& classes;
+  Strides qs, ks, vs, os;  // the caller's strides, or [batch, heads, seq, dim]
+  float qk_scale;          // scale x log2 e: the softmax runs in base 2
+  std::vector<float> part_o, part_m, part_l;
+
+  Call(const Problem& p_, const Tensors& t_, const Layout& lay_, const RowSets& sets_,
+       const std::vector<std::uint8_t>& classes_)
+      : p(p_), t(t_), lay(lay_), sets(sets_), classes(classes_) {
+    const VariantData& var = t.variant;
+    qs = p.strided ? var.q_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_k);
+    ks = p.strided ? var.k_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_k);
+    vs = p.strided ? var.v_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_v);
+    os = p.strided ? var.out_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_v);
+    qk_scale = p.effective_scale() * detail::online::kLog2e;
+    if (lay.splits > 1) {
+      const std::size_t task_rows = static_cast<std::size_t>(tasks() * lay.rows);
+      part_o.resize(task_rows * static_cast<std::size_t>(p.d_v));
+      part_m.resize(task_rows);
+      part_l.resize(task_rows);
+    }
+  }
+  std::int64_t tasks() const { return sets.count() * lay.splits; }
+};
+
+// The variants of a task (TileVariant) in its thread's scratch past the tile kernel's own:
+// per-row parameters, the mask tile, and the task's mask blocks (combined over its heads when
+// their planes differ: a block is hidden, or neutral, only if it is in every plane).
+void task_variant(const Call& call, const RowSet& rs, std::int64_t split, float* scratch, TileVariant& tv) {
+  const Problem& p = call.p;
+  const VariantData& var = call.t.variant;
+  const Layout& lay = call.lay;
+  tv.window = effective_window(p);
+  tv.softcap = p.softcap * detail::online::kLog2e;
+  if (p.alibi) tv.slopes = var.alibi_slopes + rs.h0;
+  if (p.sinks && split == 0) tv.sinks = var.sinks + rs.h0;  // the sink joins each row once
+  float* extra = scratch + lay.tile_floats;
+  tv.row_scratch = extra;
+  if (p.mask == MaskKind::none) return;
+  const std::int64_t plane_size = p.seq_q * p.seq_kv, key_blocks = lay.key_blocks, q_tiles = call.sets.q_tiles();
+  const std::size_t mask_elem = p.mask == MaskKind::boolean ? 1 : sizeof(float);
+  tv.mask = p.mask;
+  const std::int64_t plane0 = p.mask_plane(rs.b, rs.h0);
+  // The frame's corner of the plane (varlen: its sequence's diagonal block); rows keep the
+  // packed stride seq_kv.
+  const std::int64_t corner = plane0 * plane_size + rs.q_off * p.seq_kv + rs.kv_off;
+  tv.mask_plane = static_cast<const char*>(var.mask) + static_cast<std::size_t>(corner) * mask_elem;
+  tv.mask_head_stride = p.mask_plane(rs.b, rs.h0 + lay.hpt - 1) != plane0 ? plane_size : 0;
+  tv.seq_kv = p.seq_kv;
+  tv.mask_tile = extra + lay.row_floats;
+  const std::uint8_t* own = call.classes.data() + (plane0 * q_tiles + rs.tile) * key_blocks;
+  if (tv.mask_head_stride == 0) {
+    tv.blocks = own;
+    return;
+  }
+  auto* combined = reinterpret_cast<std::uint8_t*>(tv.mask_tile + lay.mask_tile_floats);
+  std::copy(own, own + key_blocks, combined);
+  for (std::int64_t h = 1; h < lay.hpt; ++h) {
+    const std::uint8_t* other = own + h * q_tiles * key_blocks;
+    for (std::int64_t kb = 0; kb < key_blocks; ++kb) combined[kb] = combined[kb] == other[kb] ? combined[kb] : 2;
+  }
+  tv.blocks = combined;
+}
+
+// The tile kernel's arguments for one task: row set task / splits, key split task % splits
+// (splits cover [kv_begin, kv_end) in equal parts rounded to 16 keys; some may be empty).
+TileArgs task_args(Call& call, std::int64_t task, float* scratch, TileVariant& tv) {
+  const Problem& p = call.p;
+  const Tensors& t = call.t;
+  const Layout& lay = call.lay;
+  const std::int64_t splits = lay.splits, split = task % splits;
+  const RowSet rs = call.sets(task / splits);
+  const std::int64_t chunk = ((rs.kv_end - rs.kv_begin + splits - 1) / splits + 15) / 16 * 16;
+  const Dtype kv = p.kv_type();
+  TileArgs a;
+  a.q = at(t.q, p.dtype, rs.b * call.qs.batch + rs.h0 * call.qs.head + rs.q_off * call.qs.row);
+  a.k = at(t.k, kv, rs.b * call.ks.batch + rs.hk * call.ks.head + rs.kv_off * call.ks.row);
+  a.v = at(t.v, kv, rs.b * call.vs.batch + rs.hk * call.vs.head + rs.kv_off * call.vs.row);
+  a.out = at(t.out, p.dtype, rs.b * call.os.batch + rs.h0 * call.os.head + rs.q_off * call.os.row);
+  a.q_head = call.qs.head;
+  a.q_row = call.qs.row;
+  a.o_head = call.os.head;
+  a.o_row = call.os.row;
+  a.k_row = call.ks.row;
+  a.v_row = call.vs.row;
+  a.dtype = p.dtype;
+  a.heads = lay.hpt;
+  a.positions = rs.n;
+  a.i0 = rs.i0;
+  a.j_begin = std::min(rs.kv_begin + split * chunk, rs.kv_end);
+  a.j_end = std::min(rs.kv_begin + (split + 1) * chunk, rs.kv_end);
+  a.seq_q = p.seq_q;  // the head stride of Q and O (all tokens, when varlen)
+  a.d_k = p.d_k;
+  a.d_v = p.d_v;
+  a.causal = p.causal;
+  a.causal_offset = rs.offset;  // also places the window
+  a.qk_scale = call.qk_scale;
+  a.block_kv = lay.block_kv;
+  a.scratch = scratch;
+  if (lay.variant) {
+    task_variant(call, rs, split, scratch, tv);
+    a.var = &tv;
+  }
+  if (splits > 1) {
+    const std::size_t first_row = static_cast<std::size_t>(task * lay.rows);
+    a.part_o = call.part_o.data() + first_row * static_cast<std::size_t>(p.d_v);
+    a.part_m = call.part_m.data() + first_row;
+    a.part_l = call.part_l.data() + first_row;
+  }
+  return a;
+}
+
+// Each row's key splits merged (online::merge_splits: in split order, so deterministic) in
+// float32, rounded once to the output type.
+void merge_split_rows(const Call& call) {
+  const Problem& p = call.p;
+  const std::int64_t splits = call.lay.splits, rows = call.lay.rows;
+  parallel(call.sets.count(), call.lay.threads, [&](std::int64_t s, int) {
+    const RowSet rs = call.sets(s);
     std::vector<float> row(static_cast<std::size_t>(p.d_v));
-    for (std::int64_t r = 0; r < hpt * rs.n; ++r) {
+    for (std::int64_t r = 0; r < call.lay.hpt * rs.n; ++r) {
       const std::int64_t head = r / rs.n, pos = rs.i0 + r % rs.n;
-      void* out_row = at(t.out, p.dtype, rs.b * os.batch + (rs.h0 + head) * os.head + (rs.q_off + pos) * os.row);
+      void* out_row =
+          at(call.t.out, p.dtype, rs.b * call.os.batch + (rs.h0 + head) * call.os.head + (rs.q_off + pos) * call.os.row);
       float* o = p.dtype == Dtype::fp32 ? static_cast<float*>(out_row) : row.data();
       const std::size_t first = static_cast<std::size_t>(s * splits * rows + r);  // split 0 of this row
-      detail::online::merge_splits(splits, part_m.data() + first, part_l.data() + first, rows,
-                                   part_o.data() + first * static_cast<std::size_t>(p.d_v), rows * p.d_v, p.d_v, o);
+      detail::online::merge_splits(splits, call.part_m.data() + first, call.part_l.data() + first, rows,
+                                   call.part_o.data() + first * static_cast<std::size_t>(p.d_v), rows * p.d_v, p.d_v,
+                                   o);
       if (o != out_row) convert_from_float(p.dtype, o, out_row, static_cast<std::size_t>(p.d_v));
     }
   });
+}
+
+}  // namespace
+
+void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops) {
+  const Layout lay = layout_of(p, plan, ops);
+  const RowSets sets(p, t.variant, lay);
+  const std::vector<std::uint8_t> classes = classify_mask_blocks(p, t.variant, lay, sets);
+  Call call(p, t, lay, sets, classes);
+  // One tile scratch per thread (the slot parallel() passes), sized by layout_of.
+  std::vector<detail::AlignedArray<float>> scratch;
+  for (int i = 0; i < lay.threads; ++i)
+    scratch.push_back(detail::aligned_array<float>(static_cast<std::size_t>(lay.scratch_floats)));
+  parallel(call.tasks(), lay.threads, [&](std::int64_t task, int slot) {
+    TileVariant tv;
+    lay.fn->run(task_args(call, task, scratch[static_cast<std::size_t>(slot)].get(), tv));
+  });
+  if (lay.splits > 1) merge_split_rows(call);
 }
 
 }  // namespace attune::simd

@@ -25,8 +25,7 @@ const IsaOps& isa_ops(Isa isa) {
 std::int64_t tile_scratch_floats(const TileFn& fn, std::int64_t rows, std::int64_t d_k, std::int64_t d_v,
                                  std::int64_t block_kv) {
   const std::int64_t padded = (rows + fn.lanes - 1) / fn.lanes * fn.lanes;
-  // + 20 per row: the decoding form pads each score row to whole vectors (up to 16 floats).
-  const std::int64_t tile = padded * (d_k + block_kv + d_v + 4 + 20);
+  const std::int64_t tile = TileScratch(padded, d_k, d_v, block_kv).extra;
   // The bf16 dot form packs each V tile in key pairs: ceil(block_kv / 2) x d_v 32-bit words.
   if (fn.bf16_dot) return tile + (block_kv + 1) / 2 * d_v + 16;
   // The conversion path's widened K and V tiles (16-bit K/V with more rows than the dot forms).

@@ -105,7 +105,29 @@ struct IsaOps {
   const TileFn* bf16_dot = nullptr;
 };
 
-// Floats of scratch one tile task needs: Q^T, S^T/P^T, O^T and four per-row vectors.
+// The scratch of one tile task, in floats from TileArgs::scratch, for `rp` rows (the task's
+// rows padded to whole vectors, or the decoding form's R): the one derivation of its layout,
+// read by both tile forms for their offsets and by tile_scratch_floats for the allocation.
+//   Q^T [d_k][rp] | S^T [block_kv + kScorePad][rp] | O^T [d_v][rp] | m, l, alpha, limit [rp] | extra
+// The decoding form keeps the same regions row-major: Q [rp][d_k], scores [rp][block_kv + W]
+// (each row padded to whole vectors: W <= 16 < kScorePad), O [rp][d_v], m, l.
+// extra (past the tile): the bf16 dot form's V tile in key pairs, or the conversion path's
+// widened K and V tiles (a set is one or the other).
+struct TileScratch {
+  static constexpr std::int64_t kScorePad = 20;
+  std::int64_t qt, st, ot, m, l, alpha, limit, extra;
+  TileScratch(std::int64_t rp, std::int64_t d_k, std::int64_t d_v, std::int64_t block_kv)
+      : qt(0),
+        st(qt + d_k * rp),
+        ot(st + (block_kv + kScorePad) * rp),
+        m(ot + d_v * rp),
+        l(m + rp),
+        alpha(l + rp),
+        limit(alpha + rp),
+        extra(limit + rp) {}
+};
+
+// Floats of scratch one tile task of `fn` needs (TileScratch, plus its extra).
 std::int64_t tile_scratch_floats(const TileFn& fn, std::int64_t rows, std::int64_t d_k,
                                  std::int64_t d_v, std::int64_t block_kv);
 // The ops of a compiled ISA; throws InvalidArgument if it is not compiled in.

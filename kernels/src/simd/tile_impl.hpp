@@ -10,8 +10,8 @@
 // layout), MR value columns x NV vectors of rows for O^T (V scalars broadcast likewise).
 // Rows are padded to whole vectors only: lane chunks of NV vectors, then one of NV/2, ... 1
 // for the rest, so 48 rows on AVX-512 run as 32 + 16, not as a 64-row tile a quarter empty.
-// Scratch: Q^T d_k x R, S^T block_kv x R, O^T d_v x R, and m, l, alpha, limit (R each),
-// R = rows rounded up to one vector (at most NV * width floats per row are reserved).
+// Scratch: TileScratch (tile.hpp) for R = rows rounded up to one vector (at most NV * width
+// floats per row are reserved).
 #pragma once
 
 #include "detail/online_softmax.hpp"
@@ -492,16 +492,17 @@ struct TileKernel {
     Ctx c;
     c.a = &a;
     c.rp = (rows + W - 1) / W * W;
-    c.qt = a.scratch;
-    c.st = c.qt + a.d_k * c.rp;
-    c.ot = c.st + a.block_kv * c.rp;
-    c.m = c.ot + a.d_v * c.rp;
-    c.l = c.m + c.rp;
-    c.alpha = c.l + c.rp;
-    c.limit = c.alpha + c.rp;
-    c.v2 = reinterpret_cast<std::uint32_t*>(c.limit + c.rp + 20 * c.rp);  // past the tile (see tile_scratch_floats)
+    const TileScratch at(c.rp, a.d_k, a.d_v, a.block_kv);
+    c.qt = a.scratch + at.qt;
+    c.st = a.scratch + at.st;
+    c.ot = a.scratch + at.ot;
+    c.m = a.scratch + at.m;
+    c.l = a.scratch + at.l;
+    c.alpha = a.scratch + at.alpha;
+    c.limit = a.scratch + at.limit;
+    c.v2 = reinterpret_cast<std::uint32_t*>(a.scratch + at.extra);
     if constexpr (kWiden) {
-      c.kw = c.limit + c.rp + 20 * c.rp;  // the same place (a set is either Dot or widening)
+      c.kw = a.scratch + at.extra;
       c.vw = c.kw + a.block_kv * a.d_k;
     }
     if constexpr (Var) {
@@ -671,7 +672,7 @@ struct TileKernel {
 // run along d, so every K or V vector loaded serves all R rows and no lane idles.
 //   s[r][j] = sum_d Q[r][d] K[j][d]     (two keys per step; lanes summed W keys at a time)
 //   o[r][:] <- o[r][:] * alpha[r] + sum_j p[r][j] V[j][:]
-// Scratch: Q R x d_k, O R x d_v, scores R x (block_kv + W), m and l R each.
+// Scratch: TileScratch (tile.hpp) for R rows: Q [R][d_k], scores [R][block_kv + W], O [R][d_v], m, l.
 // Var = true: the variants (TileArgs::var) on each score as it is finished, tiles whose mask
 // blocks are all hidden skipped.
 template <class Arch, int R, class T, bool Var = false>
@@ -715,12 +716,14 @@ struct DotKernel {
 
   static void run(const TileArgs& a) {
     const std::int64_t rows = a.heads * a.positions;  // <= R
-    float* q = a.scratch;                              // [R][d_k], scaled, zero rows past `rows`
-    float* o = q + R * a.d_k;                          // [R][d_v]
+    static_assert(W <= TileScratch::kScorePad);
+    const TileScratch at(R, a.d_k, a.d_v, a.block_kv);
+    float* q = a.scratch + at.qt;                      // [R][d_k], scaled, zero rows past `rows`
+    float* o = a.scratch + at.ot;                      // [R][d_v]
     const std::int64_t s_stride = a.block_kv + W;
-    float* s = o + R * a.d_v;                          // [R][block_kv + W]
-    float* m = s + R * s_stride;
-    float* l = m + R;
+    float* s = a.scratch + at.st;                      // [R][block_kv + W]
+    float* m = a.scratch + at.m;
+    float* l = a.scratch + at.l;
     float limit[R];
     [[maybe_unused]] float lo[R], nslope[R], posf[R];  // Var only
     for (int r = 0; r < R; ++r) {
