@@ -337,14 +337,16 @@ struct TileKernel {
     }
   }
 
-#if defined(__AVX512BF16__)
+  // The Dot form's operations (vec.hpp): instantiated only where Dot is, on an ISA with them.
+  using D = Bf16Dot<Arch>;
+
   // Dot form of qk: S^T rows [jj, jj + MK) for lane chunk c0, from Q^T pairs and K dwords.
   template <int MK, int N>
   static void qk_dot(const Ctx& c, std::int64_t j0, std::int64_t jj, std::int64_t c0, bool masked, B* tmax) {
     const TileArgs& a = *c.a;
-    __m512 acc[MK][N];
+    B acc[MK][N];
     for (int mr = 0; mr < MK; ++mr)
-      for (int nv = 0; nv < N; ++nv) acc[mr][nv] = _mm512_setzero_ps();
+      for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::set1(0.0f);
     const std::uint16_t* krow = static_cast<const std::uint16_t*>(a.k) + (j0 + jj) * a.k_row;
     const auto* q2 = reinterpret_cast<const std::uint32_t*>(c.qt) + c0;
     const char* k_next = reinterpret_cast<const char*>(krow + MK * a.k_row);
@@ -353,8 +355,8 @@ struct TileKernel {
     for (std::int64_t dp = 0; dp < pairs; ++dp) {
       __builtin_prefetch(k_next + dp * 64);
       __builtin_prefetch(v_rows + dp * 64, 0, 2);
-      __m512bh qv[N];
-      for (int nv = 0; nv < N; ++nv) qv[nv] = (__m512bh)_mm512_loadu_si512(q2 + dp * c.rp + nv * W);
+      typename D::Pairs qv[N];
+      for (int nv = 0; nv < N; ++nv) qv[nv] = D::load_pairs(q2 + dp * c.rp + nv * W);
       for (int mr = 0; mr < MK; ++mr) {
         std::uint32_t word;
         if (dp < full) {
@@ -362,17 +364,17 @@ struct TileKernel {
         } else {
           word = krow[mr * a.k_row + 2 * dp];  // odd d_k: the last d pairs with zero
         }
-        const __m512bh kb = (__m512bh)_mm512_set1_epi32(static_cast<int>(word));
-        for (int nv = 0; nv < N; ++nv) acc[mr][nv] = _mm512_dpbf16_ps(acc[mr][nv], kb, qv[nv]);
+        const typename D::Pairs kb = D::broadcast_pair(word);
+        for (int nv = 0; nv < N; ++nv) acc[mr][nv] = D::dot(acc[mr][nv], kb, qv[nv]);
       }
     }
-    const __m512 scale = _mm512_set1_ps(a.qk_scale);
+    const B scale = V::set1(a.qk_scale);
 #pragma GCC unroll 16
     for (int mr = 0; mr < MK; ++mr) {
       const B key = V::set1(static_cast<float>(j0 + jj + mr));
 #pragma GCC unroll 8
       for (int nv = 0; nv < N; ++nv) {
-        B s = B(_mm512_mul_ps(acc[mr][nv], scale));
+        B s = acc[mr][nv] * scale;
         if (masked) s = V::keep_le(key, V::load(c.limit + c0 + nv * W), s, V::set1(kNegInf));
         V::store(c.st + (jj + mr) * c.rp + c0 + nv * W, s);
         tmax[nv] = V::max(tmax[nv], s);
@@ -385,11 +387,6 @@ struct TileKernel {
   // unrounded values.
   template <int N>
   static void softmax_dot(const Ctx& c, std::int64_t cols, std::int64_t c0, const B* tmax) {
-    // vcvtne2ps2bf16 puts 16 values of each vector in the low and high halves; this interleaves them.
-    alignas(64) static constexpr std::int16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                                 21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
-                                                                 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    const __m512i interleave = _mm512_load_si512(kInterleave);
     for (int nv = 0; nv < N; ++nv) {
       const std::int64_t off = c0 + nv * W;
       const B m_use = update_max(c, off, tmax[nv]);
@@ -398,8 +395,7 @@ struct TileKernel {
         const B p0 = V::exp2(V::load(c.st + j * c.rp + off) - m_use);
         const B p1 = j + 1 < cols ? V::exp2(V::load(c.st + (j + 1) * c.rp + off) - m_use) : V::set1(0.0f);
         sum = sum + p0 + p1;
-        const __m512i halves = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
-        _mm512_storeu_si512(c.st + (j / 2) * c.rp + off, _mm512_permutexvar_epi16(interleave, halves));
+        D::store_pairs(reinterpret_cast<std::uint32_t*>(c.st + (j / 2) * c.rp + off), p0, p1);
       }
       V::store(c.l + off, online::running_sum(V::load(c.l + off), V::load(c.alpha + off), sum));
     }
@@ -409,52 +405,34 @@ struct TileKernel {
   template <int MK, int N>
   static void pv_dot(const Ctx& c, std::int64_t cols, std::int64_t d0, std::int64_t c0) {
     const TileArgs& a = *c.a;
-    __m512 acc[MK][N];
-    __m512 al[N];
-    for (int nv = 0; nv < N; ++nv) al[nv] = _mm512_loadu_ps(c.alpha + c0 + nv * W);
+    B acc[MK][N];
+    B al[N];
+    for (int nv = 0; nv < N; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
     for (int md = 0; md < MK; ++md)
-      for (int nv = 0; nv < N; ++nv) acc[md][nv] = _mm512_mul_ps(_mm512_loadu_ps(c.ot + (d0 + md) * c.rp + c0 + nv * W), al[nv]);
+      for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
     const auto* p2 = reinterpret_cast<const std::uint32_t*>(c.st) + c0;
     for (std::int64_t jp = 0; jp < (cols + 1) / 2; ++jp) {
-      __m512bh pv[N];
-      for (int nv = 0; nv < N; ++nv) pv[nv] = (__m512bh)_mm512_loadu_si512(p2 + jp * c.rp + nv * W);
+      typename D::Pairs pv[N];
+      for (int nv = 0; nv < N; ++nv) pv[nv] = D::load_pairs(p2 + jp * c.rp + nv * W);
       for (int md = 0; md < MK; ++md) {
-        const __m512bh vb = (__m512bh)_mm512_set1_epi32(static_cast<int>(c.v2[jp * a.d_v + d0 + md]));
-        for (int nv = 0; nv < N; ++nv) acc[md][nv] = _mm512_dpbf16_ps(acc[md][nv], vb, pv[nv]);
+        const typename D::Pairs vb = D::broadcast_pair(c.v2[jp * a.d_v + d0 + md]);
+        for (int nv = 0; nv < N; ++nv) acc[md][nv] = D::dot(acc[md][nv], vb, pv[nv]);
       }
     }
     for (int md = 0; md < MK; ++md)
-      for (int nv = 0; nv < N; ++nv) _mm512_storeu_ps(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
+      for (int nv = 0; nv < N; ++nv) V::store(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
   }
 
-  // V rows [j0, j0 + cols) in key pairs: v2[jp][d] = V[j0 + 2jp][d] | V[j0 + 2jp + 1][d] << 16,
-  // 32 columns per two permutes; an odd last key pairs with zero (its P is zero too).
+  // V rows [j0, j0 + cols) in key pairs: v2[jp][d] = V[j0 + 2jp][d] | V[j0 + 2jp + 1][d] << 16;
+  // an odd last key pairs with zero (its P is zero too).
   static void pack_v(const Ctx& c, std::int64_t j0, std::int64_t cols) {
     const TileArgs& a = *c.a;
-    alignas(64) static constexpr std::int16_t kLo[32] = {0,  32, 1,  33, 2,  34, 3,  35, 4,  36, 5,
-                                                         37, 6,  38, 7,  39, 8,  40, 9,  41, 10, 42,
-                                                         11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-    alignas(64) static constexpr std::int16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21,
-                                                         53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58,
-                                                         27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
-    const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_load_si512(kHi);
     const auto* v = static_cast<const std::uint16_t*>(a.v) + j0 * a.v_row;
     for (std::int64_t jp = 0; jp < (cols + 1) / 2; ++jp) {
       const std::uint16_t* r0 = v + 2 * jp * a.v_row;
-      const bool pair = 2 * jp + 1 < cols;
-      std::uint32_t* out = c.v2 + jp * a.d_v;
-      std::int64_t d = 0;
-      for (; d + 32 <= a.d_v; d += 32) {
-        const __m512i x = _mm512_loadu_si512(r0 + d);
-        const __m512i y = pair ? _mm512_loadu_si512(r0 + a.v_row + d) : _mm512_setzero_si512();
-        _mm512_storeu_si512(out + d, _mm512_permutex2var_epi16(x, lo, y));
-        _mm512_storeu_si512(out + d + 16, _mm512_permutex2var_epi16(x, hi, y));
-      }
-      for (; d < a.d_v; ++d)
-        out[d] = r0[d] | (pair ? static_cast<std::uint32_t>(r0[a.v_row + d]) << 16 : 0u);
+      D::interleave_rows(r0, 2 * jp + 1 < cols ? r0 + a.v_row : nullptr, a.d_v, c.v2 + jp * a.d_v);
     }
   }
-#endif
 
   // step<K>(i) over [0, n): K = M while M fit, then single steps of 4 and 2 (those below M),
   // then 1. With M = 6, a 128-key tile leaves 2 keys (and d_v = 128 two columns), which
@@ -631,7 +609,6 @@ struct TileKernel {
       const std::int64_t cols = imin(a.block_kv, j_end - j0);
       // Only tiles crossing the diagonal apply the mask (padded rows compute harmless zeros).
       const bool masked = j0 + cols - 1 > first_full_limit;
-#if defined(__AVX512BF16__)
       if constexpr (Dot) {
         pack_v(c, j0, cols);
         chunks(c.rp, [&]<int N>(std::int64_t c0) {
@@ -643,7 +620,6 @@ struct TileKernel {
         });
         continue;
       }
-#endif
       tile(c, j0, cols, masked);
     }
   }

@@ -294,5 +294,52 @@ struct Vec<scalar_arch> {
   }
 };
 
+// The bf16 dot-product operations of the tile kernel's Dot form (TileKernel<..., Dot = true>),
+// defined only for an ISA that has them: a "pairs" register holds two bf16 per 32-bit lane
+// (two consecutive d of a row, or two consecutive keys), and dot() multiplies pairs and adds
+// both products to a float32 lane.
+template <class Arch>
+struct Bf16Dot;
+
+#if defined(__AVX512BF16__)
+template <>
+struct Bf16Dot<xsimd::avx512f> {
+  using B = Vec<xsimd::avx512f>::B;
+  using Pairs = __m512bh;
+  static Pairs load_pairs(const std::uint32_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
+  static Pairs broadcast_pair(std::uint32_t word) { return (__m512bh)_mm512_set1_epi32(static_cast<int>(word)); }
+  // acc + a.lo b.lo + a.hi b.hi in each lane (vdpbf16ps).
+  static B dot(const B& acc, const Pairs& a, const Pairs& b) { return B(_mm512_dpbf16_ps(acc, a, b)); }
+  // p0 and p1 rounded to bf16 (nearest even), stored as 16 pairs: dst[i] = p0[i] | p1[i] << 16.
+  static void store_pairs(std::uint32_t* dst, const B& p0, const B& p1) {
+    // vcvtne2ps2bf16 puts 16 values of each vector in the low and high halves; this interleaves them.
+    alignas(64) static constexpr std::int16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                                 21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                                                 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i halves = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
+    _mm512_storeu_si512(dst, _mm512_permutexvar_epi16(_mm512_load_si512(kInterleave), halves));
+  }
+  // Two rows of n 16-bit values as pairs: out[d] = r0[d] | r1[d] << 16 (r1 == nullptr: zeros),
+  // 32 columns per two permutes.
+  static void interleave_rows(const std::uint16_t* r0, const std::uint16_t* r1, std::int64_t n, std::uint32_t* out) {
+    alignas(64) static constexpr std::int16_t kLo[32] = {0,  32, 1,  33, 2,  34, 3,  35, 4,  36, 5,
+                                                         37, 6,  38, 7,  39, 8,  40, 9,  41, 10, 42,
+                                                         11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+    alignas(64) static constexpr std::int16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21,
+                                                         53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58,
+                                                         27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+    const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_load_si512(kHi);
+    std::int64_t d = 0;
+    for (; d + 32 <= n; d += 32) {
+      const __m512i x = _mm512_loadu_si512(r0 + d);
+      const __m512i y = r1 != nullptr ? _mm512_loadu_si512(r1 + d) : _mm512_setzero_si512();
+      _mm512_storeu_si512(out + d, _mm512_permutex2var_epi16(x, lo, y));
+      _mm512_storeu_si512(out + d + 16, _mm512_permutex2var_epi16(x, hi, y));
+    }
+    for (; d < n; ++d) out[d] = r0[d] | (r1 != nullptr ? static_cast<std::uint32_t>(r1[d]) << 16 : 0u);
+  }
+};
+#endif
+
 }  // namespace
 }  // namespace attune::simd
