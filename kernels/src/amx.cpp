@@ -3,7 +3,8 @@
 // contract is "queries in vector lanes, K/V read in place", while the tile unit wants K and V
 // repacked into VNNI pairs once per (batch, KV head) and shared by every query block, with
 // wide key panels and fp32 accumulators in memory; forcing both through one driver would make
-// each worse. The vector code it needs (exp2, the rounding) is shared with flash.
+// each worse. Its online softmax follows the same numeric policy (detail/online_softmax.hpp);
+// its exp2 is its own degree-3 polynomial, fine enough for weights rounded to bf16 (isa/amx.cpp).
 //
 // Decoding shapes with fewer than kMinTileRows query rows per KV head (seq_q x the GQA group:
 // one token of a 4-head group) run flash's AVX-512 path instead: there the tiles would be

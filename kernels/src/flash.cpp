@@ -11,7 +11,8 @@
 namespace attune::detail {
 namespace {
 
-// Defaults until a tuned table says otherwise (see KERNEL-NOTES.md, checklist 7 and 10).
+// Defaults until a tuned table says otherwise (attune tune searches these per shape and
+// machine: docs/tuning.md).
 constexpr std::int64_t kDefaultBlockQ = 64;
 constexpr std::int64_t kDefaultBlockKv = 128;
 constexpr std::int64_t kTasksPerThread = 4;      // fewer tasks than this per thread: split keys

@@ -1,7 +1,8 @@
 // AMX build (compiled with -mamx-tile -mamx-bf16 and AVX-512 F/BW/DQ/BF16): the tile code of
-// the `amx` kernel, see amx/amx.hpp for the algorithm and the contract. Everything with
-// internal linkage, so no inline function compiled with these flags can be picked by the
-// linker for another translation unit.
+// the `amx` kernel, see amx/amx.hpp for the algorithm and the contract. Every helper has
+// internal linkage (anonymous namespaces); only the entry points amx/amx.hpp declares are
+// external, so no inline function compiled with these flags can be picked by the linker for
+// another translation unit.
 #include "amx/amx.hpp"
 #include "detail/online_softmax.hpp"
 
@@ -332,6 +333,8 @@ std::size_t block_scratch_bytes(std::int64_t rows, std::int64_t d_k, std::int64_
 
 std::uint64_t ticks() { return __rdtsc(); }
 
+namespace {
+
 // 16 rows of 16 dwords (row i at src + i * stride dwords) transposed into dst (row c = dword c of
 // every source row): unpacks within 128-bit lanes, then two rounds of lane shuffles.
 inline void transpose16x16(const std::uint32_t* src, std::int64_t stride, std::uint32_t* dst) {
@@ -356,6 +359,8 @@ inline void transpose16x16(const std::uint32_t* src, std::int64_t stride, std::u
     _mm512_storeu_si512(dst + (12 + k) * 16, _mm512_shuffle_i32x4(w0, w1, 0xDD));
   }
 }
+
+}  // namespace
 
 // Tile (kt, dc) of packed K: 16 keys x 32 d_k, row r = d pair (dc*32 + 2r, +1), column = key:
 // a 16 x 16 transpose of 32-bit pairs, element by element only at the edges (last keys, d_k

@@ -56,6 +56,28 @@ inline void variant_row(const TileArgs& a, bool real, std::int64_t head, std::in
   }
 }
 
+// The end of a task (both tile forms): each row normalised and written to O in its storage
+// type, rounded once; or, for a key split, its unnormalised row with its max and sum, for the
+// driver's merge. o(r, d) is element d of row r's unnormalised output.
+template <class Row>
+[[gnu::always_inline]] inline void write_rows(const TileArgs& a, std::int64_t rows, const Row& o, const float* m,
+                                              const float* l) {
+  with_element_type(a.dtype, [&]<class TO>(const TO*) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::int64_t head = r / a.positions, pos = a.i0 + r % a.positions;
+      if (a.part_o != nullptr) {
+        for (std::int64_t d = 0; d < a.d_v; ++d) a.part_o[r * a.d_v + d] = o(r, d);
+        a.part_m[r] = m[r];
+        a.part_l[r] = l[r];
+      } else {
+        const float inv = online::normaliser(l[r]);
+        TO* orow = static_cast<TO*>(a.out) + head * a.o_head + pos * a.o_row;
+        for (std::int64_t d = 0; d < a.d_v; ++d) store_rounded(orow + d, o(r, d) * inv);
+      }
+    }
+  });
+}
+
 // The class of the key tile [j0, j0 + cols) from its 16-key mask blocks: 0 all hidden, 1 all
 // neutral, 2 mixed (TileVariant::blocks).
 inline int tile_class(const std::uint8_t* blocks, std::int64_t j0, std::int64_t cols) {
@@ -624,23 +646,9 @@ struct TileKernel {
     }
   }
 
-  // Normalised O rows written (or the partial rows of a split).
+  // Normalised O rows written (or the partial rows of a split): O^T is [d_v][rp].
   [[gnu::always_inline]] static void finish(const Ctx& c, std::int64_t rows) {
-    const TileArgs& a = *c.a;
-    with_element_type(a.dtype, [&]<class TO>(const TO*) {
-      for (std::int64_t r = 0; r < rows; ++r) {
-        const std::int64_t head = r / a.positions, pos = a.i0 + r % a.positions;
-        if (a.part_o != nullptr) {
-          for (std::int64_t d = 0; d < a.d_v; ++d) a.part_o[r * a.d_v + d] = c.ot[d * c.rp + r];
-          a.part_m[r] = c.m[r];
-          a.part_l[r] = c.l[r];
-        } else {
-          const float inv = online::normaliser(c.l[r]);
-          TO* orow = static_cast<TO*>(a.out) + head * a.o_head + pos * a.o_row;
-          for (std::int64_t d = 0; d < a.d_v; ++d) store_rounded(orow + d, c.ot[d * c.rp + r] * inv);
-        }
-      }
-    });
+    write_rows(*c.a, rows, [&](std::int64_t r, std::int64_t d) { return c.ot[d * c.rp + r]; }, c.m, c.l);
   }
 };
 
@@ -789,20 +797,7 @@ struct DotKernel {
       }
     }
 
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const std::int64_t head = r / a.positions, pos = a.i0 + r % a.positions;
-      if (a.part_o != nullptr) {
-        for (std::int64_t d = 0; d < a.d_v; ++d) a.part_o[r * a.d_v + d] = o[r * a.d_v + d];
-        a.part_m[r] = m[r];
-        a.part_l[r] = l[r];
-      } else {
-        const float inv = online::normaliser(l[r]);
-        with_element_type(a.dtype, [&]<class TO>(const TO*) {
-          TO* orow = static_cast<TO*>(a.out) + head * a.o_head + pos * a.o_row;
-          for (std::int64_t d = 0; d < a.d_v; ++d) store_rounded(orow + d, o[r * a.d_v + d] * inv);
-        });
-      }
-    }
+    write_rows(a, rows, [&](std::int64_t r, std::int64_t d) { return o[r * a.d_v + d]; }, m, l);
   }
 
   // Var: the variants on the score of key j for row r (TileKernel::modify's order, scalar).
