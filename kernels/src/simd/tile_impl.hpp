@@ -297,16 +297,28 @@ struct TileKernel {
     }
   }
 
+  // The PV step's accumulators: O^T columns [d0, d0 + MK) of lane chunk c0, rescaled by alpha
+  // (O' = O alpha + P V), and their store back.
+  template <int MK, int N>
+  [[gnu::always_inline]] static void load_rescaled_o(const Ctx& c, std::int64_t d0, std::int64_t c0, B (&acc)[MK][N]) {
+    B al[N];
+    for (int nv = 0; nv < N; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
+    for (int md = 0; md < MK; ++md)
+      for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
+  }
+  template <int MK, int N>
+  [[gnu::always_inline]] static void store_o(const Ctx& c, std::int64_t d0, std::int64_t c0, const B (&acc)[MK][N]) {
+    for (int md = 0; md < MK; ++md)
+      for (int nv = 0; nv < N; ++nv) V::store(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
+  }
+
   // O^T columns [d0, d0 + MK) for lane chunk c0: rescale by alpha, add V^T P^T over the tile.
   // Wide: V rows from the widened tile, as qk's K rows.
   template <int MK, int N, bool Wide = false>
   static void pv(const Ctx& c, std::int64_t j0, std::int64_t cols, std::int64_t d0, std::int64_t c0) {
     const TileArgs& a = *c.a;
     B acc[MK][N];
-    B al[N];
-    for (int nv = 0; nv < N; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
-    for (int md = 0; md < MK; ++md)
-      for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
+    load_rescaled_o(c, d0, c0, acc);
     using U = std::conditional_t<Wide, float, T>;
     const std::int64_t v_row = Wide ? a.d_v : a.v_row;
     const U* vcol;
@@ -324,8 +336,7 @@ struct TileKernel {
         for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::fma(vb, pv[nv], acc[md][nv]);
       }
     }
-    for (int md = 0; md < MK; ++md)
-      for (int nv = 0; nv < N; ++nv) V::store(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
+    store_o(c, d0, c0, acc);
   }
 
   // The online-softmax step of one vector of rows (online::rescale): the new max and alpha
@@ -428,10 +439,7 @@ struct TileKernel {
   static void pv_dot(const Ctx& c, std::int64_t cols, std::int64_t d0, std::int64_t c0) {
     const TileArgs& a = *c.a;
     B acc[MK][N];
-    B al[N];
-    for (int nv = 0; nv < N; ++nv) al[nv] = V::load(c.alpha + c0 + nv * W);
-    for (int md = 0; md < MK; ++md)
-      for (int nv = 0; nv < N; ++nv) acc[md][nv] = V::load(c.ot + (d0 + md) * c.rp + c0 + nv * W) * al[nv];
+    load_rescaled_o(c, d0, c0, acc);
     const auto* p2 = reinterpret_cast<const std::uint32_t*>(c.st) + c0;
     for (std::int64_t jp = 0; jp < (cols + 1) / 2; ++jp) {
       typename D::Pairs pv[N];
@@ -441,8 +449,7 @@ struct TileKernel {
         for (int nv = 0; nv < N; ++nv) acc[md][nv] = D::dot(acc[md][nv], vb, pv[nv]);
       }
     }
-    for (int md = 0; md < MK; ++md)
-      for (int nv = 0; nv < N; ++nv) V::store(c.ot + (d0 + md) * c.rp + c0 + nv * W, acc[md][nv]);
+    store_o(c, d0, c0, acc);
   }
 
   // V rows [j0, j0 + cols) in key pairs: v2[jp][d] = V[j0 + 2jp][d] | V[j0 + 2jp + 1][d] << 16;
