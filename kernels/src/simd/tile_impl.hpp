@@ -56,6 +56,26 @@ inline void variant_row(const TileArgs& a, bool real, std::int64_t head, std::in
   }
 }
 
+// The variants on scores, in problem.hpp's order, for both tile forms (V: a vector of rows in
+// the tile form, one row's scalar in the decoding form): the soft-cap of u = s / cap (cap:
+// nullptr for none), ALiBi's -slope |i' - j| (nslope = -slope x log2 e), the mask's value
+// (mask: nullptr for none), then the band: keys outside [lo, limit] get -inf.
+template <class V>
+[[gnu::always_inline]] inline typename V::B variant_score(typename V::B u, const typename V::SoftCap* cap, bool alibi,
+                                                          const typename V::B& nslope, const typename V::B& pos,
+                                                          const typename V::B& key, const typename V::B* mask,
+                                                          bool band, const typename V::B& limit,
+                                                          const typename V::B& lo) {
+  if (cap != nullptr) u = V::softcap_u(u, *cap);
+  if (alibi) u = V::fma(nslope, V::abs(pos - key), u);
+  if (mask != nullptr) u = u + *mask;
+  if (band) {
+    u = V::keep_le(key, limit, u, V::set1(online::kNegInf));
+    u = V::keep_le(lo, key, u, V::set1(online::kNegInf));
+  }
+  return u;
+}
+
 // The end of a task (both tile forms): each row normalised and written to O in its storage
 // type, rounded once; or, for a key split, its unnormalised row with its max and sum, for the
 // driver's merge. o(r, d) is element d of row r's unnormalised output.
@@ -186,14 +206,10 @@ struct TileKernel {
       const B key = V::set1(static_cast<float>(j0 + j));
       for (int nv = 0; nv < N; ++nv) {
         float* p = c.st + j * c.rp + c0 + nv * W;
-        B s = V::load(p);
-        if (cap) s = V::softcap_u(s, coef);
-        if (alibi) s = V::fma(nslope[nv], V::abs(pos[nv] - key), s);
-        if (c.tile_mask) s = s + V::load(c.mt + j * c.rp + c0 + nv * W);
-        if (masked) {
-          s = V::keep_le(key, limit[nv], s, V::set1(kNegInf));
-          s = V::keep_le(lo[nv], key, s, V::set1(kNegInf));
-        }
+        B mask;
+        if (c.tile_mask) mask = V::load(c.mt + j * c.rp + c0 + nv * W);
+        const B s = variant_score<V>(V::load(p), cap ? &coef : nullptr, alibi, nslope[nv], pos[nv], key,
+                                     c.tile_mask ? &mask : nullptr, masked, limit[nv], lo[nv]);
         V::store(p, s);
         tmax[nv] = V::max(tmax[nv], s);
       }
@@ -807,17 +823,18 @@ struct DotKernel {
     write_rows(a, rows, [&](std::int64_t r, std::int64_t d) { return o[r * a.d_v + d]; }, m, l);
   }
 
-  // Var: the variants on the score of key j for row r (TileKernel::modify's order, scalar).
+  // Var: the variants on the score s of key j for row r (variant_score, one row; padded rows
+  // past `rows` read no mask).
   static float modify(const TileArgs& a, float s, std::int64_t j, int r, std::int64_t rows, float limit, float lo,
                       float nslope, float posf) {
     const TileVariant& v = *a.var;
-    const float key = static_cast<float>(j);
-    if (!(key <= limit && lo <= key)) return kNegInf;
-    if (v.softcap > 0.0f) s = S::softcap(s, v.softcap);
-    if (v.slopes != nullptr) s += nslope * std::fabs(posf - key);
-    if (v.mask != MaskKind::none && r < rows)
-      s += mask_value(v, (r / a.positions) * v.mask_head_stride + (a.i0 + r % a.positions) * v.seq_kv + j);
-    return s;
+    const bool cap = v.softcap > 0.0f;
+    const typename S::SoftCap coef = S::softcap_coef(cap ? v.softcap : 1.0f);
+    const bool with_mask = v.mask != MaskKind::none && r < rows;
+    const float mask =
+        with_mask ? mask_value(v, (r / a.positions) * v.mask_head_stride + (a.i0 + r % a.positions) * v.seq_kv + j) : 0.0f;
+    return variant_score<S>(cap ? s * (1.0f / v.softcap) : s, cap ? &coef : nullptr, v.slopes != nullptr, nslope,
+                            posf, static_cast<float>(j), with_mask ? &mask : nullptr, true, limit, lo);
   }
 
   template <int NV>
