@@ -1,7 +1,8 @@
-// The tuner's files: the JSON lines log (provenance, every measurement as it finishes, the
-// chosen configs; also the resume cache) and the generated attune_tuned.h.
+// The tuner's JSON lines log: provenance, every measurement as it finishes and the chosen
+// configs (also the resume cache); its records written as lines and read back.
 #pragma once
 
+#include "json.hpp"
 #include "tuner.hpp"
 
 #include <map>
@@ -9,19 +10,6 @@
 #include <vector>
 
 namespace attune::tuner {
-
-// A JSON value as the log holds it: null, bool, number, string, or an array of numbers.
-struct JsonValue {
-  enum class Kind { null, boolean, number, string, array } kind = Kind::null;
-  bool boolean = false;
-  double number = 0.0;
-  std::string string;
-  std::vector<double> array;
-};
-using JsonObject = std::map<std::string, JsonValue>;
-
-// One JSON object per line; throws IoError naming the column on malformed text.
-JsonObject parse_json_object(const std::string& line);
 
 struct Log {
   std::vector<JsonObject> records;
@@ -58,14 +46,8 @@ struct ChoiceRecord {
 // Shape name -> its last choice.
 std::map<std::string, ChoiceRecord> log_choice_records(const Log& log);
 
-// attune_tuned.h from a log: its first provenance and the last choice per shape; one entry per
-// table key (shapes sharing a key: the one with the most FLOPs wins). Deterministic: the same
-// log text gives the same bytes.
-std::string generate_header(const Log& log, const std::string& json_name);
-
-// Writes through a temporary file in the same directory and a rename; IoError on failure.
-void write_atomic(const std::string& path, const std::string& text);
-// Appends and flushes one line; IoError on failure.
-void append_text(const std::string& path, const std::string& text);
+// The problem and the candidate of a measurement or choice record; IoError on bad fields.
+Problem record_problem(const JsonObject& record);
+Candidate record_candidate(const JsonObject& record);
 
 }  // namespace attune::tuner
