@@ -20,25 +20,12 @@ class Reader {
   JsonObject object() {
     JsonObject out;
     expect('{');
-    skip();
-    if (peek() == '}') {
-      ++i_;
-    } else {
-      for (;;) {
-        skip();
-        std::string key = string();
-        skip();
-        expect(':');
-        out[key] = value();
-        skip();
-        if (peek() == ',') {
-          ++i_;
-          continue;
-        }
-        expect('}');
-        break;
-      }
-    }
+    items('}', [&] {
+      std::string key = string();
+      skip();
+      expect(':');
+      out[key] = value();
+    });
     skip();
     if (i_ != s_.size()) fail("trailing characters after the object");
     return out;
@@ -56,6 +43,26 @@ class Reader {
     skip();
     if (peek() != c) fail(std::string("expected '") + c + "'");
     ++i_;
+  }
+  // Comma-separated items up to `close`, the opening bracket already read.
+  template <class Item>
+  void items(char close, Item&& item) {
+    skip();
+    if (peek() == close) {
+      ++i_;
+      return;
+    }
+    for (;;) {
+      skip();
+      item();
+      skip();
+      if (peek() == ',') {
+        ++i_;
+        continue;
+      }
+      expect(close);
+      break;
+    }
   }
 
   std::string string() {
@@ -126,22 +133,7 @@ class Reader {
     } else if (c == '[') {
       ++i_;
       v.kind = JsonValue::Kind::array;
-      skip();
-      if (peek() == ']') {
-        ++i_;
-        return v;
-      }
-      for (;;) {
-        skip();
-        v.array.push_back(number());
-        skip();
-        if (peek() == ',') {
-          ++i_;
-          continue;
-        }
-        expect(']');
-        break;
-      }
+      items(']', [&] { v.array.push_back(number()); });
     } else if (literal("true") || literal("false")) {
       v.kind = JsonValue::Kind::boolean;
       v.boolean = s_[i_ - 1] == 'e' && s_[i_ - 2] == 'u';
