@@ -69,14 +69,30 @@ struct Entry {
   std::size_t max_isas = 0;               // the best n runnable ISAs that take the dtype; 0: all
 };
 
-// 16-bit rows: the kernels that read 16-bit K/V themselves (simd, flash, and amx, which takes
-// bf16 only) and the BLAS baseline, on the best two ISAs that take the type (today avx512 and
-// avx2; amx has its one): naive and blocked only widen to float32 copies.
-const std::vector<std::string_view> kTypedKernels = {"amx", "flash", "simd", "gemm"};
+// What the registry says about a kernel, instead of lists of names: the scalar-only kernels
+// (naive, blocked) are the slow readable ones, and a kernel with a `threads` parameter (flash,
+// gemm, amx) is the only kind worth timing at more than one thread.
+bool scalar_only(const attune::Kernel& k) { return k.isas() == std::vector<attune::Isa>{attune::Isa::scalar}; }
+
+bool threaded(const attune::Kernel& k) {
+  const auto params = k.params();
+  return std::any_of(params.begin(), params.end(), [](const attune::ParamSpec& p) { return p.name == "threads"; });
+}
+
+// 16-bit rows: the kernels with builds beyond scalar (simd, flash, amx, which takes bf16 only,
+// and the BLAS baseline) on the best two ISAs that take the type (today avx512 and avx2; amx
+// has its one): the scalar-only kernels only widen to float32 copies.
+std::vector<std::string_view> typed_kernels() {
+  std::vector<std::string_view> out;
+  for (const attune::Kernel* k : attune::kernels())
+    if (!scalar_only(*k)) out.push_back(k->name());
+  return out;
+}
 
 // Presets: quick ~2.5 min, standard ~20 min, full: the whole grid of the bench issue.
 std::vector<Entry> preset_entries(const std::string& preset) {
   std::vector<Entry> out;
+  const std::vector<std::string_view> typed = typed_kernels();
   auto square = [&](std::vector<std::int64_t> seqs, std::vector<std::int64_t> heads, std::vector<std::int64_t> dks,
                     std::vector<bool> causals, Dtype dt = Dtype::fp32, std::vector<std::string_view> kernels = {},
                     std::size_t max_isas = 0) {
@@ -94,8 +110,8 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     square({128, 512, 2048}, {8}, {64, 128}, {false, true});
     decode(8, 8192);
     out.push_back({{1, 8, 2, 512, 512, 128, true}, {}, 0});  // grouped-query prefill
-    square({512, 2048}, {8}, {128}, {false, true}, Dtype::bf16, kTypedKernels, 2);
-    decode(8, 8192, Dtype::bf16, kTypedKernels, 2);
+    square({512, 2048}, {8}, {128}, {false, true}, Dtype::bf16, typed, 2);
+    decode(8, 8192, Dtype::bf16, typed, 2);
     square({2048}, {8}, {128}, {false}, Dtype::fp16, flash, 2);
     decode(8, 8192, Dtype::fp16, flash, 2);
   } else if (preset == "standard") {
@@ -104,8 +120,8 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     for (std::int64_t kv : {1024, 8192, 32768}) decode(8, kv);
     decode(32, 8192);
     out.push_back({{1, 32, 8, 2048, 2048, 128, true}, {}, 0});
-    square({128, 256, 512, 1024, 2048, 4096}, {8}, {64, 128}, {false, true}, Dtype::bf16, kTypedKernels, 2);
-    for (std::int64_t kv : {1024, 8192, 32768}) decode(8, kv, Dtype::bf16, kTypedKernels, 2);
+    square({128, 256, 512, 1024, 2048, 4096}, {8}, {64, 128}, {false, true}, Dtype::bf16, typed, 2);
+    for (std::int64_t kv : {1024, 8192, 32768}) decode(8, kv, Dtype::bf16, typed, 2);
     square({512, 2048}, {8}, {128}, {false, true}, Dtype::fp16, flash, 2);
     decode(8, 8192, Dtype::fp16, flash, 2);
   } else if (preset == "full") {
@@ -114,9 +130,9 @@ std::vector<Entry> preset_entries(const std::string& preset) {
       for (std::int64_t hkv : {32, 8}) decode(hkv, kv);
     for (std::int64_t s : {512, 2048}) out.push_back({{1, 32, 8, s, s, 128, true}, {}, 0});
     square({128, 256, 512, 1024, 2048, 4096, 8192}, {1, 8, 32}, {32, 64, 128, 256}, {false, true}, Dtype::bf16,
-           kTypedKernels);
+           typed);
     for (std::int64_t kv : {1024, 4096, 8192, 16384, 32768})
-      for (std::int64_t hkv : {32, 8}) decode(hkv, kv, Dtype::bf16, kTypedKernels);
+      for (std::int64_t hkv : {32, 8}) decode(hkv, kv, Dtype::bf16, typed);
     square({128, 512, 2048, 8192}, {8}, {64, 128}, {false, true}, Dtype::fp16, flash);
     for (std::int64_t kv : {8192, 32768}) decode(8, kv, Dtype::fp16, flash);
   } else if (preset == "variants") {
@@ -419,6 +435,17 @@ std::string now_utc() {
   std::exit(2);
 }
 
+// "a,b,c": the names of `items`.
+template <class Items, class Name>
+std::string join_names(const Items& items, Name name) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += ',';
+    out += name(item);
+  }
+  return out;
+}
+
 std::vector<std::string> split(const std::string& text, char sep) {
   std::vector<std::string> out;
   std::stringstream in(text);
@@ -646,9 +673,13 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("attune_build_type", std::string(attune::build_type()));
   benchmark::AddCustomContext("cpu_model", std::string(attune::cpu_model()));
   benchmark::AddCustomContext("cores", std::to_string(cores));
-  std::string isas;
-  for (attune::Isa i : attune::runnable_isas()) isas += (isas.empty() ? "" : ",") + std::string(attune::to_string(i));
-  benchmark::AddCustomContext("isa_runnable", isas);
+  const auto isa_name = [](attune::Isa i) { return attune::to_string(i); };
+  benchmark::AddCustomContext("isa_runnable", join_names(attune::runnable_isas(), isa_name));
+  // The build's ISAs (best first) and kernels (registry order): readers order and style their
+  // output by these instead of lists of their own.
+  benchmark::AddCustomContext("isa_compiled", join_names(attune::compiled_isas(), isa_name));
+  benchmark::AddCustomContext("attune_kernels",
+                              join_names(attune::kernels(), [](const attune::Kernel* k) { return k->name(); }));
   benchmark::AddCustomContext("isa_default", std::string(attune::to_string(attune::default_isa())));
   benchmark::AddCustomContext("preset", preset);
   if (custom) benchmark::AddCustomContext("bench_shapes", custom_context);
@@ -702,19 +733,18 @@ int main(int argc, char** argv) {
       if (!kernel_filter.empty() &&
           std::find(kernel_filter.begin(), kernel_filter.end(), k->name()) == kernel_filter.end())
         continue;
-      // naive and the scalar builds only where they finish quickly.
-      const bool slow = k->name() == "naive" || k->name() == "blocked";
+      // The scalar-only kernels and the scalar builds only where they finish quickly.
+      const bool slow = scalar_only(*k);
       if (slow && p.flops() > 2e9 && kernel_filter.empty()) continue;  // unless asked for by name
       // ISAs that do not take the dtype are left out, not run as errors.
       auto kernel_isas = attune::runnable_isas(*k, p);  // best first for this problem
       if (e.max_isas > 0 && kernel_isas.size() > e.max_isas) kernel_isas.resize(e.max_isas);
       for (attune::Isa isa : kernel_isas) {
-        if (isa == attune::Isa::scalar && k->name() != "naive" && k->name() != "blocked" && p.flops() > 2e9) continue;
+        if (isa == attune::Isa::scalar && !slow && p.flops() > 2e9) continue;
         // The BLAS baseline's time is in the BLAS; its own ISA only runs the softmax: best ISA only.
         if (k->name() == "gemm" && isa != kernel_isas.front()) continue;
-        const bool threaded = k->name() == "flash" || k->name() == "gemm" || k->name() == "amx";
         for (int t : thread_counts) {
-          if (t > 1 && !threaded) continue;
+          if (t > 1 && !threaded(*k)) continue;
           benchmark::RegisterBenchmark(name_of(k, isa, s, t).c_str(), run_attention, k, isa, s, t)
               ->UseRealTime()
               ->Unit(benchmark::kMillisecond);

@@ -13,12 +13,13 @@ usage: pytorch_sdpa.py BENCH.json OUT.json [--min-time SECONDS] [--repetitions N
 import argparse
 import json
 import os
-import re
 import sys
 import time
 
-NAME = re.compile(r"^attention/[^/]+/[^/]+/b:(\d+)/hq:(\d+)/hkv:(\d+)/sq:(\d+)/skv:(\d+)/d:(\d+)/causal:([01])"
-                  r"(?:/dt:([a-z0-9]+))?/t:(\d+)")
+# The bench-name parser is the regression gate's (regress/attune_regress/benchname.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "regress"))
+from attune_regress.benchname import BenchName, parse  # noqa: E402
+
 # attune's dtype names: the torch dtype (by attribute name: torch is imported only when present)
 # and the bytes per element, for bytes_per_second in storage sizes as attune_bench counts them.
 DTYPES = {"fp32": ("float32", 4), "bf16": ("bfloat16", 2), "fp16": ("float16", 2)}
@@ -29,15 +30,15 @@ def shapes_of(names):
     once, in the order the peer runs them: as before dt: existed, a shape's 16-bit types after
     its fp32 run."""
     out = set()
-    for m in map(NAME.match, names):
-        if m and (m.group(8) or "fp32") in DTYPES:
-            b, hq, hkv, sq, skv, d, causal, dt, t = m.groups()
-            out.add(tuple(int(x) for x in (b, hq, hkv, sq, skv, d, causal, t)) + (dt or "fp32",))
+    for n in map(parse, names):
+        if n and not n.var and n.dtype in DTYPES:  # plain attention only: SDPA has no attune variants
+            out.add((n.batch, n.heads_q, n.heads_kv, n.seq_q, n.seq_kv, n.d_k, int(n.causal), n.threads, n.dtype))
     return sorted(out, key=lambda s: s[:8] + (list(DTYPES).index(s[8]),))
 
 
 def name_of(b, hq, hkv, sq, skv, d, causal, threads, dt):
-    return f"attention/pytorch/native/b:{b}/hq:{hq}/hkv:{hkv}/sq:{sq}/skv:{skv}/d:{d}/causal:{causal}/dt:{dt}/t:{threads}/real_time"
+    return BenchName("pytorch", "native", b, hq, hkv, sq, skv, d, bool(causal), threads, dt,
+                     suffix="/real_time").format()
 
 
 def storage_bytes(b, hq, hkv, sq, skv, d, dt):

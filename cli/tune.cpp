@@ -177,7 +177,7 @@ std::vector<Problem> grid_shapes(const Args& a) {
 double shape_distance(const Problem& a, const Problem& b) {
   auto lg = [](std::int64_t x) { return std::log2(static_cast<double>(x)); };
   return 8.0 * (a.dtype != b.dtype) + 8.0 * (a.kv_type() != b.kv_type()) + 8.0 * (a.d_k != b.d_k) +
-         4.0 * (a.causal != b.causal) + 4.0 * ((a.seq_q <= 16) != (b.seq_q <= 16)) +
+         4.0 * (a.causal != b.causal) + 4.0 * (is_decode(a) != is_decode(b)) +
          2.0 * (a.group_size() != b.group_size()) + std::abs(lg(a.seq_q) - lg(b.seq_q)) +
          std::abs(lg(a.seq_kv) - lg(b.seq_kv)) + 0.5 * std::abs(lg(a.heads_q) - lg(b.heads_q));
 }
@@ -366,16 +366,6 @@ std::string sci(double x) {
   return buf;
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;
-    out += c;
-  }
-  return out;
-}
-
 }  // namespace
 
 int cmd_tune_check(const std::vector<std::string>& argv) {
@@ -451,7 +441,7 @@ int cmd_tune_check(const std::vector<std::string>& argv) {
     const double base = m[entries.front().candidate.key()].median();
     std::printf("%s\n", shape.c_str());
     if (si > 0) json += ",\n";
-    json += "{\"shape\":\"" + json_escape(shape) + "\",\"dtype\":\"" + std::string(to_string(p.dtype)) +
+    json += "{\"shape\":" + tuner::json_string(shape) + ",\"dtype\":\"" + std::string(to_string(p.dtype)) +
             "\",\"kv_dtype\":\"" + std::string(to_string(p.kv_type())) + "\",\"flops\":" + sci(p.flops()) +
             ",\"entries\":[";
     for (std::size_t ei = 0; ei < entries.size(); ++ei) {
@@ -466,8 +456,8 @@ int cmd_tune_check(const std::vector<std::string>& argv) {
                                    .c_str()
                              : ("FAILS VERIFICATION: " + x.error).c_str());
       if (ei > 0) json += ',';
-      json += "{\"label\":\"" + json_escape(e.label) + "\",\"candidate\":\"" +
-              json_escape(e.candidate.key()) + "\",\"verified\":" + (x.verified ? "true" : "false") +
+      json += "{\"label\":" + tuner::json_string(e.label) + ",\"candidate\":" +
+              tuner::json_string(e.candidate.key()) + ",\"verified\":" + (x.verified ? "true" : "false") +
               ",\"evaluations\":" + std::to_string(e.evaluations) + ",\"space\":" + std::to_string(e.space) +
               ",\"median_s\":" + sci(x.median()) + ",\"spread\":" + sci(x.spread()) +
               ",\"samples\":[";

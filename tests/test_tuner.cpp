@@ -262,6 +262,24 @@ TEST(Tuner, HeaderIsDeterministicAndStable) {
   EXPECT_NE(h1.find("\"" + r.best.candidate.kernel + "\""), std::string::npos);
 }
 
+TEST(Tuner, StringsAreQuotedOneWayForJsonAndTheHeader) {
+  const std::string text = std::string("a\"b\\c\nd") + '\x01' + "e\x7f";
+  const std::string json = json_string(text);
+  EXPECT_EQ(json, "\"a\\\"b\\\\c\\u000ad\\u0001e\x7f\"");
+  EXPECT_EQ(json_str(parse_json_object("{\"s\":" + json + "}"), "s"), text);  // the log reads back what it wrote
+  EXPECT_EQ(quoted(text, Syntax::cpp), "\"a\\\"b\\\\c\\012d\\001e\\177\"");
+}
+
+TEST(Tuner, TheDecodeKeyIsTheLibrarysRule) {
+  EXPECT_EQ(attune::kDecodeMaxSeqQ, 16);  // the key of every table generated so far
+  attune::Problem p = problem();
+  for (const std::int64_t seq_q : {std::int64_t{1}, std::int64_t{16}, std::int64_t{17}}) {
+    p.seq_q = seq_q;
+    EXPECT_EQ(attune::tuned_key(p).decode, attune::is_decode(p)) << seq_q;
+    EXPECT_EQ(attune::is_decode(p), seq_q <= 16) << seq_q;
+  }
+}
+
 TEST(Tuner, RecordsCarryTheStorageTypesAndUntypedOnesAreFp32) {
   attune::Problem p = problem();
   p.dtype = attune::Dtype::fp32;

@@ -89,7 +89,7 @@ TunedKey tuned_key(const Problem& p) {
   TunedKey k;
   k.d_k = p.d_k;
   k.causal = p.causal;
-  k.decode = p.seq_q <= 16;
+  k.decode = is_decode(p);
   k.gqa = p.heads_q != p.heads_kv;
   k.log2_seq_q = log2_bucket(p.seq_q);
   // A sliding window bounds the keys each query tile visits: the key range that sets the best

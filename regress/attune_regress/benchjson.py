@@ -5,8 +5,9 @@ import hashlib
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
+
+from . import benchname
 
 # Context fields that must match for two runs to be comparable; their hash names the
 # baseline and history files of a machine configuration.
@@ -16,15 +17,15 @@ OPTIONAL_FINGERPRINT_FIELDS = ("attune_build_type",)
 # Expected to differ between a baseline and new code: a warning, never a refusal.
 WARN_FIELDS = ("attune_version", "attune_git_revision", "isa_runnable", "bench_tiles")
 
-# attune_bench names carry dt:<fp32|bf16|fp16> after causal: since the element type became a
-# problem dimension. fp32, the only type before that, is keyed without the segment, so baselines
-# and histories recorded earlier keep matching new runs; 16-bit benchmarks keep theirs.
-_FP32_SEGMENT = re.compile(r"(/causal:[01])/dt:fp32(?=/|$)")
-
 
 def canonical_name(name: str) -> str:
-    """attention/.../causal:0/dt:fp32/t:1/real_time -> attention/.../causal:0/t:1/real_time."""
-    return _FP32_SEGMENT.sub(r"\1", name)
+    """attention/.../causal:0/dt:fp32/t:1/real_time -> attention/.../causal:0/t:1/real_time.
+    attune_bench names carry dt:<fp32|bf16|fp16> since the element type became a problem
+    dimension; fp32, the only type before that, is keyed without it, so baselines and histories
+    recorded earlier keep matching new runs; 16-bit benchmarks keep theirs. Other names (icount
+    cases) are their own keys."""
+    parsed = benchname.parse(name)
+    return parsed.format(fp32_segment=False) if parsed else name
 
 
 UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}

@@ -27,7 +27,7 @@ import shlex
 import sys
 import time
 
-from . import benchjson, compare as cmp, paired, suite
+from . import benchjson, benchname, compare as cmp, paired, suite
 from .benchjson import BenchRun, InputError, write_atomic
 
 DEFAULT_SLOWDOWN = "--block-q 120"
@@ -221,13 +221,11 @@ def summarise(a, sessions, thresholds, stored_base, stored_thresholds=None) -> d
 def short(name: str) -> str:
     """attention/flash/avx512/b:1/hq:8/hkv:8/sq:512/skv:512/d:64/causal:0/t:1/real_time ->
     flash h8/8 s512/512 d64 (a 16-bit dt: is appended: "... d64 bf16")"""
-    parts = name.split("/")
-    if len(parts) < 11:
+    n = benchname.parse(name)
+    if n is None:
         return name
-    f = dict(p.split(":", 1) for p in parts[3:] if ":" in p)
-    return "%s h%s/%s s%s/%s d%s%s%s" % (parts[1], f.get("hq"), f.get("hkv"), f.get("sq"), f.get("skv"), f.get("d"),
-                                         " causal" if f.get("causal") == "1" else "",
-                                         " " + f["dt"] if f.get("dt", "fp32") != "fp32" else "")
+    return "%s h%d/%d s%d/%d d%d%s%s" % (n.kernel, n.heads_q, n.heads_kv, n.seq_q, n.seq_kv, n.d_k,
+                                         " causal" if n.causal else "", " " + n.dtype if n.dtype != "fp32" else "")
 
 
 def pct(x) -> str:

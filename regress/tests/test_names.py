@@ -5,13 +5,30 @@ import re
 
 import numpy as np
 
-from attune_regress import benchjson, cli, compare as cmp, history, proof, suite
+from attune_regress import benchjson, benchname, cli, compare as cmp, history, proof, suite
 from regress_synth import bench_json, bench_name
 
 
 def typed(name, dt="fp32"):
     """The same benchmark as attune_bench names it since the element type became a dimension."""
     return name.replace("/t:", "/dt:%s/t:" % dt)
+
+
+def test_one_parser_reads_and_writes_every_spelling():
+    name = "attention/flash/avx2/b:2/hq:8/hkv:2/sq:1/skv:8192/d:128/causal:1/dt:bf16/var:w512/t:4/real_time/repeats:3"
+    n = benchname.parse(name)
+    assert (n.kernel, n.isa, n.batch, n.heads_q, n.heads_kv, n.seq_q, n.seq_kv, n.d_k, n.causal, n.dtype, n.var,
+            n.threads, n.suffix) == ("flash", "avx2", 2, 8, 2, 1, 8192, 128, True, "bf16", "w512", 4,
+                                     "/real_time/repeats:3")
+    assert n.format() == name and n.format(suffix=False) == name[:name.index("/real_time")]
+    old = bench_name("simd", 512, 64)  # before dt: existed
+    assert benchname.parse(old).dtype == "fp32"
+    assert benchname.parse(old).format(fp32_segment=False) == old
+    assert benchname.parse(old).format() == typed(old)
+    assert proof.short(typed(old, "bf16")) == "simd h8/8 s512/512 d64 bf16"
+    for other in ("icount/flash/avx2/hq:2/hkv:2/sq:256/skv:256/d:64/causal:0", "attention/flash/avx2/b:1",
+                  "BM_memcpy/64"):
+        assert benchname.parse(other) is None and proof.short(other) == other
 
 
 def test_canonical_name_drops_only_the_fp32_segment():

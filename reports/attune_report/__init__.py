@@ -42,7 +42,9 @@ bytes_per_second and peak_frac (optional). Repetitions are reduced to the median
 median (else mean) aggregate when only aggregates were reported. Rows with error_occurred are
 listed as skipped. The context gives provenance and the probes peak_gflops_<isa>_t<threads>
 (fp32 FMA, GFLOP/s), bf16_dot_gflops_t<threads> (vdpbf16ps, where the CPU has AVX512-BF16),
-triad_gbps_t<threads> and read16_gbps_t<threads> (GB/s). A run with several dtypes gets one
+triad_gbps_t<threads> and read16_gbps_t<threads> (GB/s), and the build's lists that order
+kernels and ISAs in tables and fix their markers and colours in plots: attune_kernels (registry
+order) and isa_compiled (best first; else isa_runnable). A run with several dtypes gets one
 best-kernel table per dtype and a 16-bit vs fp32 table (same kernel, ISA, shape and threads). context.attune_format, when present, must be "1".
 
 Tuner JSON (--tuner), one object:

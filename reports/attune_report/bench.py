@@ -3,22 +3,19 @@ result per benchmark, with the run's provenance and probes; every way the input 
 becomes a ReportError naming the file and what is wrong with it."""
 import json
 import math
+import os
 import re
 import statistics
+import sys
 from dataclasses import dataclass, field, replace
+
+# Bench names are parsed by the regression gate's module (regress/attune_regress/benchname.py,
+# standard library only), found next to this package in the tree.
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "regress"))
+from attune_regress import benchname  # noqa: E402
 
 FORMAT_VERSION = "1"
 
-# attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:/t: and whatever Google Benchmark
-# appends (/real_time, /repeats:N, ...). dt: (the storage type of Q, K, V, O) came later: names
-# without it are fp32, the only type before it.
-NAME = re.compile(
-    r"^attention/(?P<kernel>[A-Za-z0-9_.+-]+)/(?P<isa>[A-Za-z0-9_.+-]+)/b:(?P<batch>\d+)/"
-    r"hq:(?P<heads_q>\d+)/hkv:(?P<heads_kv>\d+)/sq:(?P<seq_q>\d+)/skv:(?P<seq_kv>\d+)/"
-    r"d:(?P<d_k>\d+)/causal:(?P<causal>[01])(?:/dt:(?P<dtype>[a-z0-9]+))?(?:/var:(?P<var>[A-Za-z0-9_.]+))?"
-    r"/t:(?P<threads>\d+)"
-    r"(?:/[A-Za-z_]+(?::[^/]*)?)*$")
-NAME_SCHEME = "attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C[/dt:fp32|bf16|fp16][/var:V]/t:T"
 DTYPE_ORDER = ("fp32", "bf16", "fp16")
 # The ISA whose inner loop is the bf16 dot product (vdpbf16ps): its bf16 ceiling is that probe.
 BF16_DOT_ISA = "avx512_bf16"
@@ -26,8 +23,10 @@ BF16_DOT_ISA = "avx512_bf16"
 # Other projects' implementations timed on the same shapes: compared against, never "best".
 PEERS = ("pytorch",)
 BASELINE = "gemm"
-KERNEL_ORDER = ("naive", "blocked", "simd", "flash", "gemm", "auto", "pytorch")
-ISA_ORDER = ("avx512_bf16", "avx512", "avx2", "sse4_2", "neon", "scalar", "native")
+# Kernels and ISAs are ordered as the run's build lists them (context attune_kernels: the
+# registry's order; isa_compiled, else isa_runnable: best first), then any others by name.
+# JSON written before attune_bench listed its kernels is ordered by the registry of that time.
+KERNELS_BEFORE_CONTEXT = "naive,blocked,simd,flash,amx,gemm"
 
 
 class ReportError(Exception):
@@ -92,9 +91,8 @@ class Result:
     @property
     def name(self):
         s = self.shape
-        return "attention/%s/%s/b:%d/hq:%d/hkv:%d/sq:%d/skv:%d/d:%d/causal:%d/dt:%s%s/t:%d" % (
-            self.kernel, self.isa, s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d_k, int(s.causal),
-            s.dtype, "/var:" + s.var if s.var else "", s.threads)
+        return benchname.BenchName(self.kernel, self.isa, s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d_k,
+                                   s.causal, s.threads, s.dtype, s.var).format()
 
     @property
     def variant(self):
@@ -180,6 +178,26 @@ class Bench:
                 return "%s FMA t%d" % (isa, t), self.peak(isa, t)
         return None, None
 
+    def kernels(self):
+        """Every kernel of the run's build and of its results, in the order the report shows them."""
+        listed = self.context.get("attune_kernels") or KERNELS_BEFORE_CONTEXT
+        return _listed_then_named(listed, {r.kernel for r in self.results.values()})
+
+    def isas(self):
+        """Every ISA of the run's build (else of its CPU) and of its results, best first."""
+        listed = self.context.get("isa_compiled") or self.context.get("isa_runnable") or ""
+        return _listed_then_named(listed, {r.isa for r in self.results.values()} | {i for i, _ in self.peaks()})
+
+    def kernel_key(self, kernel):
+        return _rank(self.kernels(), kernel)
+
+    def isa_key(self, isa):
+        return _rank(self.isas(), isa)
+
+    def variant_key(self, kernel_isa):
+        kernel, isa = kernel_isa
+        return self.kernel_key(kernel) + self.isa_key(isa)
+
     def dtypes(self):
         return sorted({r.shape.dtype for r in self.results.values()}, key=dtype_key)
 
@@ -193,28 +211,26 @@ class Bench:
 
 def label_of(name):
     """'flash/avx2 s512 d64 h8 t1' for a benchmark name; the name itself if it is not one."""
-    m = NAME.match(name)
-    if not m:
+    n = benchname.parse(name)
+    if not n:
         return name
-    return _result_of(m, 1.0).label()
+    return _result_of(n, 1.0).label()
 
 
 def canonical_name(name):
     """One spelling per benchmark: with dt: (fp32 when the name has none) and without Google
     Benchmark's suffixes; a name that is not an attention benchmark is returned as it is."""
-    m = NAME.match(name)
-    return _result_of(m, 1.0).name if m else name
+    n = benchname.parse(name)
+    return n.format(suffix=False) if n else name
 
 
-def _shape_of(m):
-    g = m.groupdict()
-    return Shape(causal=g["causal"] == "1", d_k=int(g["d_k"]), batch=int(g["batch"]), heads_q=int(g["heads_q"]),
-                 heads_kv=int(g["heads_kv"]), seq_q=int(g["seq_q"]), seq_kv=int(g["seq_kv"]),
-                 threads=int(g["threads"]), dtype=g["dtype"] or "fp32", var=g["var"] or "")
+def _shape_of(n):
+    return Shape(causal=n.causal, d_k=n.d_k, batch=n.batch, heads_q=n.heads_q, heads_kv=n.heads_kv, seq_q=n.seq_q,
+                 seq_kv=n.seq_kv, threads=n.threads, dtype=n.dtype, var=n.var)
 
 
-def _result_of(m, gflops, **counters):
-    return Result(m.group("kernel"), m.group("isa"), _shape_of(m), gflops=gflops, **counters)
+def _result_of(n, gflops, **counters):
+    return Result(n.kernel, n.isa, _shape_of(n), gflops=gflops, **counters)
 
 
 def _number(value):
@@ -225,21 +241,18 @@ def _number(value):
     return x if math.isfinite(x) and x > 0 else None
 
 
-def kernel_key(kernel):
-    return (KERNEL_ORDER.index(kernel) if kernel in KERNEL_ORDER else len(KERNEL_ORDER), kernel)
+def _listed_then_named(listed, seen):
+    """The comma-separated `listed` names in their order, then the others of `seen` by name."""
+    order = [x for x in listed.split(",") if x]
+    return tuple(order + sorted(set(seen) - set(order)))
+
+
+def _rank(order, name):
+    return (order.index(name) if name in order else len(order), name)
 
 
 def dtype_key(dtype):
-    return (DTYPE_ORDER.index(dtype) if dtype in DTYPE_ORDER else len(DTYPE_ORDER), dtype)
-
-
-def isa_key(isa):
-    return (ISA_ORDER.index(isa) if isa in ISA_ORDER else len(ISA_ORDER), isa)
-
-
-def variant_key(kernel_isa):
-    kernel, isa = kernel_isa
-    return kernel_key(kernel) + isa_key(isa)
+    return _rank(DTYPE_ORDER, dtype)
 
 
 def read_json(path, what="bench JSON"):
@@ -284,7 +297,7 @@ def load_bench(paths):
     their median; when a file holds only aggregates, the median (else mean) aggregate is used."""
     bench = Bench()
     samples = {}  # name -> {"rows": [(row, path)], "aggregates": {aggregate_name: (row, path)}}
-    parsed = {}   # name -> regex match
+    parsed = {}   # name -> benchname.BenchName
     for path in paths:
         doc = read_json(path)
         if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
@@ -301,15 +314,15 @@ def load_bench(paths):
             if not isinstance(row, dict) or not isinstance(row.get("name"), str):
                 raise ReportError("%s: benchmark #%d has no name" % (path, i + 1))
             name = _base_name(row)
-            m = NAME.match(name)
-            if not m:
+            n = benchname.parse(name)
+            if not n:
                 if name.startswith("attention/"):
-                    raise ReportError("%s: benchmark name %r does not follow %s" % (path, name, NAME_SCHEME))
+                    raise ReportError("%s: benchmark name %r does not follow %s" % (path, name, benchname.SCHEME))
                 bench.ignored.append(name)
                 continue
             matched += 1
-            key = _result_of(m, 0.0).name  # canonical: without Google Benchmark's suffixes
-            parsed[key] = m
+            key = n.format(suffix=False)  # canonical: with dt:, without Google Benchmark's suffixes
+            parsed[key] = n
             entry = samples.setdefault(key, {"rows": [], "aggregates": {}, "errors": []})
             if row.get("error_occurred") or row.get("skipped"):
                 entry["errors"].append(str(row.get("error_message") or row.get("skip_message") or "skipped"))
@@ -323,7 +336,7 @@ def load_bench(paths):
         if not matched:
             first = doc["benchmarks"][0]["name"]
             raise ReportError("%s is not attune bench output: no benchmark name follows %s (first: %r)"
-                              % (path, NAME_SCHEME, first))
+                              % (path, benchname.SCHEME, first))
 
     for key, entry in samples.items():
         result = _reduce(parsed[key], entry)
@@ -337,7 +350,7 @@ def load_bench(paths):
     return bench
 
 
-def _reduce(m, entry):
+def _reduce(n, entry):
     rows, aggs = entry["rows"], entry["aggregates"]
     if rows:
         def median(counter):
@@ -346,7 +359,7 @@ def _reduce(m, entry):
             return statistics.median(xs) if xs else None
         flops = [float(r["FLOPS"]) for r, _ in rows]
         bps = median("bytes_per_second")
-        return _result_of(m, median("FLOPS") / 1e9, gbps=bps / 1e9 if bps else None, peak_frac=median("peak_frac"),
+        return _result_of(n, median("FLOPS") / 1e9, gbps=bps / 1e9 if bps else None, peak_frac=median("peak_frac"),
                           repetitions=len(rows),
                           cv=statistics.stdev(flops) / statistics.mean(flops) if len(flops) > 1 else None,
                           source=rows[0][1])
@@ -355,7 +368,7 @@ def _reduce(m, entry):
             row, path = aggs[name]
             cv_row = aggs.get("cv")
             bps = _number(row.get("bytes_per_second"))
-            return _result_of(m, float(row["FLOPS"]) / 1e9, gbps=bps / 1e9 if bps else None,
+            return _result_of(n, float(row["FLOPS"]) / 1e9, gbps=bps / 1e9 if bps else None,
                               peak_frac=_number(row.get("peak_frac")), repetitions=int(row.get("repetitions") or 1),
                               cv=_number(cv_row[0].get("FLOPS")) if cv_row else None, source=path)
     return None
@@ -415,7 +428,8 @@ def dtype_speedups(bench):
         twin = fp32.get((r.kernel, r.isa, r.shape.as_fp32())) if r.shape.dtype != "fp32" else None
         if twin is not None:
             out.append((r, twin, r.gflops / twin.gflops))
-    out.sort(key=lambda t: (dtype_key(t[0].shape.dtype), t[0].shape.as_fp32(), variant_key((t[0].kernel, t[0].isa))))
+    out.sort(key=lambda t: (dtype_key(t[0].shape.dtype), t[0].shape.as_fp32(),
+                            bench.variant_key((t[0].kernel, t[0].isa))))
     return out
 
 

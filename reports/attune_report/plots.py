@@ -14,17 +14,16 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from .bench import (PEERS, dtype_key, dtype_speedups, fraction_of_peak, label_of, speedups,  # noqa: E402
-                    variant_key)
+from .bench import BF16_DOT_ISA, PEERS, dtype_key, dtype_speedups, fraction_of_peak, label_of, speedups  # noqa: E402
 from .extras import tuner_best  # noqa: E402
 
 DPI = 100
-ISA_COLORS = {"avx512_bf16": "#17becf", "avx512": "#1f77b4", "avx2": "#ff7f0e", "sse4_2": "#2ca02c", "neon": "#9467bd",
-              "scalar": "#7f7f7f", "native": "#d62728"}
-KERNEL_MARKERS = {"naive": "x", "blocked": "s", "simd": "^", "flash": "o", "gemm": "D", "auto": "*",
-                  "pytorch": "P"}
-SPARE_COLORS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939")
-SPARE_MARKERS = ("v", "<", ">", "h", "p", "8")
+# An ISA's colour and a kernel's marker follow its place in the run's lists (Bench.isas(),
+# Bench.kernels(): the build's own order), so they hold across the figures of a report and the
+# reports of one build, and a new ISA or kernel gets one of its own.
+ISA_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+              "#17becf")
+KERNEL_MARKERS = ("x", "s", "^", "o", "D", "*", "P", "v", "<", ">", "h", "p", "8")
 HEATMAP_ROWS = 56  # shapes per speedup heatmap; more go into further numbered files
 COMPARE_BARS = 80  # above this, the comparison plot shows the lowest and highest halves
 SCALING_LEGEND = 20  # shapes named in the scaling plot's legend; more are drawn grey with their median
@@ -40,9 +39,17 @@ class Figure:
 DTYPE_COLORS = {"bf16": "#1f77b4", "fp16": "#ff7f0e"}
 
 
-def style(kernel, isa, dtype="fp32"):
-    color = ISA_COLORS.get(isa) or SPARE_COLORS[sum(map(ord, isa)) % len(SPARE_COLORS)]
-    marker = KERNEL_MARKERS.get(kernel) or SPARE_MARKERS[sum(map(ord, kernel)) % len(SPARE_MARKERS)]
+def _pick(palette, order, name):
+    return palette[(order.index(name) if name in order else sum(map(ord, name))) % len(palette)]
+
+
+def isa_color(bench, isa):
+    return _pick(ISA_COLORS, bench.isas(), isa)
+
+
+def style(bench, kernel, isa, dtype="fp32"):
+    color = isa_color(bench, isa)
+    marker = _pick(KERNEL_MARKERS, bench.kernels(), kernel)
     # Baselines and peers dashed: the lines to beat, not attune's own kernels; 16-bit storage hollow.
     return dict(color=color, marker=marker, linestyle="--" if kernel in PEERS or kernel == "gemm" else "-",
                 markersize=5, linewidth=1.4, fillstyle="full" if dtype == "fp32" else "none")
@@ -111,16 +118,16 @@ def throughput(bench, out_dir):
         for i, causal in enumerate(causals):
             for j, d in enumerate(dks):
                 ax = axes[i][j]
-                for v in sorted({(r.kernel, r.isa) for r in rs}, key=variant_key):
+                for v in sorted({(r.kernel, r.isa) for r in rs}, key=bench.variant_key):
                     pts = sorted((r.shape.seq_q, r.gflops) for r in rs
                                  if (r.kernel, r.isa) == v and r.shape.d_k == d and r.shape.causal == causal)
                     if pts:
-                        ax.plot(*zip(*pts), label="%s/%s" % v, **style(*v))
+                        ax.plot(*zip(*pts), label="%s/%s" % v, **style(bench, *v))
                 if peak:
                     ax.axhline(peak, color="black", linestyle=":", linewidth=1.6,
                                label="measured peak, %s t%d: %.0f GFLOP/s" % (bench.default_isa, t, peak))
                 if dt == "bf16" and bench.bf16_dots().get(t):
-                    ax.axhline(bench.bf16_dots()[t], color="#17becf", linestyle=":", linewidth=1.6,
+                    ax.axhline(bench.bf16_dots()[t], color=isa_color(bench, BF16_DOT_ISA), linestyle=":", linewidth=1.6,
                                label="bf16 dot-product peak t%d: %.0f GFLOP/s" % (t, bench.bf16_dots()[t]))
                 ax.set_xscale("log", base=2)
                 _integer_ticks(ax, seqs)
@@ -199,11 +206,12 @@ def speedup(bench, out_dir, baseline):
     ratios = speedups(bench, baseline)
     figs = []
     for dt in sorted({s.dtype for s, _ in ratios}, key=dtype_key):
-        figs += _speedup_heatmaps({k: x for k, x in ratios.items() if k[0].dtype == dt}, out_dir, baseline, dt)
+        figs += _speedup_heatmaps({k: x for k, x in ratios.items() if k[0].dtype == dt}, out_dir, baseline, dt,
+                                  bench.variant_key)
     return figs
 
 
-def _speedup_heatmaps(ratios, out_dir, baseline, dt):
+def _speedup_heatmaps(ratios, out_dir, baseline, dt, variant_key):
     shapes = sorted({s for s, _ in ratios})
     variants = sorted({v for _, v in ratios}, key=variant_key)
     parts = [shapes[i:i + HEATMAP_ROWS] for i in range(0, len(shapes), HEATMAP_ROWS)]
@@ -266,13 +274,13 @@ def roofline(bench, out_dir):
             if pt != t or any(abs(value / d - 1) < 0.03 for d in drawn):
                 continue  # one line per distinct ceiling (avx2 and avx512 often coincide)
             drawn.append(value)
-            ax.axhline(value, color=ISA_COLORS.get(isa, "grey"), linestyle=":", linewidth=1)
+            ax.axhline(value, color=isa_color(bench, isa), linestyle=":", linewidth=1)
             ax.text(hi, value, " %s %.0f" % (isa, value), va="center", ha="left", fontsize=7,
-                    color=ISA_COLORS.get(isa, "grey"))
+                    color=isa_color(bench, isa))
         for v in sorted({(r.kernel, r.isa, r.shape.dtype) for r in pts},
-                        key=lambda v: variant_key(v[:2]) + dtype_key(v[2])):
+                        key=lambda v: bench.variant_key(v[:2]) + dtype_key(v[2])):
             sel = [r for r in pts if (r.kernel, r.isa, r.shape.dtype) == v]
-            st = style(*v)
+            st = style(bench, *v)
             ax.plot([r.intensity for r in sel], [r.gflops for r in sel], linestyle="none", marker=st["marker"],
                     color=st["color"], fillstyle=st["fillstyle"], markersize=5, alpha=0.85,
                     label="%s/%s" % v[:2] + ("" if v[2] == "fp32" else " " + v[2]))
@@ -338,7 +346,7 @@ def scaling(bench, out_dir):
     curves = {k: v for k, v in curves.items() if len(v) > 1}
     if not curves:
         return []
-    variants = sorted({(k, i) for k, i, _ in curves}, key=variant_key)
+    variants = sorted({(k, i) for k, i, _ in curves}, key=bench.variant_key)
     shapes = sorted({s for _, _, s in curves})
     few = len(shapes) <= SCALING_LEGEND  # else grey lines and their median: a legend would not help
     colors = plt.get_cmap("tab20")

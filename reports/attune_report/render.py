@@ -4,7 +4,7 @@ import base64
 import html
 import os
 
-from .bench import (BASELINE, best_per_shape, dtype_speedups, fraction_of_peak, geomean, has_kernel, isa_key,
+from .bench import (BASELINE, BF16_DOT_ISA, best_per_shape, dtype_speedups, fraction_of_peak, geomean, has_kernel,
                     label_of)
 from . import targets
 
@@ -180,7 +180,7 @@ def probes_table(bench):
         return None
     headers = ["probe"] + ["%d thread%s" % (t, "" if t == 1 else "s") for t in threads]
     rows = []
-    for isa in sorted({i for i, _ in peaks}, key=isa_key):
+    for isa in sorted({i for i, _ in peaks}, key=bench.isa_key):
         rows.append(["FMA peak %s (GFLOP/s)" % isa] + ["%.1f" % peaks[(isa, t)] if (isa, t) in peaks else ""
                                                         for t in threads])
     for what, values in (("bf16 dot product, vdpbf16ps (GFLOP/s)", bench.bf16_dots()),
@@ -220,7 +220,7 @@ def write_html(path, out_dir, *, command, inputs, generated, bench, figures, com
     body.append("<p>The fastest attune kernel/ISA on each shape (peers such as PyTorch excluded), its median "
                 "GFLOP/s over repetitions and its fraction of the measured peak of the instruction it runs at the "
                 "same thread count (the fp32 FMA of its ISA; the bf16 dot product for bf16 on %s)%s.</p>" % (
-                    "avx512_bf16",
+                    BF16_DOT_ISA,
                     "; speedups are GFLOP/s ratios against the best ISA of the baseline on the same shape and dtype"
                     if has_kernel(bench, BASELINE) or has_kernel(bench, "pytorch") else ""))
     for dt, table in summary_sections(bench):

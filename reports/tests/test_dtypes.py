@@ -29,12 +29,12 @@ def test_names_with_and_without_dt_parse():
     old = "attention/flash/avx2/b:1/hq:8/hkv:8/sq:512/skv:512/d:64/causal:0/t:1/real_time"
     new = old.replace("/t:1", "/dt:fp32/t:1")
     for name in (old, new):
-        m = bench_mod.NAME.match(name)
-        assert m and bench_mod._shape_of(m).dtype == "fp32"
+        n = bench_mod.benchname.parse(name)
+        assert n and bench_mod._shape_of(n).dtype == "fp32"
         assert bench_mod.canonical_name(name) == new[:-len("/real_time")]
-    m = bench_mod.NAME.match(old.replace("/t:1", "/dt:bf16/t:1"))
-    assert bench_mod._shape_of(m).dtype == "bf16"
-    assert bench_mod._shape_of(m).label() == "s512 d64 h8 bf16 t1"
+    n = bench_mod.benchname.parse(old.replace("/t:1", "/dt:bf16/t:1"))
+    assert bench_mod._shape_of(n).dtype == "bf16"
+    assert bench_mod._shape_of(n).label() == "s512 d64 h8 bf16 t1"
 
 
 def test_old_and_new_spellings_of_one_benchmark_are_one_result(tmp_path):

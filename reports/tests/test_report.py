@@ -183,6 +183,28 @@ def test_repetitions_use_the_median(tmp_path):
     assert r.gflops == pytest.approx(80.0) and r.cv == pytest.approx(0.2)
 
 
+def test_kernels_and_isas_follow_the_runs_own_lists(tmp_path):
+    """Order and plot styles come from the run's context (attune_kernels, isa_compiled), so amx or
+    a kernel and ISA the report has never heard of get a place and a style of their own."""
+    from attune_report import plots
+    doc = synthetic_bench(failed=False)
+    doc["benchmarks"] += [row("amx", "amx", 50.0, seq=512), row("newk", "newisa", 40.0, seq=512)]
+    listed = dict(doc, context=dict(CONTEXT, attune_kernels="naive,blocked,simd,flash,amx,gemm,newk",
+                                    isa_compiled="amx,newisa,avx2,sse4_2,scalar"))
+    b = bench_mod.load_bench([write_json(tmp_path / "listed.json", listed)])
+    assert b.kernels() == ("naive", "blocked", "simd", "flash", "amx", "gemm", "newk")
+    assert b.isas() == ("amx", "newisa", "avx2", "sse4_2", "scalar")
+    assert sorted({(r.kernel, r.isa) for r in b.results.values()}, key=b.variant_key)[:5] == [
+        ("naive", "scalar"), ("simd", "avx2"), ("flash", "avx2"), ("flash", "scalar"), ("amx", "amx")]
+    styles = [plots.style(b, k, i) for k, i in zip(b.kernels(), b.isas())]
+    assert len({st["color"] for st in styles}) == len({st["marker"] for st in styles}) == len(styles)
+    # JSON from before the lists: the kernels in the registry's order of that time, the ISAs as the
+    # CPU ran them (isa_runnable), anything else after them by name.
+    b = bench_mod.load_bench([write_json(tmp_path / "old.json", doc)])
+    assert b.kernels() == ("naive", "blocked", "simd", "flash", "amx", "gemm", "newk")
+    assert b.isas() == ("avx2", "scalar", "amx", "newisa")
+
+
 def bad_docs():
     ok = synthetic_bench(seqs=(128,), dks=(64,))
     return {

@@ -81,8 +81,16 @@ def test_context_carries_probes_and_provenance(run):
     ctx = data["context"]
     for key in ("attune_version", "attune_git_revision", "attune_compiler", "attune_flags", "cpu_model",
                 "cores", "isa_runnable", "isa_default", "preset", "date", "triad_gbps_t1", "read16_gbps_t1",
-                "peak_frac_probe"):
+                "peak_frac_probe", "attune_kernels", "isa_compiled"):
         assert key in ctx, key
+    # The build's lists, which readers order by: the runnable ISAs are among the compiled ones, in
+    # the same order, and every benchmark's kernel and ISA is listed.
+    compiled = ctx["isa_compiled"].split(",")
+    runnable = ctx["isa_runnable"].split(",")
+    assert [i for i in compiled if i in runnable] == runnable
+    for b in data["benchmarks"]:
+        m = NAME.match(b["name"])
+        assert m.group("kernel") in ctx["attune_kernels"].split(",") and m.group("isa") in compiled
     peaks = [k for k in ctx if k.startswith("peak_gflops_")]
     assert any(k.endswith("_t1") for k in peaks)
     assert all(float(ctx[k]) > 0 for k in peaks)

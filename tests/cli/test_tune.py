@@ -78,10 +78,14 @@ def storage_types(r):
     return dtype, r.get("kv_dtype", dtype)
 
 
+# Decoding as the tuned table keys it: attune::kDecodeMaxSeqQ (kernels/include/attune/tuned.hpp).
+DECODE_MAX_SEQ_Q = 16
+
+
 def table_key(r):
     """The tuned table's key of a record: d_k, causal, decode, gqa, floor(log2) of both lengths,
     the storage types."""
-    return (r["d_k"], r["causal"], r["seq_q"] <= 16, r["heads_q"] != r["heads_kv"],
+    return (r["d_k"], r["causal"], r["seq_q"] <= DECODE_MAX_SEQ_Q, r["heads_q"] != r["heads_kv"],
             r["seq_q"].bit_length() - 1, r["seq_kv"].bit_length() - 1) + storage_types(r)
 
 

@@ -11,13 +11,18 @@
 
 namespace attune {
 
+// Decoding, as the tuned table keys it (TunedEntry::decode) and the tuner compares shapes: at
+// most this many query rows per sequence (one new token, or a few speculative ones).
+inline constexpr std::int64_t kDecodeMaxSeqQ = 16;
+inline bool is_decode(const Problem& problem) { return problem.seq_q <= kDecodeMaxSeqQ; }
+
 // One row of a tuned table. Exact keys (d_k, causal, decode, gqa, dtype, kv_dtype) must match;
 // the buckets are floor(log2(seq)), so bucket b holds lengths in [2^b, 2^(b+1)).
 struct TunedEntry {
   // keys
   std::int64_t d_k;
   bool causal;
-  bool decode;  // seq_q <= 16
+  bool decode;  // is_decode(): seq_q <= kDecodeMaxSeqQ
   bool gqa;     // heads_q != heads_kv
   int log2_seq_q;
   int log2_seq_kv;
