@@ -185,6 +185,11 @@ double g_budget_seconds = 0.0;  // 0: unlimited
 // --block-q / --block-kv: run every kernel with these tiles instead of its defaults (0 = default),
 // e.g. to measure what a tile choice costs, or as a known slowdown for the regression gate's A/B proof.
 attune::Config g_tiles;
+// --inject-slowdown PCT (test-only: the regression gate's proofs): after each timed call, spin
+// for PCT% of that call's own duration. A code change's cost depends on the CPU (--block-q 120
+// costs 6% on an Intel Xeon and nothing on an AMD Zen 3); this one costs the same fraction on
+// every machine, so a proof can say "5% injected, caught in y of z".
+double g_inject_slowdown = 0.0;
 const auto g_start = std::chrono::steady_clock::now();
 std::map<std::pair<attune::Isa, int>, double> g_peak;  // fp32 FMA GFLOP/s per (isa, threads)
 std::map<int, double> g_bf16_dot_peak;                    // vdpbf16ps GFLOP/s per thread count
@@ -390,7 +395,16 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
     return;
   }
   for (auto _ : state) {
-    call();
+    if (g_inject_slowdown > 0.0) {
+      const auto begin = std::chrono::steady_clock::now();
+      call();
+      const auto end = std::chrono::steady_clock::now();
+      const auto until = end + std::chrono::duration_cast<std::chrono::steady_clock::duration>((end - begin) * g_inject_slowdown);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    } else {
+      call();
+    }
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -534,7 +548,7 @@ void usage() {
   std::printf(
       "usage: attune_bench [--preset quick|standard|full|variants] [--shape SPEC]... [--model NAME]... [--dtype T]\n"
       "                    [--kernels K1,K2] [--threads N1,N2] [--all-isas] [--budget SECONDS] [--no-probes]\n"
-      "                    [--block-q N] [--block-kv N] [--benchmark_*...]\n"
+      "                    [--block-q N] [--block-kv N] [--inject-slowdown PCT] [--benchmark_*...]\n"
       "  --preset   shape grid (default quick: ~2.5 min on 2 cores; standard ~20 min; variants: the\n"
       "             attention variants next to their plain shapes, flash and simd, ~2 min)\n"
       "  --shape    b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16] (repeatable;\n"
@@ -546,6 +560,8 @@ void usage() {
       "  --all-isas --shape/--model rows on every runnable ISA (default: each kernel's best ISA)\n"
       "  --budget   skip the remaining benchmarks after this many seconds\n"
       "  --block-q, --block-kv  tiles for every kernel that reads them (default 0: the kernel's own)\n"
+      "  --inject-slowdown PCT  test-only: after each timed call, spin for PCT%% of its own duration\n"
+      "             (a slowdown of the same size on every CPU, for the regression gate's proofs)\n"
       "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:[/var:]/t:\n",
       model_names().c_str());
 }
@@ -619,6 +635,15 @@ int main(int argc, char** argv) {
         return 2;
       }
       (kv ? g_tiles.block_kv : g_tiles.block_q) = n;
+    } else if (a == "--inject-slowdown") {
+      const std::string v = value("--inject-slowdown");
+      char* end = nullptr;
+      const double pct = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(pct > 0.0 && pct <= 100.0)) {
+        std::fprintf(stderr, "error: --inject-slowdown '%s' is not a percentage in (0, 100]\n", v.c_str());
+        return 2;
+      }
+      g_inject_slowdown = pct / 100.0;
     } else if (a == "--no-probes") {
       probes = false;
     } else {
@@ -688,6 +713,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("attune_format", "1");
   benchmark::AddCustomContext("bench_tiles", "block_q=" + std::to_string(g_tiles.block_q) +
                                                  " block_kv=" + std::to_string(g_tiles.block_kv));
+  if (g_inject_slowdown > 0.0)
+    benchmark::AddCustomContext("bench_injected_slowdown", std::to_string(g_inject_slowdown * 100.0) + "%");
   benchmark::AddCustomContext("date", now_utc());
   benchmark::AddCustomContext("peak_frac_probe",
                               "fp32 FMA peak of the benchmark's ISA (peak_gflops_<isa>_t<threads>); "

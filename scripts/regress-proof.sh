@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Proves the regression gate on this machine (run it when the machine is otherwise quiet):
 #   (a) A/A: N paired sessions of build/bin/attune_bench against itself: false alarms
-#   (b) A/B: M sessions against the same bench with a known real slowdown (default --block-q 120: ragged
-#       query tiles, about +7% on the seq-512 d-64 benchmarks here)
+#   (b) A/B: M sessions against the same bench with a known real slowdown (default --inject-slowdown 5:
+#       the bench spins for 5% of each timed call's own duration, the same cost on every CPU)
 #   (c) the smallest slowdown detected in >= 90% of comparisons (slowdowns injected into the A/A data)
 # Writes summary.json, summary.md and proof.png to build/regress/proof-<time>/ (or --out DIR).
 # Usage: scripts/regress-proof.sh [--aa N (20)] [--ab M (10)] [--slowdown-args 'FLAGS'] [--out DIR] ...

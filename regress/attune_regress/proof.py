@@ -7,9 +7,9 @@ slowdown, and the smallest slowdown it catches reliably.
       baseline for this machine, every session's A side is also compared with it, with its
       thresholds.json (the stored-baseline mode CI uses, across hours or days).
   (b) A/B: M paired sessions where B runs with flags that cost a known amount (default
-      `--block-q 120`: query tiles that do not divide the sequences; on the 2-core EPYC VM about
-      +7% on the two seq-512 d-64 benchmarks, +20-40% on the d-128 prefill ones, 0 on decode).
-      Each benchmark's true cost is estimated from all M sessions pooled; a detection is a REGRESSION on a benchmark whose true cost reaches its
+      `--inject-slowdown 5`: after each timed call the bench spins for 5% of that call's own
+      duration, the same cost on every CPU; a code change such as `--block-q 120` costs 6% on an
+      Intel Xeon and nothing on an AMD Zen 3). Each benchmark's true cost is estimated from all M sessions pooled; a detection is a REGRESSION on a benchmark whose true cost reaches its
       threshold, and the comparison's exit status 1.
   (c) Sweep: the A/A sessions' new sides scaled by 1 + s (s from --sweep, percent) and judged
       again: the detection rate as a function of a slowdown injected into measured noise; the
@@ -30,7 +30,7 @@ import time
 from . import benchjson, benchname, compare as cmp, paired, suite
 from .benchjson import BenchRun, InputError, write_atomic
 
-DEFAULT_SLOWDOWN = "--block-q 120"
+DEFAULT_SLOWDOWN = "--inject-slowdown 5"
 DETECT_RATE = 0.9
 
 

@@ -166,3 +166,22 @@ def test_bad_shape_and_model_flags_are_usage_errors():
                  ["--threads", "0"], ["--dtype", "fp64"]):
         out = subprocess.run([BENCH, "--no-probes", *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and out.stderr.startswith("error: "), (args, out.returncode, out.stderr)
+
+
+def test_injected_slowdown_is_recorded_and_checked():
+    """--inject-slowdown PCT (the regression proofs' CPU-independent slowdown): a bad value is a
+    usage error, and a run with it says so in its context, so it is never mistaken for a clean
+    run. (What it costs is measured by scripts/regress-proof.sh, not asserted in a timed test.)"""
+    for bad in ("0", "-5", "abc", "101", ""):
+        out = subprocess.run([BENCH, "--inject-slowdown", bad], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and out.stderr.startswith("error: --inject-slowdown"), (bad, out.stderr)
+    shape = ["--no-probes", "--shape", "hq=2,sq=64,d=32", "--kernels", "flash", "--threads", "1",
+             "--benchmark_min_time=0.01", "--benchmark_format=json"]
+    for extra, expected in (([], None), (["--inject-slowdown", "7.5"], "7.5")):
+        out = subprocess.run([BENCH, *shape, *extra], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        ctx = json.loads(out.stdout)["context"]
+        if expected is None:
+            assert "bench_injected_slowdown" not in ctx
+        else:
+            assert ctx["bench_injected_slowdown"].startswith(expected)
