@@ -2,6 +2,9 @@
 #include "commands.hpp"
 
 #include "args.hpp"
+#include "isa_order.hpp"
+#include "memory_limit.hpp"
+#include "npy.hpp"
 #include "reference.hpp"
 #include "tune.hpp"
 
@@ -58,13 +61,13 @@ Options parse_options(const Args& a) {
   if (auto b = a.get_int("--block-kv", 1)) o.config.block_kv = *b;
   if (auto s = a.get_int("--kv-splits", 1)) o.config.kv_splits = static_cast<int>(std::min<std::int64_t>(*s, 1 << 16));
   if (auto m = a.get("--micro")) {
-    if (*m == "auto") o.config.micro = 0;
-    else if (*m == "narrow") o.config.micro = 1;
-    else if (*m == "wide") o.config.micro = 2;
+    if (*m == "auto") o.config.micro = micro_auto;
+    else if (*m == "narrow") o.config.micro = micro_narrow;
+    else if (*m == "wide") o.config.micro = micro_wide;
     else throw UsageError("--micro = '" + *m + "': expected auto, narrow or wide");
   }
   if (auto m = a.get("--max-memory")) {  // only `run` and `mha` accept the flag
-    const auto bytes = parse_bytes(*m);
+    const auto bytes = detail::parse_bytes(*m);
     if (!bytes)
       throw UsageError("--max-memory = '" + *m +
                        "' is not a size: a positive number of bytes with an optional K, M, G or T suffix "
