@@ -1,9 +1,10 @@
-// `attune tune`: the shape grid from the command line, one search per shape (tuner/), every
+// `attune tune`: the shape grid from the command line, one search per shape (tuner/grid.hpp), every
 // measurement appended to the JSON lines log as it finishes (so --resume loses nothing), the
 // header regenerated from the whole log and written atomically at the end.
-#include "tune.hpp"
+#include "commands.hpp"
 
 #include "args.hpp"
+#include "common.hpp"
 #include "grid.hpp"
 #include "records.hpp"
 #include "tuner.hpp"
@@ -181,7 +182,7 @@ int cmd_tune(const std::vector<std::string>& argv) {
                 "--strategy", "--evals", "--budget", "--threads", "--out", "--json", "--window-ms", "--seed",
                 "--wait-quiet"},
                {"--resume"});
-  if (!a.positional().empty()) throw UsageError("unexpected argument '" + a.positional().front() + "'");
+  no_positional(a);
   if (!a.has("--seq")) throw UsageError("missing required option --seq");
   tuner::SearchOptions so;
   const std::string strategy = a.get("--strategy").value_or("smart");
@@ -245,20 +246,22 @@ int cmd_tune(const std::vector<std::string>& argv) {
   grid.max_threads = max_threads;
   grid.window = window;
   grid.wait_quiet = wait_quiet;
+  // Progress on stderr: a line per shape, and on a terminal a status line redrawn per measurement.
   tuner::GridEvents events;
   events.skipped = [&](const Problem& p, const tuner::GridProgress& g) {
     std::fprintf(stderr, "[%zu/%zu] %s: chosen in the log, skipped\n", g.index, g.count, p.to_string().c_str());
   };
   if (tty) {
-    events.measured = [&](const Problem& p, const tuner::GridProgress& g, std::size_t evals, const std::string& best_key,
-                          double best_time) {
-      std::fprintf(stderr, "\r[%zu/%zu] %s: %zu evals, elapsed %s, ETA %s, best %s %.1f GFLOP/s\033[K", g.index, g.count,
-                   p.to_string().c_str(), evals, clock_text(g.elapsed).c_str(), clock_text(std::max(0.0, g.eta)).c_str(),
-                   best_key.c_str(), best_time > 0 ? p.flops() / best_time * 1e-9 : 0.0);
+    events.measured = [&](const Problem& p, const tuner::GridProgress& g, std::size_t evals,
+                          const std::string& best_key, double best_time) {
+      std::fprintf(stderr, "\r[%zu/%zu] %s: %zu evals, elapsed %s, ETA %s, best %s %.1f GFLOP/s\033[K", g.index,
+                   g.count, p.to_string().c_str(), evals, clock_text(g.elapsed).c_str(),
+                   clock_text(std::max(0.0, g.eta)).c_str(), best_key.c_str(),
+                   best_time > 0 ? p.flops() / best_time * 1e-9 : 0.0);
     };
   }
-  events.chosen = [&](const Problem& p, const tuner::GridProgress& g, const tuner::SearchResult& r, std::size_t reused,
-                      const tuner::KernelOracle& oracle) {
+  events.chosen = [&](const Problem& p, const tuner::GridProgress& g, const tuner::SearchResult& r,
+                      std::size_t reused, const tuner::KernelOracle& oracle) {
     if (oracle.waited_seconds() >= 1.0 || oracle.busy_timeouts() > 0) {
       std::fprintf(stderr, "%stune: waited %.0f s for other processes to leave the cores%s\n", tty ? "\r\033[K" : "",
                    oracle.waited_seconds(),

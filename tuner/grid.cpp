@@ -18,9 +18,11 @@ double shape_distance(const Problem& a, const Problem& b) {
          std::abs(lg(a.seq_kv) - lg(b.seq_kv)) + 0.5 * std::abs(lg(a.heads_q) - lg(b.heads_q));
 }
 
-std::vector<Candidate> nearest_winners(const Problem& problem, const std::vector<Winner>& winners, std::size_t n) {
+std::vector<Candidate> nearest_winners(const Problem& problem, const std::vector<Winner>& winners,
+                                       std::size_t n) {
   std::vector<std::pair<double, std::size_t>> order;
-  for (std::size_t i = 0; i < winners.size(); ++i) order.emplace_back(shape_distance(problem, winners[i].problem), i);
+  for (std::size_t i = 0; i < winners.size(); ++i)
+    order.emplace_back(shape_distance(problem, winners[i].problem), i);
   std::stable_sort(order.begin(), order.end());
   std::vector<Candidate> out;
   for (const auto& [d, i] : order) {
@@ -38,7 +40,8 @@ void tune_grid(const std::vector<Problem>& shapes, const Log& log, const std::st
   const std::set<std::string> done_shapes(chosen.begin(), chosen.end());
   // Winners so far (the log's and this run's): seeds for the shapes still to tune.
   std::vector<Winner> winners;
-  for (const auto& [name, record] : log_choice_records(log)) winners.push_back({record.problem, record.candidate});
+  for (const auto& [name, record] : log_choice_records(log))
+    winners.push_back({record.problem, record.candidate});
 
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
@@ -51,9 +54,9 @@ void tune_grid(const std::vector<Problem>& shapes, const Log& log, const std::st
     g.index = index;
     g.count = shapes.size();
     g.elapsed = elapsed();
-    g.eta = measured_shapes > 0
-                ? g.elapsed / static_cast<double>(measured_shapes) * static_cast<double>(todo - measured_shapes)
-                : options.budget - g.elapsed;
+    g.eta = measured_shapes > 0 ? g.elapsed / static_cast<double>(measured_shapes) *
+                                      static_cast<double>(todo - measured_shapes)
+                                : options.budget - g.elapsed;
     return g;
   };
 

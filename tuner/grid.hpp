@@ -25,16 +25,17 @@ struct Winner {
 
 // The candidates of the `n` winners nearest `problem` (shape_distance; ties in `winners` order),
 // each candidate once: the seeds of smart's search.
-std::vector<Candidate> nearest_winners(const Problem& problem, const std::vector<Winner>& winners, std::size_t n);
+std::vector<Candidate> nearest_winners(const Problem& problem, const std::vector<Winner>& winners,
+                                       std::size_t n);
 
 struct GridOptions {
-  SearchOptions search;       // every shape's; tune_grid sets seeds, out_of_time and on_measured
-  std::string strategy;       // its name, as the choice records give it
-  double budget = 600.0;      // seconds, shared by the shapes still to tune
-  int max_threads = 0;        // make_space's cap (0: all cores)
-  double window = 0.02;       // KernelOracle's timing window, seconds
-  double wait_quiet = 30.0;   // KernelOracle::set_max_wait, seconds
-  std::size_t seeds = 2;      // winners of the most similar shapes raced per shape
+  SearchOptions search;      // every shape's; tune_grid sets seeds, out_of_time and on_measured
+  std::string strategy;      // its name, as the choice records give it
+  double budget = 600.0;     // seconds, shared by the shapes still to tune
+  int max_threads = 0;       // make_space's cap (0: all cores)
+  double window = 0.02;      // KernelOracle's timing window, seconds
+  double wait_quiet = 30.0;  // KernelOracle::set_max_wait, seconds
+  std::size_t seeds = 2;     // winners of the most similar shapes raced per shape
 };
 
 // Where the grid stands, for progress lines.
@@ -51,8 +52,8 @@ struct GridEvents {
   std::function<void(const Problem&, const GridProgress&)> skipped;
   // After each measurement of the shape being tuned: the candidates timed so far in this run,
   // and the fastest verified one ("" and 0 while there is none).
-  std::function<void(const Problem&, const GridProgress&, std::size_t evaluations, const std::string& best_key,
-                     double best_time)>
+  std::function<void(const Problem&, const GridProgress&, std::size_t evaluations,
+                     const std::string& best_key, double best_time)>
       measured;
   // A shape's choice was logged; `reused` of its measurements came from the log.
   std::function<void(const Problem&, const GridProgress&, const SearchResult&, std::size_t reused,
