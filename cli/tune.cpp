@@ -1,9 +1,11 @@
-// `attune tune`: the shape grid from the command line, one search per shape (tuner/), every
+// `attune tune`: the shape grid from the command line, one search per shape (tuner/grid.hpp), every
 // measurement appended to the JSON lines log as it finishes (so --resume loses nothing), the
 // header regenerated from the whole log and written atomically at the end.
-#include "tune.hpp"
+#include "commands.hpp"
 
 #include "args.hpp"
+#include "common.hpp"
+#include "grid.hpp"
 #include "records.hpp"
 #include "tuner.hpp"
 
@@ -172,32 +174,6 @@ std::vector<Problem> grid_shapes(const Args& a) {
   return typed;
 }
 
-// Similarity of two shapes for seeding: exact keys (storage types, d_k, causal, decode, GQA)
-// weigh most, then the log2 distance of the lengths and head counts.
-double shape_distance(const Problem& a, const Problem& b) {
-  auto lg = [](std::int64_t x) { return std::log2(static_cast<double>(x)); };
-  return 8.0 * (a.dtype != b.dtype) + 8.0 * (a.kv_type() != b.kv_type()) + 8.0 * (a.d_k != b.d_k) +
-         4.0 * (a.causal != b.causal) + 4.0 * (is_decode(a) != is_decode(b)) +
-         2.0 * (a.group_size() != b.group_size()) + std::abs(lg(a.seq_q) - lg(b.seq_q)) +
-         std::abs(lg(a.seq_kv) - lg(b.seq_kv)) + 0.5 * std::abs(lg(a.heads_q) - lg(b.heads_q));
-}
-
-std::vector<tuner::Candidate> nearest_winners(const Problem& p,
-                                              const std::vector<std::pair<Problem, tuner::Candidate>>& winners,
-                                              std::size_t n) {
-  std::vector<std::pair<double, std::size_t>> order;
-  for (std::size_t i = 0; i < winners.size(); ++i) order.emplace_back(shape_distance(p, winners[i].first), i);
-  std::stable_sort(order.begin(), order.end());
-  std::vector<tuner::Candidate> out;
-  for (const auto& [d, i] : order) {
-    if (out.size() == n) break;
-    const tuner::Candidate& c = winners[i].second;
-    if (std::none_of(out.begin(), out.end(), [&](const tuner::Candidate& o) { return o.key() == c.key(); }))
-      out.push_back(c);
-  }
-  return out;
-}
-
 }  // namespace
 
 int cmd_tune(const std::vector<std::string>& argv) {
@@ -206,7 +182,7 @@ int cmd_tune(const std::vector<std::string>& argv) {
                 "--strategy", "--evals", "--budget", "--threads", "--out", "--json", "--window-ms", "--seed",
                 "--wait-quiet"},
                {"--resume"});
-  if (!a.positional().empty()) throw UsageError("unexpected argument '" + a.positional().front() + "'");
+  no_positional(a);
   if (!a.has("--seq")) throw UsageError("missing required option --seq");
   tuner::SearchOptions so;
   const std::string strategy = a.get("--strategy").value_or("smart");
@@ -259,60 +235,33 @@ int cmd_tune(const std::vector<std::string>& argv) {
       throw UsageError("--json: '" + json_path + "' exists; pass --resume to continue it, or remove it");
     tuner::write_atomic(json_path, tuner::provenance_line(strategy, budget_text, command));
   }
-  const auto chosen = tuner::log_choices(log);
-  const std::set<std::string> done_shapes(chosen.begin(), chosen.end());
-  // Winners so far (the log's and this run's): seeds for the shapes still to tune.
-  std::vector<std::pair<Problem, tuner::Candidate>> winners;
-  for (const auto& [name, record] : tuner::log_choice_records(log)) winners.emplace_back(record.problem, record.candidate);
-
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(clock::now() - t0).count(); };
   const bool tty = isatty(2) != 0;
-  std::size_t index = 0, measured_shapes = 0, todo = 0;
-  for (const Problem& p : shapes) todo += done_shapes.count(p.to_string()) ? 0 : 1;
-
-  for (const Problem& p : shapes) {
-    ++index;
-    const std::string shape = p.to_string();
-    if (done_shapes.count(shape)) {
-      std::fprintf(stderr, "[%zu/%zu] %s: chosen in the log, skipped\n", index, shapes.size(), shape.c_str());
-      continue;
-    }
-    const double shape_deadline = elapsed() + (budget - elapsed()) / static_cast<double>(todo - measured_shapes);
-    const tuner::Space space = tuner::make_space(p, max_threads);
-    auto known = tuner::log_measurements(log, p);
-    const std::size_t reused = known.size();
-    tuner::KernelOracle oracle(p, window);
-    oracle.set_max_wait(wait_quiet);
-    tuner::SearchOptions opt = so;
-    opt.seeds = nearest_winners(p, winners, 2);
-    opt.out_of_time = [&] { return elapsed() > shape_deadline; };
-    std::string best_key;
-    double best_time = 0.0;
-    std::size_t evals = 0;
-    std::set<std::string> seen;
-    opt.on_measured = [&](const tuner::Measurement& m) {
-      tuner::append_text(json_path, tuner::measurement_line(p, m));
-      if (!m.samples.empty() && seen.insert(m.candidate.key()).second) ++evals;
-      if (m.verified && !m.samples.empty() && (best_key.empty() || m.median() < best_time)) {
-        best_key = m.candidate.key();
-        best_time = m.median();
-      }
-      if (tty) {
-        const double eta = measured_shapes > 0
-                               ? elapsed() / static_cast<double>(measured_shapes) * static_cast<double>(todo - measured_shapes)
-                               : budget - elapsed();
-        std::fprintf(stderr, "\r[%zu/%zu] %s: %zu evals, elapsed %s, ETA %s, best %s %.1f GFLOP/s\033[K", index,
-                     shapes.size(), shape.c_str(), evals, clock_text(elapsed()).c_str(),
-                     clock_text(std::max(0.0, eta)).c_str(), best_key.c_str(),
-                     best_time > 0 ? p.flops() / best_time * 1e-9 : 0.0);
-      }
+  tuner::GridOptions grid;
+  grid.search = so;
+  grid.strategy = strategy;
+  grid.budget = budget;
+  grid.max_threads = max_threads;
+  grid.window = window;
+  grid.wait_quiet = wait_quiet;
+  // Progress on stderr: a line per shape, and on a terminal a status line redrawn per measurement.
+  tuner::GridEvents events;
+  events.skipped = [&](const Problem& p, const tuner::GridProgress& g) {
+    std::fprintf(stderr, "[%zu/%zu] %s: chosen in the log, skipped\n", g.index, g.count, p.to_string().c_str());
+  };
+  if (tty) {
+    events.measured = [&](const Problem& p, const tuner::GridProgress& g, std::size_t evals,
+                          const std::string& best_key, double best_time) {
+      std::fprintf(stderr, "\r[%zu/%zu] %s: %zu evals, elapsed %s, ETA %s, best %s %.1f GFLOP/s\033[K", g.index,
+                   g.count, p.to_string().c_str(), evals, clock_text(g.elapsed).c_str(),
+                   clock_text(std::max(0.0, g.eta)).c_str(), best_key.c_str(),
+                   best_time > 0 ? p.flops() / best_time * 1e-9 : 0.0);
     };
-    const tuner::SearchResult r = tuner::search(space, oracle, opt, known);
-    tuner::append_text(json_path, tuner::choice_line(p, r, strategy));
-    winners.emplace_back(p, r.best.candidate);
-    ++measured_shapes;
+  }
+  events.chosen = [&](const Problem& p, const tuner::GridProgress& g, const tuner::SearchResult& r,
+                      std::size_t reused, const tuner::KernelOracle& oracle) {
     if (oracle.waited_seconds() >= 1.0 || oracle.busy_timeouts() > 0) {
       std::fprintf(stderr, "%stune: waited %.0f s for other processes to leave the cores%s\n", tty ? "\r\033[K" : "",
                    oracle.waited_seconds(),
@@ -320,13 +269,13 @@ int cmd_tune(const std::vector<std::string>& argv) {
                        ? "; warning: they did not, so some measurements of this shape ran on a busy machine"
                        : "");
     }
-    const double eta = elapsed() / static_cast<double>(measured_shapes) * static_cast<double>(todo - measured_shapes);
     std::fprintf(stderr, "%s[%zu/%zu] %s: %s %.1f GFLOP/s (spread %.1f%%%s), %zu/%zu evaluations (%zu reused), "
-                 "elapsed %s, ETA %s\n", tty ? "\r\033[K" : "", index, shapes.size(), shape.c_str(),
+                 "elapsed %s, ETA %s\n", tty ? "\r\033[K" : "", g.index, g.count, p.to_string().c_str(),
                  r.best.candidate.key().c_str(), p.flops() / r.best.median() * 1e-9, 100.0 * r.best.spread(),
-                 r.tie ? ", tie" : "", r.evaluations, r.space_size, reused, clock_text(elapsed()).c_str(),
-                 clock_text(eta).c_str());
-  }
+                 r.tie ? ", tie" : "", r.evaluations, r.space_size, reused, clock_text(g.elapsed).c_str(),
+                 clock_text(g.eta).c_str());
+  };
+  tuner::tune_grid(shapes, log, json_path, grid, events);
 
   // The header is a function of the log alone: read it back and generate.
   const tuner::Log full = tuner::read_log(json_path);

@@ -1,7 +1,8 @@
 // Fuzz target: the .npy parser behind `attune run` and `attune mha`. Any input must either parse
 // (and then describe exactly the data it holds) or throw attune::IoError.
+#include "npy.hpp"
+
 #include <attune/error.hpp>
-#include <attune/npy.hpp>
 
 #include <cstdint>
 #include <cstdlib>

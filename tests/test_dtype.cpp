@@ -1,7 +1,7 @@
 // Element types: the float32 <-> bf16/fp16 conversions (every bit pattern), and the 16-bit error
-// bound of the reference (tests/reference/reference.cpp): loose enough for correct storage and
+// bound of the reference (reference/reference.cpp): loose enough for correct storage and
 // P rounding, tight enough that a broken kernel's output fails it.
-#include "reference/reference.hpp"
+#include "reference.hpp"
 
 #include <attune/attune.hpp>
 

@@ -1,4 +1,6 @@
 // ISA names, detection and the compiled/runnable lists.
+#include "isa_order.hpp"
+
 #include <attune/attune.hpp>
 
 #include <gtest/gtest.h>

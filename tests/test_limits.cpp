@@ -1,6 +1,7 @@
 // The working-memory limit: byte counts as text, refusals before anything is allocated, the
 // limit's sources (Options, ATTUNE_MAX_MEMORY, half the physical memory), a long sequence under a
 // tiny limit, and allocation failures surfacing as attune::MemoryError instead of a crash.
+#include "memory_limit.hpp"
 #include "reference.hpp"
 
 #include <attune/attune.hpp>
@@ -81,29 +82,29 @@ std::string memory_error(const Call& call) {
 }
 
 TEST(Limits, ParseBytes) {
-  EXPECT_EQ(attune::parse_bytes("1"), 1u);
-  EXPECT_EQ(attune::parse_bytes("1048576"), kMiB);
-  EXPECT_EQ(attune::parse_bytes("1K"), 1024u);
-  EXPECT_EQ(attune::parse_bytes("1k"), 1024u);
-  EXPECT_EQ(attune::parse_bytes("512M"), 512 * kMiB);
-  EXPECT_EQ(attune::parse_bytes("4G"), std::size_t{4} << 30);
-  EXPECT_EQ(attune::parse_bytes("4g"), std::size_t{4} << 30);
-  EXPECT_EQ(attune::parse_bytes("2T"), std::size_t{2} << 40);
-  EXPECT_EQ(attune::parse_bytes("16777215T"), std::size_t{16777215} << 40);
-  EXPECT_EQ(attune::parse_bytes("18446744073709551615"), std::numeric_limits<std::size_t>::max());
+  EXPECT_EQ(attune::detail::parse_bytes("1"), 1u);
+  EXPECT_EQ(attune::detail::parse_bytes("1048576"), kMiB);
+  EXPECT_EQ(attune::detail::parse_bytes("1K"), 1024u);
+  EXPECT_EQ(attune::detail::parse_bytes("1k"), 1024u);
+  EXPECT_EQ(attune::detail::parse_bytes("512M"), 512 * kMiB);
+  EXPECT_EQ(attune::detail::parse_bytes("4G"), std::size_t{4} << 30);
+  EXPECT_EQ(attune::detail::parse_bytes("4g"), std::size_t{4} << 30);
+  EXPECT_EQ(attune::detail::parse_bytes("2T"), std::size_t{2} << 40);
+  EXPECT_EQ(attune::detail::parse_bytes("16777215T"), std::size_t{16777215} << 40);
+  EXPECT_EQ(attune::detail::parse_bytes("18446744073709551615"), std::numeric_limits<std::size_t>::max());
   for (const char* bad : {"", "0", "0K", "K", "-1", "+1", " 1", "1 ", "1.5G", "1KB", "1KiB", "G4", "abc", "1e9",
                           "0x10", "18446744073709551616", "16777216T", "17179869184G"}) {
-    EXPECT_EQ(attune::parse_bytes(bad), std::nullopt) << "'" << bad << "'";
+    EXPECT_EQ(attune::detail::parse_bytes(bad), std::nullopt) << "'" << bad << "'";
   }
 }
 
 TEST(Limits, FormatBytes) {
-  EXPECT_EQ(attune::format_bytes(1), "1 byte");
-  EXPECT_EQ(attune::format_bytes(512), "512 bytes");
-  EXPECT_EQ(attune::format_bytes(1024), "1.0 KiB");
-  EXPECT_EQ(attune::format_bytes(3 * kMiB / 2), "1.5 MiB");
-  EXPECT_EQ(attune::format_bytes(std::size_t{12} << 30), "12.0 GiB");
-  EXPECT_EQ(attune::format_bytes(std::numeric_limits<std::size_t>::max()), "16.0 EiB");
+  EXPECT_EQ(attune::detail::format_bytes(1), "1 byte");
+  EXPECT_EQ(attune::detail::format_bytes(512), "512 bytes");
+  EXPECT_EQ(attune::detail::format_bytes(1024), "1.0 KiB");
+  EXPECT_EQ(attune::detail::format_bytes(3 * kMiB / 2), "1.5 MiB");
+  EXPECT_EQ(attune::detail::format_bytes(std::size_t{12} << 30), "12.0 GiB");
+  EXPECT_EQ(attune::detail::format_bytes(std::numeric_limits<std::size_t>::max()), "16.0 EiB");
 }
 
 // Shapes far above a 1 MiB limit are refused by attention() before the kernel runs. The tensors
@@ -133,7 +134,7 @@ TEST(Limits, RefusedBeforeAllocating) {
     const std::string what = memory_error([&] { attune::attention(p, &one, &one, &one, &out, o); });
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     EXPECT_LT(seconds, 1.0) << c.kernel << ": a refusal must not do any work";
-    EXPECT_NE(what.find("attention: kernel '" + c.kernel + "' needs " + attune::format_bytes(need) + " (" +
+    EXPECT_NE(what.find("attention: kernel '" + c.kernel + "' needs " + attune::detail::format_bytes(need) + " (" +
                         std::to_string(need) + " bytes) of working memory, above the limit of 1.0 MiB"),
               std::string::npos)
         << what;

@@ -1,5 +1,5 @@
 // attune::mha against a float64 reference: projections in double, the float64 attention
-// reference of tests/reference, the output projection in double. Every registered kernel runs.
+// reference (reference/), the output projection in double. Every registered kernel runs.
 //
 // Tolerance: max abs error <= 1e-4 * max(1, max|y|). The weights are scaled so every stage is
 // O(1): x ~ N(0, 1), wq/wk/wv ~ N(0, 1/d_model) (so Q, K, V are unit-normal like the attention
@@ -7,7 +7,7 @@
 //  - float32 projections: a d_model-term dot product, ~sqrt(d_model) 2^-24 ~ 5e-7 relative; the
 //    reference rounds its double projections to float before attention, so what remains is that
 //    GEMM error, which moves the logits by ~1e-6.
-//  - attention: <= ~1e-5 observed on unit-normal inputs, 1e-4 bound (tests/reference/reference.cpp).
+//  - attention: <= ~1e-5 observed on unit-normal inputs, 1e-4 bound (reference/reference.cpp).
 //  - output projection: y = concat(O) wo sums heads_q d_v errors of O with weights of rms
 //    1/sqrt(heads_q d_v) and random signs, so the attention's error passes through at about its
 //    own size; the float32 GEMM adds ~sqrt(heads_q d_v) 2^-24 |y| ~ 1e-6.

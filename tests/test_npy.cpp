@@ -1,4 +1,6 @@
 // The .npy reader and writer: round trips and every malformed input the CLI may meet.
+#include "npy.hpp"
+
 #include <attune/attune.hpp>
 
 #include <gtest/gtest.h>

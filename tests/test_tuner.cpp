@@ -1,5 +1,6 @@
 // The tuner on a synthetic cost model: smart search finds the known optimum within its budget,
 // verification gates winners, and an interrupted log resumes without losing complete lines.
+#include "grid.hpp"
 #include "records.hpp"
 #include "reference.hpp"
 #include "tuner.hpp"
@@ -142,6 +143,30 @@ TEST(Tuner, SmartSeededWithTheOptimumNeedsFewerEvaluations) {
   EXPECT_EQ(plain.best.candidate.key(), seeded.best.candidate.key());
   EXPECT_LT(seeded.evaluations, plain.evaluations);
   EXPECT_EQ(seeded_known.count(foreign.key()), 0u);
+}
+
+// A grid's seeds: the winners of the most similar shapes tuned before, each candidate once;
+// another storage type or d_k is farther than any length.
+TEST(Tuner, SeedsComeFromTheMostSimilarShapes) {
+  const attune::Problem p = problem();
+  attune::Problem longer = p, other_dk = p, bf16 = p;
+  longer.seq_kv *= 4;
+  other_dk.d_k = other_dk.d_v = 128;
+  bf16.dtype = attune::Dtype::bf16;
+  EXPECT_EQ(shape_distance(p, p), 0.0);
+  EXPECT_DOUBLE_EQ(shape_distance(p, longer), 2.0);  // two octaves of seq_kv
+  EXPECT_LT(shape_distance(p, longer), shape_distance(p, other_dk));
+  EXPECT_LT(shape_distance(p, other_dk), shape_distance(p, bf16));
+
+  Candidate a = make_space(p, 0).start, b = a, c = a;
+  b.config.block_kv = 64;
+  c.config.block_kv = 256;
+  const std::vector<Winner> winners = {{bf16, c}, {longer, a}, {other_dk, b}, {p, a}};
+  const auto seeds = nearest_winners(p, winners, 2);
+  ASSERT_EQ(seeds.size(), 2u);
+  EXPECT_EQ(seeds[0].key(), a.key());  // p's own and longer's winner: the same candidate, once
+  EXPECT_EQ(seeds[1].key(), b.key());
+  EXPECT_TRUE(nearest_winners(p, {}, 2).empty());
 }
 
 TEST(Tuner, ExhaustiveAndRandomAgreeAndHonourTheBudget) {

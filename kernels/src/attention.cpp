@@ -40,7 +40,7 @@ void check_config(const Config& c) {
   if (c.block_kv < 0) throw InvalidArgument("invalid config: block_kv = " + std::to_string(c.block_kv) + " must be >= 0");
   if (c.threads < 0) throw InvalidArgument("invalid config: threads = " + std::to_string(c.threads) + " must be >= 0");
   if (c.kv_splits < 0) throw InvalidArgument("invalid config: kv_splits = " + std::to_string(c.kv_splits) + " must be >= 0");
-  if (c.micro < 0 || c.micro > 2)
+  if (c.micro < micro_auto || c.micro > micro_wide)
     throw InvalidArgument("invalid config: micro = " + std::to_string(c.micro) + " must be 0 (auto), 1 (narrow) or 2 (wide)");
 }
 
@@ -63,7 +63,7 @@ Choice resolve(const Problem& problem, const Options& options) {
       if (c.block_kv == 0) c.block_kv = e->block_kv;
       if (c.threads == 0) c.threads = e->threads;
       if (c.kv_splits == 0) c.kv_splits = e->kv_splits;
-      if (c.micro == 0) c.micro = e->micro;
+      if (c.micro == micro_auto) c.micro = e->micro;
       return choice;
     }
     choice.kernel = best_kernel_for(problem, options.isa);

@@ -69,10 +69,6 @@ std::string out_of_memory(const std::string& who, std::size_t need) {
   return who + " could not allocate its " + size_phrase(need) + " of working memory: out of memory";
 }
 
-}  // namespace detail
-
-std::size_t workspace_limit(const Options& options) { return detail::memory_limit(options).bytes; }
-
 std::optional<std::size_t> parse_bytes(std::string_view text) {
   std::size_t multiplier = 1;
   if (!text.empty()) {
@@ -110,5 +106,9 @@ std::string format_bytes(std::size_t bytes) {
   std::snprintf(text, sizeof text, "%.1f %s", scaled, kUnits[unit]);
   return text;
 }
+
+}  // namespace detail
+
+std::size_t workspace_limit(const Options& options) { return detail::memory_limit(options).bytes; }
 
 }  // namespace attune

@@ -28,7 +28,8 @@ bool entry_usable(const TunedEntry& e) {
   if (k == nullptr || !isa) return false;
   const auto isas = runnable_isas(*k);
   if (std::find(isas.begin(), isas.end(), *isa) == isas.end()) return false;
-  return e.block_q >= 0 && e.block_kv >= 0 && e.threads >= 0 && e.kv_splits >= 0 && e.micro >= 0 && e.micro <= 2;
+  return e.block_q >= 0 && e.block_kv >= 0 && e.threads >= 0 && e.kv_splits >= 0 && e.micro >= micro_auto &&
+         e.micro <= micro_wide;
 }
 
 Active check(const TunedTable& table) {

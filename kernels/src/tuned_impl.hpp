@@ -6,8 +6,33 @@
 #include <attune/tuned.hpp>
 
 #include <optional>
+#include <span>
 
 namespace attune::detail {
+
+// The nearest usable entry for a problem in a sorted table: exact bucket, else the nearest in
+// (log2 seq_q, log2 seq_kv) with the same exact keys (ties: the first in table order), else
+// nullptr. Never an entry of other storage types: a config tuned for fp32 says nothing about
+// bf16. `usable` filters entries (runnable ISA, registered kernel, Kernel::supports).
+template <class Usable>
+const TunedEntry* nearest_entry(std::span<const TunedEntry> entries, const TunedKey& key,
+                                Usable&& usable) {
+  const TunedEntry* best = nullptr;
+  long best_distance = 0;
+  for (const TunedEntry& e : entries) {
+    if (e.dtype != key.dtype || e.kv_dtype != key.kv_dtype || e.d_k != key.d_k ||
+        e.causal != key.causal || e.decode != key.decode || e.gqa != key.gqa)
+      continue;
+    if (!usable(e)) continue;
+    const long dq = e.log2_seq_q - key.log2_seq_q, dkv = e.log2_seq_kv - key.log2_seq_kv;
+    const long distance = dq * dq + dkv * dkv;
+    if (best == nullptr || distance < best_distance) {
+      best = &e;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
 
 // The entry `auto` uses for a problem, or nullptr (no table, no entry with these exact keys and
 // storage types, or none whose kernel takes the problem on its ISA, or none with the forced

@@ -54,13 +54,13 @@ def reference(q, k, v, causal=False, scale=None):
 
 # Unit roundoff of each storage type: an output rounded once to it is off by u |ref| at most.
 UNIT_ROUNDOFF = {"float32": 0.0, "float16": 2.0**-11, "bfloat16": 2.0**-8}
-# attune's float32 bound on unit-normal inputs (tests/reference/reference.cpp's derivation).
+# attune's float32 bound on unit-normal inputs (reference/reference.cpp's derivation).
 TOL_F32 = 1e-4
 
 
 def pv_rounding(q, k, v, causal=False, scale=None):
     """The bound's term for kernels that round P to bf16 for the PV product (amx, the bf16
-    dot-product tiles): 2 u_bf16 sum_j w_ij |v_j| (tests/reference/reference.cpp derives it)."""
+    dot-product tiles): 2 u_bf16 sum_j w_ij |v_j| (reference/reference.cpp derives it)."""
     return 2 * UNIT_ROUNDOFF["bfloat16"] * reference(q, k, np.abs(np.asarray(v, dtype=np.float64)), causal, scale)
 
 

@@ -129,12 +129,14 @@ def test_paired_bench_failure_and_bad_options_exit_2(fake_bin, tmp_path, monkeyp
 
 
 def test_proof_on_the_stand_in(fake_bin, tmp_path, monkeypatch, capsys):
-    """The proof end to end, tiny: the fake bench's --block-kv costs 20%, so every A/B benchmark is
-    caught, and the A/A sessions of identical seeded noise raise no alarm."""
+    """The proof end to end, tiny: its default slowdown is the bench's --inject-slowdown 5, here
+    raised to 20% so every A/B benchmark is caught, and the A/A sessions of identical seeded
+    noise raise no alarm."""
     monkeypatch.setenv("FAKE_BENCH_COUNTER", str(tmp_path / "n"))
     out = tmp_path / "proof"
     code = cli.main(["proof", "--bench", str(fake_bin / "attune_bench"), "--aa", "2", "--ab", "2", "--out", str(out),
-                     "--baselines", str(tmp_path / "none"), "--sweep", "3,10,25"])
+                     "--baselines", str(tmp_path / "none"), "--sweep", "3,10,25",
+                     "--slowdown-args", "--inject-slowdown 20"])
     assert code == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["aa"]["comparisons"] == 2 and s["aa"]["false_alarm_benchmarks"] == 0

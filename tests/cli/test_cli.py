@@ -732,10 +732,24 @@ def test_info(attune_bin):
     assert fields["auto bf16"].split()[0] in ("amx", "flash")
     assert set(runnable) <= set(fields["isa compiled"].split())
     assert "scalar" in runnable
+    # Detected: what the CPU reports of the compiled ISAs (no ATTUNE_ISA cap), in their order.
+    compiled = fields["isa compiled"].split()
+    detected = fields["isa detected"].split()
+    assert set(runnable) <= set(detected)
+    assert detected == [i for i in compiled if i in detected]
     # --version agrees with info's version line.
     v = attune(attune_bin, "--version")
     assert_ok(v)
     assert v.stdout.split()[:2] == lines[0].split()[:2]
+
+
+def test_unknown_isa_names_the_compiled_ones(attune_bin):
+    """The list comes from the build (compiled_isas), so a new ISA appears without a CLI edit."""
+    compiled = [line.split(":", 1)[1].split() for line in attune(attune_bin, "info").stdout.splitlines()
+                if line.startswith("isa compiled:")][0]
+    r = attune(attune_bin, "run", "--isa", "avx9000")
+    assert_error(r, 2)
+    assert "unknown isa 'avx9000' (compiled: " + ", ".join(compiled) + ")" in r.stderr
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

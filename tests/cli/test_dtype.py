@@ -206,7 +206,7 @@ def test_every_listed_triple_runs(attune_bin, tmp_path, kernel_isa_dtype):
     qr, kr, vr = (rounded(x, dtype) for x in (q, k, v))
     want = reference(qr, kr, vr, causal=True)
     # The bf16 dot-product kernels round P to bf16 for the PV product: at most 2 u sum_j w_j |v_j|
-    # more (the derivation is in tests/reference/reference.cpp).
+    # more (the derivation is in reference/reference.cpp).
     extra = 0.0
     if dtype == "bf16" and ((isa == "avx512_bf16" and kernel in ("simd", "flash")) or kernel == "amx"):
         extra = 2 * HALF_ULP["bf16"] * reference(qr, kr, np.abs(vr), causal=True)

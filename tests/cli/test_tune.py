@@ -410,10 +410,12 @@ def test_random_measures_at_most_evals_plus_the_start(attune_bin, tmp_path):
 
 
 # Looks every storage type of the tiny grid up in a generated header the way `auto` does
-# (attune::nearest_entry on the problem's key; header-only, so no library to link) and prints
-# what each one gets: the entry's own types, or "none".
+# (attune::detail::nearest_entry on the problem's key, from the library's internal
+# tuned_impl.hpp; header-only, so no library to link) and prints what each one gets: the
+# entry's own types, or "none".
 LOOKUP_CPP = r"""
 #include "%s"
+#include "tuned_impl.hpp"
 #include <cstdio>
 
 const char* name(attune::Dtype d) { return d == attune::Dtype::fp32 ? "fp32" : d == attune::Dtype::bf16 ? "bf16" : "fp16"; }
@@ -428,7 +430,7 @@ int main() {
     key.log2_seq_q = key.log2_seq_kv = attune::log2_bucket(32);
     key.dtype = dtype;
     key.kv_dtype = kv_dtype;
-    const attune::TunedEntry* e = attune::nearest_entry(
+    const attune::TunedEntry* e = attune::detail::nearest_entry(
         std::span<const attune::TunedEntry>(attune::tuned_data::kEntries), key, [](const attune::TunedEntry&) { return true; });
     if (e != nullptr) {
       std::printf("%%s/%%s -> %%s/%%s %%s\n", name(dtype), name(kv_dtype), name(e->dtype), name(e->kv_dtype), e->kernel);
@@ -483,7 +485,8 @@ def test_dtype_header_dispatches_each_type_to_its_own_entry(dtype_run, tmp_path)
     src, exe = tmp_path / "lookup.cpp", tmp_path / "lookup"
     src.write_text(LOOKUP_CPP % dtype_run["out"])
     r = subprocess.run([gxx, "-std=c++20", "-Wall", "-Wextra", "-Werror", "-I", str(REPO / "kernels" / "include"),
-                        str(src), "-o", str(exe)], capture_output=True, text=True, timeout=120)
+                        "-I", str(REPO / "kernels" / "src"), str(src), "-o", str(exe)],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr

@@ -8,7 +8,6 @@
 #include <cstddef>
 #include <optional>
 #include <string>
-#include <string_view>
 
 namespace attune {
 
@@ -40,12 +39,6 @@ std::size_t workspace_bytes(const Problem& problem, const Options& options = {})
 // The limit a call with these options enforces: options.max_workspace_bytes if non-zero, else
 // ATTUNE_MAX_MEMORY (InvalidArgument if malformed), else half the physical memory.
 std::size_t workspace_limit(const Options& options = {});
-// A byte count as ATTUNE_MAX_MEMORY and `--max-memory` take it: decimal digits with an optional
-// K, M, G or T suffix (either case; powers of 1024), e.g. "1048576", "512M", "4G". nullopt when
-// malformed, zero, or beyond size_t.
-std::optional<std::size_t> parse_bytes(std::string_view text);
-// "12.0 GiB", "512 bytes": the form error messages use.
-std::string format_bytes(std::size_t bytes);
 
 // What `auto` (or an explicit choice with defaults filled in) resolves to for a problem.
 struct Choice {

@@ -7,7 +7,6 @@
 #include <attune/isa.hpp>
 #include <attune/kernel.hpp>
 #include <attune/mha.hpp>  // declares attune::mha when built with BLAS
-#include <attune/npy.hpp>
 #include <attune/probes.hpp>
 #include <attune/problem.hpp>
 #include <attune/stages.hpp>

@@ -13,16 +13,21 @@
 
 namespace attune {
 
+// Config::micro: the register tile of the SIMD micro-kernel. An int wherever it is stored (the
+// tuned table, the tuner's log, Python); `--micro auto|narrow|wide` on the command line.
+enum MicroTile : int {
+  micro_auto = 0,    // the dot-product form for <= 4 query rows, else the smallest tile holding them
+  micro_narrow = 1,  // one vector of query rows, for any row count
+  micro_wide = 2,    // the ISA's widest: two vectors of rows, for any row count
+};
+
 // Run-time parameters of a kernel. Zero means "the kernel's default"; the tuner sets them.
 struct Config {
   std::int64_t block_q = 0;   // query rows per tile
   std::int64_t block_kv = 0;  // keys per tile
   int threads = 0;            // worker threads; 0 = all cores
   int kv_splits = 0;          // splits of the key range per (batch, head, query tile); 0 = auto
-  // Register tile of the SIMD micro-kernel: 0 = auto (the dot-product form for <= 4 query rows,
-  // else the smallest tile holding a task's rows), 1 = narrow (one vector of query rows),
-  // 2 = wide (the ISA's widest: two vectors of rows). 1 and 2 apply to any row count.
-  int micro = 0;
+  int micro = micro_auto;     // a MicroTile
 };
 
 // The caller's tensors, stored as the problem's dtype (Q, O) and kv_dtype (K, V), and the
@@ -63,19 +68,11 @@ class Kernel {
   }
   // The type P (the softmax weights) is rounded to for the PV product on `isa`: fp32 when the
   // kernel multiplies in float32 (every conversion path), bf16 where it uses bf16 dot products.
-  // The reference's error bound depends on it (tests/reference/reference.cpp).
+  // The reference's error bound depends on it (reference/reference.cpp).
   virtual Dtype pv_dtype(const Problem& problem, Isa isa) const {
     (void)problem;
     (void)isa;
     return Dtype::fp32;
-  }
-  // Reorders `isas` (this kernel's runnable ISAs that take the problem, best first by the
-  // build's order) when another order is faster for this problem on this CPU: simd and flash
-  // put avx512_bf16 first for bf16 problems where the CPU's bf16 dot product outpaces its fp32
-  // FMA (bf16_dot_speedup()). `auto` and the bench take the first.
-  virtual void order_isas(const Problem& problem, std::vector<Isa>& isas) const {
-    (void)problem;
-    (void)isas;
   }
   // The determinism contract (docs/robustness.md): true when the output bits depend only on
   // the problem, the inputs, the ISA and the plan (block_q, block_kv, kv_splits, micro), never on
@@ -89,6 +86,18 @@ class Kernel {
   // Computes the attention. The problem is validated, tensors are non-null, the ISA runnable.
   virtual void run(const Problem& problem, const Tensors& tensors, const Config& config,
                    Isa isa) const = 0;
+
+ private:
+  // Reorders `isas` (this kernel's runnable ISAs that take the problem, best first by the
+  // build's order) when another order is faster for this problem on this CPU: simd and flash
+  // put avx512_bf16 first for bf16 problems where the CPU's bf16 dot product outpaces its fp32
+  // FMA (bf16_dot_speedup()). A kernel's hook, called only by runnable_isas(kernel, problem),
+  // whose order `auto` and the bench follow (they take the first).
+  virtual void order_isas(const Problem& problem, std::vector<Isa>& isas) const {
+    (void)problem;
+    (void)isas;
+  }
+  friend std::vector<Isa> runnable_isas(const Kernel& kernel, const Problem& problem);
 };
 
 // Every registered kernel, in registration order (naive first).

@@ -29,11 +29,8 @@ std::optional<ProbeResult> probe_bf16_dot_peak(int threads, int repetitions = 5)
 // short interleaved runs of both probe loops, the best of several each, measured once per
 // process on first use (well under a millisecond); 0 where the CPU or the build has no
 // AVX512-BF16 (or AVX-512 is capped by ATTUNE_ISA). About 1.9 on AMD Zen 4 (full rate), 0.5
-// on Intel Sapphire Rapids (half rate). simd/flash order their ISAs by it (Kernel::order_isas).
+// on Intel Sapphire Rapids (half rate). simd/flash order their ISAs by it (runnable_isas).
 double bf16_dot_speedup();
-// From this speedup on, simd/flash prefer avx512_bf16 for problems its dot tiles run: they reach
-// ~88% of either unit's peak, so the dot form wins from about 1.2x and 1.4x leaves a margin.
-inline constexpr double kBf16DotPreferred = 1.4;
 // AMX TDPBF16PS throughput (16x16 fp32 tiles += 16x32 by 32x16 bf16, four independent
 // accumulators) on `threads` threads, GFLOP/s counting 2 x 16 x 16 x 32 per instruction;
 // nullopt where the CPU, the OS permission or the build has no AMX-BF16.

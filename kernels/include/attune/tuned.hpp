@@ -33,7 +33,7 @@ struct TunedEntry {
   std::int64_t block_kv;
   int threads;    // 0: all cores
   int kv_splits;  // 0: the kernel decides
-  int micro;      // Config::micro: 0 auto, 1 narrow, 2 wide register tile
+  int micro;      // Config::micro: a MicroTile (0 auto, 1 narrow, 2 wide register tile)
   // for readers
   double gflops;  // median of the chosen config at tuning time
   double spread;  // its relative spread (median absolute deviation / median)
@@ -112,29 +112,5 @@ std::string build_signature_text();
 const TunedTable& compiled_tuned_table();
 // One line for `attune info`: entry count, source machine, date, strategy, or why it is unused.
 std::string tuned_table_summary();
-
-// The nearest usable entry for a problem in a sorted table: exact bucket, else the nearest in
-// (log2 seq_q, log2 seq_kv) with the same exact keys (ties: the first in table order), else
-// nullptr. Never an entry of other storage types: a config tuned for fp32 says nothing about
-// bf16. `usable` filters entries (runnable ISA, registered kernel, Kernel::supports).
-template <class Usable>
-const TunedEntry* nearest_entry(std::span<const TunedEntry> entries, const TunedKey& key,
-                                Usable&& usable) {
-  const TunedEntry* best = nullptr;
-  long best_distance = 0;
-  for (const TunedEntry& e : entries) {
-    if (e.dtype != key.dtype || e.kv_dtype != key.kv_dtype || e.d_k != key.d_k ||
-        e.causal != key.causal || e.decode != key.decode || e.gqa != key.gqa)
-      continue;
-    if (!usable(e)) continue;
-    const long dq = e.log2_seq_q - key.log2_seq_q, dkv = e.log2_seq_kv - key.log2_seq_kv;
-    const long distance = dq * dq + dkv * dkv;
-    if (best == nullptr || distance < best_distance) {
-      best = &e;
-      best_distance = distance;
-    }
-  }
-  return best;
-}
 
 }  // namespace attune

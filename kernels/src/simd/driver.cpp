@@ -2,6 +2,7 @@
 #include "simd/driver.hpp"
 
 #include "detail/online_softmax.hpp"
+#include "isa_order.hpp"
 #include "kernel_impl.hpp"
 #include "parallel.hpp"
 

@@ -2,7 +2,8 @@
 set's 8 names (as attune_bench spells them, with dt:fp32), with seeded noise, in a few milliseconds.
 
 Flags read: --benchmark_out=PATH (or two words), --benchmark_repetitions=N, --block-q N or
---block-kv N (a "real" knob: 20% slower). Everything else is accepted and ignored. Environment:
+--block-kv N (a "real" knob: 20% slower), --inject-slowdown PCT (PCT% slower, as the real
+bench's test-only switch). Everything else is accepted and ignored. Environment:
   FAKE_BENCH_LOG      append one JSON line per call: {"argv": [...], "tag": $FAKE_TAG, "call": n}
   FAKE_BENCH_SLOW     multiply every time by this factor
   FAKE_BENCH_SLOW_CALLS  comma-separated call numbers (1-based) that FAKE_BENCH_SLOW applies to
@@ -51,6 +52,8 @@ def main(argv):
         with open(os.environ["FAKE_BENCH_LOG"], "a") as f:
             f.write(json.dumps({"argv": argv, "tag": os.environ.get("FAKE_TAG"), "call": call}) + "\n")
     factor = 1.2 if flag(argv, "--block-kv") or flag(argv, "--block-q") else 1.0
+    if flag(argv, "--inject-slowdown"):
+        factor *= 1.0 + float(flag(argv, "--inject-slowdown")) / 100.0
     slow_calls = os.environ.get("FAKE_BENCH_SLOW_CALLS")
     if os.environ.get("FAKE_BENCH_SLOW") and (not slow_calls or str(call) in slow_calls.split(",")):
         factor *= float(os.environ["FAKE_BENCH_SLOW"])

@@ -1,8 +1,9 @@
 // A strict reader and an atomic writer for .npy files. The reader accepts exactly
 // little-endian C-order float32 ('<f4'), float16 ('<f2') and bfloat16 (ml_dtypes' '<V2') and
 // checks every size before allocating.
+#include "npy.hpp"
+
 #include <attune/error.hpp>
-#include <attune/npy.hpp>
 
 #include <cerrno>
 #include <cstdio>

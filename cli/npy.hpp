@@ -1,5 +1,6 @@
 // Reading and writing .npy files (NumPy's format 1.0-3.0) of float32, float16 and bfloat16,
-// with strict validation.
+// with strict validation: the tensor format of the `attune` command (library attune_npy, also
+// linked by the tests and the fuzz target), not part of the attune library.
 #pragma once
 
 #include <attune/dtype.hpp>
