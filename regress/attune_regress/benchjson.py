@@ -70,8 +70,16 @@ def fingerprint_hash(fp: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def load(path: str) -> BenchRun:
-    """Parse one attune_bench JSON file; raises InputError with the reason."""
+CLOCKS = ("real", "cpu")
+
+
+def load(path: str, clock: str = "real") -> BenchRun:
+    """Parse one attune_bench JSON file; raises InputError with the reason. clock: which time of
+    each repetition the comparisons read, Google Benchmark's real_time (wall) or cpu_time (the
+    process's CPU time: for one-thread benchmarks it leaves out time the kernel was preempted)."""
+    if clock not in CLOCKS:
+        raise InputError("unknown clock %r (one of %s)" % (clock, ", ".join(CLOCKS)))
+    field_name = clock + "_time"
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -98,10 +106,10 @@ def load(path: str) -> BenchRun:
             if name not in run.skipped:
                 run.skipped.append(name)
             continue
-        value, unit = b.get("real_time"), b.get("time_unit", "ns")
+        value, unit = b.get(field_name), b.get("time_unit", "ns")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or unit not in UNIT_SECONDS \
                 or not math.isfinite(value) or value <= 0:
-            raise InputError("%s: %s has no positive real_time with a known time_unit" % (path, name))
+            raise InputError("%s: %s has no positive %s with a known time_unit" % (path, name, field_name))
         run.times.setdefault(name, []).append(float(value) * UNIT_SECONDS[unit])
     if not run.times:
         raise InputError("%s holds no benchmark results" % path)
