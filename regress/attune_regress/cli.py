@@ -193,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--rounds", type=int, default=5, help="rounds; each runs every side once (default 5)")
     pr.add_argument("--repetitions", type=int, default=2, help="repetitions per process (default 2: "
                     "5 rounds give 10 per side)")
-    pr.add_argument("--order", choices=paired.ORDERS, default="abba", help="abba (alternate) or random per round")
+    pr.add_argument("--order", choices=paired.ORDERS, default="abba", help="abba (alternate), random per round, or duet (both arms at once, one per CPU, swapped every round)")
     pr.add_argument("--seed", type=int, default=0, help="seed of the random order (default 0)")
     pr.add_argument("--suite", action="store_true", help="benchmark the regression set (scripts/regress.sh's "
                     "filter and flags) in addition to any flags after --")

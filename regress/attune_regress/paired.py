@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .benchjson import InputError, fingerprint_of, write_atomic
 
-ORDERS = ("abba", "random")
+ORDERS = ("abba", "random", "duet")
 # Flags the session sets itself for every run; dropped from user-supplied bench flags.
 _OWN_FLAGS = ("--benchmark_repetitions", "--benchmark_out", "--benchmark_out_format", "--benchmark_format")
 
@@ -36,16 +36,19 @@ def schedule(n_arms: int, rounds: int, order: str = "abba", seed: int = 0) -> li
     order (0 1, 1 0, 0 1, ...), so each arm runs first as often as last; with more than two arms
     every other round also rotates the order (0 1 2, 2 1 0, 1 2 0, 0 2 1, ...), so no arm is
     always in the middle. random: every round is an independent shuffle from a seeded generator
-    (the same seed gives the same session)."""
+    (the same seed gives the same session). duet (two arms): both arms of a round run at once,
+    one per CPU; the listed order is the CPUs', swapped every round (0 1, 1 0, ...)."""
     if order not in ORDERS:
         raise InputError("--order must be one of %s (got %r)" % (", ".join(ORDERS), order))
     if rounds < 1:
         raise InputError("--rounds must be >= 1 (got %d)" % rounds)
     rng = random.Random(seed)
     out = []
+    if order == "duet" and n_arms != 2:
+        raise InputError("--order duet runs two arms at once, one per CPU (got %d arms)" % n_arms)
     for r in range(rounds):
         idx = list(range(n_arms))
-        if order == "abba":
+        if order in ("abba", "duet"):
             if n_arms > 2:
                 shift = (r // 2) % n_arms
                 idx = idx[shift:] + idx[:shift]
@@ -88,10 +91,41 @@ def _run_once(cmd, env, out_path):
         raise InputError("%s exited with status %d%s" % (cmd[0], p.returncode, ": " + tail if tail else ""))
 
 
+def duet_cpus() -> list:
+    """The two CPUs duet rounds pin their runs to (the first two this process may use)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        raise InputError("--order duet needs two CPUs (this process may use %d)" % len(cpus))
+    return cpus[:2]
+
+
+def _run_together(jobs):
+    """Runs (cmd, env, out_path) jobs at the same time; raises InputError as _run_once does."""
+    procs = []
+    try:
+        for cmd, env, _ in jobs:
+            procs.append((cmd, subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                                text=True)))
+    except OSError as e:
+        for _, p in procs:
+            p.kill()
+        raise InputError("cannot run %s: %s" % (jobs[len(procs)][0][0], e.strerror or e))
+    failures = []
+    for (cmd, p), (_, _, out_path) in zip(procs, jobs):
+        _, err = p.communicate()
+        if p.returncode != 0 or not os.path.isfile(out_path):
+            tail = " | ".join(err.strip().splitlines()[-3:])
+            failures.append("%s exited with status %d%s" % (cmd[0], p.returncode, ": " + tail if tail else ""))
+    if failures:
+        raise InputError("; ".join(failures))
+
+
 def session(arms, common, rounds: int, repetitions: int, out_dir: str, order: str = "abba", seed: int = 0,
-            runner=_run_once, log=None) -> list:
+            runner=_run_once, log=None, together=_run_together) -> list:
     """Runs the session; returns one merged JSON path per arm (OUT_DIR/<label>.json). The runs'
-    own files stay in OUT_DIR/runs/ (round, position, arm in the name) for inspection."""
+    own files stay in OUT_DIR/runs/ (round, position, arm in the name) for inspection.
+    duet: each round's two runs go to `together` at once, each pinned to one CPU (taskset); a
+    co-runner or a slow spell of the host then reaches both arms of the round alike."""
     if repetitions < 1:
         raise InputError("--repetitions must be >= 1 (got %d)" % repetitions)
     labels = [a.label for a in arms]
@@ -103,8 +137,24 @@ def session(arms, common, rounds: int, repetitions: int, out_dir: str, order: st
     per_arm = {a.label: [] for a in arms}
     total, done = rounds * len(arms), 0
     order_text = []
+    cpus = duet_cpus() if order == "duet" else None
     for r, idx in enumerate(plan):
         order_text.append("".join(chr(ord("A") + i) for i in idx))
+        if cpus is not None:
+            jobs = []
+            for pos, i in enumerate(idx):
+                arm = arms[i]
+                path = os.path.join(runs_dir, "r%02d-cpu%d-%s.json" % (r, cpus[pos], arm.label))
+                env = dict(os.environ)
+                env.update(arm.env)
+                jobs.append((["taskset", "-c", str(cpus[pos])] + run_command(arm, common, repetitions, path), env, path))
+                per_arm[arm.label].append(path)
+            done += len(idx)
+            if log:
+                log("runs %d-%d/%d: round %d, %s together" % (done - 1, done, total, r + 1,
+                                                             " and ".join(arms[i].label for i in idx)))
+            together(jobs)
+            continue
         for pos, i in enumerate(idx):
             arm = arms[i]
             path = os.path.join(runs_dir, "r%02d-%d-%s.json" % (r, pos, arm.label))

@@ -42,7 +42,8 @@ def add_arguments(p) -> None:
                    help="bench flags of the slower B side (default %r)" % DEFAULT_SLOWDOWN)
     p.add_argument("--rounds", type=int, default=5, help="rounds per session (default 5, as `paired`)")
     p.add_argument("--repetitions", type=int, default=2, help="repetitions per process (default 2)")
-    p.add_argument("--order", choices=paired.ORDERS, default="abba")
+    p.add_argument("--order", choices=paired.ORDERS, default="abba",
+                   help="session order (default abba); duet runs A/A and A/B as two-arm sessions, both arms at once")
     p.add_argument("--threshold", type=float, default=5.0)
     p.add_argument("--thresholds", metavar="FILE.json",
                    help="per-benchmark thresholds of the paired comparisons (default: --threshold for all)")
@@ -122,15 +123,23 @@ def run_sessions(a, common, thresholds, out) -> dict:
             arms.append(paired.Arm("a2", a.bench))
         if has_b:
             arms.append(paired.Arm("b", a.bench, slow_args))
-        merged = dict(zip([arm.label for arm in arms],
-                          paired.session(arms, common, a.rounds, a.repetitions, d, a.order, seed=i)))
-        runs = {label: benchjson.load(path) for label, path in merged.items()}
+        # A duet runs two arms at once: A against A2, and A against B, each a session of its own
+        # (A runs in both); otherwise all arms share one session.
+        groups = [arms] if a.order != "duet" else [[arms[0], other] for other in arms[1:]]
+        runs = {}  # (the arm compared with A, label) -> run
+        for group in groups:
+            sub = d if len(groups) == 1 else os.path.join(d, group[1].label)
+            merged = paired.session(group, common, a.rounds, a.repetitions, sub, a.order, seed=i)
+            for other in [arm.label for arm in group[1:]]:
+                for arm, path in zip(group, merged):
+                    runs[(other, arm.label)] = benchjson.load(path)
         notes = []
         for kind, other, on in (("aa", "a2", has_a2), ("ab", "b", has_b)):
             if not on:
                 continue
-            verdict = judge(runs["a"], runs[other], thresholds, a.alpha)
-            sessions[kind].append((runs["a"], runs[other], verdict))
+            base_run, new_run = runs[(other, "a")], runs[(other, other)]
+            verdict = judge(base_run, new_run, thresholds, a.alpha)
+            sessions[kind].append((base_run, new_run, verdict))
             alarms = sum(1 for r in verdict["rows"].values() if r["verdict"] == "REGRESSION")
             notes.append("%s exit %d%s" % (kind.upper(), 1 if verdict["regressed"] else 0,
                                           " (%d REGRESSION)" % alarms if alarms else ""))

@@ -2,6 +2,7 @@
 files, and the verdicts and exit codes of `paired`."""
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -161,3 +162,47 @@ def test_proof_helpers():
     assert proof.clopper_pearson_upper(0, 20) == pytest.approx(0.139, abs=1e-3)
     assert proof.clopper_pearson_upper(3, 3) == 1.0
     assert proof.short(bench_name("simd", 512, 128, 1)) == "simd h8/8 s512/512 d128 causal"
+
+
+def test_duet_runs_both_arms_of_a_round_at_once_on_swapped_cpus(fake_bin, tmp_path, monkeypatch):
+    """--order duet: each round's two runs go out together, pinned one per CPU with taskset, the
+    CPUs swapped every round; more than two arms, or fewer than two CPUs, are refused."""
+    monkeypatch.setattr(paired, "duet_cpus", lambda: [3, 5])
+    bench = str(fake_bin / "attune_bench")
+    arms = [paired.Arm("base", bench), paired.Arm("new", bench, ["--block-kv", "64"])]
+    rounds = []
+    monkeypatch.setenv("FAKE_BENCH_COUNTER", str(tmp_path / "n"))
+
+    def together(jobs):
+        rounds.append([(job[0][:3], job[0][3] == bench and "--block-kv" in job[0]) for job in jobs])
+        for cmd, env, _ in jobs:  # the fake bench, unpinned (the CPUs are made up)
+            subprocess.run(cmd[3:], env=env, check=True)
+
+    base_json, new_json = paired.session(arms, [], 4, 2, str(tmp_path / "s"), "duet", together=together)
+    assert len(rounds) == 4 and all(len(r) == 2 for r in rounds)
+    assert all([pin[2] for pin, _ in r] == ["3", "5"] for r in rounds)  # one run per CPU
+    new_on_cpu3 = [r[0][1] for r in rounds]
+    assert new_on_cpu3 == [False, True, False, True]  # the arms swap CPUs every round
+    assert all(len(t) == 8 for t in benchjson.load(new_json).times.values())  # 4 rounds x 2
+    with pytest.raises(InputError, match="two arms"):
+        paired.session(arms + [paired.Arm("third", bench)], [], 2, 1, str(tmp_path / "t"), "duet", together=together)
+    monkeypatch.undo()  # the real duet_cpus, on a process allowed one CPU
+    monkeypatch.setattr(paired.os, "sched_getaffinity", lambda pid: {0})
+    with pytest.raises(InputError, match="two CPUs"):
+        paired.duet_cpus()
+
+
+def test_proof_in_duet_order_on_the_stand_in(fake_bin, tmp_path, monkeypatch):
+    """The proof with --order duet: A/A and A/B each run as two-arm sessions of their own."""
+    monkeypatch.setenv("FAKE_BENCH_COUNTER", str(tmp_path / "n"))
+    monkeypatch.setattr(paired, "duet_cpus", lambda: [0, 0])
+    out = tmp_path / "proof"
+    code = cli.main(["proof", "--bench", str(fake_bin / "attune_bench"), "--aa", "2", "--ab", "1", "--out", str(out),
+                     "--baselines", str(tmp_path / "none"), "--sweep", "25", "--order", "duet",
+                     "--slowdown-args", "--inject-slowdown 20"])
+    assert code == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["settings"]["order"] == "duet"
+    assert s["aa"]["comparisons"] == 2 and s["aa"]["false_alarm_benchmarks"] == 0
+    assert s["ab"]["comparisons"] == 1 and s["ab"]["target_detections"] == s["ab"]["target_tests"] == 8
+    assert sorted(os.listdir(out / "sessions" / "01-aa+ab")) == ["a2", "b"]
