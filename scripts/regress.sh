@@ -13,8 +13,11 @@
 #       bench/baselines/icount-<hash>.json at a 1% threshold when there is one, else recorded only.
 #   scripts/regress.sh --paired OLD_BENCH [attune_bench flags]
 #       A/B in one session: OLD_BENCH (e.g. a bench built from the main branch) and this tree's
-#       bench alternate (ABBA, 5 rounds x 2 repetitions), then the same comparison at the default 5%
-#       threshold (thresholds.json is for baselines from another time). Nothing recorded.
+#       bench run at the same time, one per CPU, swapping CPUs every round (duet, 5 rounds x 2
+#       repetitions; abba on a 1-CPU machine), then the same comparison with this machine's
+#       calibration (bench/baselines/noise-<hash>.json, from `attune_regress calibrate --store`:
+#       thresholds learned from its own A/A noise) or else the default 5% threshold
+#       (thresholds.json is for baselines from another time). Nothing recorded.
 #   --update-baseline   also store this run as the machine's baseline (the only way one changes)
 # Environment: ATTUNE_BENCH (default build/bin/attune_bench), ATTUNE_CLI (default: attune next to it),
 #   ATTUNE_PYTHON (default /usr/bin/python3), ATTUNE_REGRESS_OUT (default build/regress),
@@ -87,7 +90,7 @@ if [ "$mode" = paired ]; then
   echo "== paired session: $old_bench (base) against $bench (new)"
   # The default 5% threshold: thresholds.json is loosened for baselines from another time or machine.
   exec "$py" -m attune_regress paired --base-bench "$old_bench" --new-bench "$bench" --out "$out/paired-$stamp" \
-    --markdown "$out/paired-compare.md" -- "${suite[@]}" "$@"
+    --calibrations "$baselines" --markdown "$out/paired-compare.md" -- "${suite[@]}" "$@"
 fi
 
 run_suite() {  # run_suite OUT.json [flags]: one run of the regression set

@@ -11,7 +11,7 @@ import shlex
 import sys
 import time
 
-from . import baseline, benchjson, compare as cmp, history, icount, paired, suite
+from . import baseline, benchjson, calibration, compare as cmp, history, icount, paired, proof, suite
 from .benchjson import InputError
 
 EXIT_OK, EXIT_REGRESSION, EXIT_INPUT, EXIT_NO_BASELINE = 0, 1, 2, 3
@@ -24,6 +24,10 @@ def warn(msg: str) -> None:
 def thresholds_of(a) -> cmp.Thresholds:
     if a.threshold <= 0:
         raise InputError("--threshold must be a positive percentage (got %g)" % a.threshold)
+    if getattr(a, "calibration", None):
+        if a.thresholds:
+            raise InputError("--calibration and --thresholds are alternatives (give one)")
+        return calibration.thresholds(calibration.load(a.calibration), a.calibration, a.threshold)
     return cmp.Thresholds.from_file(a.threshold, a.thresholds) if a.thresholds else cmp.Thresholds(a.threshold)
 
 
@@ -32,6 +36,10 @@ def compare_files(base_path: str, new_path: str, a) -> int:
     thresholds = thresholds_of(a)
     base = benchjson.load(base_path)
     new = benchjson.load(new_path)
+    if getattr(a, "calibrations", None) and not (a.calibration or a.thresholds):
+        found = calibration.find(base, a.calibrations)
+        if found:
+            thresholds = calibration.thresholds(calibration.load(found), found, a.threshold)
     refusals, warnings = benchjson.provenance_differences(base, new)
     if refusals:
         raise InputError("refusing to compare runs from different machine configurations: "
@@ -115,8 +123,29 @@ def cmd_icount(a) -> int:
     return EXIT_OK
 
 
+def cmd_calibrate(a) -> int:
+    if a.from_dirs:
+        pairs = []
+        for d in a.from_dirs:
+            base, new = os.path.join(d, "a.json"), os.path.join(d, "a2.json")
+            if not (os.path.isfile(base) and os.path.isfile(new)):
+                raise InputError("%s holds no A/A session (a.json and a2.json)" % d)
+            pairs.append((benchjson.load(base), benchjson.load(new)))
+        cal = calibration.derive(pairs, a.threshold, source="sessions " + ", ".join(a.from_dirs))
+    else:
+        cal = proof.calibrate(a)
+    sys.stdout.write(calibration.render(cal))
+    out = a.out
+    if a.store:
+        out = os.path.join(a.store, "noise-%s.json" % benchjson.fingerprint_hash(cal["fingerprint"]))
+    if not out:
+        out = os.path.join("build", "regress", "calibration-" + time.strftime("%Y%m%d-%H%M%S") + ".json")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    print(calibration.write(cal, out))
+    return EXIT_OK
+
+
 def cmd_proof(a) -> int:
-    from . import proof
     return proof.main(a)
 
 
@@ -161,6 +190,10 @@ def _compare_options(c) -> None:
     c.add_argument("--threshold", type=float, default=5.0, help="slowdown in percent that counts (default 5)")
     c.add_argument("--thresholds", metavar="FILE.json", help="per-benchmark thresholds {name_regex: percent}; "
                    "the first matching pattern wins, else --threshold")
+    c.add_argument("--calibration", metavar="NOISE.json", help="this machine's calibration (`calibrate`): "
+                   "per-benchmark and suite thresholds and suite weights learned from its A/A noise")
+    c.add_argument("--calibrations", metavar="DIR", help="use DIR/noise-<fingerprint hash>.json, this machine's "
+                   "calibration, when there is one (else --threshold)")
     c.add_argument("--markdown", metavar="OUT.md", help="also write the report as markdown")
     c.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (default 0.05)")
 
@@ -193,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--rounds", type=int, default=5, help="rounds; each runs every side once (default 5)")
     pr.add_argument("--repetitions", type=int, default=2, help="repetitions per process (default 2: "
                     "5 rounds give 10 per side)")
-    pr.add_argument("--order", choices=paired.ORDERS, default="abba", help="abba (alternate), random per round, or duet (both arms at once, one per CPU, swapped every round)")
+    pr.add_argument("--order", choices=paired.ORDERS, default=paired.DEFAULT_ORDER, help="duet (the default: both arms at once, one per CPU, swapped every round; abba on one CPU), abba (alternate) or random per round")
     pr.add_argument("--seed", type=int, default=0, help="seed of the random order (default 0)")
     pr.add_argument("--suite", action="store_true", help="benchmark the regression set (scripts/regress.sh's "
                     "filter and flags) in addition to any flags after --")
@@ -239,9 +272,21 @@ def parser() -> argparse.ArgumentParser:
         x.add_argument("--dir", default="bench/baselines")
         x.set_defaults(func=cmd_icount)
 
+    ca = sub.add_parser("calibrate", help="learn this machine's thresholds from A/A sessions of one build "
+                        "(the gate's per-machine calibration)")
+    proof.add_session_arguments(ca)
+    ca.add_argument("--sessions", type=int, default=proof.CALIBRATION_SESSIONS,
+                    help="A/A sessions to run (default %d)" % proof.CALIBRATION_SESSIONS)
+    ca.add_argument("--threshold", type=float, default=5.0, help="the per-benchmark floor in percent (default 5)")
+    ca.add_argument("--from", dest="from_dirs", nargs="+", metavar="SESSION_DIR",
+                    help="derive from finished A/A sessions (each with a.json and a2.json) instead of running")
+    ca.add_argument("--out", metavar="NOISE.json", help="default build/regress/calibration-<time>.json")
+    ca.add_argument("--store", metavar="DIR", help="write DIR/noise-<fingerprint hash>.json (e.g. bench/baselines), "
+                    "the file regress.sh looks up for this machine")
+    ca.set_defaults(func=cmd_calibrate)
+
     pf = sub.add_parser("proof", help="prove the gate: A/A false alarms, A/B detections of a known slowdown, "
                         "the smallest slowdown caught (summary JSON + markdown + figure)")
-    from . import proof
     proof.add_arguments(pf)
     pf.set_defaults(func=cmd_proof)
 

@@ -49,6 +49,16 @@ class Thresholds:
         self.suite = float(suite) if suite is not None else self.default
         self.patterns = list(patterns)
         self.source = None  # the file it was read from, for reports
+        self.exact = {}     # name -> percent (a calibration's own thresholds; before the patterns)
+        self.weights = None  # name -> weight of the suite change (a calibration's); None: equal weights
+        self.description = None  # why these thresholds, for reports
+
+    def describe(self) -> str:
+        if self.description:
+            return self.description
+        if self.source:
+            return "from %s (default %g%%, suite %g%%)" % (self.source, self.default, self.suite)
+        return "%g%% for every benchmark and the suite (not calibrated for this machine)" % self.default
 
     @classmethod
     def from_file(cls, default: float, path: str) -> "Thresholds":
@@ -93,6 +103,8 @@ class Thresholds:
         return t
 
     def for_name(self, name: str) -> float:
+        if name in self.exact:
+            return self.exact[name]
         for regex, pct in self.patterns:
             if regex.search(name):
                 return pct
@@ -125,6 +137,7 @@ class Suite:
     ci_high: float
     threshold: float
     verdict: str
+    weighted: bool = False  # weights from a calibration (quiet benchmarks count more)
 
 
 @dataclass
@@ -134,6 +147,7 @@ class Result:
     alpha: float
     only_base: list = field(default_factory=list)
     only_new: list = field(default_factory=list)
+    threshold_source: str = ""
 
     @property
     def regressed(self) -> bool:
@@ -178,7 +192,12 @@ def compare(base: BenchRun, new: BenchRun, thresholds: Thresholds, alpha: float 
         r.p_slower_holm, r.p_faster_holm = ps, pf
         r.verdict = judge(r.ratio, r.ci_low, r.ci_high, ps, pf, r.threshold, alpha, r.new_median / r.base_median)
 
-    geo, lo, hi = stats.suite_bootstrap([(base.times[n], new.times[n]) for n in common], level)
+    weights = None
+    if thresholds.weights:
+        weights = [thresholds.weights.get(n, 0.0) for n in common]
+        if sum(weights) <= 0:
+            weights = None
+    geo, lo, hi = stats.suite_bootstrap([(base.times[n], new.times[n]) for n in common], level, weights=weights)
     limit = 1.0 + thresholds.suite / 100.0
     if lo > 1.0 and geo >= limit:
         sv = "REGRESSION"
@@ -189,9 +208,9 @@ def compare(base: BenchRun, new: BenchRun, thresholds: Thresholds, alpha: float 
     else:
         sv = "INCONCLUSIVE"
     rows.sort(key=lambda r: (SEVERITY[r.verdict], r.name))
-    return Result(rows, Suite(geo, lo, hi, thresholds.suite, sv), alpha,
+    return Result(rows, Suite(geo, lo, hi, thresholds.suite, sv, weights is not None), alpha,
                   only_base=sorted(set(base.times) - set(new.times)),
-                  only_new=sorted(set(new.times) - set(base.times)))
+                  only_new=sorted(set(new.times) - set(base.times)), threshold_source=thresholds.describe())
 
 
 def _median(v) -> float:
@@ -245,10 +264,12 @@ def render_text(result: Result, base: BenchRun, new: BenchRun) -> str:
                              for i, (c, w) in enumerate(zip(line, widths))).rstrip())
     s = result.suite
     out.append("")
-    out.append("suite: geometric mean of median ratios %s, %d%% CI %s (bootstrap), threshold %g%%: %s"
-               % (fmt_pct(s.geomean), round(100 * (1 - result.alpha)), fmt_ci(s.ci_low, s.ci_high), s.threshold,
+    out.append("suite: %sgeometric mean of median ratios %s, %d%% CI %s (bootstrap), threshold %g%%: %s"
+               % ("weighted " if s.weighted else "", fmt_pct(s.geomean), round(100 * (1 - result.alpha)), fmt_ci(s.ci_low, s.ci_high), s.threshold,
                   s.verdict))
     out.append("benchmarks: %s" % counts(result))
+    if result.threshold_source:
+        out.append("thresholds: " + result.threshold_source)
     if result.only_base or result.only_new:
         out.append("not compared: %d only in the baseline, %d only in the new run"
                    % (len(result.only_base), len(result.only_new)))
@@ -269,8 +290,10 @@ def render_markdown(result: Result, base: BenchRun, new: BenchRun) -> str:
            new.path, ctx.get("attune_git_revision", "?"), ctx.get("date", "?"), ctx.get("cpu_model", "?"),
            ctx.get("cores", "?"), ctx.get("isa_default", "?"), ctx.get("preset", "?")),
         "",
-        "**Suite**: geometric mean of median ratios %s, %d%% CI %s, threshold %g%%: **%s**. Benchmarks: %s."
-        % (fmt_pct(s.geomean), level, fmt_ci(s.ci_low, s.ci_high), s.threshold, s.verdict, counts(result)),
+        "**Suite**: %sgeometric mean of median ratios %s, %d%% CI %s, threshold %g%%: **%s**. Benchmarks: %s."
+        % ("weighted " if s.weighted else "", fmt_pct(s.geomean), level, fmt_ci(s.ci_low, s.ci_high), s.threshold, s.verdict, counts(result)),
+        "",
+        "Thresholds: %s." % result.threshold_source,
         "",
         "| verdict | change | %d%% CI | p (Holm) | base median | new median | n | threshold | benchmark |" % level,
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",

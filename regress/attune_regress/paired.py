@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from .benchjson import InputError, fingerprint_of, write_atomic
 
 ORDERS = ("abba", "random", "duet")
+# duet: measured on an AMD EPYC VM (docs/regression.md), it cancels more of the host's drift in
+# a third of the time of abba; a machine with one CPU falls back to abba.
+DEFAULT_ORDER = "duet"
 # Flags the session sets itself for every run; dropped from user-supplied bench flags.
 _OWN_FLAGS = ("--benchmark_repetitions", "--benchmark_out", "--benchmark_out_format", "--benchmark_format")
 
@@ -137,7 +140,15 @@ def session(arms, common, rounds: int, repetitions: int, out_dir: str, order: st
     per_arm = {a.label: [] for a in arms}
     total, done = rounds * len(arms), 0
     order_text = []
-    cpus = duet_cpus() if order == "duet" else None
+    cpus = None
+    if order == "duet":
+        try:
+            cpus = duet_cpus()
+        except InputError as e:
+            if log:
+                log("%s: running abba instead" % e)
+            order = "abba"
+            plan = schedule(len(arms), rounds, order, seed)
     for r, idx in enumerate(plan):
         order_text.append("".join(chr(ord("A") + i) for i in idx))
         if cpus is not None:

@@ -20,6 +20,7 @@ both. Writes OUT/summary.json, OUT/summary.md and OUT/proof.png; the runs stay i
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -27,27 +28,41 @@ import shlex
 import sys
 import time
 
-from . import benchjson, benchname, compare as cmp, paired, suite
+from . import benchjson, benchname, calibration, compare as cmp, paired, suite
 from .benchjson import BenchRun, InputError, write_atomic
 
 DEFAULT_SLOWDOWN = "--inject-slowdown 5"
 DETECT_RATE = 0.9
+CALIBRATION_SESSIONS = 10
+
+
+def add_session_arguments(p) -> None:
+    """The session design, shared by `proof` and `calibrate` (a calibration holds for the design
+    it was measured with)."""
+    p.add_argument("--bench", default="build/bin/attune_bench", help="attune_bench binary (default build/bin/...)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds per session (default 5, as `paired`)")
+    p.add_argument("--repetitions", type=int, default=2, help="repetitions per process (default 2)")
+    p.add_argument("--order", choices=paired.ORDERS, default=paired.DEFAULT_ORDER,
+                   help="session order (default %s: both arms at once, one per CPU, swapped every round; "
+                   "abba alternates them)" % paired.DEFAULT_ORDER)
+    p.add_argument("--alpha", type=float, default=0.05)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--bench", default="build/bin/attune_bench", help="attune_bench binary (default build/bin/...)")
-    p.add_argument("--aa", type=int, default=20, help="A/A sessions (default 20)")
-    p.add_argument("--ab", type=int, default=10, help="A/B sessions (default 10)")
+    add_session_arguments(p)
+    p.add_argument("--aa", type=int, default=30, help="A/A sessions (default 30)")
+    p.add_argument("--ab", type=int, default=30, help="A/B sessions (default 30)")
     p.add_argument("--slowdown-args", default=DEFAULT_SLOWDOWN,
                    help="bench flags of the slower B side (default %r)" % DEFAULT_SLOWDOWN)
-    p.add_argument("--rounds", type=int, default=5, help="rounds per session (default 5, as `paired`)")
-    p.add_argument("--repetitions", type=int, default=2, help="repetitions per process (default 2)")
-    p.add_argument("--order", choices=paired.ORDERS, default="abba",
-                   help="session order (default abba); duet runs A/A and A/B as two-arm sessions, both arms at once")
-    p.add_argument("--threshold", type=float, default=5.0)
+    p.add_argument("--threshold", type=float, default=5.0,
+                   help="the threshold (uncalibrated) or the per-benchmark floor (calibrated), percent")
     p.add_argument("--thresholds", metavar="FILE.json",
-                   help="per-benchmark thresholds of the paired comparisons (default: --threshold for all)")
-    p.add_argument("--alpha", type=float, default=0.05)
+                   help="fixed per-benchmark thresholds instead of a calibration")
+    p.add_argument("--calibrate", type=int, default=CALIBRATION_SESSIONS, metavar="N",
+                   help="first run N A/A sessions and judge the proof with the thresholds they give "
+                   "(default %d; 0: no calibration)" % CALIBRATION_SESSIONS)
+    p.add_argument("--calibration", metavar="NOISE.json",
+                   help="judge with this calibration (from `calibrate`) instead of running one")
     p.add_argument("--baselines", default="bench/baselines", metavar="DIR",
                    help="stored baselines: A sides are also compared with this machine's (if any), with "
                    "DIR/thresholds.json as CI does")
@@ -110,6 +125,27 @@ def pooled_change(pairs, name) -> float:
     return cmp._median(b) / cmp._median(a) - 1.0
 
 
+def calibrate(a, out=None) -> dict:
+    """Runs a.sessions (or a.calibrate) A/A sessions of the design in `a` and derives the
+    calibration (calibration.py's rule)."""
+    n = getattr(a, "sessions", None) or a.calibrate
+    if n < calibration.MIN_SESSIONS:
+        raise InputError("a calibration needs at least %d A/A sessions (got %d)" % (calibration.MIN_SESSIONS, n))
+    if not os.access(a.bench, os.X_OK):
+        raise InputError("%s is not an executable (build attune_bench first)" % a.bench)
+    out = out or os.path.join("build", "regress", "calibrate-" + time.strftime("%Y%m%d-%H%M%S"))
+    sub = argparse.Namespace(**vars(a))
+    sub.aa, sub.ab, sub.slowdown_args = n, 0, ""
+    common = suite.bench_flags(suite.default_isa(a.bench))
+    print("calibration: %d A/A sessions (%s, %d rounds x %d repetitions) in %s" % (
+        n, a.order, a.rounds, a.repetitions, out), file=sys.stderr, flush=True)
+    sessions = run_sessions(sub, common, cmp.Thresholds(getattr(a, "threshold", 5.0)), out)
+    design = {"order": a.order, "rounds": a.rounds, "repetitions_per_run": a.repetitions,
+              "bench_flags": " ".join(common)}
+    return calibration.derive([(s[0], s[1]) for s in sessions["aa"]], getattr(a, "threshold", 5.0),
+                              source="A/A sessions in " + out, design=design)
+
+
 def run_sessions(a, common, thresholds, out) -> dict:
     plan = session_plan(a.aa, a.ab)
     sessions = {"aa": [], "ab": []}
@@ -168,6 +204,8 @@ def summarise(a, sessions, thresholds, stored_base, stored_thresholds=None) -> d
         "benchmark_tests": tests, "false_alarm_benchmarks": alarms,
         "false_alarm_benchmarks_upper95": clopper_pearson_upper(alarms, tests),
         "inconclusive_benchmarks": sum(1 for s in aa for r in s[2]["rows"].values() if r["verdict"] == "INCONCLUSIVE"),
+        "suite_alarms": sum(1 for s in aa if s[2]["suite"] == "REGRESSION"),
+        "suite_changes": [s[2]["suite_change"] for s in aa],
         "per_benchmark": {n: {"false_alarms": per_bench[n],
                               "changes": [s[2]["rows"][n]["change"] for s in aa if n in s[2]["rows"]]}
                           for n in names},
@@ -196,6 +234,10 @@ def summarise(a, sessions, thresholds, stored_base, stored_thresholds=None) -> d
         target = [n for n in names if rows[n]["should_detect"]]
         out["ab"] = {
             "comparisons": len(ab), "detected_comparisons": sum(1 for s in ab if s[2]["regressed"]),
+            "suite_detections": sum(1 for s in ab if s[2]["suite"] == "REGRESSION"),
+            "benchmark_detections": sum(1 for s in ab for r in s[2]["rows"].values() if r["verdict"] == "REGRESSION"),
+            "benchmark_tests": sum(len(s[2]["rows"]) for s in ab),
+            "suite_changes": [s[2]["suite_change"] for s in ab],
             "per_benchmark": rows, "targets": target,
             "target_detections": sum(rows[n]["detections"] for n in target),
             "target_tests": len(target) * len(ab),
@@ -241,6 +283,20 @@ def pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else "%+.1f%%" % (100 * x)
 
 
+def calibration_table(s: dict) -> list:
+    cal = s.get("calibration")
+    if not cal:
+        return []
+    out = ["Calibration (%d A/A comparisons before the proof; rule: %s):" % (cal["comparisons"], cal["rule"]), "",
+           "| benchmark | A/A rms | largest | suite weight | threshold |", "| --- | ---: | ---: | ---: | ---: |"]
+    for n, b in sorted(cal["benchmarks"].items()):
+        out.append("| `%s` | %.1f%% | %.1f%% | %.3f | %g%% |" % (short(n), 100 * b["rms"], 100 * b["largest"],
+                                                              b["weight"], b["threshold"]))
+    out += ["| suite (weighted) | %.1f%% | %.1f%% | | %g%% |" % (100 * cal["suite"]["rms"], 100 * cal["suite"]["largest"],
+                                                               cal["suite"]["threshold"]), ""]
+    return out
+
+
 def markdown(s: dict) -> str:
     st, aa = s["settings"], s["aa"]
     out = ["# attune regression gate: A/A and A/B proof", "",
@@ -250,9 +306,11 @@ def markdown(s: dict) -> str:
                st["aa_sessions"], st["ab_sessions"], st["benchmarks"], st["rounds"], st["repetitions_per_run"],
                st["order"], st["slowdown_args"], st["alpha"], st["default_threshold"],
                ", thresholds from `%s`" % st["thresholds_file"] if st["thresholds_file"] else ""), "",
+           "Thresholds: %s." % st.get("thresholds", "?"), ""] + calibration_table(s) + [
            "## (a) A/A: false alarms", "",
-           "- comparisons with exit 1: **%d / %d** (95%% upper bound of the rate %.0f%%)" % (
-               aa["false_alarm_comparisons"], aa["comparisons"], 100 * aa["false_alarm_comparisons_upper95"]),
+           "- comparisons with exit 1: **%d / %d** (95%% upper bound of the rate %.0f%%); suite verdict REGRESSION: "
+           "%d" % (aa["false_alarm_comparisons"], aa["comparisons"], 100 * aa["false_alarm_comparisons_upper95"],
+                   aa.get("suite_alarms", 0)),
            "- benchmark verdicts REGRESSION: **%d / %d** (95%% upper bound %.1f%%); INCONCLUSIVE: %d" % (
                aa["false_alarm_benchmarks"], aa["benchmark_tests"], 100 * aa["false_alarm_benchmarks_upper95"],
                aa["inconclusive_benchmarks"]), "",
@@ -272,7 +330,9 @@ def markdown(s: dict) -> str:
     if "ab" in s:
         ab = s["ab"]
         out += ["", "## (b) A/B: detections of `%s`" % st["slowdown_args"], "",
-                "- comparisons with exit 1: **%d / %d**" % (ab["detected_comparisons"], ab["comparisons"]),
+                "- comparisons with exit 1: **%d / %d**; by the suite verdict: %d; benchmark verdicts REGRESSION: "
+                "%d / %d" % (ab["detected_comparisons"], ab["comparisons"], ab.get("suite_detections", 0),
+                             ab.get("benchmark_detections", 0), ab.get("benchmark_tests", 0)),
                 "- REGRESSION on benchmarks whose true cost reaches their threshold: **%d / %d**; on the others "
                 "(cost below the threshold, a verdict there is not wrong but not required): %d" % (
                     ab["target_detections"], ab["target_tests"], ab["below_threshold_alarms"]), "",
@@ -349,16 +409,34 @@ def main(a) -> int:
         raise InputError("--aa must be >= 1 and --ab >= 0")
     if not os.access(a.bench, os.X_OK):
         raise InputError("%s is not an executable (build attune_bench first)" % a.bench)
-    thresholds = cmp.Thresholds.from_file(a.threshold, a.thresholds) if a.thresholds else cmp.Thresholds(a.threshold)
+    if a.thresholds and a.calibration:
+        raise InputError("--thresholds and --calibration are alternatives (give one)")
+    if a.calibrate < 0:
+        raise InputError("--calibrate must be >= 0")
+    out = a.out or os.path.join("build", "regress", "proof-" + time.strftime("%Y%m%d-%H%M%S"))
+    started = time.monotonic()
+    cal = None
+    if a.thresholds:
+        thresholds = cmp.Thresholds.from_file(a.threshold, a.thresholds)
+    elif a.calibration:
+        cal = calibration.load(a.calibration)
+        thresholds = calibration.thresholds(cal, a.calibration, a.threshold)
+    elif a.calibrate:
+        # Thresholds learned from A/A sessions of their own, never from the sessions they judge.
+        cal = calibrate(a, os.path.join(out, "calibration"))
+        path = calibration.write(cal, os.path.join(out, "calibration.json"))
+        sys.stderr.write(calibration.render(cal))
+        thresholds = calibration.thresholds(cal, path, a.threshold)
+    else:
+        thresholds = cmp.Thresholds(a.threshold)
     stored_thresholds = None
     ci_file = os.path.join(a.baselines, "thresholds.json")
     if os.path.isfile(ci_file):
         stored_thresholds = cmp.Thresholds.from_file(a.threshold, ci_file)
-    out = a.out or os.path.join("build", "regress", "proof-" + time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
     common = suite.bench_flags(suite.default_isa(a.bench))
-    print("proof: %d A/A + %d A/B sessions in %s" % (a.aa, a.ab, out), file=sys.stderr, flush=True)
-    started = time.monotonic()
+    print("proof: %d A/A + %d A/B sessions in %s; thresholds %s" % (a.aa, a.ab, out, thresholds.describe()),
+          file=sys.stderr, flush=True)
     sessions = run_sessions(a, common, thresholds, out)
     stored_base = None
     if sessions["aa"]:
@@ -367,6 +445,9 @@ def main(a) -> int:
         if found:
             stored_base = benchjson.load(found)
     summary = summarise(a, sessions, thresholds, stored_base, stored_thresholds)
+    summary["settings"]["thresholds"] = thresholds.describe()
+    if cal is not None:
+        summary["calibration"] = cal
     summary["settings"]["seconds"] = round(time.monotonic() - started, 1)
     summary["settings"]["machine"] = sessions["aa"][0][0].fingerprint()
     summary["settings"]["revision"] = sessions["aa"][0][0].context.get("attune_git_revision")

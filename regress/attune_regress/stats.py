@@ -169,25 +169,29 @@ def geometric_mean(values) -> float:
     return float(math.exp(np.mean(np.log(v))))
 
 
-def suite_bootstrap(pairs, level: float = 0.95, resamples: int = 2000, seed: int = 20240508):
+def suite_bootstrap(pairs, level: float = 0.95, resamples: int = 2000, seed: int = 20240508, weights=None):
     """The suite's geometric-mean ratio and its percentile bootstrap interval.
 
     pairs: list of (base_times, new_times). The statistic is the geometric mean over benchmarks
-    of median(new) / median(base). Each resample draws the repetitions of every benchmark with
+    of median(new) / median(base), weighted by `weights` (one per pair, normalised here; a
+    calibration gives quiet benchmarks more weight) or equally. Each resample draws the repetitions of every benchmark with
     replacement (base and new independently) and recomputes it. Fixed seed: the same input
     always gives the same interval. Returns (estimate, low, high).
     """
     rng = np.random.default_rng(seed)
     total = np.zeros(resamples)
     point = 0.0
-    for base, new in pairs:
+    w = np.ones(len(pairs)) if weights is None else np.asarray(weights, dtype=float)
+    if len(w) != len(pairs) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("suite weights must be one finite non-negative value per benchmark, not all zero")
+    w = w / w.sum()
+    for (base, new), wb in zip(pairs, w):
         lx = np.log(np.asarray(base, dtype=float))
         ly = np.log(np.asarray(new, dtype=float))
-        point += np.median(ly) - np.median(lx)
+        point += wb * (np.median(ly) - np.median(lx))
         ix = rng.integers(0, len(lx), size=(resamples, len(lx)))
         iy = rng.integers(0, len(ly), size=(resamples, len(ly)))
-        total += np.median(ly[iy], axis=1) - np.median(lx[ix], axis=1)
-    m = max(1, len(pairs))
-    g = np.exp(total / m)
+        total += wb * (np.median(ly[iy], axis=1) - np.median(lx[ix], axis=1))
+    g = np.exp(total)
     tail = (1.0 - level) / 2.0
-    return float(math.exp(point / m)), float(np.quantile(g, tail)), float(np.quantile(g, 1.0 - tail))
+    return float(math.exp(point)), float(np.quantile(g, tail)), float(np.quantile(g, 1.0 - tail))

@@ -150,7 +150,11 @@ def test_proof_on_the_stand_in(fake_bin, tmp_path, monkeypatch, capsys):
     assert "(a) A/A" in md and "(b) A/B" in md and "proof.png" in md
     assert (out / "proof.png").stat().st_size > 10000
     assert sorted(os.listdir(out / "sessions")) == ["00-aa+ab", "01-aa+ab"]
-    assert sorted(os.listdir(out / "sessions" / "00-aa+ab")) == ["a.json", "a2.json", "b.json", "runs"]
+    # the default design: duet sessions (A with A2, A with B), judged with a calibration of their own
+    assert sorted(os.listdir(out / "sessions" / "00-aa+ab")) == ["a2", "b"]
+    assert s["settings"]["order"] == "duet" and s["calibration"]["comparisons"] == 10
+    assert json.loads((out / "calibration.json").read_text())["kind"] == "attune-regress-calibration"
+    assert "calibrated for" in s["settings"]["thresholds"] and "Calibration (10 A/A" in md
 
 
 def test_proof_helpers():
