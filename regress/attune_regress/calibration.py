@@ -6,14 +6,20 @@ noisy kind or misses slowdowns on the quiet one, so the thresholds come from A/A
 build against itself, run on the machine with the gate's own design (`calibrate`, or the first
 sessions of a proof), by this rule:
 
-  per benchmark b   s_b = root mean square of log(new/base) over the n A/A comparisons (the
-                    Hodges-Lehmann change the gate judges), i.e. the spread of an unchanged build
+  change            by default (`--estimator min`) the ratio of the fastest repetitions of each
+                    side: on a 2-vCPU VM a repetition is either undisturbed (within 0.5% of the
+                    others) or slowed by 20-70% by what runs beside it, so the best case is the
+                    stable statistic (Chen & Revels, "Robust benchmarking in noisy environments");
+                    `hl` keeps the Hodges-Lehmann change and the ratio of medians
+  per benchmark b   s_b = root mean square of that log change over the n A/A comparisons, i.e.
+                    the spread of an unchanged build
                     u_b = s_b x sqrt(n / chi2_0.05(n)): its 95% upper confidence bound (a few
                     comparisons underestimate a spread easily; the bound shrinks towards s_b as
                     the history grows: x1.59 at n = 10, x1.27 at n = 30)
                     T_b = max(floor, K x u_b), rounded up to 0.5%  (floor: --threshold, 5%)
-  suite             weights w_b = (1 / s_b^2) / sum(1 / s^2): quiet benchmarks weigh more
-                    suite change = exp(sum_b w_b log(median new_b / median base_b))
+  suite             weights w_b = 1 / max(1%, s_b)^2, normalised: quiet benchmarks weigh more,
+                    none as if it were quieter than 1%
+                    suite change = exp(sum_b w_b log change_b) (medians for `hl`)
                     s_suite = its rms over the same A/A comparisons, u_suite its upper bound
                     T_suite = max(SUITE_FLOOR, K x u_suite), rounded up to 0.5%
 
@@ -44,7 +50,7 @@ K_BENCH = 3.0
 K_SUITE = 3.0
 SUITE_FLOOR = 2.0
 MIN_SESSIONS = 5
-RULE = ("T_b = max(%s, %.1f x u_b), u_b = 95%% upper bound of the rms A/A change of b; suite weights 1/rms_b^2; "
+RULE = ("T_b = max(%s, %.1f x u_b), u_b = 95%% upper bound of the rms A/A change of b; suite weights 1/max(1%%, rms_b)^2; "
         "T_suite = max(%g%%, %.1f x the same bound of the weighted suite change); rounded up to 0.5%%")
 
 
@@ -60,32 +66,43 @@ def _round_up(pct: float) -> float:
     return math.ceil(pct * 2.0 - 1e-9) / 2.0
 
 
-def _log_changes(pairs):
-    """{name: [log HL change per comparison]} and {name: [log median ratio per comparison]}."""
-    hl, med = {}, {}
+ESTIMATORS = ("min", "hl")
+WEIGHT_FLOOR = 0.01  # no benchmark is trusted to be quieter than 1% when the suite is weighted
+
+
+def _log_changes(pairs, estimator):
+    """{name: [log change per comparison]} as the verdicts judge it (HL, or the ratio of the
+    fastest repetitions), and {name: [log change per comparison]} as the suite sums it (ratio of
+    medians, or of the fastest repetitions)."""
+    one, suite = {}, {}
     for base, new in pairs:
         for name in new.times:
             if name not in base.times:
                 continue
-            x, y = base.times[name], new.times[name]
-            lx, ly = np.log(x), np.log(y)
-            d = (ly[:, None] - lx[None, :]).ravel()
-            hl.setdefault(name, []).append(float(np.median(d)))
-            med.setdefault(name, []).append(float(np.median(ly) - np.median(lx)))
-    return hl, med
+            lx, ly = np.log(base.times[name]), np.log(new.times[name])
+            if estimator == "min":
+                d = float(ly.min() - lx.min())
+                one.setdefault(name, []).append(d)
+                suite.setdefault(name, []).append(d)
+            else:
+                one.setdefault(name, []).append(float(np.median((ly[:, None] - lx[None, :]).ravel())))
+                suite.setdefault(name, []).append(float(np.median(ly) - np.median(lx)))
+    return one, suite
 
 
-def derive(pairs, floor: float = 5.0, source: str = "", design: dict | None = None) -> dict:
+def derive(pairs, floor: float = 5.0, source: str = "", design: dict | None = None, estimator: str = "min") -> dict:
     """The calibration of A/A comparisons [(base run, new run), ...] (one build against itself)."""
+    if estimator not in ESTIMATORS:
+        raise InputError("--estimator must be one of %s (got %r)" % (", ".join(ESTIMATORS), estimator))
     if len(pairs) < MIN_SESSIONS:
         raise InputError("calibration needs at least %d A/A comparisons (got %d)" % (MIN_SESSIONS, len(pairs)))
     cmp._check_percent("--threshold", floor)
-    hl, med = _log_changes(pairs)
+    hl, med = _log_changes(pairs, estimator)
     names = sorted(n for n, v in hl.items() if len(v) == len(pairs))
     if not names:
         raise InputError("the A/A comparisons share no benchmark")
     rms = {n: max(1e-4, math.sqrt(float(np.mean(np.square(hl[n]))))) for n in names}
-    inv = {n: 1.0 / rms[n] ** 2 for n in names}
+    inv = {n: 1.0 / max(WEIGHT_FLOOR, rms[n]) ** 2 for n in names}
     total = sum(inv.values())
     weights = {n: inv[n] / total for n in names}
     suite = [sum(weights[n] * med[n][i] for n in names) for i in range(len(pairs))]
@@ -104,6 +121,7 @@ def derive(pairs, floor: float = 5.0, source: str = "", design: dict | None = No
         "revision": first.context.get("attune_git_revision", "?"),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "floor": floor,
+        "estimator": estimator,
         "benchmarks": {n: {"rms": rms[n], "largest": max(abs(v) for v in hl[n]), "weight": weights[n],
                            "threshold": max(floor, _round_up(K_BENCH * 100.0 * bound * rms[n]))} for n in names},
         "suite": {"rms": s_suite, "largest": max(abs(v) for v in suite),
@@ -147,10 +165,13 @@ def thresholds(cal: dict, path: str, default: float) -> cmp.Thresholds:
     t = cmp.Thresholds(default, suite=float(cal["suite"]["threshold"]))
     t.exact = {n: float(b["threshold"]) for n, b in cal["benchmarks"].items()}
     t.weights = {n: float(b["weight"]) for n, b in cal["benchmarks"].items()}
+    t.estimator = cal.get("estimator", "hl")
+    if t.estimator not in ESTIMATORS:
+        raise InputError("calibration %s: unknown estimator %r" % (path, t.estimator))
     t.source = path
-    t.description = "calibrated for %s from %d A/A comparisons (%s, revision %s): %s" % (
+    t.description = "calibrated for %s from %d A/A comparisons (%s, revision %s; change = %s): %s" % (
         cal.get("cpu_model", "?"), cal.get("comparisons", 0), str(cal.get("date", "?"))[:10], cal.get("revision", "?"),
-        cal.get("rule", "?"))
+        "ratio of the fastest repetitions" if t.estimator == "min" else "Hodges-Lehmann", cal.get("rule", "?"))
     return t
 
 

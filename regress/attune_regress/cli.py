@@ -131,7 +131,7 @@ def cmd_calibrate(a) -> int:
             if not (os.path.isfile(base) and os.path.isfile(new)):
                 raise InputError("%s holds no A/A session (a.json and a2.json)" % d)
             pairs.append((benchjson.load(base), benchjson.load(new)))
-        cal = calibration.derive(pairs, a.threshold, source="sessions " + ", ".join(a.from_dirs))
+        cal = calibration.derive(pairs, a.threshold, source="sessions " + ", ".join(a.from_dirs), estimator=a.estimator)
     else:
         cal = proof.calibrate(a)
     sys.stdout.write(calibration.render(cal))

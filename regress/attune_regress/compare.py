@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import math
 import re
+
+import numpy as np
 from dataclasses import dataclass, field
 
 from . import stats
@@ -51,6 +53,7 @@ class Thresholds:
         self.source = None  # the file it was read from, for reports
         self.exact = {}     # name -> percent (a calibration's own thresholds; before the patterns)
         self.weights = None  # name -> weight of the suite change (a calibration's); None: equal weights
+        self.estimator = "hl"  # "hl": Hodges-Lehmann and median ratio; "min": ratio of the fastest repetitions
         self.description = None  # why these thresholds, for reports
 
     def describe(self) -> str:
@@ -128,6 +131,7 @@ class Row:
     p_slower_holm: float = 1.0
     p_faster_holm: float = 1.0
     verdict: str = ""
+    min_ratio: float = 1.0  # fastest new repetition over fastest base one
 
 
 @dataclass
@@ -148,6 +152,11 @@ class Result:
     only_base: list = field(default_factory=list)
     only_new: list = field(default_factory=list)
     threshold_source: str = ""
+    estimator: str = "hl"
+
+    def change(self, row) -> float:
+        """The estimate of new/base the verdict judged."""
+        return row.min_ratio if self.estimator == "min" else row.ratio
 
     @property
     def regressed(self) -> bool:
@@ -187,17 +196,22 @@ def compare(base: BenchRun, new: BenchRun, thresholds: Thresholds, alpha: float 
         mw = stats.mann_whitney(x, y)
         hl = stats.hodges_lehmann(x, y, level)
         rows.append(Row(name, len(x), len(y), _median(x), _median(y), hl.ratio, hl.ci_low, hl.ci_high,
-                        mw.p_greater, mw.p_less, mw.method, thresholds.for_name(name)))
+                        mw.p_greater, mw.p_less, mw.method, thresholds.for_name(name), min_ratio=min(y) / min(x)))
     for r, ps, pf in zip(rows, stats.holm([r.p_slower for r in rows]), stats.holm([r.p_faster for r in rows])):
         r.p_slower_holm, r.p_faster_holm = ps, pf
-        r.verdict = judge(r.ratio, r.ci_low, r.ci_high, ps, pf, r.threshold, alpha, r.new_median / r.base_median)
+        if thresholds.estimator == "min":
+            # The best-case time: a repetition slowed by whatever ran beside it never sets it.
+            r.verdict = judge(r.min_ratio, r.ci_low, r.ci_high, ps, pf, r.threshold, alpha)
+        else:
+            r.verdict = judge(r.ratio, r.ci_low, r.ci_high, ps, pf, r.threshold, alpha, r.new_median / r.base_median)
 
     weights = None
     if thresholds.weights:
         weights = [thresholds.weights.get(n, 0.0) for n in common]
         if sum(weights) <= 0:
             weights = None
-    geo, lo, hi = stats.suite_bootstrap([(base.times[n], new.times[n]) for n in common], level, weights=weights)
+    geo, lo, hi = stats.suite_bootstrap([(base.times[n], new.times[n]) for n in common], level, weights=weights,
+                                        statistic=np.min if thresholds.estimator == "min" else np.median)
     limit = 1.0 + thresholds.suite / 100.0
     if lo > 1.0 and geo >= limit:
         sv = "REGRESSION"
@@ -210,7 +224,8 @@ def compare(base: BenchRun, new: BenchRun, thresholds: Thresholds, alpha: float 
     rows.sort(key=lambda r: (SEVERITY[r.verdict], r.name))
     return Result(rows, Suite(geo, lo, hi, thresholds.suite, sv, weights is not None), alpha,
                   only_base=sorted(set(base.times) - set(new.times)),
-                  only_new=sorted(set(new.times) - set(base.times)), threshold_source=thresholds.describe())
+                  only_new=sorted(set(new.times) - set(base.times)), threshold_source=thresholds.describe(),
+                  estimator=thresholds.estimator)
 
 
 def _median(v) -> float:
@@ -255,7 +270,7 @@ def render_text(result: Result, base: BenchRun, new: BenchRun) -> str:
     lines = []
     for r in result.rows:
         p = r.p_faster_holm if r.verdict == "IMPROVEMENT" else r.p_slower_holm
-        lines.append((r.verdict, fmt_pct(r.ratio), fmt_ci(r.ci_low, r.ci_high), fmt_p(p), fmt_time(r.base_median),
+        lines.append((r.verdict, fmt_pct(result.change(r)), fmt_ci(r.ci_low, r.ci_high), fmt_p(p), fmt_time(r.base_median),
                       fmt_time(r.new_median), "%d/%d" % (r.n_base, r.n_new), "%g%%" % r.threshold, r.name))
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     out = []
@@ -302,7 +317,7 @@ def render_markdown(result: Result, base: BenchRun, new: BenchRun) -> str:
         p = r.p_faster_holm if r.verdict == "IMPROVEMENT" else r.p_slower_holm
         verdict = "**%s**" % r.verdict if r.verdict == "REGRESSION" else r.verdict
         out.append("| %s | %s | %s | %s | %s | %s | %d/%d | %g%% | `%s` |" % (
-            verdict, fmt_pct(r.ratio), fmt_ci(r.ci_low, r.ci_high), fmt_p(p), fmt_time(r.base_median),
+            verdict, fmt_pct(result.change(r)), fmt_ci(r.ci_low, r.ci_high), fmt_p(p), fmt_time(r.base_median),
             fmt_time(r.new_median), r.n_base, r.n_new, r.threshold, r.name))
     if result.only_base or result.only_new:
         out += ["", "Not compared: %d only in the baseline, %d only in the new run."

@@ -46,6 +46,9 @@ def add_session_arguments(p) -> None:
                    help="session order (default %s: both arms at once, one per CPU, swapped every round; "
                    "abba alternates them)" % paired.DEFAULT_ORDER)
     p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--estimator", choices=calibration.ESTIMATORS, default="min",
+                   help="the change a calibration's thresholds hold for: min (default: ratio of the fastest "
+                   "repetitions) or hl (Hodges-Lehmann and the ratio of medians)")
 
 
 def add_arguments(p) -> None:
@@ -111,7 +114,7 @@ def scaled(run: BenchRun, factor: float) -> BenchRun:
 def judge(base: BenchRun, new: BenchRun, thresholds, alpha) -> dict:
     r = cmp.compare(base, new, thresholds, alpha)
     return {"regressed": r.regressed, "suite": r.suite.verdict, "suite_change": r.suite.geomean - 1.0,
-            "rows": {row.name: {"verdict": row.verdict, "change": row.ratio - 1.0,
+            "rows": {row.name: {"verdict": row.verdict, "change": r.change(row) - 1.0,
                                 "median_change": row.new_median / row.base_median - 1.0,
                                 "threshold": row.threshold} for row in r.rows}}
 
@@ -143,7 +146,7 @@ def calibrate(a, out=None) -> dict:
     design = {"order": a.order, "rounds": a.rounds, "repetitions_per_run": a.repetitions,
               "bench_flags": " ".join(common)}
     return calibration.derive([(s[0], s[1]) for s in sessions["aa"]], getattr(a, "threshold", 5.0),
-                              source="A/A sessions in " + out, design=design)
+                              source="A/A sessions in " + out, design=design, estimator=a.estimator)
 
 
 def run_sessions(a, common, thresholds, out) -> dict:

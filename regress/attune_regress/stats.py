@@ -169,12 +169,14 @@ def geometric_mean(values) -> float:
     return float(math.exp(np.mean(np.log(v))))
 
 
-def suite_bootstrap(pairs, level: float = 0.95, resamples: int = 2000, seed: int = 20240508, weights=None):
+def suite_bootstrap(pairs, level: float = 0.95, resamples: int = 2000, seed: int = 20240508, weights=None,
+                    statistic=np.median):
     """The suite's geometric-mean ratio and its percentile bootstrap interval.
 
     pairs: list of (base_times, new_times). The statistic is the geometric mean over benchmarks
     of median(new) / median(base), weighted by `weights` (one per pair, normalised here; a
-    calibration gives quiet benchmarks more weight) or equally. Each resample draws the repetitions of every benchmark with
+    calibration gives quiet benchmarks more weight) or equally. `statistic` (np.median, or np.min
+    for the best-case times of a calibrated duet) replaces the medians throughout. Each resample draws the repetitions of every benchmark with
     replacement (base and new independently) and recomputes it. Fixed seed: the same input
     always gives the same interval. Returns (estimate, low, high).
     """
@@ -188,10 +190,10 @@ def suite_bootstrap(pairs, level: float = 0.95, resamples: int = 2000, seed: int
     for (base, new), wb in zip(pairs, w):
         lx = np.log(np.asarray(base, dtype=float))
         ly = np.log(np.asarray(new, dtype=float))
-        point += wb * (np.median(ly) - np.median(lx))
+        point += wb * (statistic(ly) - statistic(lx))
         ix = rng.integers(0, len(lx), size=(resamples, len(lx)))
         iy = rng.integers(0, len(ly), size=(resamples, len(ly)))
-        total += wb * (np.median(ly[iy], axis=1) - np.median(lx[ix], axis=1))
+        total += wb * (statistic(ly[iy], axis=1) - statistic(lx[ix], axis=1))
     g = np.exp(total)
     tail = (1.0 - level) / 2.0
     return float(math.exp(point)), float(np.quantile(g, tail)), float(np.quantile(g, 1.0 - tail))
