@@ -18,6 +18,14 @@
 #       calibration (bench/baselines/noise-<hash>.json, from `attune_regress calibrate --store`:
 #       thresholds learned from its own A/A noise) or else the default 5% threshold
 #       (thresholds.json is for baselines from another time). Nothing recorded.
+#   scripts/regress.sh --against REV [attune_bench flags]
+#       what CI runs: builds REV's attune_bench (a git worktree in $ATTUNE_REGRESS_OUT/reference/src,
+#       sharing setup.sh's ccache, so only what changed since REV compiles) and runs it against this
+#       tree's bench in a paired duet session, judged with this machine's calibration
+#       (bench/baselines/noise-<hash>.json); a REGRESSION must repeat in a second session before it
+#       fails (exit 1). Without a calibration for this machine, or when REV is
+#       not in the clone or does not build, the comparison is reported but never fails (exit 0):
+#       a machine kind is gated once its noise is known (`attune_regress calibrate --store`).
 #   --update-baseline   also store this run as the machine's baseline (the only way one changes)
 # Environment: ATTUNE_BENCH (default build/bin/attune_bench), ATTUNE_CLI (default: attune next to it),
 #   ATTUNE_PYTHON (default /usr/bin/python3), ATTUNE_REGRESS_OUT (default build/regress),
@@ -38,6 +46,9 @@ while [ $# -gt 0 ]; do
     --paired)
       [ $# -ge 2 ] || { echo "error: --paired needs the baseline attune_bench binary" >&2; exit 2; }
       mode=paired; old_bench="$2"; shift 2 ;;
+    --against)
+      [ $# -ge 2 ] || { echo "error: --against needs a git revision" >&2; exit 2; }
+      mode=against; against="$2"; shift 2 ;;
     *) break ;;
   esac
 done
@@ -84,13 +95,57 @@ if [ ! -x "$bench" ]; then
 fi
 mapfile -t suite < <(regress suite --bench "$bench")
 
+if [ "$mode" = against ]; then
+  [ "$update" -eq 0 ] || { echo "error: --update-baseline does not go with --against" >&2; exit 2; }
+  report_only() { echo "== $1: the comparison is not gated (exit 0)"; exit 0; }
+  ref="$(git rev-parse --verify --quiet "$against^{commit}")" || report_only "reference $against is not in this clone"
+  if [ "$ref" = "$(git rev-parse HEAD)" ] && git diff --quiet HEAD -- kernels bench; then
+    report_only "HEAD is the reference revision ${ref:0:12}: nothing to compare"
+  fi
+  src="$out/reference/src"
+  echo "== building the reference ${ref:0:12} in $src"
+  git worktree remove --force "$src" >/dev/null 2>&1 || rm -rf "$src"
+  git worktree prune
+  git worktree add --detach --force "$src" "$ref" >/dev/null 2>&1 || report_only "cannot check out $against"
+  trap 'git worktree remove --force "$src" >/dev/null 2>&1 || true' EXIT
+  started=$SECONDS
+  if [ -n "${ATTUNE_REFERENCE_BUILD:-}" ]; then  # tests: a stand-in that puts a bench in $src/build/bin
+    "$ATTUNE_REFERENCE_BUILD" "$src" || report_only "the reference ${ref:0:12} did not build"
+  else
+    launcher=()
+    if command -v ccache >/dev/null; then
+      export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$root}"
+      launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+    fi
+    # The same configuration as build/ (setup.sh, plus test.sh's -DATTUNE_WERROR=ON): identical
+    # compile commands are what let ccache serve every file that did not change.
+    werror="$(sed -n 's/^ATTUNE_WERROR:BOOL=//p' build/CMakeCache.txt 2>/dev/null || true)"
+    if ! { cmake -S "$src" -B "$src/build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" \
+             -DATTUNE_WERROR="${werror:-OFF}" >/dev/null &&
+           cmake --build "$src/build" -j "$(nproc)" --target attune_bench >/dev/null; }; then
+      report_only "the reference ${ref:0:12} did not build"
+    fi
+  fi
+  echo "== reference built in $((SECONDS - started)) s"
+  set +e
+  "$py" -m attune_regress paired --base-bench "$src/build/bin/attune_bench" --new-bench "$bench" \
+    --out "$out/against-$stamp" --calibrations "$baselines" --markdown "$out/against-compare.md" --confirm \
+    -- "${suite[@]}" "$@" | tee "$out/against-$stamp.txt"
+  status=${PIPESTATUS[0]}
+  set -e
+  if [ "$status" -eq 1 ] && ! grep -q "^thresholds: calibrated for" "$out/against-$stamp.txt"; then
+    report_only "a REGRESSION verdict, but this machine has no calibration in $baselines"
+  fi
+  exit "$status"
+fi
+
 if [ "$mode" = paired ]; then
   [ -x "$old_bench" ] || { echo "error: $old_bench is not an executable attune_bench" >&2; exit 2; }
   [ "$update" -eq 0 ] || { echo "error: --update-baseline does not go with --paired" >&2; exit 2; }
   echo "== paired session: $old_bench (base) against $bench (new)"
   # The default 5% threshold: thresholds.json is loosened for baselines from another time or machine.
   exec "$py" -m attune_regress paired --base-bench "$old_bench" --new-bench "$bench" --out "$out/paired-$stamp" \
-    --calibrations "$baselines" --markdown "$out/paired-compare.md" -- "${suite[@]}" "$@"
+    --calibrations "$baselines" --markdown "$out/paired-compare.md" --confirm -- "${suite[@]}" "$@"
 fi
 
 run_suite() {  # run_suite OUT.json [flags]: one run of the regression set

@@ -74,7 +74,17 @@ def cmd_paired(a) -> int:
           % (a.rounds, len(arms), a.order, a.repetitions, out), file=sys.stderr, flush=True)
     base_json, new_json = paired.session(arms, common, a.rounds, a.repetitions, out, a.order, a.seed,
                                          log=None if a.quiet else paired.stderr_log)
-    return compare_files(base_json, new_json, a)
+    status = compare_files(base_json, new_json, a)
+    if status == EXIT_REGRESSION and a.confirm:
+        # A second session, judged on its own: a session the host disturbed throughout (on the
+        # Zen 4 VM, 1 in 30 moved the weighted suite by 5%) does not fail the job alone.
+        again = out + "-confirm"
+        print("== REGRESSION reported: confirming with a second session in %s" % again, flush=True)
+        base_json, new_json = paired.session(arms, common, a.rounds, a.repetitions, again, a.order, a.seed + 1,
+                                             log=None if a.quiet else paired.stderr_log)
+        status = compare_files(base_json, new_json, a)
+        print("== confirmed" if status == EXIT_REGRESSION else "== not confirmed by the second session", flush=True)
+    return status
 
 
 def cmd_merge(a) -> int:
@@ -233,6 +243,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", metavar="DIR", help="where the runs and merged JSON go (default "
                     "build/regress/paired-<time>)")
     pr.add_argument("--quiet", action="store_true", help="no progress lines")
+    pr.add_argument("--confirm", action="store_true", help="on a REGRESSION, run a second session and exit 1 "
+                    "only if it regresses too (scripts/regress.sh does)")
     _compare_options(pr)
     pr.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- then flags for every bench run")
     pr.set_defaults(func=cmd_paired)

@@ -94,7 +94,44 @@ def test_ci_runs_both_checks_after_the_tests():
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         lines = [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
     pos = {key: next(i for i, l in enumerate(lines) if key in l)
-           for key in ("scripts/test.sh", "scripts/fuzz.sh", "scripts/regress.sh ||", "scripts/regress.sh --icount")}
-    assert pos["scripts/test.sh"] < pos["scripts/fuzz.sh"] < pos["scripts/regress.sh ||"] \
-        < pos["scripts/regress.sh --icount"]
+           for key in ("scripts/test.sh", "scripts/fuzz.sh", "scripts/regress.sh --against", "scripts/regress.sh ||",
+                       "scripts/regress.sh --icount")}
+    assert pos["scripts/test.sh"] < pos["scripts/fuzz.sh"] < pos["scripts/regress.sh --against"] \
+        < pos["scripts/regress.sh ||"] < pos["scripts/regress.sh --icount"]
     assert lines[-1] == 'exit "$status"'
+
+
+@pytest.fixture
+def reference_build(tmp_path, fake_bin):
+    """A stand-in for building the reference revision: its bench is the stand-in bench, never slowed."""
+    script = tmp_path / "build-reference.sh"
+    script.write_text('#!/bin/sh\nmkdir -p "$1/build/bin"\nprintf \'#!/bin/sh\\nunset FAKE_BENCH_SLOW\\nexec "%s" "$@"\\n\' '
+                      '> "$1/build/bin/attune_bench"\nchmod +x "$1/build/bin/attune_bench"\n'
+                      % (fake_bin / "attune_bench"))
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_against_a_reference_is_gated_only_with_a_calibration(env, tmp_path, reference_build):
+    e = dict(env, ATTUNE_REFERENCE_BUILD=reference_build)
+    p = regress(e, "--against", "HEAD~1", FAKE_BENCH_SLOW="1.3")
+    assert p.returncode == 0, p.stdout + p.stderr        # no calibration for this machine: reported only
+    assert "REGRESSION" in p.stdout and "no calibration" in p.stdout and "not gated" in p.stdout
+    cal = subprocess.run([sys.executable, "-m", "attune_regress", "calibrate", "--bench", env["ATTUNE_BENCH"],
+                          "--sessions", "5", "--store", str(tmp_path / "baselines")],
+                         env=dict(env, PYTHONPATH=os.path.join(ROOT, "regress")), capture_output=True, text=True,
+                         cwd=str(tmp_path))
+    assert cal.returncode == 0, cal.stderr
+    p = regress(e, "--against", "HEAD~1")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "thresholds: calibrated for" in p.stdout and "reference built in" in p.stdout
+    p = regress(e, "--against", "HEAD~1", FAKE_BENCH_SLOW="1.3")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "REGRESSION" in p.stdout and "== confirmed" in p.stdout  # a second session agreed
+    assert not (tmp_path / "out" / "reference" / "src").exists()  # the worktree is removed again
+
+
+def test_against_an_unknown_revision_is_reported_not_failed(env, reference_build):
+    p = regress(dict(env, ATTUNE_REFERENCE_BUILD=reference_build), "--against", "0" * 40)
+    assert p.returncode == 0 and "is not in this clone" in p.stdout
+    assert regress(env, "--against").returncode == 2
