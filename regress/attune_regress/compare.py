@@ -279,8 +279,9 @@ def render_text(result: Result, base: BenchRun, new: BenchRun) -> str:
                              for i, (c, w) in enumerate(zip(line, widths))).rstrip())
     s = result.suite
     out.append("")
-    out.append("suite: %sgeometric mean of median ratios %s, %d%% CI %s (bootstrap), threshold %g%%: %s"
-               % ("weighted " if s.weighted else "", fmt_pct(s.geomean), round(100 * (1 - result.alpha)), fmt_ci(s.ci_low, s.ci_high), s.threshold,
+    out.append("suite: %sgeometric mean of %s ratios %s, %d%% CI %s (bootstrap), threshold %g%%: %s"
+               % ("weighted " if s.weighted else "", "fastest-repetition" if result.estimator == "min" else "median",
+                  fmt_pct(s.geomean), round(100 * (1 - result.alpha)), fmt_ci(s.ci_low, s.ci_high), s.threshold,
                   s.verdict))
     out.append("benchmarks: %s" % counts(result))
     if result.threshold_source:
@@ -305,8 +306,9 @@ def render_markdown(result: Result, base: BenchRun, new: BenchRun) -> str:
            new.path, ctx.get("attune_git_revision", "?"), ctx.get("date", "?"), ctx.get("cpu_model", "?"),
            ctx.get("cores", "?"), ctx.get("isa_default", "?"), ctx.get("preset", "?")),
         "",
-        "**Suite**: %sgeometric mean of median ratios %s, %d%% CI %s, threshold %g%%: **%s**. Benchmarks: %s."
-        % ("weighted " if s.weighted else "", fmt_pct(s.geomean), level, fmt_ci(s.ci_low, s.ci_high), s.threshold, s.verdict, counts(result)),
+        "**Suite**: %sgeometric mean of %s ratios %s, %d%% CI %s, threshold %g%%: **%s**. Benchmarks: %s."
+        % ("weighted " if s.weighted else "", "fastest-repetition" if result.estimator == "min" else "median",
+           fmt_pct(s.geomean), level, fmt_ci(s.ci_low, s.ci_high), s.threshold, s.verdict, counts(result)),
         "",
         "Thresholds: %s." % result.threshold_source,
         "",
