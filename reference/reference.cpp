@@ -308,8 +308,8 @@ double unit_roundoff(Dtype type) {
       return std::ldexp(1.0, -8);
     case Dtype::fp16:
       return std::ldexp(1.0, -11);
-    case Dtype::fp32:
-      break;
+    default:
+      break;  // fp32; quantized K/V: the reference computes from the dequantized values
   }
   return 0.0;
 }
