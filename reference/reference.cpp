@@ -201,37 +201,10 @@ void quantize_inputs(const Problem& p, Inputs& in) {
     std::vector<float>& x = is_k ? in.k : in.v;
     std::vector<unsigned char>& codes = is_k ? in.k_codes : in.v_codes;
     std::vector<unsigned char>& scales = is_k ? in.k_scales : in.v_scales;
-    codes.assign(static_cast<std::size_t>(p.batch * p.heads_kv * p.seq_kv) * row_bytes(kv, d), 0);
+    codes.assign(row_bytes(kv, p.batch * p.heads_kv * p.seq_kv * d), 0);
     scales.assign(static_cast<std::size_t>(scale_elements(p, is_k)) * scale_element_bytes(kv), 0);
-    const std::int64_t rec = scale_record_elements(kv, d, is_k);
-    const bool fp8 = kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2;
-    auto* fscales = reinterpret_cast<float*>(scales.data());
-    if (fp8) {  // one scale per KV head, over every batch
-      for (std::int64_t h = 0; h < p.heads_kv; ++h) {
-        float best = 0.0f;
-        for (std::int64_t b = 0; b < p.batch; ++b) {
-          float s = 0.0f;
-          kv_head_scales(kv, is_k, x.data() + (b * p.heads_kv + h) * p.seq_kv * d, p.seq_kv, d, &s);
-          best = std::max(best, s);
-        }
-        fscales[h] = best;
-      }
-    }
-    for (std::int64_t b = 0; b < p.batch; ++b)
-      for (std::int64_t h = 0; h < p.heads_kv; ++h) {
-        const std::int64_t bh = b * p.heads_kv + h, row0 = bh * p.seq_kv;
-        float* rows = x.data() + row0 * d;
-        unsigned char* c = codes.data() + row_bytes(kv, row0 * d);
-        const float* fixed = nullptr;
-        if (fp8) fixed = fscales + h;
-        if (kv == Dtype::int8_kc && is_k) {
-          kv_head_scales(kv, true, rows, p.seq_kv, d, fscales + bh * d);
-          fixed = fscales + bh * d;
-        }
-        void* record = rec > 0 ? scales.data() + static_cast<std::size_t>(row0 * rec) * scale_element_bytes(kv) : nullptr;
-        quantize_kv(kv, is_k, rows, p.seq_kv, d, c, record, fixed);
-        dequantize_kv(kv, is_k, c, record, p.seq_kv, d, rows, fixed);
-      }
+    quantize_kv_tensor(p, is_k, x.data(), codes.data(), scales.data());
+    dequantize_kv_tensor(p, is_k, codes.data(), scales.data(), x.data());
   }
 }
 

@@ -230,6 +230,63 @@ void dequantize_kv(Dtype kv, bool is_k, const void* codes, const void* scales, s
   }
 }
 
+namespace {
+// Per (batch, KV head): its rows, codes and scale pointers (contiguous layouts), for f.
+template <class F>
+void for_each_head(const Problem& p, bool is_k, const F& f) {
+  const Dtype kv = p.kv_type();
+  const std::int64_t d = is_k ? p.d_k : p.d_v, rec = scale_record_elements(kv, d, is_k);
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t h = 0; h < p.heads_kv; ++h) {
+      const std::int64_t bh = b * p.heads_kv + h, row0 = bh * p.seq_kv;
+      std::int64_t fixed = -1;  // element offset of the fixed scale(s) in the scale array
+      if (kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2) fixed = h;
+      if (kv == Dtype::int8_kc && is_k) fixed = bh * d;
+      f(b, h, row0 * d, row_bytes(kv, row0 * d), rec > 0 ? row0 * rec : -1, fixed);
+    }
+}
+}  // namespace
+
+void quantize_kv_tensor(const Problem& p, bool is_k, const float* x, void* codes, void* scales) {
+  const Dtype kv = p.kv_type();
+  require_quantized(kv, "quantize_kv_tensor");
+  const std::int64_t d = is_k ? p.d_k : p.d_v;
+  const std::size_t esize = scale_element_bytes(kv);
+  auto* sbytes = static_cast<unsigned char*>(scales);
+  auto* fscales = static_cast<float*>(scales);
+  if (kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2) {  // one scale per KV head, over every batch
+    for (std::int64_t h = 0; h < p.heads_kv; ++h) {
+      float best = 0.0f;
+      for (std::int64_t b = 0; b < p.batch; ++b) {
+        float s = 0.0f;
+        kv_head_scales(kv, is_k, x + (b * p.heads_kv + h) * p.seq_kv * d, p.seq_kv, d, &s);
+        best = std::max(best, s);
+      }
+      fscales[h] = best;
+    }
+  }
+  for_each_head(p, is_k, [&](std::int64_t, std::int64_t, std::int64_t elem, std::size_t byte, std::int64_t rec,
+                             std::int64_t fixed) {
+    if (kv == Dtype::int8_kc && is_k) kv_head_scales(kv, true, x + elem, p.seq_kv, d, fscales + fixed);
+    quantize_kv(kv, is_k, x + elem, p.seq_kv, d, static_cast<unsigned char*>(codes) + byte,
+                rec >= 0 ? sbytes + static_cast<std::size_t>(rec) * esize : nullptr, fixed >= 0 ? fscales + fixed : nullptr);
+  });
+}
+
+void dequantize_kv_tensor(const Problem& p, bool is_k, const void* codes, const void* scales, float* x) {
+  const Dtype kv = p.kv_type();
+  require_quantized(kv, "dequantize_kv_tensor");
+  const std::int64_t d = is_k ? p.d_k : p.d_v;
+  const std::size_t esize = scale_element_bytes(kv);
+  const auto* sbytes = static_cast<const unsigned char*>(scales);
+  for_each_head(p, is_k, [&](std::int64_t, std::int64_t, std::int64_t elem, std::size_t byte, std::int64_t rec,
+                             std::int64_t fixed) {
+    dequantize_kv(kv, is_k, static_cast<const unsigned char*>(codes) + byte,
+                  rec >= 0 ? sbytes + static_cast<std::size_t>(rec) * esize : nullptr, p.seq_kv, d, x + elem,
+                  fixed >= 0 ? static_cast<const float*>(scales) + fixed : nullptr);
+  });
+}
+
 void check_kv_scales(const Problem& p, const KvScales& scales) {
   const Dtype kv = p.kv_type();
   if (!is_quantized(kv)) return;

@@ -73,6 +73,14 @@ void dequantize_kv(Dtype kv, bool is_k, const void* codes, const void* scales, s
 // the code 0..15), for tests and the reference.
 float kv_code_value(Dtype kv, const void* row, std::int64_t index);
 
+// A whole K (is_k) or V of a problem, [batch, heads_kv, seq_kv, d] floats (contiguous), quantized
+// into codes (the same layout, row_bytes(kv, d) bytes a row) and its contiguous scale array
+// (scale_elements(p, is_k) elements): fp8 scales per KV head over every batch (max |x| / 448 or
+// / 57344), int8_kc's K per (batch, KV head, channel), the rest per row or group as above.
+void quantize_kv_tensor(const Problem& p, bool is_k, const float* x, void* codes, void* scales);
+// The inverse (the documented decoding) of a whole contiguous K or V with contiguous scales.
+void dequantize_kv_tensor(const Problem& p, bool is_k, const void* codes, const void* scales, float* x);
+
 // Throws InvalidArgument (naming K or V, the index and the value) unless every scale a problem
 // reads (contiguous arrays, scale_elements) is finite and non-zero (int4: scale > 0, min finite).
 void check_kv_scales(const Problem& p, const KvScales& scales);
