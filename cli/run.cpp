@@ -20,7 +20,7 @@ namespace attune::cli {
 
 const char* const kRunHelp =
     "usage: attune run --q Q.npy --k K.npy --v V.npy --out O.npy [--causal] [--scale S] [--weights W.npy]\n"
-    "                  [--dtype fp32|bf16|fp16] [--kv-dtype fp32|bf16|fp16] [--out-dtype fp32|bf16|fp16]\n"
+    "                  [--dtype fp32|bf16|fp16] [--kv-dtype T] [--out-dtype fp32|bf16|fp16]\n"
     "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
     "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n"
     "                  [--causal [top-left|bottom-right]] [--window N] [--softcap C] [--alibi | --alibi-slopes S.npy]\n"
@@ -31,7 +31,10 @@ const char* const kRunHelp =
     "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
     "[batch, heads_q, seq_q, d_v], written atomically. Default kernel: auto (the best).\n"
     "--dtype is the storage type of Q and O, --kv-dtype that of K and V (default: --dtype;\n"
-    "fp32 Q/O with a 16-bit K/V is the decoding mix). Each input is converted to its storage type\n"
+    "fp32 Q/O with a 16-bit K/V is the decoding mix; --kv-dtype int8|int8_kc|fp8_e4m3|fp8_e5m2|int4\n"
+    "quantizes the float K/V files on load with attune::quantize_kv_tensor, scales computed from\n"
+    "them, see docs/quantized-kv.md; int4 needs d_k and d_v multiples of 32; --layout bhsd only;\n"
+    "non-finite K/V values are refused). Each input is converted to its storage type\n"
     "on load (rounded to nearest even when narrowing; a file already of that type is used as is).\n"
     "Arithmetic is float32; O is rounded once to --dtype, then written as --out-dtype (default\n"
     "fp32: '<f4'; fp16: '<f2'; bf16: '<V2', read back with np.load(...).view(ml_dtypes.bfloat16)).\n"
@@ -93,7 +96,7 @@ struct RunTypes {
 RunTypes parse_types(const Args& a, const Options& options) {
   RunTypes t;
   t.dtype = a.get_dtype("--dtype").value_or(Dtype::fp32);
-  t.kv_dtype = a.get_dtype("--kv-dtype").value_or(t.dtype);
+  t.kv_dtype = a.get_dtype("--kv-dtype", true).value_or(t.dtype);
   t.out_dtype = a.get_dtype("--out-dtype").value_or(Dtype::fp32);
   const Problem probe = typed_probe(t.dtype, t.kv_dtype);
   std::string types(to_string(t.dtype));
@@ -375,16 +378,46 @@ int cmd_run(const std::vector<std::string>& argv_in) {
                   std::to_string(kMaxWeightElements) + " (64 MiB); use a smaller problem");
   }
   const auto q_stored = stored_as(std::move(q.bytes), q.dtype, p.dtype);
-  const auto k_stored = stored_as(std::move(k.bytes), k.dtype, p.kv_type());
-  const auto v_stored = stored_as(std::move(v.bytes), v.dtype, p.kv_type());
+  std::vector<std::byte> k_stored, v_stored, k_scales, v_scales;
+  std::vector<float> k_dequantized;  // --weights: the values the kernel reads
+  if (is_quantized(p.kv_type())) {
+    // Float .npy K/V quantized on load (quantize_kv_tensor: the documented rounding), in the
+    // [batch, heads, seq, dim] layout the scales follow.
+    if (seq_major) throw UsageError("--kv-dtype " + std::string(to_string(p.kv_type())) + " takes --layout bhsd inputs only");
+    for (const bool is_k : {true, false}) {
+      npy::TypedArray& x = is_k ? k : v;
+      std::vector<float> wide = widened(x.bytes, x.dtype);
+      for (std::size_t i = 0; i < wide.size(); ++i)
+        if (!std::isfinite(wide[i]))
+          throw IoError(std::string(is_k ? "--k" : "--v") + ": element " + std::to_string(i) + " is " +
+                        std::to_string(wide[i]) + ": only finite values can be quantized to " +
+                        std::string(to_string(p.kv_type())));
+      auto& codes = is_k ? k_stored : v_stored;
+      auto& scales = is_k ? k_scales : v_scales;
+      codes.resize(row_bytes(p.kv_type(), static_cast<std::int64_t>(wide.size())));
+      scales.resize(static_cast<std::size_t>(scale_elements(p, is_k)) * scale_element_bytes(p.kv_type()));
+      quantize_kv_tensor(p, is_k, wide.data(), codes.data(), scales.data());
+      if (is_k && weights_path) {
+        k_dequantized.resize(wide.size());
+        dequantize_kv_tensor(p, true, codes.data(), scales.data(), k_dequantized.data());
+      }
+    }
+    variant.kv_scales.k = k_scales.data();
+    variant.kv_scales.v = v_scales.data();
+    check_kv_scales(p, variant.kv_scales);
+  } else {
+    k_stored = stored_as(std::move(k.bytes), k.dtype, p.kv_type());
+    v_stored = stored_as(std::move(v.bytes), v.dtype, p.kv_type());
+  }
   const auto out_elements = static_cast<std::size_t>(p.out_elements());
   std::vector<std::byte> out(out_elements * size_of(p.dtype));
   attention(p, q_stored.data(), k_stored.data(), v_stored.data(), out.data(), variant, options);
   std::vector<float> weights;
   if (weights_path) {
     // From the values the kernel read: the inputs as stored, widened exactly.
-    const auto w = reference::attention_weights(p, widened(q_stored, p.dtype).data(),
-                                                widened(k_stored, p.kv_type()).data(), variant);
+    const auto w = reference::attention_weights(
+        p, widened(q_stored, p.dtype).data(),
+        is_quantized(p.kv_type()) ? k_dequantized.data() : widened(k_stored, p.kv_type()).data(), variant);
     weights.assign(w.begin(), w.end());
   }
   std::vector<std::int64_t> shape = {p.batch, p.heads_q, p.seq_q, p.d_v};

@@ -19,7 +19,8 @@ const char* const kVerifyHelp =
     "Runs every runnable (kernel, isa) pair over the built-in shape grid (odd d_k and\n"
     "lengths, causal, grouped-query, large logits) and prints the worst error per pair.\n"
     "--grid quick: a small part of it (d_k 1, 7, 129, odd lengths, decoding, large logits,\n"
-    "each storage type, the variants on one shape), for slow or emulated CPUs.\n"
+    "each storage type, the variants on one shape, each quantized K/V type), for slow or\n"
+    "emulated CPUs. Storage rows read like fp32/kvint8 (fp32 Q/O, int8 K/V; +var: variants).\n"
     "Exit status 1 if any case exceeds its tolerance.\n";
 
 int cmd_verify(const std::vector<std::string>& argv) {
@@ -49,9 +50,17 @@ int cmd_verify(const std::vector<std::string>& argv) {
   std::vector<reference::Case> grid;
   if (grid_name == "quick") {
     grid = reference::quick_grid();
+    // Quantized K/V (fp32 Q/O): each type's d_k tails and grouped-query decoding.
+    for (auto& c : reference::quant_grid()) {
+      const Problem& p = c.problem;
+      const bool tails = p.seq_q == 65 && p.seq_kv == 63 && p.plain();
+      const bool decode = p.seq_q == 1 && p.seq_kv == 1000;
+      if (p.dtype == Dtype::fp32 && (tails || decode)) grid.push_back(std::move(c));
+    }
   } else {
     grid = reference::verification_grid();
     for (auto& c : reference::variant_grid()) grid.push_back(std::move(c));
+    for (auto& c : reference::quant_grid()) grid.push_back(std::move(c));
   }
   std::vector<std::string> storages;  // in grid order
   for (const auto& c : grid)
