@@ -601,7 +601,7 @@ void usage() {
       "                    [--block-q N] [--block-kv N] [--inject-slowdown PCT] [--benchmark_*...]\n"
       "  --preset   shape grid (default quick: ~2.5 min on 2 cores; standard ~20 min; variants: the\n"
       "             attention variants next to their plain shapes, flash and simd, ~2 min)\n"
-      "  --shape    b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16] (repeatable;\n"
+      "  --shape    b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16][,kv=T] (repeatable;\n"
       "             hkv defaults to hq, skv to sq); replaces the preset grid unless --preset is given\n"
       "  --model    a model's prefill and decode shapes (repeatable): %s\n"
       "  --dtype    storage type of --model shapes and of --shape specs without dt= (default fp32)\n"
@@ -612,7 +612,7 @@ void usage() {
       "  --block-q, --block-kv  tiles for every kernel that reads them (default 0: the kernel's own)\n"
       "  --inject-slowdown PCT  test-only: after each timed call, spin for PCT%% of its own duration\n"
       "             (a slowdown of the same size on every CPU, for the regression gate's proofs)\n"
-      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:[/var:]/t:\n",
+      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:[/kv:][/var:]/t:\n",
       model_names().c_str());
 }
 

@@ -752,6 +752,25 @@ struct DotKernel {
       for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vp + b);
     }
     std::int64_t d = 0;
+    if constexpr (kQ4) {
+      // A group of 32 at a time: its scale and min converted once per key, its 16 bytes loaded
+      // once for both nibble halves.
+      constexpr int kG = 32 / W;
+      for (; d < a.d_k; d += 32) {
+        B kv[NK][kG];
+        for (int t = 0; t < NK; ++t) {
+          const std::uint16_t* g = a.kq.groups + (j + t) * a.kq.groups_row + d / 16;
+          const B scale = V::set1(widen(fp16{g[0]})), min = V::set1(widen(fp16{g[1]}));
+          const auto* bytes = reinterpret_cast<const std::uint8_t*>(krow + t * a.k_row) + d / 2;
+          for (int h = 0; h < kG; ++h) kv[t][h] = V::fma(V::load_q4(bytes + (h * W) % 16, h * W >= 16 ? 4 : 0), scale, min);
+        }
+        for (int r = 0; r < R; ++r)
+          for (int h = 0; h < kG; ++h) {
+            const B qv = V::load(q + r * a.d_k + d + h * W);
+            for (int t = 0; t < NK; ++t) acc[r][t] = V::fma(qv, kv[t][h], acc[r][t]);
+          }
+      }
+    }
     for (; d + W <= a.d_k; d += W) {
       B kv[NK];
       for (int t = 0; t < NK; ++t) kv[t] = load_row(krow + t * a.k_row, d, a.kq, j + t);
@@ -818,6 +837,11 @@ struct DotKernel {
         B lanes[R][W];
         const int n = static_cast<int>(imin(W, cols - g));
         int t = 0;
+        // Quantized K with 32 registers: four keys per step, so each Q vector loaded serves
+        // four FMAs (the loads otherwise keep pace with the FMAs once K is a byte an element).
+        if constexpr (kQ && W == 16) {
+          for (; t + 4 <= n; t += 4) qk<4>(a, q, j0 + g + t, lanes, t);
+        }
         for (; t + 2 <= n; t += 2) qk<2>(a, q, j0 + g + t, lanes, t);
         for (; t < n; ++t) qk<1>(a, q, j0 + g + t, lanes, t);
         for (int r = 0; r < R; ++r) {
@@ -891,6 +915,9 @@ struct DotKernel {
       // O <- O * alpha + P V, two vectors of d_v at a time; a scalar tail for the rest.
       const T* vt = static_cast<const T*>(a.v) + j0 * a.v_row;
       std::int64_t d0 = 0;
+      if constexpr (kQ && W == 16) {  // as qk<4>: four vectors of d per broadcast weight
+        for (; d0 + 4 * W <= a.d_v; d0 += 4 * W) pv<4>(a, o, s, s_stride, vt, j0, cols, d0, alpha);
+      }
       for (; d0 + 2 * W <= a.d_v; d0 += 2 * W) pv<2>(a, o, s, s_stride, vt, j0, cols, d0, alpha);
       for (; d0 + W <= a.d_v; d0 += W) pv<1>(a, o, s, s_stride, vt, j0, cols, d0, alpha);
       if constexpr (!kQ4) {  // int4: d_v % 32 == 0, no tail
