@@ -693,8 +693,11 @@ def test_verify_quiet(attune_bin):
     assert pairs == listed_pairs(attune_bin)
     # Every pair is checked in every storage of the grid; the kernels that implement the
     # variants also in the variants' matrix (+var rows: fp32, bf16 and fp32 Q/O on bf16 K/V).
-    storages = {"fp32", "bf16", "fp16", "fp32/kvbf16", "fp32/kvfp16"}
-    variant_storages = {"fp32+var", "bf16+var", "fp32/kvbf16+var"}
+    # Quantized K/V: each type under fp32, bf16 and fp16 Q/O, and with fp32 Q in the variants.
+    quantized = ("int8", "int8_kc", "fp8_e4m3", "fp8_e5m2", "int4")
+    storages = {"fp32", "bf16", "fp16", "fp32/kvbf16", "fp32/kvfp16"} | {
+        "%s/kv%s" % (q, t) for q in ("fp32", "bf16", "fp16") for t in quantized}
+    variant_storages = {"fp32+var", "bf16+var", "fp32/kvbf16+var"} | {"fp32/kv%s+var" % t for t in quantized}
     for pair in pairs:
         expected = {"bf16"} if pair[0] in BF16_ONLY_KERNELS else storages
         checked = {row[2] for row in rows if row[:2] == pair}
