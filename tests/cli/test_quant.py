@@ -97,3 +97,106 @@ def test_usage_errors(attune_bin, tmp_path, extra):
     out = tmp_path / "out.npy"
     args = ["run", "--q", paths[0], "--k", paths[1], "--v", paths[2], "--out", out] + extra
     check_refused(attune_bin, tmp_path, args, 2, out)
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-quantized K/V: code files plus scales files (--k-scales / --v-scales)
+
+def prequantized(tmp_path, kv, d=64, seed=9):
+    """Q (float32), K/V codes and scales built in numpy as docs/quantized-kv.md lays them out, and
+    the dequantized K/V they stand for."""
+    rng = np.random.default_rng(seed)
+    q = rand(rng, (1, 8, 3, d))
+    files, values = {}, {}
+    for name in "kv":
+        if kv == "int8":
+            codes = rng.integers(-127, 128, (1, 2, 300, d), dtype=np.int8)
+            scales = rng.uniform(0.001, 0.02, (1, 2, 300)).astype(np.float32)
+            values[name] = codes.astype(np.float32) * scales[..., None]
+        elif kv == "fp8_e5m2":
+            # Finite E5M2 bytes of moderate magnitude: the upper byte of an fp16.
+            x = rng.standard_normal((1, 2, 300, d)).astype(np.float16)
+            codes = (x.view(np.uint16) >> 8).astype(np.uint8)
+            scales = np.array([0.5, 2.0], dtype=np.float32)
+            values[name] = (codes.astype(np.uint16) << 8).view(np.float16).astype(np.float32) * scales[None, :, None, None]
+        else:  # int4
+            nib = rng.integers(0, 16, (1, 2, 300, d), dtype=np.uint8)
+            g = nib.reshape(1, 2, 300, d // 32, 32)
+            codes = (g[..., :16] | (g[..., 16:] << 4)).reshape(1, 2, 300, d // 2).astype(np.uint8)
+            scales = np.stack([rng.uniform(0.01, 0.2, (1, 2, 300, d // 32)),
+                               rng.uniform(-1.0, 0.0, (1, 2, 300, d // 32))], axis=-1).astype(np.float16)
+            s = scales.astype(np.float32)
+            values[name] = (g.astype(np.float32) * s[..., 0:1] + s[..., 1:2]).reshape(1, 2, 300, d)
+        files[name] = write(tmp_path, name + ".npy", codes)
+        files[name + "s"] = write(tmp_path, name + "s.npy", scales)
+    files["q"] = write(tmp_path, "q.npy", q)
+    return q, values, files
+
+
+def prequantized_args(files, out, kv):
+    return ["run", "--q", files["q"], "--k", files["k"], "--v", files["v"], "--out", out, "--kv-dtype", kv,
+            "--k-scales", files["ks"], "--v-scales", files["vs"]]
+
+
+@pytest.mark.parametrize("kv", ["int8", "fp8_e5m2", "int4"])
+def test_prequantized_inputs_match_the_reference(attune_bin, tmp_path, kv):
+    q, values, files = prequantized(tmp_path, kv)
+    out = tmp_path / "o.npy"
+    r = attune(attune_bin, *prequantized_args(files, out, kv), "--causal")
+    assert_ok(r)
+    want = reference(q, values["k"], values["v"], causal=True)
+    assert np.abs(np.load(out) - want).max() < 1e-4
+
+
+def _bad_scales(tmp_path, files, change):
+    scales = np.load(files["ks"])
+    scales = change(scales)
+    write(tmp_path, "ks.npy", scales)
+
+
+BAD_SCALES = {
+    "wrong_shape": (lambda s: s[:, :, :-1], "shape"),
+    "transposed": (lambda s: np.ascontiguousarray(s.reshape(1, 300, 2)), "shape"),
+    "float64": (lambda s: s.astype(np.float64), ".npy dtype"),
+    "float16": (lambda s: s.astype(np.float16), "float32"),
+    "nan": (lambda s: np.where(np.arange(s.size).reshape(s.shape) == 17, np.float32(np.nan), s), "finite"),
+    "inf": (lambda s: np.where(np.arange(s.size).reshape(s.shape) == 3, np.float32(np.inf), s), "finite"),
+    "zero": (lambda s: np.where(np.arange(s.size).reshape(s.shape) == 0, np.float32(0), s), "non-zero"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SCALES), ids=list(BAD_SCALES))
+def test_bad_scales_are_refused(attune_bin, tmp_path, case):
+    _, _, files = prequantized(tmp_path, "int8")
+    change, words = BAD_SCALES[case]
+    _bad_scales(tmp_path, files, change)
+    out = tmp_path / "out.npy"
+    r = check_refused(attune_bin, tmp_path, prequantized_args(files, out, "int8"), 1, out)
+    assert words in r.stderr, r.stderr
+
+
+def test_bad_int4_min_and_codes_file(attune_bin, tmp_path):
+    _, _, files = prequantized(tmp_path, "int4")
+    out = tmp_path / "out.npy"
+    scales = np.load(files["vs"])
+    scales[0, 1, 5, 1, 1] = np.inf  # a min
+    write(tmp_path, "vs.npy", scales)
+    r = check_refused(attune_bin, tmp_path, prequantized_args(files, out, "int4"), 1, out)
+    assert "min" in r.stderr
+    _, _, files = prequantized(tmp_path, "int4")
+    write(tmp_path, "k.npy", np.zeros((1, 2, 300, 32), dtype=np.float32))  # floats where codes belong
+    r = check_refused(attune_bin, tmp_path, prequantized_args(files, out, "int4"), 1, out)
+    assert "codes" in r.stderr
+
+
+@pytest.mark.parametrize("extra", [["--kv-dtype", "bf16"], ["--kv-dtype", "int8", "--drop-v-scales"]],
+                         ids=["float-kv", "k-without-v"])
+def test_scales_flag_usage_errors(attune_bin, tmp_path, extra):
+    _, _, files = prequantized(tmp_path, "int8")
+    out = tmp_path / "out.npy"
+    args = ["run", "--q", files["q"], "--k", files["k"], "--v", files["v"], "--out", out, "--k-scales", files["ks"]]
+    if "--drop-v-scales" not in extra:
+        args += ["--v-scales", files["vs"]]
+    args += [x for x in extra if x != "--drop-v-scales"]
+    r = check_refused(attune_bin, tmp_path, args, 2, out)
+    assert "--k-scales" in r.stderr
