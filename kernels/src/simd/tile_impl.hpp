@@ -888,26 +888,11 @@ struct DotKernel {
         alpha[r] = step.alpha;
         B sum = V::set1(0.0f);
         const B mv = V::set1(step.m_use);
-        if constexpr (kQ) {
-          if (v_factors) {
-            for (std::int64_t u = 0; u < cols_v; u += W) {
-              const B p = online::weight<Var, V>(V::load(srow + u) - mv);
-              V::store(srow + u, p * V::load(vf + u));
-              sum = sum + p;
-            }
-          } else {
-            for (std::int64_t u = 0; u < cols_v; u += W) {
-              const B p = online::weight<Var, V>(V::load(srow + u) - mv);
-              V::store(srow + u, p);
-              sum = sum + p;
-            }
-          }
-        } else {
-          for (std::int64_t u = 0; u < cols_v; u += W) {
-            const B p = online::weight<Var, V>(V::load(srow + u) - mv);
-            V::store(srow + u, p);
-            sum = sum + p;
-          }
+        const bool scaled = kQ && v_factors;  // false at compile time for the float types
+        for (std::int64_t u = 0; u < cols_v; u += W) {
+          const B p = online::weight<Var, V>(V::load(srow + u) - mv);
+          V::store(srow + u, scaled ? p * V::load(vf + u) : p);
+          sum = sum + p;
         }
         l[r] = online::running_sum(l[r], alpha[r], V::hsum(sum));
         m[r] = step.m_new;
