@@ -2,8 +2,9 @@
 // thread counts, with FLOP/s, bytes/s and the fraction of the machine's peak measured by probes in
 // the same process. All --benchmark_* flags work; attune's own flags are listed by --help.
 //
-// Names: attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/dt:T[/var:V]/t:T
-// (dt: the storage type of Q, K, V and O: fp32, bf16 or fp16).
+// Names: attention/<kernel>/<isa>/b:B/hq:H/hkv:H/sq:S/skv:S/d:D/causal:C/dt:T[/kv:T][/var:V]/t:T
+// (dt: the storage type of Q, K, V and O: fp32, bf16 or fp16; kv: that of K and V where it
+// differs, including the quantized types int8, int8_kc, fp8_e4m3, fp8_e5m2, int4).
 // A user's own shapes replace the preset grid: --shape b=1,hq=32,hkv=8,sq=4096,d=128[,causal=1]
 // (repeatable) and --model NAME (models.hpp); --kernels and --threads narrow any run.
 #include <attune/attune.hpp>
@@ -60,6 +61,8 @@ struct Shape {
   bool causal;
   Dtype dtype = Dtype::fp32;  // storage of Q, K, V and O
   Variant var = {};
+  std::optional<Dtype> kv_dtype = {};  // K and V when they differ (a 16-bit or quantized cache)
+  Dtype kv() const { return kv_dtype.value_or(dtype); }
 };
 
 // One row of a preset: a shape, and which kernels and how many of each kernel's ISAs run it.
@@ -105,6 +108,15 @@ std::vector<Entry> preset_entries(const std::string& preset) {
                     std::vector<std::string_view> kernels = {}, std::size_t max_isas = 0) {
     out.push_back({{1, 32, hkv, 1, kv, 128, false, dt}, kernels, max_isas});  // decode, 32 query heads
   };
+  // A KV cache in `kv` (16-bit or quantized) with fp32 Q/O: the decoding rows of each K/V type.
+  auto decode_kv = [&](std::int64_t hkv, std::int64_t kv, Dtype kv_type, std::vector<std::string_view> kernels,
+                       std::size_t max_isas) {
+    Shape sh{1, 32, hkv, 1, kv, 128, false, Dtype::fp32};
+    sh.kv_dtype = kv_type;
+    out.push_back({sh, kernels, max_isas});
+  };
+  const Dtype cache_types[] = {Dtype::bf16,     Dtype::int8,     Dtype::int8_kc,
+                               Dtype::fp8_e4m3, Dtype::fp8_e5m2, Dtype::int4};
   const std::vector<std::string_view> flash = {"flash"};
   if (preset == "quick") {
     square({128, 512, 2048}, {8}, {64, 128}, {false, true});
@@ -114,6 +126,9 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     decode(8, 8192, Dtype::bf16, typed, 2);
     square({2048}, {8}, {128}, {false}, Dtype::fp16, flash, 2);
     decode(8, 8192, Dtype::fp16, flash, 2);
+    // Quantized caches beside bf16 K/V (fp32 Q/O), flash on the best ISA.
+    for (std::int64_t kv : {8192, 32768})
+      for (Dtype t : cache_types) decode_kv(8, kv, t, flash, 1);
   } else if (preset == "standard") {
     square({128, 256, 512, 1024, 2048, 4096}, {8}, {64, 128}, {false, true});
     square({512, 2048}, {1, 32}, {32, 256}, {false, true});
@@ -124,6 +139,14 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     for (std::int64_t kv : {1024, 8192, 32768}) decode(8, kv, Dtype::bf16, typed, 2);
     square({512, 2048}, {8}, {128}, {false, true}, Dtype::fp16, flash, 2);
     decode(8, 8192, Dtype::fp16, flash, 2);
+    for (std::int64_t kv : {8192, 32768})
+      for (Dtype t : cache_types) decode_kv(8, kv, t, flash, 1);
+    // Prefill with a quantized cache against bf16 K/V.
+    for (Dtype t : {Dtype::bf16, Dtype::int8, Dtype::int4}) {
+      Shape sh{1, 8, 8, 2048, 2048, 128, true, Dtype::fp32};
+      sh.kv_dtype = t;
+      out.push_back({sh, flash, 1});
+    }
   } else if (preset == "full") {
     square({128, 256, 512, 1024, 2048, 4096, 8192}, {1, 8, 32}, {32, 64, 128, 256}, {false, true});
     for (std::int64_t kv : {1024, 4096, 8192, 16384, 32768})
@@ -215,6 +238,7 @@ attune::Problem to_problem(const Shape& s) {
   p.d_k = p.d_v = s.d;
   p.causal = s.causal;
   p.dtype = s.dtype;
+  p.kv_dtype = s.kv_dtype;
   p.window = s.var.window;
   p.softcap = s.var.softcap;
   p.alibi = s.var.alibi;
@@ -282,7 +306,7 @@ struct Separate {
 Separate separate_of(const Shape& s, const attune::Problem& p, const VariantArrays& var, const std::vector<std::byte>& q,
                      const std::vector<std::byte>& k, const std::vector<std::byte>& v) {
   Separate sep;
-  const std::size_t size = attune::size_of(s.dtype);
+  const std::size_t size = attune::size_of(s.dtype);  // varlen bench rows keep K/V in dtype
   auto slice = [&](const std::vector<std::byte>& x, std::int64_t heads, std::int64_t total, std::int64_t t0, std::int64_t n) {
     std::vector<std::byte> out(static_cast<std::size_t>(heads * n * p.d_k) * size);
     for (std::int64_t h = 0; h < heads; ++h)
@@ -308,14 +332,15 @@ Separate separate_of(const Shape& s, const attune::Problem& p, const VariantArra
 // used dropped beyond kInputCacheBytes.
 struct Inputs {
   std::vector<std::byte> q, k, v, out;
-  std::size_t bytes() const { return q.size() + k.size() + v.size() + out.size(); }
+  std::vector<std::byte> k_scales, v_scales;  // quantized K/V (kv_quant.hpp layouts)
+  std::size_t bytes() const { return q.size() + k.size() + v.size() + out.size() + k_scales.size() + v_scales.size(); }
 };
 constexpr std::size_t kInputCacheBytes = std::size_t{512} << 20;
 
 Inputs& inputs_for(const Shape& s) {
-  using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, Dtype>;
+  using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, Dtype, Dtype>;
   static std::list<std::pair<Key, Inputs>> cache;  // most recently used first
-  const Key key{s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d, s.dtype};
+  const Key key{s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d, s.dtype, s.kv()};
   for (auto it = cache.begin(); it != cache.end(); ++it) {
     if (it->first == key) {
       cache.splice(cache.begin(), cache, it);
@@ -331,8 +356,17 @@ Inputs& inputs_for(const Shape& s) {
   for (auto [x, n] : {std::pair{&in.q, p.q_elements()}, {&in.k, p.k_elements()}, {&in.v, p.v_elements()}}) {
     values.resize(n);
     for (float& e : values) e = normal(rng);
-    x->resize(n * size);
-    attune::convert_from_float(s.dtype, values.data(), x->data(), n);
+    const Dtype type = x == &in.q ? s.dtype : s.kv();
+    if (attune::is_quantized(type)) {  // quantize_kv_tensor: codes and the scales beside them
+      const bool is_k = x == &in.k;
+      x->resize(attune::row_bytes(type, n));
+      auto& scales = is_k ? in.k_scales : in.v_scales;
+      scales.resize(static_cast<std::size_t>(attune::scale_elements(p, is_k)) * attune::scale_element_bytes(type));
+      attune::quantize_kv_tensor(p, is_k, values.data(), x->data(), scales.data());
+      continue;
+    }
+    x->resize(n * attune::size_of(type));
+    attune::convert_from_float(type, values.data(), x->data(), n);
   }
   in.out.resize(p.out_elements() * size);
   std::size_t total = in.bytes();
@@ -370,8 +404,16 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
     return;
   }
   const attune::Problem p = to_problem(s);
-  auto& [q, k, v, out] = inputs_for(s);
-  const VariantArrays var = variant_arrays(s);
+  Inputs& in = inputs_for(s);
+  auto& q = in.q;
+  auto& k = in.k;
+  auto& v = in.v;
+  auto& out = in.out;
+  VariantArrays var = variant_arrays(s);
+  if (!in.k_scales.empty()) {
+    var.data.kv_scales.k = in.k_scales.data();
+    var.data.kv_scales.v = in.v_scales.data();
+  }
   attune::Options o;
   o.kernel = std::string(kernel->name());
   o.isa = isa;
@@ -413,7 +455,8 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
                                         : p.flops() * static_cast<double>(p.visible_pairs(var.data)) /
                                               static_cast<double>(std::max<std::int64_t>(p.visible_pairs(), 1));
   state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
-  // Compulsory traffic in the storage types: Q, K, V read and O written once.
+  // Compulsory traffic in the storage types: Q, K, V read and O written once (a quantized cache:
+  // its codes and every scale).
   state.counters["bytes_per_second"] = benchmark::Counter(p.min_bytes(), benchmark::Counter::kIsIterationInvariantRate);
   const double peak = peak_gflops(*kernel, isa, s.dtype, threads) * 1e9;
   if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(flops / peak, benchmark::Counter::kIsIterationInvariantRate);
@@ -428,12 +471,13 @@ std::string name_of(const attune::Kernel* k, attune::Isa isa, const Shape& s, in
   if (s.var.mask == BenchMask::half_hidden) var += "_half";
   if (s.var.separate) var += "_separate";
   if (!var.empty()) var = "/var:" + var.substr(1);
+  const std::string kv = s.kv() != s.dtype ? "/kv:" + std::string(attune::to_string(s.kv())) : "";
   char buf[320];
   std::snprintf(buf, sizeof buf,
-                "attention/%s/%s/b:%lld/hq:%lld/hkv:%lld/sq:%lld/skv:%lld/d:%lld/causal:%d/dt:%s%s/t:%d",
+                "attention/%s/%s/b:%lld/hq:%lld/hkv:%lld/sq:%lld/skv:%lld/d:%lld/causal:%d/dt:%s%s%s/t:%d",
                 std::string(k->name()).c_str(), std::string(attune::to_string(isa)).c_str(), (long long)s.batch,
                 (long long)s.heads_q, (long long)s.heads_kv, (long long)s.seq_q, (long long)s.seq_kv, (long long)s.d,
-                s.causal ? 1 : 0, std::string(attune::to_string(s.dtype)).c_str(), var.c_str(), t);
+                s.causal ? 1 : 0, std::string(attune::to_string(s.dtype)).c_str(), kv.c_str(), var.c_str(), t);
   return buf;
 }
 
@@ -481,8 +525,8 @@ Dtype dtype_arg(const std::string& text, const char* flag) {
   return *dt;
 }
 
-// --shape b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16]: hkv defaults
-// to hq, skv to sq, causal to 0, dt to --dtype's value. Validated as a Problem, so a bad shape is
+// --shape b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16][,kv=T]: hkv defaults
+// to hq, skv to sq, causal to 0, dt to --dtype's value, kv (K/V, e.g. int8) to dt. Validated as a Problem, so a bad shape is
 // a usage error here and not a skipped benchmark later.
 Shape parse_shape(const std::string& spec, Dtype default_dtype) {
   std::map<std::string, std::string> fields;
@@ -515,9 +559,15 @@ Shape parse_shape(const std::string& spec, Dtype default_dtype) {
     s.causal = it->second == "1";
   }
   if (const auto it = fields.find("dt"); it != fields.end()) s.dtype = dtype_arg(it->second, "--shape dt=");
+  if (const auto it = fields.find("kv"); it != fields.end()) {
+    const auto kv = attune::parse_dtype(it->second);
+    if (!kv)
+      usage_error("--shape kv= '" + it->second + "' is not a K/V type (fp32, bf16, fp16, int8, int8_kc, fp8_e4m3, fp8_e5m2, int4)");
+    s.kv_dtype = *kv;
+  }
   for (const auto& [key, value] : fields)
-    if (!std::set<std::string>{"b", "hq", "hkv", "sq", "skv", "d", "causal", "dt"}.count(key))
-      usage_error("--shape '" + spec + "': unknown key '" + key + "' (b, hq, hkv, sq, skv, d, causal, dt)");
+    if (!std::set<std::string>{"b", "hq", "hkv", "sq", "skv", "d", "causal", "dt", "kv"}.count(key))
+      usage_error("--shape '" + spec + "': unknown key '" + key + "' (b, hq, hkv, sq, skv, d, causal, dt, kv)");
   try {
     to_problem(s).validate();
   } catch (const attune::InvalidArgument& e) {
@@ -551,7 +601,7 @@ void usage() {
       "                    [--block-q N] [--block-kv N] [--inject-slowdown PCT] [--benchmark_*...]\n"
       "  --preset   shape grid (default quick: ~2.5 min on 2 cores; standard ~20 min; variants: the\n"
       "             attention variants next to their plain shapes, flash and simd, ~2 min)\n"
-      "  --shape    b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16] (repeatable;\n"
+      "  --shape    b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16][,kv=T] (repeatable;\n"
       "             hkv defaults to hq, skv to sq); replaces the preset grid unless --preset is given\n"
       "  --model    a model's prefill and decode shapes (repeatable): %s\n"
       "  --dtype    storage type of --model shapes and of --shape specs without dt= (default fp32)\n"
@@ -562,7 +612,7 @@ void usage() {
       "  --block-q, --block-kv  tiles for every kernel that reads them (default 0: the kernel's own)\n"
       "  --inject-slowdown PCT  test-only: after each timed call, spin for PCT%% of its own duration\n"
       "             (a slowdown of the same size on every CPU, for the regression gate's proofs)\n"
-      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:[/var:]/t:\n",
+      "  Names: attention/<kernel>/<isa>/b:/hq:/hkv:/sq:/skv:/d:/causal:/dt:[/kv:][/var:]/t:\n",
       model_names().c_str());
 }
 

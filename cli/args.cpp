@@ -84,11 +84,12 @@ std::optional<float> Args::get_float(const std::string& flag) const {
   return x;
 }
 
-std::optional<Dtype> Args::get_dtype(const std::string& flag) const {
+std::optional<Dtype> Args::get_dtype(const std::string& flag, bool kv) const {
   const auto v = get(flag);
   if (!v) return std::nullopt;
-  if (const auto dtype = parse_dtype(*v)) return dtype;
-  throw UsageError(flag + " = '" + *v + "': expected fp32, bf16 or fp16");
+  if (const auto dtype = parse_dtype(*v); dtype && (kv || !is_quantized(*dtype))) return dtype;
+  throw UsageError(flag + " = '" + *v + "': expected fp32, bf16 or fp16" +
+                   (kv ? ", or a quantized K/V type: int8, int8_kc, fp8_e4m3, fp8_e5m2, int4" : ""));
 }
 
 void check_output_dir(const std::string& path) {

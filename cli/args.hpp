@@ -32,7 +32,8 @@ class Args {
   std::optional<std::int64_t> get_int(const std::string& flag, std::int64_t min) const;
   std::optional<float> get_float(const std::string& flag) const;
   // A storage type named as attune names them (fp32, bf16, fp16).
-  std::optional<Dtype> get_dtype(const std::string& flag) const;
+  // A storage type; kv: the quantized K/V types are accepted too (--kv-dtype).
+  std::optional<Dtype> get_dtype(const std::string& flag, bool kv = false) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:

@@ -103,9 +103,19 @@ std::vector<std::int64_t> parse_shape(std::string_view text) {
 // The element type a header's descr names, or IoError. Only the little-endian forms: a '>'
 // or '|' file would be misread byte for byte. `boolean` (masks only) also takes one-byte
 // booleans ('|b1', NumPy's bool) and unsigned bytes ('|u1'), reported as fp32 with boolean set.
+// kCodes (parse_codes): one-byte codes of a quantized K/V, int8 ('|i1') or uint8 ('|u1'), kept as
+// they are (reported as int8).
+bool kCodesSentinel = false;
+bool* const kCodes = &kCodesSentinel;
+
 Dtype descr_dtype(std::string_view descr, bool* boolean = nullptr) {
   if (descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"') && descr.back() == descr.front()) {
     const auto text = descr.substr(1, descr.size() - 2);
+    if (boolean == kCodes) {
+      if (text == "|i1" || text == "|u1") return Dtype::int8;
+      bad("unsupported .npy dtype " + std::string(descr) + " for quantized K/V codes: attune reads int8 ('|i1') "
+          "and uint8 ('|u1')");
+    }
     if (text == "<f4") return Dtype::fp32;
     if (text == "<f2" && boolean == nullptr) return Dtype::fp16;
     if (text == "<V2" && boolean == nullptr) return Dtype::bf16;  // how np.save writes an ml_dtypes.bfloat16 array
@@ -166,7 +176,7 @@ TypedArray parse_image(const unsigned char* bytes, std::size_t size, bool* boole
   if (shape_text.empty() || shape_text.front() != '(') bad("malformed .npy header: shape is not a tuple");
 
   array.shape = parse_shape(shape_text);  // at most 2^40 elements: the byte count cannot overflow
-  const std::size_t element = boolean != nullptr && *boolean ? 1 : size_of(array.dtype);
+  const std::size_t element = boolean != nullptr && (boolean == kCodes || *boolean) ? 1 : size_of(array.dtype);
   const std::size_t data_bytes = static_cast<std::size_t>(array.elements()) * element;
   const std::size_t available = size - offset - header_len;
   if (available < data_bytes) {
@@ -182,6 +192,8 @@ TypedArray parse_image(const unsigned char* bytes, std::size_t size, bool* boole
 }  // namespace
 
 TypedArray parse_typed(const unsigned char* bytes, std::size_t size) { return parse_image(bytes, size, nullptr); }
+
+TypedArray parse_codes(const unsigned char* bytes, std::size_t size) { return parse_image(bytes, size, kCodes); }
 
 MaskArray parse_mask(const unsigned char* bytes, std::size_t size) {
   bool boolean = false;
@@ -242,6 +254,8 @@ auto read_with(const std::string& path, Parse parse_image) {
 Array read(const std::string& path) { return read_with(path, parse); }
 
 TypedArray read_typed(const std::string& path) { return read_with(path, parse_typed); }
+
+TypedArray read_codes(const std::string& path) { return read_with(path, parse_codes); }
 
 MaskArray read_mask(const std::string& path) { return read_with(path, parse_mask); }
 

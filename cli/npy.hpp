@@ -41,6 +41,11 @@ Array parse(const unsigned char* bytes, std::size_t size);
 TypedArray read_typed(const std::string& path);
 TypedArray parse_typed(const unsigned char* bytes, std::size_t size);
 
+// Pre-quantized K/V codes: int8 ('|i1') or uint8 ('|u1') bytes as stored (dtype reads int8;
+// the caller's --kv-dtype says what the bytes are). Same validation as read().
+TypedArray read_codes(const std::string& path);
+TypedArray parse_codes(const unsigned char* bytes, std::size_t size);
+
 // An attention mask file: bool ('|b1') or uint8 ('|u1') entries (boolean: non-zero = visible,
 // stored as 0/1 bytes), or float32 ('<f4', additive). Same validation as read().
 struct MaskArray {

@@ -20,7 +20,7 @@ namespace attune::cli {
 
 const char* const kRunHelp =
     "usage: attune run --q Q.npy --k K.npy --v V.npy --out O.npy [--causal] [--scale S] [--weights W.npy]\n"
-    "                  [--dtype fp32|bf16|fp16] [--kv-dtype fp32|bf16|fp16] [--out-dtype fp32|bf16|fp16]\n"
+    "                  [--dtype fp32|bf16|fp16] [--kv-dtype T] [--out-dtype fp32|bf16|fp16]\n"
     "                  [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
     "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n"
     "                  [--causal [top-left|bottom-right]] [--window N] [--softcap C] [--alibi | --alibi-slopes S.npy]\n"
@@ -31,7 +31,12 @@ const char* const kRunHelp =
     "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
     "[batch, heads_q, seq_q, d_v], written atomically. Default kernel: auto (the best).\n"
     "--dtype is the storage type of Q and O, --kv-dtype that of K and V (default: --dtype;\n"
-    "fp32 Q/O with a 16-bit K/V is the decoding mix). Each input is converted to its storage type\n"
+    "fp32 Q/O with a 16-bit K/V is the decoding mix; --kv-dtype int8|int8_kc|fp8_e4m3|fp8_e5m2|int4\n"
+    "quantizes the float K/V files on load with attune::quantize_kv_tensor, scales computed from\n"
+    "them, see docs/quantized-kv.md; int4 needs d_k and d_v multiples of 32; --layout bhsd only;\n"
+    "non-finite K/V values are refused; or, with --k-scales KS.npy --v-scales VS.npy, K and V are\n"
+    "already quantized: int8/uint8 .npy codes [batch, heads, seq, row bytes] and the scales in the\n"
+    "documented shapes, float32 (int4: float16 pairs)). Each input is converted to its storage type\n"
     "on load (rounded to nearest even when narrowing; a file already of that type is used as is).\n"
     "Arithmetic is float32; O is rounded once to --dtype, then written as --out-dtype (default\n"
     "fp32: '<f4'; fp16: '<f2'; bf16: '<V2', read back with np.load(...).view(ml_dtypes.bfloat16)).\n"
@@ -93,7 +98,7 @@ struct RunTypes {
 RunTypes parse_types(const Args& a, const Options& options) {
   RunTypes t;
   t.dtype = a.get_dtype("--dtype").value_or(Dtype::fp32);
-  t.kv_dtype = a.get_dtype("--kv-dtype").value_or(t.dtype);
+  t.kv_dtype = a.get_dtype("--kv-dtype", true).value_or(t.dtype);
   t.out_dtype = a.get_dtype("--out-dtype").value_or(Dtype::fp32);
   const Problem probe = typed_probe(t.dtype, t.kv_dtype);
   std::string types(to_string(t.dtype));
@@ -294,7 +299,7 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   const std::vector<std::string> argv = split_causal(argv_in);
   const Args a(argv,
                with(with({"--q", "--k", "--v", "--out", "--scale", "--weights", "--max-memory", "--dtype",
-                          "--kv-dtype", "--out-dtype"},
+                          "--kv-dtype", "--out-dtype", "--k-scales", "--v-scales"},
                          kRunFlags),
                     kVariantFlags),
                {"--causal", "--alibi"});
@@ -316,12 +321,28 @@ int cmd_run(const std::vector<std::string>& argv_in) {
     check_output_dir(*weights_path);
   }
 
-  npy::TypedArray q = npy::read_typed(q_path), k = npy::read_typed(k_path), v = npy::read_typed(v_path);
+  // Pre-quantized K/V: code files (int8/uint8 .npy, rows of row_bytes) and their scales files.
+  const auto k_scales_path = a.get("--k-scales"), v_scales_path = a.get("--v-scales");
+  if (k_scales_path.has_value() != v_scales_path.has_value())
+    throw UsageError("--k-scales and --v-scales go together (pre-quantized K and V)");
+  const bool prequantized = k_scales_path.has_value();
+  if (prequantized && !is_quantized(types.kv_dtype))
+    throw UsageError("--k-scales/--v-scales need a quantized --kv-dtype (int8, int8_kc, fp8_e4m3, fp8_e5m2, int4)");
+  if (is_quantized(types.kv_dtype) && layout != "bhsd")
+    throw UsageError("--kv-dtype " + std::string(to_string(types.kv_dtype)) + " takes --layout bhsd inputs only");
+
+  npy::TypedArray q = npy::read_typed(q_path);
+  npy::TypedArray k = prequantized ? npy::read_codes(k_path) : npy::read_typed(k_path);
+  npy::TypedArray v = prequantized ? npy::read_codes(v_path) : npy::read_typed(v_path);
   // --layout bshd: the files are [batch, seq, heads, dim] (as projections write them), read and
   // written in place through strides, never transposed.
   const bool seq_major = layout == "bshd";
-  const Tensor4 tq = as_bhsd(q.shape, "Q", seq_major), tk = as_bhsd(k.shape, "K", seq_major),
-                tv = as_bhsd(v.shape, "V", seq_major);
+  const Tensor4 tq = as_bhsd(q.shape, "Q", seq_major);
+  Tensor4 tk = as_bhsd(k.shape, "K", seq_major), tv = as_bhsd(v.shape, "V", seq_major);
+  if (prequantized && types.kv_dtype == Dtype::int4) {  // two codes a byte: the last axis holds d / 2
+    tk.dim *= 2;
+    tv.dim *= 2;
+  }
   if (q.shape.size() != k.shape.size() || q.shape.size() != v.shape.size())
     throw IoError("Q, K and V must have the same number of dimensions");
   if (tk.batch != tq.batch || tv.batch != tq.batch)
@@ -375,16 +396,89 @@ int cmd_run(const std::vector<std::string>& argv_in) {
                   std::to_string(kMaxWeightElements) + " (64 MiB); use a smaller problem");
   }
   const auto q_stored = stored_as(std::move(q.bytes), q.dtype, p.dtype);
-  const auto k_stored = stored_as(std::move(k.bytes), k.dtype, p.kv_type());
-  const auto v_stored = stored_as(std::move(v.bytes), v.dtype, p.kv_type());
+  std::vector<std::byte> k_stored, v_stored, k_scales, v_scales;
+  std::vector<float> k_dequantized;  // --weights: the values the kernel reads
+  if (prequantized) {
+    // The codes as stored; the scales files must have the layout's shape and type exactly.
+    k_stored = std::move(k.bytes);
+    v_stored = std::move(v.bytes);
+    const bool three_d = q.shape.size() == 3;
+    for (const bool is_k : {true, false}) {
+      const Dtype kv = p.kv_type();
+      const std::int64_t d = is_k ? p.d_k : p.d_v;
+      std::vector<std::int64_t> want;
+      if (kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2) {
+        want = {p.heads_kv};
+      } else {
+        if (!three_d) want.push_back(p.batch);
+        want.push_back(p.heads_kv);
+        want.push_back(kv == Dtype::int8_kc && is_k ? p.d_k : p.seq_kv);
+        if (kv == Dtype::int4) {
+          want.push_back(d / 32);
+          want.push_back(2);
+        }
+      }
+      const std::string flag = is_k ? "--k-scales" : "--v-scales";
+      npy::TypedArray sc = npy::read_typed(is_k ? *k_scales_path : *v_scales_path);
+      const Dtype want_type = kv == Dtype::int4 ? Dtype::fp16 : Dtype::fp32;
+      auto text = [](const std::vector<std::int64_t>& shape) {
+        std::string t = "(";
+        for (std::size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
+        return t + (shape.size() == 1 ? ",)" : ")");
+      };
+      if (sc.dtype != want_type)
+        throw IoError(flag + ": " + std::string(to_string(kv)) + " scales are " +
+                      (want_type == Dtype::fp16 ? "float16 ('<f2')" : "float32 ('<f4')") + ", got " +
+                      std::string(to_string(sc.dtype)));
+      if (sc.shape != want)
+        throw IoError(flag + ": shape " + text(sc.shape) + " does not match the " + std::string(to_string(kv)) +
+                      (is_k ? " K" : " V") + " scales of this problem " + text(want) + " (docs/quantized-kv.md)");
+      (is_k ? k_scales : v_scales) = std::move(sc.bytes);
+    }
+    variant.kv_scales.k = k_scales.data();
+    variant.kv_scales.v = v_scales.data();
+    check_kv_scales(p, variant.kv_scales);  // NaN, inf or zero scales: one error line
+    if (weights_path) {
+      k_dequantized.resize(static_cast<std::size_t>(p.k_elements()));
+      dequantize_kv_tensor(p, true, k_stored.data(), k_scales.data(), k_dequantized.data());
+    }
+  } else if (is_quantized(p.kv_type())) {
+    // Float .npy K/V quantized on load (quantize_kv_tensor: the documented rounding), in the
+    // [batch, heads, seq, dim] layout the scales follow.
+    for (const bool is_k : {true, false}) {
+      npy::TypedArray& x = is_k ? k : v;
+      std::vector<float> wide = widened(x.bytes, x.dtype);
+      for (std::size_t i = 0; i < wide.size(); ++i)
+        if (!std::isfinite(wide[i]))
+          throw IoError(std::string(is_k ? "--k" : "--v") + ": element " + std::to_string(i) + " is " +
+                        std::to_string(wide[i]) + ": only finite values can be quantized to " +
+                        std::string(to_string(p.kv_type())));
+      auto& codes = is_k ? k_stored : v_stored;
+      auto& scales = is_k ? k_scales : v_scales;
+      codes.resize(row_bytes(p.kv_type(), static_cast<std::int64_t>(wide.size())));
+      scales.resize(static_cast<std::size_t>(scale_elements(p, is_k)) * scale_element_bytes(p.kv_type()));
+      quantize_kv_tensor(p, is_k, wide.data(), codes.data(), scales.data());
+      if (is_k && weights_path) {
+        k_dequantized.resize(wide.size());
+        dequantize_kv_tensor(p, true, codes.data(), scales.data(), k_dequantized.data());
+      }
+    }
+    variant.kv_scales.k = k_scales.data();
+    variant.kv_scales.v = v_scales.data();
+    check_kv_scales(p, variant.kv_scales);
+  } else {
+    k_stored = stored_as(std::move(k.bytes), k.dtype, p.kv_type());
+    v_stored = stored_as(std::move(v.bytes), v.dtype, p.kv_type());
+  }
   const auto out_elements = static_cast<std::size_t>(p.out_elements());
   std::vector<std::byte> out(out_elements * size_of(p.dtype));
   attention(p, q_stored.data(), k_stored.data(), v_stored.data(), out.data(), variant, options);
   std::vector<float> weights;
   if (weights_path) {
     // From the values the kernel read: the inputs as stored, widened exactly.
-    const auto w = reference::attention_weights(p, widened(q_stored, p.dtype).data(),
-                                                widened(k_stored, p.kv_type()).data(), variant);
+    const auto w = reference::attention_weights(
+        p, widened(q_stored, p.dtype).data(),
+        is_quantized(p.kv_type()) ? k_dequantized.data() : widened(k_stored, p.kv_type()).data(), variant);
     weights.assign(w.begin(), w.end());
   }
   std::vector<std::int64_t> shape = {p.batch, p.heads_q, p.seq_q, p.d_v};

@@ -32,7 +32,8 @@ const char* const kTuneHelp =
     "heads_kv = heads / group) and picks the fastest verified (kernel, isa, block_q, block_kv,\n"
     "threads, kv_splits). Each shape is tuned once per storage type of --dtype (default fp32;\n"
     "all tensors of that type); --kv-dtype LIST stores K/V as each of its types instead (e.g.\n"
-    "--dtype fp32 --kv-dtype bf16: a bf16 KV cache). A table entry serves only its own types.\n"
+    "--dtype fp32 --kv-dtype bf16: a bf16 KV cache; int8, int8_kc, fp8_e4m3, fp8_e5m2, int4: a\n"
+    "quantized cache, quantized as quantize_kv does). A table entry serves only its own types.\n"
     "smart: coordinate descent from the default with racing; exhaustive: the whole space;\n"
     "random: --evals K random candidates (default 32). --evals also caps the evaluations of\n"
     "smart and exhaustive. --budget (s, m or h; default 10m) is shared by the\n"
@@ -100,13 +101,16 @@ std::string clock_text(double seconds) {
 }
 
 // A comma-separated list of storage types ("fp32,bf16"), in the order given, without repeats.
-std::vector<Dtype> dtype_list(const Args& a, const std::string& flag, std::vector<Dtype> fallback) {
+// kv: the quantized K/V types too (--kv-dtype).
+std::vector<Dtype> dtype_list(const Args& a, const std::string& flag, std::vector<Dtype> fallback, bool kv = false) {
   const auto text = a.get(flag);
   if (!text) return fallback;
   std::vector<Dtype> out;
   for (const std::string& item : split_list(*text)) {
     const auto d = parse_dtype(item);
-    if (!d) throw UsageError(flag + " = '" + *text + "': '" + item + "' is not fp32, bf16 or fp16");
+    if (!d || (!kv && is_quantized(*d)))
+      throw UsageError(flag + " = '" + *text + "': '" + item + "' is not fp32, bf16 or fp16" +
+                       (kv ? " (or int8, int8_kc, fp8_e4m3, fp8_e5m2, int4)" : ""));
     if (std::find(out.begin(), out.end(), *d) == out.end()) out.push_back(*d);
   }
   return out;
@@ -116,7 +120,7 @@ std::vector<Dtype> dtype_list(const Args& a, const std::string& flag, std::vecto
 // dtype itself, else every pair of the two lists).
 std::vector<std::pair<Dtype, Dtype>> storage_types(const Args& a) {
   const auto dtypes = dtype_list(a, "--dtype", {Dtype::fp32});
-  const auto kv_dtypes = dtype_list(a, "--kv-dtype", {});
+  const auto kv_dtypes = dtype_list(a, "--kv-dtype", {}, true);
   std::vector<std::pair<Dtype, Dtype>> out;
   for (Dtype d : dtypes) {
     if (kv_dtypes.empty()) out.emplace_back(d, d);

@@ -19,7 +19,8 @@ const char* const kVerifyHelp =
     "Runs every runnable (kernel, isa) pair over the built-in shape grid (odd d_k and\n"
     "lengths, causal, grouped-query, large logits) and prints the worst error per pair.\n"
     "--grid quick: a small part of it (d_k 1, 7, 129, odd lengths, decoding, large logits,\n"
-    "each storage type, the variants on one shape), for slow or emulated CPUs.\n"
+    "each storage type, the variants on one shape, each quantized K/V type), for slow or\n"
+    "emulated CPUs. Storage rows read like fp32/kvint8 (fp32 Q/O, int8 K/V; +var: variants).\n"
     "Exit status 1 if any case exceeds its tolerance.\n";
 
 int cmd_verify(const std::vector<std::string>& argv) {
@@ -49,9 +50,21 @@ int cmd_verify(const std::vector<std::string>& argv) {
   std::vector<reference::Case> grid;
   if (grid_name == "quick") {
     grid = reference::quick_grid();
+    // Quantized K/V (fp32 Q/O), two cases per type: a d_k tail (int4: one group) and causal
+    // grouped-query decoding (emulated CPUs run this grid: keep it small).
+    for (auto& c : reference::quant_grid()) {
+      const Problem& p = c.problem;
+      const bool tail = p.seq_q == 65 && p.seq_kv == 63 && p.plain() && (p.d_k == 7 || p.d_k == 32) && !p.causal;
+      const bool decode = p.seq_q == 1 && p.seq_kv == 1000 && p.causal;
+      if (p.dtype == Dtype::fp32 && (tail || decode)) grid.push_back(std::move(c));
+    }
   } else {
     grid = reference::verification_grid();
     for (auto& c : reference::variant_grid()) grid.push_back(std::move(c));
+    // Quantized K/V under fp32 Q/O (the bf16 and fp16 Q copies run in the test suite's
+    // Quantized/Equivalence; here they would double verify's time).
+    for (auto& c : reference::quant_grid())
+      if (c.problem.dtype == Dtype::fp32) grid.push_back(std::move(c));
   }
   std::vector<std::string> storages;  // in grid order
   for (const auto& c : grid)

@@ -189,7 +189,23 @@ VariantData Inputs::variant() const {
   d.k_strides = k_strides;
   d.v_strides = v_strides;
   d.out_strides = out_strides;
+  if (!k_scales.empty()) d.kv_scales.k = k_scales.data();
+  if (!v_scales.empty()) d.kv_scales.v = v_scales.data();
   return d;
+}
+
+void quantize_inputs(const Problem& p, Inputs& in) {
+  const Dtype kv = p.kv_type();
+  for (const bool is_k : {true, false}) {
+    const std::int64_t d = is_k ? p.d_k : p.d_v;
+    std::vector<float>& x = is_k ? in.k : in.v;
+    std::vector<unsigned char>& codes = is_k ? in.k_codes : in.v_codes;
+    std::vector<unsigned char>& scales = is_k ? in.k_scales : in.v_scales;
+    codes.assign(row_bytes(kv, p.batch * p.heads_kv * p.seq_kv * d), 0);
+    scales.assign(static_cast<std::size_t>(scale_elements(p, is_k)) * scale_element_bytes(kv), 0);
+    quantize_kv_tensor(p, is_k, x.data(), codes.data(), scales.data());
+    dequantize_kv_tensor(p, is_k, codes.data(), scales.data(), x.data());
+  }
 }
 
 Inputs make_inputs(const Case& c, std::uint64_t seed) { return make_inputs(c.problem, c.q_scale, seed, c.mask_pattern); }
@@ -205,6 +221,7 @@ Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPatt
   for (float& x : in.q) x = round_to(p.dtype, q_scale * normal(rng));
   for (float& x : in.k) x = round_to(kv, normal(rng));
   for (float& x : in.v) x = round_to(kv, normal(rng));
+  if (is_quantized(kv)) quantize_inputs(p, in);
   if (p.alibi) {
     for (std::int64_t h = 0; h < p.heads_q; ++h)
       in.slopes.push_back(static_cast<float>(std::exp2(-8.0 * static_cast<double>(h + 1) / static_cast<double>(p.heads_q))));
@@ -217,7 +234,8 @@ Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPatt
     // room for 7 more positions, K's rows padded by 3 elements.
     in.q_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_k);
     in.out_strides = Strides::seq_major(p.heads_q, p.seq_q, p.d_v);
-    in.k_strides = Strides::contiguous(p.heads_kv, p.seq_kv + 7, p.d_k + 3);
+    // int4: strides count elements two to a byte and stay even (a whole group of padding).
+    in.k_strides = Strides::contiguous(p.heads_kv, p.seq_kv + 7, p.d_k + (kv == Dtype::int4 ? 32 : 3));
     in.v_strides = Strides::contiguous(p.heads_kv, p.seq_kv + 7, p.d_v);
   }
   for (auto [cu, total] : {std::pair{&in.cu_q, p.seq_q}, std::pair{&in.cu_kv, p.seq_kv}}) {
@@ -289,8 +307,15 @@ std::vector<unsigned char> stored_bytes(Dtype type, const std::vector<float>& x,
 Stored store(const Problem& p, const Inputs& in, std::size_t pad) {
   Stored s;
   s.q = stored_bytes(p.dtype, in.q, pad);
-  s.k = stored_bytes(p.kv_type(), in.k, pad);
-  s.v = stored_bytes(p.kv_type(), in.v, pad);
+  if (is_quantized(p.kv_type())) {
+    for (auto [to, from] : {std::pair{&s.k, &in.k_codes}, std::pair{&s.v, &in.v_codes}}) {
+      to->assign(pad, 0);
+      to->insert(to->end(), from->begin(), from->end());
+    }
+  } else {
+    s.k = stored_bytes(p.kv_type(), in.k, pad);
+    s.v = stored_bytes(p.kv_type(), in.v, pad);
+  }
   s.q_offset = pad * size_of(p.dtype);
   s.kv_offset = pad * size_of(p.kv_type());
   return s;
@@ -308,8 +333,8 @@ double unit_roundoff(Dtype type) {
       return std::ldexp(1.0, -8);
     case Dtype::fp16:
       return std::ldexp(1.0, -11);
-    case Dtype::fp32:
-      break;
+    default:
+      break;  // fp32; quantized K/V: the reference computes from the dequantized values
   }
   return 0.0;
 }
@@ -401,6 +426,66 @@ std::vector<Case> quick_grid() {
     const Problem& p = c.problem;
     if (p.seq_q == 65 && p.seq_kv == 63 && p.dtype == Dtype::fp32 && p.kv_type() == Dtype::fp32)
       cases.push_back(std::move(c));
+  }
+  return cases;
+}
+
+std::vector<Case> quant_grid() {
+  std::vector<Case> cases;
+  auto add = [&](Problem p, float q_scale = 1.0f, const char* tag = "", MaskPattern pattern = MaskPattern::blocks) {
+    Case c;
+    c.problem = p;
+    c.q_scale = q_scale;
+    c.mask_pattern = pattern;
+    c.name = p.to_string() + tag;
+    for (const Case& other : cases)
+      if (other.name == c.name) return;
+    cases.push_back(c);
+  };
+  for (const Dtype kv : kQuantDtypes) {
+    const bool int4 = kv == Dtype::int4;
+    for (const Dtype q : kAllDtypes) {
+      auto shape = [&](std::int64_t sq, std::int64_t skv, std::int64_t dk, bool causal, std::int64_t hq = 1,
+                       std::int64_t hkv = 1, std::int64_t batch = 1, std::int64_t dv = 0) {
+        Problem p;
+        p.batch = batch;
+        p.heads_q = hq;
+        p.heads_kv = hkv;
+        p.seq_q = sq;
+        p.seq_kv = skv;
+        p.d_k = dk;
+        p.d_v = dv > 0 ? dv : dk;
+        p.causal = causal;
+        p.dtype = q;
+        p.kv_dtype = kv;
+        return p;
+      };
+      for (bool causal : {false, true}) {
+        // d_k tails (int4: whole groups only).
+        for (std::int64_t dk : int4 ? std::vector<std::int64_t>{32, 128} : std::vector<std::int64_t>{1, 7, 64, 129})
+          add(shape(65, 63, dk, causal, 2, 1));
+        add(shape(17, 17, int4 ? 32 : 16, causal));
+        add(shape(257, 257, 64, causal));
+        // Decoding: grouped heads against a long cache (flash splits the keys), a few rows.
+        add(shape(1, 1000, 128, causal, 8, 2));
+        add(shape(4, 1000, 64, causal, 4, 1));
+        add(shape(1, 2048, 128, causal, 32, 8));
+        // Grouped-query heads with batch > 1; d_v != d_k.
+        add(shape(63, 65, int4 ? 32 : 16, causal, 8, 2, 3));
+        add(shape(33, 47, int4 ? 32 : 7, causal, 2, 2, 1, int4 ? 64 : 129));
+        // Large logits.
+        add(shape(65, 257, 64, causal, 2, 1), 30.0f, "_large");
+      }
+    }
+  }
+  // The variants, fp32 Q, each case with one quantized type (rotating; int4 where d allows).
+  std::size_t i = 0;
+  for (const Case& c : variant_grid()) {
+    if (c.problem.dtype != Dtype::fp32 || c.problem.kv_type() != Dtype::fp32) continue;
+    Problem p = c.problem;
+    p.kv_dtype = kQuantDtypes[i++ % kQuantDtypeCount];
+    if (p.kv_dtype == Dtype::int4 && (p.d_k % 32 != 0 || p.d_v % 32 != 0)) p.d_k = p.d_v = 32;  // whole groups
+    add(p, c.q_scale, c.name.substr(c.problem.to_string().size()).c_str(), c.mask_pattern);
   }
   return cases;
 }
@@ -647,16 +732,17 @@ std::size_t strided_span(const Strides& st, std::int64_t batch, std::int64_t hea
 }
 
 void move_rows(const Strides& st, std::int64_t batch, std::int64_t heads, std::int64_t seq, std::int64_t dim,
-               std::size_t size, unsigned char* dense, unsigned char* strided, bool gather) {
+               Dtype type, unsigned char* dense, unsigned char* strided, bool gather) {
+  // row_bytes: int4 elements take half a byte (its strides are even).
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t h = 0; h < heads; ++h)
       for (std::int64_t i = 0; i < seq; ++i) {
-        unsigned char* d = dense + static_cast<std::size_t>(((b * heads + h) * seq + i) * dim) * size;
-        unsigned char* x = strided + static_cast<std::size_t>(b * st.batch + h * st.head + i * st.row) * size;
+        unsigned char* d = dense + row_bytes(type, ((b * heads + h) * seq + i) * dim);
+        unsigned char* x = strided + row_bytes(type, b * st.batch + h * st.head + i * st.row);
         if (gather) {
-          std::memcpy(d, x, static_cast<std::size_t>(dim) * size);
+          std::memcpy(d, x, row_bytes(type, dim));
         } else {
-          std::memcpy(x, d, static_cast<std::size_t>(dim) * size);
+          std::memcpy(x, d, row_bytes(type, dim));
         }
       }
 }
@@ -674,19 +760,18 @@ Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>
   const VariantData var = in.variant();
   if (p.strided) {
     // The same values laid out with the case's strides (one element of misalignment kept).
-    const std::size_t kvsize = size_of(p.kv_type());
     auto restride = [&](std::vector<unsigned char>& bytes, std::size_t offset, const Strides& st, std::int64_t heads,
-                        std::int64_t seq, std::int64_t dim, std::size_t size) {
-      std::vector<unsigned char> x(offset + strided_span(st, p.batch, heads, seq, dim) * size, 0xff);
-      move_rows(st, p.batch, heads, seq, dim, size, bytes.data() + offset, x.data() + offset, false);
+                        std::int64_t seq, std::int64_t dim, Dtype type) {
+      std::vector<unsigned char> x(offset + row_bytes(type, static_cast<std::int64_t>(strided_span(st, p.batch, heads, seq, dim))), 0xff);
+      move_rows(st, p.batch, heads, seq, dim, type, bytes.data() + offset, x.data() + offset, false);
       bytes = std::move(x);
     };
-    restride(s.q, s.q_offset, var.q_strides, p.heads_q, p.seq_q, p.d_k, osize);
-    restride(s.k, s.kv_offset, var.k_strides, p.heads_kv, p.seq_kv, p.d_k, kvsize);
-    restride(s.v, s.kv_offset, var.v_strides, p.heads_kv, p.seq_kv, p.d_v, kvsize);
+    restride(s.q, s.q_offset, var.q_strides, p.heads_q, p.seq_q, p.d_k, p.dtype);
+    restride(s.k, s.kv_offset, var.k_strides, p.heads_kv, p.seq_kv, p.d_k, p.kv_type());
+    restride(s.v, s.kv_offset, var.v_strides, p.heads_kv, p.seq_kv, p.d_v, p.kv_type());
     std::vector<unsigned char> strided_out(osize + strided_span(var.out_strides, p.batch, p.heads_q, p.seq_q, p.d_v) * osize, 0xff);
     attune::attention(p, s.q_data(), s.k_data(), s.v_data(), strided_out.data() + osize, var, options);
-    move_rows(var.out_strides, p.batch, p.heads_q, p.seq_q, p.d_v, osize, out.data() + osize, strided_out.data() + osize, true);
+    move_rows(var.out_strides, p.batch, p.heads_q, p.seq_q, p.d_v, p.dtype, out.data() + osize, strided_out.data() + osize, true);
   } else {
     attune::attention(p, s.q_data(), s.k_data(), s.v_data(), out.data() + osize, var, options);
   }

@@ -39,8 +39,16 @@ struct Inputs {
   std::vector<float> mask_add, slopes, sinks;
   std::vector<std::int64_t> cu_q, cu_kv;  // varlen: cumulative sequence lengths
   Strides q_strides, k_strides, v_strides, out_strides;  // strided problems: the buffers' layouts
+  // Quantized K/V: the codes ([batch, heads_kv, seq_kv] rows of row_bytes(kv, d) bytes) and the
+  // scale arrays (KvScales layouts, contiguous) that quantize_kv made from the float values; k and
+  // v above then hold the dequantized values the reference computes from.
+  std::vector<unsigned char> k_codes, v_codes, k_scales, v_scales;
   VariantData variant() const;  // pointers into the arrays above (nullptr where empty)
 };
+// Quantizes a problem's K/V rows (float, [batch, heads_kv, seq_kv, d]) as make_inputs does:
+// per-head fp8 scales over all batches, int8_kc's K per (batch, head) channel, the rest per row;
+// k and v are replaced by their dequantized values.
+void quantize_inputs(const Problem& p, Inputs& in);
 // Unit-normal Q, K, V from a fixed seed; Q is multiplied by q_scale (large logits when > 1).
 // Each value is rounded to its tensor's storage type (p.dtype for Q, p.kv_type() for K and V),
 // so the floats are exactly what a kernel reads. Variant arrays: ALiBi slopes 2^(-8 (h+1) / heads_q),
@@ -89,6 +97,12 @@ std::vector<Case> variant_grid();
 // d_k tails 1, 7 and 129, lengths off every tile, causal and not, grouped-query decoding against
 // a long cache, batch > 1, large logits, each storage type, and the variants on one base shape.
 std::vector<Case> quick_grid();
+
+// Quantized K/V (int8, int8_kc, fp8_e4m3, fp8_e5m2, int4) with fp32, bf16 and fp16 Q/O: odd d_k
+// (1, 7, 129; int4 32 and 128), lengths off every tile, causal, grouped-query decoding against a
+// long cache (split-KV in flash), batch > 1, d_v != d_k, large logits; and the variants' matrix
+// (fp32 Q) with the K/V type rotating over the quantized types.
+std::vector<Case> quant_grid();
 
 // The float32 part of the tolerance on the abs error of one output, see reference.cpp for the
 // derivation: 1e-4, widened only when the logits are so large that float32 cannot represent

@@ -161,7 +161,31 @@ std::vector<Param> variant_params() {
   return out;
 }
 
+// Quantized K/V (reference::quant_grid) on every kernel and ISA that takes it, with the defaults
+// and, on the tiled kernels, key splits, odd tiles and each register tile on a rotating share.
+std::vector<Param> quant_params() {
+  std::vector<Param> out;
+  const std::pair<std::string, attune::Config> configs[] = {
+      {"", {}}, {"t2_split3", {16, 32, 2, 3}}, {"tiles7x13", {7, 13, 0, 0}}, {"narrow_tile", {0, 0, 0, 0, 1}},
+      {"wide_tile_33x16", {33, 16, 0, 0, 2}}};
+  const auto grid = attune::reference::quant_grid();
+  for (const attune::Kernel* k : attune::kernels()) {
+    for (attune::Isa isa : attune::runnable_isas(*k)) {
+      for (std::size_t i = 0; i < grid.size(); ++i) {
+        const Case& c = grid[i];
+        if (!k->supports(c.problem, isa)) continue;
+        for (const auto& [name, config] : configs) {
+          if (!name.empty() && (k->params().empty() || (i + name.size()) % 4 != 0)) continue;
+          out.push_back({k, isa, c, config, name});
+        }
+      }
+    }
+  }
+  return out;
+}
+
 INSTANTIATE_TEST_SUITE_P(Registry, Equivalence, ::testing::ValuesIn(all_params()), param_name);
+INSTANTIATE_TEST_SUITE_P(Quantized, Equivalence, ::testing::ValuesIn(quant_params()), param_name);
 INSTANTIATE_TEST_SUITE_P(Variants, Equivalence, ::testing::ValuesIn(variant_params()), param_name);
 
 // Bit-identical reruns of the variants with threads and key splits (strided cases need their

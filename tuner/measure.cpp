@@ -53,7 +53,8 @@ KernelOracle::KernelOracle(const Problem& problem, double window_seconds)
     : problem_(problem), window_(window_seconds) {
   problem_.validate();
   // The tensors in their storage types: a 16-bit problem is timed on 16-bit buffers.
-  tensors_ = reference::store(problem_, reference::make_inputs(problem_, 1.0f, 7));
+  inputs_ = reference::make_inputs(problem_, 1.0f, 7);
+  tensors_ = reference::store(problem_, inputs_);
   out_.resize(static_cast<std::size_t>(problem_.out_elements()) * size_of(problem_.dtype));
 }
 
@@ -97,8 +98,9 @@ double KernelOracle::sample(const Candidate& c) {
   using clock = std::chrono::steady_clock;
   wait_until_quiet();
   const Options options = c.options();
+  const VariantData variant = inputs_.variant();  // a quantized K/V's scales
   auto call = [&] {
-    attention(problem_, tensors_.q_data(), tensors_.k_data(), tensors_.v_data(), out_.data(), options);
+    attention(problem_, tensors_.q_data(), tensors_.k_data(), tensors_.v_data(), out_.data(), variant, options);
   };
   if (!warmed_[c.key()]) {  // first touch of the tensors, thread pool start-up, page faults
     const auto t0 = clock::now();

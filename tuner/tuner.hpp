@@ -123,6 +123,7 @@ class KernelOracle final : public Oracle {
   double window_;
   double give_up_after_ = 1e300;
   reference::Stored tensors_;           // Q, K, V in the problem's storage types
+  reference::Inputs inputs_;            // their values; a quantized K/V's scales (inputs_.variant())
   std::vector<unsigned char> out_;      // O in problem_.dtype
   std::map<std::string, bool> warmed_;
 };

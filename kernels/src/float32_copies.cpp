@@ -36,6 +36,33 @@ std::unique_ptr<unsigned char[]> gathered(const Strides& st, std::int64_t batch,
   return copy;
 }
 
+// A float32 copy of a quantized K (is_k) or V [batch, heads_kv, seq_kv, d], dequantized with the
+// call's scales (kv_quant.hpp's decoding, token by token through the record strides).
+std::unique_ptr<float[]> dequantized(const Problem& p, const Tensors& t, bool is_k) {
+  const Dtype kv = p.kv_type();
+  const std::int64_t d = is_k ? p.d_k : p.d_v;
+  auto copy = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(p.batch * p.heads_kv * p.seq_kv * d));
+  const KvScales& sc = t.variant.kv_scales;
+  const void* scales = is_k ? sc.k : sc.v;
+  const KvScales::RecordStrides rs = is_k ? sc.k_strides : sc.v_strides;
+  const std::int64_t rec = scale_record_elements(kv, d, is_k);
+  const std::size_t esize = scale_element_bytes(kv);
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t h = 0; h < p.heads_kv; ++h) {
+      const std::int64_t row0 = (b * p.heads_kv + h) * p.seq_kv;
+      const auto* codes = static_cast<const unsigned char*>(is_k ? t.k : t.v) + row_bytes(kv, row0 * d);
+      const float* fixed = nullptr;
+      if (kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2) fixed = static_cast<const float*>(scales) + h;
+      if (kv == Dtype::int8_kc && is_k) fixed = static_cast<const float*>(scales) + (b * p.heads_kv + h) * d;
+      for (std::int64_t i = 0; i < p.seq_kv; ++i) {
+        const std::int64_t r = rs.contiguous_default() ? row0 + i : b * rs.batch + h * rs.head + i * rs.token;
+        const void* record = rec > 0 ? static_cast<const unsigned char*>(scales) + static_cast<std::size_t>(r * rec) * esize : nullptr;
+        dequantize_kv(kv, is_k, codes + row_bytes(kv, i * d), record, 1, d, copy.get() + (row0 + i) * d, fixed);
+      }
+    }
+  return copy;
+}
+
 }  // namespace
 
 ContiguousCopies::ContiguousCopies(const Problem& p, const Tensors& t) : p_(p), caller_(t), view_(t) {
@@ -68,8 +95,8 @@ std::size_t ContiguousCopies::bytes(const Problem& p) {
 Float32Copies::Float32Copies(const Problem& p, const Tensors& t) : p_(p), out_(t.out) {
   const Dtype kv = p.kv_type();
   q_ = widened(p.dtype, t.q, p.q_elements());
-  k_ = widened(kv, t.k, p.k_elements());
-  v_ = widened(kv, t.v, p.v_elements());
+  k_ = is_quantized(kv) ? dequantized(p, t, true) : widened(kv, t.k, p.k_elements());
+  v_ = is_quantized(kv) ? dequantized(p, t, false) : widened(kv, t.v, p.v_elements());
   if (p.dtype != Dtype::fp32) o_ = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(p.out_elements()));
   view_ = {q_ ? q_.get() : static_cast<const float*>(t.q), k_ ? k_.get() : static_cast<const float*>(t.k),
            v_ ? v_.get() : static_cast<const float*>(t.v), o_ ? o_.get() : static_cast<float*>(t.out)};

@@ -55,7 +55,15 @@ void Problem::validate() const {
   }
   for (const auto& [name, type] : {std::pair{"dtype", dtype}, std::pair{"kv_dtype", kv_type()}}) {
     if (attune::to_string(type) == "unknown")
-      fail(name, static_cast<std::int64_t>(type), "is not an element type (fp32, bf16, fp16)");
+      fail(name, static_cast<std::int64_t>(type),
+           "is not an element type (fp32, bf16, fp16; K/V also int8, int8_kc, fp8_e4m3, fp8_e5m2, int4)");
+  }
+  if (is_quantized(dtype))
+    throw InvalidArgument("invalid problem: dtype = " + std::string(attune::to_string(dtype)) +
+                          " is a K/V-only type (Q and O are fp32, bf16 or fp16; set kv_dtype)");
+  if (kv_type() == Dtype::int4) {
+    if (d_k % 32 != 0) fail("d_k", d_k, "must be a multiple of 32 with int4 K/V (groups of 32 along d)");
+    if (d_v % 32 != 0) fail("d_v", d_v, "must be a multiple of 32 with int4 K/V (groups of 32 along d)");
   }
   if (causal_align != CausalAlign::bottom_right && causal_align != CausalAlign::top_left)
     fail("causal_align", static_cast<std::int64_t>(causal_align), "is not an alignment (bottom_right, top_left)");
@@ -177,8 +185,16 @@ double Problem::flops() const {
 }
 
 double Problem::min_bytes() const {
-  const double qo = static_cast<double>(size_of(dtype)), kv = static_cast<double>(size_of(kv_type()));
-  return qo * static_cast<double>(q_elements() + out_elements()) + kv * static_cast<double>(k_elements() + v_elements());
+  // Quantized K/V: the codes and every scale read (scales included, as the bench counts them).
+  const double qo = static_cast<double>(size_of(dtype));
+  const Dtype kv = kv_type();
+  const double rows = static_cast<double>(batch * heads_kv * seq_kv);
+  double kv_bytes = rows * static_cast<double>(row_bytes(kv, d_k) + row_bytes(kv, d_v));
+  if (is_quantized(kv)) {
+    kv_bytes += static_cast<double>(scale_elements(*this, true) + scale_elements(*this, false)) *
+                static_cast<double>(scale_element_bytes(kv));
+  }
+  return qo * static_cast<double>(q_elements() + out_elements()) + kv_bytes;
 }
 
 std::string Problem::to_string() const {
@@ -222,6 +238,38 @@ void VariantData::validate(const Problem& p) const {
   presence("mask", p.mask != MaskKind::none, mask, "mask");
   presence("alibi_slopes", p.alibi, alibi_slopes, "alibi");
   presence("sinks", p.sinks, sinks, "sinks");
+  const bool quantized = is_quantized(p.kv_type());
+  presence("kv_scales.k", quantized, kv_scales.k, "a quantized kv_dtype");
+  presence("kv_scales.v", quantized, kv_scales.v, "a quantized kv_dtype");
+  if (quantized) {
+    if (p.kv_type() == Dtype::int4 && p.strided) {
+      for (const auto& [name, st] : {std::pair{"k_strides", k_strides}, std::pair{"v_strides", v_strides}}) {
+        if (st.batch % 2 != 0 || st.head % 2 != 0 || st.row % 2 != 0)
+          throw InvalidArgument(std::string("invalid variant data: ") + name +
+                                " must be even with int4 K/V (two elements per byte)");
+      }
+    }
+    for (const auto& [name, st] : {std::pair{"kv_scales.k_strides", kv_scales.k_strides},
+                                   std::pair{"kv_scales.v_strides", kv_scales.v_strides}}) {
+      for (std::int64_t x : {st.batch, st.head, st.token}) {
+        if (x < 0 || x > (std::int64_t{1} << 48))
+          throw InvalidArgument(std::string("invalid variant data: ") + name + " has a stride of " + std::to_string(x) +
+                                " (must be in [0, 2^48])");
+      }
+    }
+    if (p.kv_type() == Dtype::fp8_e4m3 || p.kv_type() == Dtype::fp8_e5m2) {
+      // One float per KV head: cheap to check on every call (a zero or NaN scale is a silent
+      // wrong answer otherwise).
+      for (const auto& [name, s] : {std::pair{"k", kv_scales.k}, std::pair{"v", kv_scales.v}}) {
+        for (std::int64_t h = 0; h < p.heads_kv; ++h) {
+          const float x = static_cast<const float*>(s)[h];
+          if (!std::isfinite(x) || x == 0.0f)
+            throw InvalidArgument(std::string("invalid variant data: kv_scales.") + name + "[" + std::to_string(h) +
+                                  "] = " + std::to_string(x) + " must be finite and non-zero");
+        }
+      }
+    }
+  }
   if (p.strided) {
     for (const auto& [name, st] : {std::pair{"q_strides", q_strides}, std::pair{"k_strides", k_strides},
                                    std::pair{"v_strides", v_strides}, std::pair{"out_strides", out_strides}}) {

@@ -46,6 +46,7 @@ class Shape:
     threads: int
     dtype: str = "fp32"  # storage type of Q, K, V and O
     var: str = ""        # attention variants (attune_bench's var: segment), "" for plain attention
+    kv: str = ""         # K/V storage type when it differs from dtype (kv: segment), e.g. "int8"
 
     @property
     def square(self):
@@ -62,6 +63,8 @@ class Shape:
             parts.append("causal")
         if self.dtype != "fp32":
             parts.append(self.dtype)
+        if self.kv:
+            parts.append("kv " + self.kv)
         if self.var:
             parts.append(self.var)
         if threads:
@@ -70,7 +73,7 @@ class Shape:
 
     def without_threads(self):
         return (self.causal, self.d_k, self.batch, self.heads_q, self.heads_kv, self.seq_q, self.seq_kv, self.dtype,
-                self.var)
+                self.var, self.kv)
 
     def as_fp32(self):
         return replace(self, dtype="fp32")
@@ -92,7 +95,7 @@ class Result:
     def name(self):
         s = self.shape
         return benchname.BenchName(self.kernel, self.isa, s.batch, s.heads_q, s.heads_kv, s.seq_q, s.seq_kv, s.d_k,
-                                   s.causal, s.threads, s.dtype, s.var).format()
+                                   s.causal, s.threads, s.dtype, s.var, kv=s.kv).format()
 
     @property
     def variant(self):
@@ -226,7 +229,7 @@ def canonical_name(name):
 
 def _shape_of(n):
     return Shape(causal=n.causal, d_k=n.d_k, batch=n.batch, heads_q=n.heads_q, heads_kv=n.heads_kv, seq_q=n.seq_q,
-                 seq_kv=n.seq_kv, threads=n.threads, dtype=n.dtype, var=n.var)
+                 seq_kv=n.seq_kv, threads=n.threads, dtype=n.dtype, var=n.var, kv=n.kv)
 
 
 def _result_of(n, gflops, **counters):

@@ -3,6 +3,7 @@ summary.md (the same tables in markdown, for CI logs)."""
 import base64
 import html
 import os
+from dataclasses import replace
 
 from .bench import (BASELINE, BF16_DOT_ISA, best_per_shape, dtype_speedups, fraction_of_peak, geomean, has_kernel,
                     label_of)
@@ -83,6 +84,26 @@ def dtype_rows(bench):
                      fmt_ratio(ratio), fmt_pct(fraction_of_peak(bench, r)), fmt_pct(fraction_of_peak(bench, f)),
                      probe or "", "%.1f" % r.gbps if r.gbps else "", "%.1f" % f.gbps if f.gbps else ""])
     return headers, rows
+
+
+def kv_rows(bench):
+    """(headers, rows) of the K/V cache types table (benchmarks with a kv: segment: bf16 or quantized
+    K/V under fp32 Q/O), or None: bytes/s (codes and scales) against the triad probe at the same
+    thread count, and the speedup over the bf16-K/V twin (same kernel, ISA, shape, threads)."""
+    rows = [r for r in bench.results.values() if r.shape.kv]
+    if not rows:
+        return None
+    triads = bench.triads()
+    twins = {(r.kernel, r.isa, replace(r.shape, kv="")): r for r in rows if r.shape.kv == "bf16"}
+    headers = ["kernel/isa", "shape", "kv", "GB/s", "triad GB/s", "% of triad", "vs bf16 K/V"]
+    out = []
+    for r in sorted(rows, key=lambda r: (replace(r.shape, kv="").label(), r.variant, r.shape.kv)):
+        twin = twins.get((r.kernel, r.isa, replace(r.shape, kv="")))
+        triad = triads.get(r.shape.threads)
+        out.append([r.variant, replace(r.shape, kv="").label(), r.shape.kv, "%.1f" % r.gbps if r.gbps else "", "%.1f" % triad if triad else "",
+                    fmt_pct(r.gbps / triad) if r.gbps and triad else "",
+                    fmt_ratio(r.gflops / twin.gflops) if twin is not None and twin is not r else ""])
+    return headers, out
 
 
 def dtype_summary(bench):
@@ -202,6 +223,8 @@ def write_html(path, out_dir, *, command, inputs, generated, bench, figures, com
     dtype_table = dtype_rows(bench)
     sections = [("provenance", "Provenance"), ("summary", "Best kernel per shape")]
     sections += [("dtypes", "16-bit vs fp32")] if dtype_table else []
+    kv_table = kv_rows(bench)
+    sections += [("kvtypes", "K/V cache types")] if kv_table else []
     sections += [("targets", "Speed targets")] if has_targets else []
     sections += [("plots", "Plots")]
     sections += [("compare", "Before vs after")] if comparison else []
@@ -241,6 +264,14 @@ def write_html(path, out_dir, *, command, inputs, generated, bench, figures, com
         body.append(_table(*dtype_table, numeric_from=3))
         for fig in figures.get("dtypes", []):
             body.append(_figure(out_dir, fig))
+
+    if kv_table:
+        body.append('<h2 id="kvtypes">K/V cache types</h2>')
+        body.append("<p>Benchmarks with K/V stored as bf16 or quantized under fp32 Q/O (the <code>kv:</code> name "
+                    "segment): bytes/s of the codes and every scale read, against the stream triad probe at the "
+                    "same thread count, and the speedup over the bf16-K/V benchmark of the same kernel, ISA, shape "
+                    "and threads.</p>")
+        body.append(_table(*kv_table, numeric_from=3))
 
     if has_targets:
         body.append('<h2 id="targets">Speed targets</h2>')
@@ -347,6 +378,11 @@ def write_markdown(path, *, command, inputs, generated, bench, comparison=None, 
     dtype_table = dtype_rows(bench)
     if dtype_table:
         lines += ["## 16-bit vs fp32", ""] + ["- " + x for x in dtype_summary(bench)] + ["", _md_table(*dtype_table), ""]
+    kv_table = kv_rows(bench)
+    if kv_table:
+        lines += ["## K/V cache types", "", "Decoding and prefill with K/V stored as bf16 or quantized (fp32 Q/O): "
+                  "bytes/s of the codes and every scale against the stream triad probe.", "",
+                  _md_table(*kv_table), ""]
     if comparison:
         rows, only_before, only_after, _, _ = comparison
         lines += ["## Before vs after", "", compare_summary(rows, only_before, only_after) + ".", "",

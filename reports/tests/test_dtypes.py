@@ -106,3 +106,29 @@ def test_fp32_only_runs_have_no_16_bit_sections(tmp_path):
     md = read(tmp_path / "out" / "summary.md")
     assert "16-bit" not in md and "### fp32" not in md
     assert not os.path.exists(tmp_path / "out" / "dtype_speedup.png")
+
+
+def test_kv_cache_types_table(tmp_path):
+    """kv: rows (a bf16 or quantized K/V under fp32 Q/O): their own shapes, a table of bytes/s
+    against the triad probe and the speedup over the bf16-K/V twin."""
+    doc = synthetic_bench(failed=False)
+    base = "attention/flash/avx2/b:1/hq:32/hkv:8/sq:1/skv:32768/d:128/causal:0/dt:fp32/kv:%s/t:1/real_time"
+    extra = []
+    for kv, gflops, gbps in (("bf16", 40.0, 10.0), ("int8", 70.0, 9.0), ("int4", 90.0, 6.0)):
+        extra.append({"name": base % kv, "run_name": base % kv, "run_type": "iteration", "repetitions": 1,
+                      "repetition_index": 0, "threads": 1, "iterations": 10, "real_time": 1.0, "cpu_time": 1.0,
+                      "time_unit": "ms", "FLOPS": gflops * 1e9, "bytes_per_second": gbps * 1e9})
+    path = write_json(tmp_path / "b.json", dict(doc, benchmarks=doc["benchmarks"] + extra))
+    bench = bench_mod.load_bench([path])
+    kinds = {r.shape.kv for r in bench.results.values()}
+    assert {"bf16", "int8", "int4"} <= kinds
+    from attune_report import render
+    headers, rows = render.kv_rows(bench)
+    by_kv = {row[2]: row for row in rows}
+    assert by_kv["int8"][headers.index("vs bf16 K/V")] == render.fmt_ratio(70.0 / 40.0)
+    assert by_kv["int4"][headers.index("GB/s")] == "6.0"
+    assert by_kv["bf16"][headers.index("vs bf16 K/V")] == ""
+    out = tmp_path / "report"
+    assert_ok(run_report(path, "--out", out))
+    md = read(glob.glob(os.path.join(str(out), "*.md"))[0])
+    assert "## K/V cache types" in md and "int8" in md

@@ -682,7 +682,9 @@ def test_attune_isa_the_cpu_lacks(attune_bin):
 
 
 def test_verify_quiet(attune_bin):
-    r = attune(attune_bin, "verify", "--quiet")
+    # The whole grid (quantized K/V included): minutes on a loaded 2-core VM; the timeout only
+    # guards against a hang.
+    r = attune(attune_bin, "verify", "--quiet", timeout=900)
     assert_ok(r)
     assert r.stderr == ""
     lines = r.stdout.splitlines()
@@ -693,8 +695,10 @@ def test_verify_quiet(attune_bin):
     assert pairs == listed_pairs(attune_bin)
     # Every pair is checked in every storage of the grid; the kernels that implement the
     # variants also in the variants' matrix (+var rows: fp32, bf16 and fp32 Q/O on bf16 K/V).
-    storages = {"fp32", "bf16", "fp16", "fp32/kvbf16", "fp32/kvfp16"}
-    variant_storages = {"fp32+var", "bf16+var", "fp32/kvbf16+var"}
+    # Quantized K/V: each type under fp32 Q/O, plain and in the variants.
+    quantized = ("int8", "int8_kc", "fp8_e4m3", "fp8_e5m2", "int4")
+    storages = {"fp32", "bf16", "fp16", "fp32/kvbf16", "fp32/kvfp16"} | {"fp32/kv%s" % t for t in quantized}
+    variant_storages = {"fp32+var", "bf16+var", "fp32/kvbf16+var"} | {"fp32/kv%s+var" % t for t in quantized}
     for pair in pairs:
         expected = {"bf16"} if pair[0] in BF16_ONLY_KERNELS else storages
         checked = {row[2] for row in rows if row[:2] == pair}
@@ -710,7 +714,7 @@ def test_verify_quiet(attune_bin):
 
 def test_verify_one_pair(attune_bin):
     kernel, isa = listed_pairs(attune_bin)[0]
-    r = attune(attune_bin, "verify", "--quiet", "--kernel", kernel, "--isa", isa)
+    r = attune(attune_bin, "verify", "--quiet", "--kernel", kernel, "--isa", isa, timeout=900)
     assert_ok(r)
     lines = r.stdout.splitlines()
     assert {tuple(l.split()[:2]) for l in lines[1:-1]} == {(kernel, isa)}

@@ -564,7 +564,7 @@ def test_resume_of_an_untyped_log_reads_it_as_fp32(attune_bin, smart_run, tmp_pa
     ({}, ("--seq",), "--seq"),
     ({"--dtype": "fp64"}, (), "--dtype"),
     ({"--dtype": "fp32,"}, (), "--dtype"),
-    ({"--dtype": "fp32", "--kv-dtype": "int8"}, (), "--kv-dtype"),
+    ({"--dtype": "fp32", "--kv-dtype": "int9"}, (), "--kv-dtype"),
 ], ids=["strategy", "causal", "seq0", "seq-not-int", "budget-negative", "budget-unit", "group", "evals0",
         "no-out", "no-json", "no-seq", "dtype", "dtype-empty-item", "kv-dtype"])
 def test_usage_errors(attune_bin, tmp_path, extra, drop, flag):

@@ -2,6 +2,7 @@
 #include <attune/attune.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <vector>
 
@@ -38,6 +39,24 @@ int main() {
   for (float x : out) {
     if (std::abs(x - 1.0f) > 1e-5f) {
       std::printf("wrong variant output %f\n", x);
+      return 1;
+    }
+  }
+  // A quantized KV cache: int8 codes with a float scale per (KV head, token), Q and O fp32
+  // (docs/quantized-kv.md). V is all ones, which int8 stores exactly: every output stays 1.
+  attune::Problem cached = p;
+  cached.kv_dtype = attune::Dtype::int8;
+  std::vector<std::int8_t> kq(cached.k_elements()), vq(cached.v_elements());
+  std::vector<float> ks(attune::scale_elements(cached, true)), vs(attune::scale_elements(cached, false));
+  attune::quantize_kv_tensor(cached, true, k.data(), kq.data(), ks.data());  // round to nearest even
+  attune::quantize_kv_tensor(cached, false, v.data(), vq.data(), vs.data());
+  attune::VariantData scales;
+  scales.kv_scales.k = ks.data();
+  scales.kv_scales.v = vs.data();
+  attune::attention(cached, q.data(), kq.data(), vq.data(), out.data(), scales);
+  for (float x : out) {
+    if (std::abs(x - 1.0f) > 1e-5f) {
+      std::printf("wrong quantized-cache output %f\n", x);
       return 1;
     }
   }

@@ -6,6 +6,7 @@
 #include <attune/error.hpp>
 #include <attune/isa.hpp>
 #include <attune/kernel.hpp>
+#include <attune/kv_quant.hpp>
 #include <attune/mha.hpp>  // declares attune::mha when built with BLAS
 #include <attune/probes.hpp>
 #include <attune/problem.hpp>

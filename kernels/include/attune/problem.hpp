@@ -4,6 +4,7 @@
 #pragma once
 
 #include <attune/dtype.hpp>
+#include <attune/kv_quant.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -64,10 +65,12 @@ struct Problem {
   std::int64_t d_v = 1;
   bool causal = false;
   std::optional<float> scale;  // default 1 / sqrt(d_k)
-  // Storage types. Every combination is valid; arithmetic is float32 whatever they are
-  // (16-bit inputs are widened, the softmax and accumulators are float32, O is rounded once
-  // when written). fp32 Q/O with 16-bit K/V is the decoding case (a 16-bit KV cache).
-  Dtype dtype = Dtype::fp32;        // Q and O
+  // Storage types. Every combination of the float types is valid; arithmetic is float32 whatever
+  // they are (16-bit inputs are widened, the softmax and accumulators are float32, O is rounded
+  // once when written). fp32 Q/O with 16-bit K/V is the decoding case (a 16-bit KV cache).
+  // The quantized types (is_quantized) are for K/V only, with VariantData::kv_scales; int4 needs
+  // d_k and d_v multiples of 32 (docs/quantized-kv.md).
+  Dtype dtype = Dtype::fp32;        // Q and O: fp32, bf16 or fp16
   std::optional<Dtype> kv_dtype;    // K and V; default: dtype
   Dtype kv_type() const { return kv_dtype.value_or(dtype); }
 
@@ -175,8 +178,13 @@ struct VariantData {
   const std::int64_t* cu_seqlens_q = nullptr;
   const std::int64_t* cu_seqlens_kv = nullptr;
   Strides q_strides, k_strides, v_strides, out_strides;  // read only when Problem::strided
-  // Throws InvalidArgument unless exactly the arrays `p` enables are given and the slopes and
-  // sinks are valid (the mask's values are not scanned); strides must be >= 0, rows of Q/K/V
+  // The scales of a quantized K/V (Problem::kv_dtype int8, int8_kc, fp8_e4m3, fp8_e5m2, int4):
+  // layouts in attune/kv_quant.hpp. For int4, K/V strides count elements (nibbles) and must be
+  // even.
+  KvScales kv_scales;
+  // Throws InvalidArgument unless exactly the arrays `p` enables are given (kv_scales: both
+  // for a quantized kv_dtype, neither otherwise) and the slopes, sinks and per-head fp8 scales
+  // are valid (the mask's values are not scanned); strides must be >= 0, rows of Q/K/V
   // may overlap (broadcasts), rows of O may not.
   void validate(const Problem& p) const;
 };

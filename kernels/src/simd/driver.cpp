@@ -57,6 +57,50 @@ const void* at(const void* base, Dtype type, std::int64_t index) {
 void* at(void* base, Dtype type, std::int64_t index) {
   return static_cast<char*>(base) + index * static_cast<std::int64_t>(size_of(type));
 }
+// The same for K/V, whose int4 elements take half a byte (int4 indices are even).
+const void* kv_at(const void* base, Dtype type, std::int64_t index) {
+  return type == Dtype::int4 ? static_cast<const char*>(base) + index / 2 : at(base, type, index);
+}
+
+// How the tile kernels decode a quantized K (is_k) or V of KV head hk of batch b, from token
+// `token` on (KvDequant; the scale layouts of attune/kv_quant.hpp).
+KvDequant kv_dequant(const Problem& p, const KvScales& sc, bool is_k, std::int64_t b, std::int64_t hk, std::int64_t token) {
+  KvDequant q;
+  const Dtype kv = p.kv_type();
+  const void* scales = is_k ? sc.k : sc.v;
+  const KvScales::RecordStrides& rs = is_k ? sc.k_strides : sc.v_strides;
+  const bool dense = rs.contiguous_default();
+  const std::int64_t record = dense ? (b * p.heads_kv + hk) * p.seq_kv + token : b * rs.batch + hk * rs.head + token * rs.token;
+  const std::int64_t step = dense ? 1 : rs.token;
+  switch (kv) {
+    case Dtype::int8:
+      q.tok = static_cast<const float*>(scales) + record;
+      q.tok_row = step;
+      break;
+    case Dtype::int8_kc:
+      if (is_k) {
+        q.chan = static_cast<const float*>(scales) + (b * p.heads_kv + hk) * p.d_k;
+      } else {
+        q.tok = static_cast<const float*>(scales) + record;
+        q.tok_row = step;
+      }
+      break;
+    case Dtype::fp8_e4m3:
+    case Dtype::fp8_e5m2:
+      // e4m3 codes are read as value / 256 (simd/vec.hpp): the exact power of two goes here.
+      q.head = static_cast<const float*>(scales)[hk] * (kv == Dtype::fp8_e4m3 ? 256.0f : 1.0f);
+      break;
+    case Dtype::int4: {
+      const std::int64_t pairs = (is_k ? p.d_k : p.d_v) / 32 * 2;
+      q.groups = static_cast<const std::uint16_t*>(scales) + record * pairs;
+      q.groups_row = step * pairs;
+      break;
+    }
+    default:
+      break;
+  }
+  return q;
+}
 
 // The sizes one plan implies: shared by run_tiled and workspace_bytes, so the memory check
 // always describes what the driver allocates. Task counts saturate (an absurd kv_splits reads
@@ -372,15 +416,19 @@ TileArgs task_args(Call& call, std::int64_t task, float* scratch, TileVariant& t
   const Dtype kv = p.kv_type();
   TileArgs a;
   a.q = at(t.q, p.dtype, rs.b * call.qs.batch + rs.h0 * call.qs.head + rs.q_off * call.qs.row);
-  a.k = at(t.k, kv, rs.b * call.ks.batch + rs.hk * call.ks.head + rs.kv_off * call.ks.row);
-  a.v = at(t.v, kv, rs.b * call.vs.batch + rs.hk * call.vs.head + rs.kv_off * call.vs.row);
+  a.k = kv_at(t.k, kv, rs.b * call.ks.batch + rs.hk * call.ks.head + rs.kv_off * call.ks.row);
+  a.v = kv_at(t.v, kv, rs.b * call.vs.batch + rs.hk * call.vs.head + rs.kv_off * call.vs.row);
   a.out = at(t.out, p.dtype, rs.b * call.os.batch + rs.h0 * call.os.head + rs.q_off * call.os.row);
   a.q_head = call.qs.head;
   a.q_row = call.qs.row;
   a.o_head = call.os.head;
   a.o_row = call.os.row;
-  a.k_row = call.ks.row;
-  a.v_row = call.vs.row;
+  a.k_row = kv == Dtype::int4 ? call.ks.row / 2 : call.ks.row;  // int4: in bytes
+  a.v_row = kv == Dtype::int4 ? call.vs.row / 2 : call.vs.row;
+  if (is_quantized(kv)) {
+    a.kq = kv_dequant(p, t.variant.kv_scales, true, rs.b, rs.hk, rs.kv_off);
+    a.vq = kv_dequant(p, t.variant.kv_scales, false, rs.b, rs.hk, rs.kv_off);
+  }
   a.dtype = p.dtype;
   a.heads = lay.hpt;
   a.positions = rs.n;

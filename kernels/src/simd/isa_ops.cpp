@@ -30,6 +30,7 @@ std::int64_t tile_scratch_floats(const TileFn& fn, std::int64_t rows, std::int64
   if (fn.bf16_dot) return tile + (block_kv + 1) / 2 * d_v + 16;
   // The conversion path's widened K and V tiles (16-bit K/V with more rows than the dot forms).
   if (fn.widen_kv) return tile + block_kv * (d_k + d_v);
+  if (fn.quant) return tile + block_kv + 16;
   return tile;
 }
 

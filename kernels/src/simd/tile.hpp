@@ -30,6 +30,21 @@ struct TileVariant {
   float* mask_tile = nullptr;     // block_kv x (rows + 64) floats: the mask tile transposed
 };
 
+// How a quantized K or V of one task is decoded (docs/quantized-kv.md); value of element d of key
+// j (j counted like TileArgs' keys, from the task's K/V pointer):
+//   code(j, d) x tok[j * tok_row] x chan[d] x head        (each factor 1 when absent)
+//   int4: code(j, d) x scale + min, (scale, min) = groups[j * groups_row + 2 (d / 32) + {0, 1}] (fp16)
+// The decoding forms fold the factors (chan and head into Q, tok into each score or weight); the
+// prefill tiles dequantize each key tile once into their float32 scratch.
+struct KvDequant {
+  const float* tok = nullptr;             // per-token scales (int8; int8_kc's V)
+  std::int64_t tok_row = 0;
+  const std::uint16_t* groups = nullptr;  // int4: fp16 (scale, min) per 32 elements of each row
+  std::int64_t groups_row = 0;
+  const float* chan = nullptr;            // int8_kc's K: d_k channel scales of the KV head
+  float head = 1.0f;                      // fp8: the KV head's scale (x 256 for e4m3: vec.hpp)
+};
+
 // One task of the tiled online-softmax algorithm: a set of query rows (heads x positions
 // of one KV head's group) against a key range [j_begin, j_end).
 //
@@ -52,7 +67,7 @@ struct TileArgs {
   std::int64_t heads, positions, i0;
   std::int64_t j_begin, j_end;
   std::int64_t seq_q, d_k, d_v;
-  std::int64_t q_head, q_row, o_head, o_row, k_row, v_row;  // strides in elements (see above)
+  std::int64_t q_head, q_row, o_head, o_row, k_row, v_row;  // strides in elements (int4 K/V: bytes)
   bool causal;
   std::int64_t causal_offset;  // aligned position i' = i + causal_offset; causal: j <= i'
   const TileVariant* var = nullptr;  // the variant instantiations' parameters
@@ -64,6 +79,7 @@ struct TileArgs {
   float* part_o = nullptr;
   float* part_m = nullptr;
   float* part_l = nullptr;
+  KvDequant kq, vq;  // quantized K/V only
 };
 
 // One instantiation of the tile kernel: its register tile's row count and entry point.
@@ -71,17 +87,18 @@ struct TileFn {
   int lanes;  // query rows per register tile: the row count is padded to a multiple of it
   void (*run)(const TileArgs& args);
   bool bf16_dot = false;  // multiplies in bf16 pairs (vdpbf16ps): P rounded to bf16, V packed in pairs
-  bool widen_kv = false;  // 16-bit K/V widened tile by tile into float32 scratch (block_kv x (d_k + d_v))
+  bool widen_kv = false;  // 16-bit or quantized K/V widened tile by tile into float32 scratch (block_kv x (d_k + d_v))
+  bool quant = false;     // quantized K/V decoding form: a per-tile row of V factors (block_kv floats)
 };
 
 struct IsaOps {
   Isa isa;
   // Per K/V storage type (indexed by Dtype), instantiations from the fewest rows to the most:
   // the decoding (dot-product) forms, a narrow tile of one vector of rows, the wide prefill tile.
-  TileFn tiles[kDtypeCount][4];
+  TileFn tiles[kKvDtypeCount][4];
   // The same instantiated with the variants (window, soft-cap, ALiBi, sinks, mask): the plain
   // tiles stay free of their code.
-  TileFn vtiles[kDtypeCount][4];
+  TileFn vtiles[kKvDtypeCount][4];
   // The instantiations a problem runs: the variant set when it needs one, else bf16_dot for
   // all-bf16 problems where present, else the conversion path of its K/V type.
   const TileFn* set_for(Dtype dtype, Dtype kv, bool variant = false) const {

@@ -601,8 +601,8 @@ struct TileKernel {
   [[gnu::always_inline]] static void tile(const Ctx& c, std::int64_t j0, std::int64_t cols, bool masked) {
     if constexpr (kWiden) {
       const TileArgs& a = *c.a;
-      widen_rows(static_cast<const T*>(a.k) + j0 * a.k_row, a.k_row, a.d_k, cols, c.kw);
-      widen_rows(static_cast<const T*>(a.v) + j0 * a.v_row, a.v_row, a.d_v, cols, c.vw);
+      widen_rows(static_cast<const T*>(a.k) + j0 * a.k_row, a.k_row, a.d_k, cols, c.kw, a.kq, j0);
+      widen_rows(static_cast<const T*>(a.v) + j0 * a.v_row, a.v_row, a.d_v, cols, c.vw, a.vq, j0);
     }
     chunks(c.rp, [&]<int N>(std::int64_t c0) {
       B tmax[N];
@@ -628,17 +628,42 @@ struct TileKernel {
   }
 
   // kWiden: rows [0, n) of `src` (rows `row` elements apart, d elements each) widened into
-  // dst [n][d]. The same rows of the next tile are prefetched into L2 on the way, so the next
-  // widening reads from there (the tile's multiplications give it ample time).
-  static void widen_rows(const T* src, std::int64_t row, std::int64_t d, std::int64_t n, float* dst) {
+  // dst [n][d]; quantized K/V are dequantized there with their scales (dq: keys j0..). The same
+  // rows of the next tile are prefetched into L2 on the way, so the next widening reads from
+  // there (the tile's multiplications give it ample time).
+  static void widen_rows(const T* src, std::int64_t row, std::int64_t d, std::int64_t n, float* dst,
+                         [[maybe_unused]] const KvDequant& dq, [[maybe_unused]] std::int64_t j0) {
     const std::int64_t line = 64 / static_cast<std::int64_t>(sizeof(T)), full = d / W * W;
+    const std::int64_t stored = std::is_same_v<T, q4> ? d / 2 : d;  // elements of T per row
     for (std::int64_t j = 0; j < n; ++j) {
       const T* s = src + j * row;
       float* o = dst + j * d;
-      for (std::int64_t x = 0; x < d; x += line) __builtin_prefetch(s + n * row + x, 0, 2);
-      std::int64_t x = 0;
-      for (; x < full; x += W) V::store(o + x, V::load(s + x));
-      for (; x < d; ++x) o[x] = widen(s[x]);
+      for (std::int64_t x = 0; x < stored; x += line) __builtin_prefetch(s + n * row + x, 0, 2);
+      if constexpr (std::is_same_v<T, q4>) {
+        // Groups of 32: codes times the group's scale plus its min (d % 32 == 0, W divides 16).
+        const std::uint16_t* g = dq.groups + (j0 + j) * dq.groups_row;
+        const auto* bytes = reinterpret_cast<const std::uint8_t*>(s);
+        for (std::int64_t x = 0; x < d; x += 32) {
+          const B scale = V::set1(widen(fp16{g[x / 16]})), min = V::set1(widen(fp16{g[x / 16 + 1]}));
+          for (int h = 0; h < 32; h += W)
+            V::store(o + x + h, V::fma(V::load_q4(bytes + x / 2 + h % 16, h >= 16 ? 4 : 0), scale, min));
+        }
+      } else if constexpr (kQuantized<T>) {
+        const float f = (dq.tok != nullptr ? dq.tok[(j0 + j) * dq.tok_row] : 1.0f) * dq.head;
+        const B fv = V::set1(f);
+        std::int64_t x = 0;
+        if (dq.chan != nullptr) {
+          for (; x < full; x += W) V::store(o + x, V::load(s + x) * fv * V::load(dq.chan + x));
+          for (; x < d; ++x) o[x] = widen(s[x]) * f * dq.chan[x];
+        } else {
+          for (; x < full; x += W) V::store(o + x, V::load(s + x) * fv);
+          for (; x < d; ++x) o[x] = widen(s[x]) * f;
+        }
+      } else {
+        std::int64_t x = 0;
+        for (; x < full; x += W) V::store(o + x, V::load(s + x));
+        for (; x < d; ++x) o[x] = widen(s[x]);
+      }
     }
   }
 
@@ -690,6 +715,24 @@ struct DotKernel {
   static constexpr int W = V::width;
   static constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   static constexpr int kPrefetchRows = 16 * 4 / static_cast<int>(sizeof(T));  // the same bytes ahead for every type
+  // Quantized K/V (vec.hpp's codes): the scales are folded where they cost least (KvDequant):
+  // per-channel and per-head K factors into Q once per task, a per-token K scale into each score,
+  // per-token and per-head V factors into each weight (a row of factors per tile, `vf`); int4's
+  // group scale and min are applied in registers, one FMA per vector of codes.
+  static constexpr bool kQ = kQuantized<T>;
+  static constexpr bool kQ4 = std::is_same_v<T, q4>;
+  static std::int64_t row_bytes(std::int64_t d) { return kQ4 ? d / 2 : d * static_cast<std::int64_t>(sizeof(T)); }
+  // The vector of elements [d, d + W) of a stored row (key `key` of the task, for int4's groups).
+  [[gnu::always_inline]] static B load_row(const T* row, std::int64_t d, [[maybe_unused]] const KvDequant& dq,
+                                           [[maybe_unused]] std::int64_t key) {
+    if constexpr (kQ4) {
+      const std::uint16_t* g = dq.groups + key * dq.groups_row + 2 * (d / 32);
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>(row) + (d / 32) * 16 + d % 16;
+      return V::fma(V::load_q4(bytes, d % 32 >= 16 ? 4 : 0), V::set1(widen(fp16{g[0]})), V::set1(widen(fp16{g[1]})));
+    } else {
+      return V::load(row + d);
+    }
+  }
 
   // Dot products of NK keys (from key j) with every row, full vectors of d only; the sums of
   // the lanes land in lanes[r][slot..slot+NK) for a later transpose-add.
@@ -701,7 +744,7 @@ struct DotKernel {
     const T* krow = static_cast<const T*>(a.k) + j * a.k_row;
     // Decoding streams K and V from memory once: prefetch whole rows (one line per 64 bytes),
     // K a few rows ahead and the V rows the PV pass of this tile will read.
-    const std::int64_t k_bytes = a.d_k * static_cast<std::int64_t>(sizeof(T)), v_bytes = a.d_v * static_cast<std::int64_t>(sizeof(T));
+    const std::int64_t k_bytes = row_bytes(a.d_k), v_bytes = row_bytes(a.d_v);
     for (int t = 0; t < NK; ++t) {
       const char* kp = reinterpret_cast<const char*>(krow + (kPrefetchRows + t) * a.k_row);
       const char* vp = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j + t) * a.v_row);
@@ -709,9 +752,28 @@ struct DotKernel {
       for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vp + b);
     }
     std::int64_t d = 0;
+    if constexpr (kQ4) {
+      // A group of 32 at a time: its scale and min converted once per key, its 16 bytes loaded
+      // once for both nibble halves.
+      constexpr int kG = 32 / W;
+      for (; d < a.d_k; d += 32) {
+        B kv[NK][kG];
+        for (int t = 0; t < NK; ++t) {
+          const std::uint16_t* g = a.kq.groups + (j + t) * a.kq.groups_row + d / 16;
+          const B scale = V::set1(widen(fp16{g[0]})), min = V::set1(widen(fp16{g[1]}));
+          const auto* bytes = reinterpret_cast<const std::uint8_t*>(krow + t * a.k_row) + d / 2;
+          for (int h = 0; h < kG; ++h) kv[t][h] = V::fma(V::load_q4(bytes + (h * W) % 16, h * W >= 16 ? 4 : 0), scale, min);
+        }
+        for (int r = 0; r < R; ++r)
+          for (int h = 0; h < kG; ++h) {
+            const B qv = V::load(q + r * a.d_k + d + h * W);
+            for (int t = 0; t < NK; ++t) acc[r][t] = V::fma(qv, kv[t][h], acc[r][t]);
+          }
+      }
+    }
     for (; d + W <= a.d_k; d += W) {
       B kv[NK];
-      for (int t = 0; t < NK; ++t) kv[t] = V::load(krow + t * a.k_row + d);
+      for (int t = 0; t < NK; ++t) kv[t] = load_row(krow + t * a.k_row, d, a.kq, j + t);
       for (int r = 0; r < R; ++r) {
         const B qv = V::load(q + r * a.d_k + d);
         for (int t = 0; t < NK; ++t) acc[r][t] = V::fma(qv, kv[t], acc[r][t]);
@@ -731,6 +793,7 @@ struct DotKernel {
     float* s = a.scratch + at.st;                      // [R][block_kv + W]
     float* m = a.scratch + at.m;
     float* l = a.scratch + at.l;
+    [[maybe_unused]] float* vf = a.scratch + at.extra;  // kQ: V factors of a tile [block_kv + W]
     float limit[R];
     [[maybe_unused]] float lo[R], nslope[R], posf[R];  // Var only
     for (int r = 0; r < R; ++r) {
@@ -738,7 +801,13 @@ struct DotKernel {
       const std::int64_t head = real ? r / a.positions : 0, pos = real ? a.i0 + r % a.positions : 0;
       with_element_type(a.dtype, [&]<class TQ>(const TQ*) {
         const TQ* qrow = static_cast<const TQ*>(a.q) + head * a.q_head + pos * a.q_row;
-        for (std::int64_t d = 0; d < a.d_k; ++d) q[r * a.d_k + d] = real ? widen(qrow[d]) * a.qk_scale : 0.0f;
+        if constexpr (kQ) {
+          const float f = a.qk_scale * a.kq.head;
+          for (std::int64_t d = 0; d < a.d_k; ++d)
+            q[r * a.d_k + d] = real ? widen(qrow[d]) * f * (a.kq.chan != nullptr ? a.kq.chan[d] : 1.0f) : 0.0f;
+        } else {
+          for (std::int64_t d = 0; d < a.d_k; ++d) q[r * a.d_k + d] = real ? widen(qrow[d]) * a.qk_scale : 0.0f;
+        }
       });
       for (std::int64_t d = 0; d < a.d_v; ++d) o[r * a.d_v + d] = 0.0f;
       m[r] = kNegInf;
@@ -768,6 +837,11 @@ struct DotKernel {
         B lanes[R][W];
         const int n = static_cast<int>(imin(W, cols - g));
         int t = 0;
+        // Quantized K with 32 registers: four keys per step, so each Q vector loaded serves
+        // four FMAs (the loads otherwise keep pace with the FMAs once K is a byte an element).
+        if constexpr (kQ && W == 16) {
+          for (; t + 4 <= n; t += 4) qk<4>(a, q, j0 + g + t, lanes, t);
+        }
         for (; t + 2 <= n; t += 2) qk<2>(a, q, j0 + g + t, lanes, t);
         for (; t < n; ++t) qk<1>(a, q, j0 + g + t, lanes, t);
         for (int r = 0; r < R; ++r) {
@@ -777,7 +851,12 @@ struct DotKernel {
           for (int u = 0; u < n; ++u) {
             const std::int64_t j = j0 + g + u;
             float dot = srow[u];
-            for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * widen(k[j * a.k_row + d]);
+            if constexpr (!kQ4) {  // int4: d_k % 32 == 0, no tail
+              for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * widen(k[j * a.k_row + d]);
+            }
+            if constexpr (kQ) {
+              if (a.kq.tok != nullptr) dot *= a.kq.tok[j * a.kq.tok_row];
+            }
             if constexpr (Var) {
               srow[u] = modify(a, dot, j, r, rows, limit[r], lo[r], nslope[r], posf[r]);
             } else {
@@ -789,6 +868,17 @@ struct DotKernel {
       // Softmax per row over the tile (padded to whole vectors with -inf, which give 0).
       const std::int64_t cols_v = (cols + W - 1) / W * W;
       float alpha[R];
+      // Quantized V with per-token or per-head factors: the weights the PV product multiplies
+      // are p_j x factor_j (the sum l stays that of the p_j).
+      [[maybe_unused]] bool v_factors = false;
+      if constexpr (kQ) {
+        v_factors = a.vq.tok != nullptr || a.vq.head != 1.0f;
+        if (v_factors) {
+          for (std::int64_t u = 0; u < cols; ++u)
+            vf[u] = (a.vq.tok != nullptr ? a.vq.tok[(j0 + u) * a.vq.tok_row] : 1.0f) * a.vq.head;
+          for (std::int64_t u = cols; u < cols_v; ++u) vf[u] = 0.0f;
+        }
+      }
       for (int r = 0; r < R; ++r) {
         float* srow = s + r * s_stride;
         for (std::int64_t u = cols; u < cols_v; ++u) srow[u] = kNegInf;
@@ -798,9 +888,10 @@ struct DotKernel {
         alpha[r] = step.alpha;
         B sum = V::set1(0.0f);
         const B mv = V::set1(step.m_use);
+        const bool scaled = kQ && v_factors;  // false at compile time for the float types
         for (std::int64_t u = 0; u < cols_v; u += W) {
           const B p = online::weight<Var, V>(V::load(srow + u) - mv);
-          V::store(srow + u, p);
+          V::store(srow + u, scaled ? p * V::load(vf + u) : p);
           sum = sum + p;
         }
         l[r] = online::running_sum(l[r], alpha[r], V::hsum(sum));
@@ -809,13 +900,18 @@ struct DotKernel {
       // O <- O * alpha + P V, two vectors of d_v at a time; a scalar tail for the rest.
       const T* vt = static_cast<const T*>(a.v) + j0 * a.v_row;
       std::int64_t d0 = 0;
-      for (; d0 + 2 * W <= a.d_v; d0 += 2 * W) pv<2>(a, o, s, s_stride, vt, cols, d0, alpha);
-      for (; d0 + W <= a.d_v; d0 += W) pv<1>(a, o, s, s_stride, vt, cols, d0, alpha);
-      for (; d0 < a.d_v; ++d0) {
-        for (int r = 0; r < R; ++r) {
-          float acc = o[r * a.d_v + d0] * alpha[r];
-          for (std::int64_t j = 0; j < cols; ++j) acc += s[r * s_stride + j] * widen(vt[j * a.v_row + d0]);
-          o[r * a.d_v + d0] = acc;
+      if constexpr (kQ && W == 16) {  // as qk<4>: four vectors of d per broadcast weight
+        for (; d0 + 4 * W <= a.d_v; d0 += 4 * W) pv<4>(a, o, s, s_stride, vt, j0, cols, d0, alpha);
+      }
+      for (; d0 + 2 * W <= a.d_v; d0 += 2 * W) pv<2>(a, o, s, s_stride, vt, j0, cols, d0, alpha);
+      for (; d0 + W <= a.d_v; d0 += W) pv<1>(a, o, s, s_stride, vt, j0, cols, d0, alpha);
+      if constexpr (!kQ4) {  // int4: d_v % 32 == 0, no tail
+        for (; d0 < a.d_v; ++d0) {
+          for (int r = 0; r < R; ++r) {
+            float acc = o[r * a.d_v + d0] * alpha[r];
+            for (std::int64_t j = 0; j < cols; ++j) acc += s[r * s_stride + j] * widen(vt[j * a.v_row + d0]);
+            o[r * a.d_v + d0] = acc;
+          }
         }
       }
     }
@@ -839,13 +935,13 @@ struct DotKernel {
 
   template <int NV>
   static void pv(const TileArgs& a, float* o, const float* s, std::int64_t s_stride, const T* vt,
-                 std::int64_t cols, std::int64_t d0, const float* alpha) {
+                 [[maybe_unused]] std::int64_t j0, std::int64_t cols, std::int64_t d0, const float* alpha) {
     B acc[R][NV];
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < NV; ++t) acc[r][t] = V::load(o + r * a.d_v + d0 + t * W) * V::set1(alpha[r]);
     for (std::int64_t j = 0; j < cols; ++j) {
       B vv[NV];
-      for (int t = 0; t < NV; ++t) vv[t] = V::load(vt + j * a.v_row + d0 + t * W);
+      for (int t = 0; t < NV; ++t) vv[t] = load_row(vt + j * a.v_row, d0 + t * W, a.vq, j0 + j);
       for (int r = 0; r < R; ++r) {
         const B pb = V::set1(s[r * s_stride + j]);
         for (int t = 0; t < NV; ++t) acc[r][t] = V::fma(pb, vv[t], acc[r][t]);
@@ -900,8 +996,8 @@ double fma_probe(std::int64_t iterations) {
 // up to 4 rows, a narrow tile of 8 x one vector of rows (8 divides the usual head dims), and
 // the wide prefill tile; one such set per K/V storage type (float, bf16, fp16).
 #define ATTUNE_TILE_SET_V(arch, mr, nv, T, var)                                                                 \
-  {{1, &DotKernel<arch, 1, T, var>::run},                                                                      \
-   {4, &DotKernel<arch, 4, T, var>::run},                                                                      \
+  {{1, &DotKernel<arch, 1, T, var>::run, false, false, kQuantized<T>},                                         \
+   {4, &DotKernel<arch, 4, T, var>::run, false, false, kQuantized<T>},                                         \
    {static_cast<int>(TileKernel<arch, 8, 1, T>::L), &TileKernel<arch, 8, 1, T, false, var>::run, false,         \
     TileKernel<arch, 8, 1, T>::kWiden},                                                                        \
    {static_cast<int>(TileKernel<arch, mr, nv, T>::L), &TileKernel<arch, mr, nv, T, false, var>::run, false,      \
@@ -934,10 +1030,20 @@ double fma_probe(std::int64_t iterations) {
     static const IsaOps ops{Isa::name,                                                   \
                             {ATTUNE_TILE_SET(arch, mr, nv, float),                       \
                              ATTUNE_TILE_SET(arch, mr, nv, bf16),                        \
-                             ATTUNE_TILE_SET(arch, mr, nv, fp16)},                       \
+                             ATTUNE_TILE_SET(arch, mr, nv, fp16),                        \
+                             ATTUNE_TILE_SET(arch, mr, nv, q8),                          \
+                             ATTUNE_TILE_SET(arch, mr, nv, q8),                          \
+                             ATTUNE_TILE_SET(arch, mr, nv, e4m3),                        \
+                             ATTUNE_TILE_SET(arch, mr, nv, e5m2),                        \
+                             ATTUNE_TILE_SET(arch, mr, nv, q4)},                         \
                             {ATTUNE_TILE_SET_V(arch, mr, nv, float, true),               \
                              ATTUNE_TILE_SET_V(arch, mr, nv, bf16, true),                \
-                             ATTUNE_TILE_SET_V(arch, mr, nv, fp16, true)},               \
+                             ATTUNE_TILE_SET_V(arch, mr, nv, fp16, true),                \
+                             ATTUNE_TILE_SET_V(arch, mr, nv, q8, true),                  \
+                             ATTUNE_TILE_SET_V(arch, mr, nv, q8, true),                  \
+                             ATTUNE_TILE_SET_V(arch, mr, nv, e4m3, true),                \
+                             ATTUNE_TILE_SET_V(arch, mr, nv, e5m2, true),                \
+                             ATTUNE_TILE_SET_V(arch, mr, nv, q4, true)},                 \
                             &exp2_array<arch>, &softcap_array<arch>, &fma_probe<arch>};  \
     return ops;                                                                          \
   }                                                                                      \

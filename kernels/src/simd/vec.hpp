@@ -40,6 +40,37 @@ inline float widen(fp16 x) {
 #endif
 }
 
+// The quantized K/V storage types as the tile kernels read them (docs/quantized-kv.md): one byte
+// per element, decoded without their scales ("codes"); the scales are applied by the kernels.
+//   q8:   int8 codes (Dtype::int8 and int8_kc)
+//   e4m3: OCP E4M3FN bytes, decoded as value / 256: the byte's magnitude bits shifted into an
+//         fp16 (exponent bias 15 instead of 7), exact for every finite code, subnormals included;
+//         the kernels fold the 256 into the head's scale.
+//   e5m2: OCP E5M2 bytes, exactly the upper byte of an fp16.
+//   q4:   int4 bytes: a group of 32 elements in 16 bytes, byte i holding element i (low nibble)
+//         and i + 16 (high nibble); decoded by load_q4 with the group's scale and min.
+struct q8 {
+  std::int8_t v;
+};
+struct e4m3 {
+  std::uint8_t bits;
+};
+struct e5m2 {
+  std::uint8_t bits;
+};
+struct q4 {
+  std::uint8_t bits;
+};
+template <class T>
+inline constexpr bool kQuantized = std::is_same_v<T, q8> || std::is_same_v<T, e4m3> || std::is_same_v<T, e5m2> ||
+                                   std::is_same_v<T, q4>;
+inline std::uint16_t e4m3_as_fp16(std::uint8_t b) {
+  return static_cast<std::uint16_t>(((b & 0x80u) << 8) | ((b & 0x7fu) << 7));
+}
+inline float widen(q8 x) { return static_cast<float>(x.v); }
+inline float widen(e4m3 x) { return widen(fp16{e4m3_as_fp16(x.bits)}); }
+inline float widen(e5m2 x) { return widen(fp16{static_cast<std::uint16_t>(x.bits << 8)}); }
+
 // Calls f(static_cast<const T*>(nullptr)) with T the element type of `type` (float, bf16, fp16),
 // so a loop over a tensor's elements is compiled once per type instead of switching per element.
 template <class F>
@@ -51,8 +82,8 @@ inline void with_element_type(Dtype type, const F& f) {
     case Dtype::fp16:
       f(static_cast<const fp16*>(nullptr));
       return;
-    case Dtype::fp32:
-      break;
+    default:
+      break;  // fp32 (Q and O are never quantized)
   }
   f(static_cast<const float*>(nullptr));
 }
@@ -129,6 +160,116 @@ struct Vec {
       return B(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p)))));
 #endif
     return widen_each(p);  // SSE4.2 has no half-precision conversion
+  }
+  // `width` int8 codes as floats.
+  static B load(const q8* p) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<Arch, xsimd::avx512f>)
+      return B(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+#endif
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<Arch, xsimd::fma3<xsimd::avx2>>)
+      return B(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
+#endif
+#if defined(__SSE4_1__)
+    if constexpr (std::is_same_v<Arch, xsimd::sse4_2>) {
+      std::int32_t w;
+      std::memcpy(&w, p, sizeof w);
+      return B(_mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(w))));
+    }
+#endif
+#if defined(__aarch64__)
+    if constexpr (std::is_same_v<Arch, xsimd::neon64>) {
+      std::int32_t w;
+      std::memcpy(&w, p, sizeof w);
+      const int8x8_t b = vreinterpret_s8_s32(vdup_n_s32(w));
+      return B(vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(b)))));
+    }
+#endif
+    return widen_each(p);
+  }
+  // `width` fp8 bytes as floats (e4m3: value / 256, see e4m3 above).
+  static B load(const e4m3* p) { return load_fp8<true>(reinterpret_cast<const std::uint8_t*>(p)); }
+  static B load(const e5m2* p) { return load_fp8<false>(reinterpret_cast<const std::uint8_t*>(p)); }
+  template <bool E4m3>
+  static B load_fp8(const std::uint8_t* p) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<Arch, xsimd::avx512f>) {
+      __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      if constexpr (E4m3) {
+        h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x80)), 8),
+                            _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7f)), 7));
+      } else {
+        h = _mm256_slli_epi16(h, 8);
+      }
+      return B(_mm512_cvtph_ps(h));
+    }
+#endif
+#if defined(__AVX2__) && defined(__F16C__)
+    if constexpr (std::is_same_v<Arch, xsimd::fma3<xsimd::avx2>>) {
+      __m128i h = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      if constexpr (E4m3) {
+        h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x80)), 8),
+                         _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7f)), 7));
+      } else {
+        h = _mm_slli_epi16(h, 8);
+      }
+      return B(_mm256_cvtph_ps(h));
+    }
+#endif
+#if defined(__aarch64__)
+    if constexpr (std::is_same_v<Arch, xsimd::neon64>) {
+      std::uint32_t w;
+      std::memcpy(&w, p, sizeof w);
+      uint16x4_t h = vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(w))));
+      if constexpr (E4m3) {
+        h = vorr_u16(vshl_n_u16(vand_u16(h, vdup_n_u16(0x80)), 8), vshl_n_u16(vand_u16(h, vdup_n_u16(0x7f)), 7));
+      } else {
+        h = vshl_n_u16(h, 8);
+      }
+      return B(vcvt_f32_f16(vreinterpret_f16_u16(h)));
+    }
+#endif
+    alignas(64) float t[width];
+    for (int i = 0; i < width; ++i) {
+      const std::uint16_t h = E4m3 ? e4m3_as_fp16(p[i]) : static_cast<std::uint16_t>(p[i] << 8);
+      t[i] = widen(fp16{h});
+    }
+    return B::load_aligned(t);
+  }
+  // `width` int4 codes as floats: (p[i] >> shift) & 15 (shift 0: the low nibbles, 4: the high).
+  static B load_q4(const std::uint8_t* p, int shift) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<Arch, xsimd::avx512f>) {
+      const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      return B(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srl_epi32(b, _mm_cvtsi32_si128(shift)), _mm512_set1_epi32(15))));
+    }
+#endif
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<Arch, xsimd::fma3<xsimd::avx2>>) {
+      const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      return B(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(b, _mm_cvtsi32_si128(shift)), _mm256_set1_epi32(15))));
+    }
+#endif
+#if defined(__SSE4_1__)
+    if constexpr (std::is_same_v<Arch, xsimd::sse4_2>) {
+      std::int32_t w;
+      std::memcpy(&w, p, sizeof w);
+      const __m128i b = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(w));
+      return B(_mm_cvtepi32_ps(_mm_and_si128(_mm_srl_epi32(b, _mm_cvtsi32_si128(shift)), _mm_set1_epi32(15))));
+    }
+#endif
+#if defined(__aarch64__)
+    if constexpr (std::is_same_v<Arch, xsimd::neon64>) {
+      std::uint32_t w;
+      std::memcpy(&w, p, sizeof w);
+      const uint32x4_t b = vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(w)))));
+      return B(vcvtq_f32_u32(vandq_u32(vshlq_u32(b, vdupq_n_s32(-shift)), vdupq_n_u32(15))));
+    }
+#endif
+    alignas(64) float t[width];
+    for (int i = 0; i < width; ++i) t[i] = static_cast<float>((p[i] >> shift) & 15);
+    return B::load_aligned(t);
   }
   template <class T>
   static B widen_each(const T* p) {
@@ -253,6 +394,7 @@ struct Vec<scalar_arch> {
   static B load(const T* p) {
     return widen(*p);
   }
+  static B load_q4(const std::uint8_t* p, int shift) { return static_cast<float>((p[0] >> shift) & 15); }
   static void store(float* p, B v) { *p = v; }
   template <class T>
   static B set1(T x) {
