@@ -1,6 +1,7 @@
 """Per-machine calibration: thresholds and suite weights learned from A/A noise (seeded data)."""
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -130,6 +131,14 @@ def test_bad_calibration_files(tmp_path, content, message):
         calibration.load(str(p))
 
 
+REGRESS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def attune_regress(*args):
+    env = dict(os.environ, PYTHONPATH=REGRESS)
+    return subprocess.run([sys.executable, "-m", "attune_regress", *args], capture_output=True, text=True, env=env)
+
+
 def _session_dirs(tmp_path, pairs):
     dirs = []
     for i, (base, new) in enumerate(pairs):
@@ -145,8 +154,7 @@ def test_cli_calibrate_from_sessions_then_compare_with_it(tmp_path):
     rng = np.random.default_rng(11)
     dirs = _session_dirs(tmp_path, aa_pairs(rng, 6))
     out = tmp_path / "baselines"
-    p = subprocess.run([sys.executable, "-m", "attune_regress", "calibrate", "--from", *dirs, "--store", str(out)],
-                       capture_output=True, text=True)
+    p = attune_regress("calibrate", "--from", *dirs, "--store", str(out))
     assert p.returncode == 0, p.stderr
     stored = list(out.glob("noise-*.json"))
     assert len(stored) == 1 and str(stored[0]) in p.stdout
@@ -156,24 +164,22 @@ def test_cli_calibrate_from_sessions_then_compare_with_it(tmp_path):
     n = tmp_path / "new.json"
     b.write_text(json.dumps(bench_json(base.times, unit="s")))
     n.write_text(json.dumps(bench_json(new.times, unit="s")))
-    p = subprocess.run([sys.executable, "-m", "attune_regress", "compare", str(b), str(n), "--calibration",
-                        str(stored[0])], capture_output=True, text=True)
+    p = attune_regress("compare", str(b), str(n), "--calibration",
+                        str(stored[0]))
     assert p.returncode == 1, p.stdout + p.stderr
     assert "thresholds: calibrated for AMD EPYC from 6 A/A comparisons" in p.stdout
     # looked up by the machine's fingerprint, as regress.sh --paired does
-    p = subprocess.run([sys.executable, "-m", "attune_regress", "compare", str(b), str(n), "--calibrations", str(out)],
-                       capture_output=True, text=True)
+    p = attune_regress("compare", str(b), str(n), "--calibrations", str(out))
     assert p.returncode == 1 and "thresholds: calibrated for AMD EPYC" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "attune_regress", "compare", str(b), str(n), "--calibrations",
-                        str(tmp_path / "nothing")], capture_output=True, text=True)
+    p = attune_regress("compare", str(b), str(n), "--calibrations",
+                        str(tmp_path / "nothing"))
     assert "not calibrated for this machine" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "attune_regress", "compare", str(b), str(n), "--calibration",
-                        str(stored[0]), "--thresholds", str(stored[0])], capture_output=True, text=True)
+    p = attune_regress("compare", str(b), str(n), "--calibration",
+                        str(stored[0]), "--thresholds", str(stored[0]))
     assert p.returncode == 2 and "alternatives" in p.stderr
 
 
 def test_cli_calibrate_refuses_a_directory_without_sessions(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "attune_regress", "calibrate", "--from", str(tmp_path)],
-                       capture_output=True, text=True)
+    p = attune_regress("calibrate", "--from", str(tmp_path))
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "no A/A session" in p.stderr
