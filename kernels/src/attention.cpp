@@ -53,9 +53,9 @@ Choice resolve(const Problem& problem, const Options& options) {
   Choice choice;
   choice.config = options.config;
   if (options.kernel == "auto") {
-    // The tuned table's entry for this shape (or the nearest bucket); explicit (non-zero)
-    // config fields still win over it.
-    if (const TunedEntry* e = detail::tuned_entry(problem, options.isa)) {
+    // The tuned table's entry for this shape (or the nearest bucket): the run-time table for
+    // this machine, else the compiled one; explicit (non-zero) config fields still win over it.
+    if (const std::optional<TunedEntry> e = detail::tuned_entry(problem, options.isa)) {
       choice.kernel = find_kernel(e->kernel);
       choice.isa = *parse_isa(e->isa);
       Config& c = choice.config;

@@ -1,5 +1,6 @@
-// The tuned table as dispatch sees it: the compiled table once its signature was checked and
-// its unusable entries (ISA not runnable here, kernel not registered) were set aside.
+// The tuned tables as dispatch sees them: the run-time table chosen for this machine and the
+// compiled table, once checked and their unusable entries (ISA not runnable here, kernel not
+// registered) set aside.
 #pragma once
 
 #include <attune/isa.hpp>
@@ -34,13 +35,16 @@ const TunedEntry* nearest_entry(std::span<const TunedEntry> entries, const Tuned
   return best;
 }
 
-// The entry `auto` uses for a problem, or nullptr (no table, no entry with these exact keys and
-// storage types, or none whose kernel takes the problem on its ISA, or none with the forced
-// ISA). Checks the table and warns on first use.
-const TunedEntry* tuned_entry(const Problem& problem, std::optional<Isa> forced_isa);
+// The entry `auto` uses for a problem: from the run-time table for this machine, else from the
+// compiled table; nullopt if neither has an entry with these exact keys and storage types whose
+// kernel takes the problem on its ISA (and is of the forced ISA). Loads and checks the tables and
+// warns on first use. A copy: a concurrent load_tuning() may replace the tables.
+std::optional<TunedEntry> tuned_entry(const Problem& problem, std::optional<Isa> forced_isa);
 
-// Replaces the table dispatch reads (nullptr: back to the compiled one) and re-arms the
-// start-up check and its warnings. For tests; not thread-safe against concurrent resolve().
+// Replaces the compiled table dispatch reads (nullptr: back to the compiled one) and re-arms the
+// start-up checks and their warnings. For tests.
 void use_tuned_table(const TunedTable* table);
+// Re-arms the checks: the next dispatch reloads the run-time files and re-selects the machine.
+void rearm_tuned_tables();
 
 }  // namespace attune::detail

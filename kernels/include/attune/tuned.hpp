@@ -1,5 +1,6 @@
-// The tuned table: per-shape choices written by `attune tune` into a generated header
-// (attune_tuned.h) and compiled in; `auto` dispatch reads it (see resolve()).
+// The tuned table: per-shape choices written by `attune tune`, as a generated header
+// (attune_tuned.h) compiled in, or as a tuning file loaded at run time (load_tuning(),
+// ATTUNE_TUNING); `auto` dispatch reads them (see resolve() and docs/tuning.md).
 #pragma once
 
 #include <attune/problem.hpp>
@@ -8,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace attune {
 
@@ -110,7 +112,34 @@ std::string build_signature_text();
 
 // The table compiled into this build (the default has no entries).
 const TunedTable& compiled_tuned_table();
-// One line for `attune info`: entry count, source machine, date, strategy, or why it is unused.
+// One line for `attune info`: which table `auto` reads (run-time file and machine, compiled
+// header, or none), its entry count, source machine, date, strategy, or why it is unused.
 std::string tuned_table_summary();
+
+// The machine a table was measured on, as run-time selection compares machines.
+struct MachineSignature {
+  std::string cpu;   // cpu_model()
+  std::string isas;  // this build's ISAs the CPU runs (no ATTUNE_ISA cap), best first, space-separated
+  int cores = 0;     // hardware threads
+  std::int64_t l1d = 0, l2 = 0, l3 = 0;  // cache sizes in bytes (L1 data and L2 of one core, L3); 0: unknown
+};
+// This machine's, detected once (caches from /sys/devices/system/cpu, else sysconf).
+const MachineSignature& machine_signature();
+// "AMD EPYC 9R14 | avx512 avx2 sse4_2 scalar | 2 cores | L1d 32 KiB, L2 1 MiB, L3 32 MiB".
+std::string to_string(const MachineSignature& m);
+
+// Run-time tuning files (JSON lines, schema in docs/tuning.md), written by `attune tune --tuning`
+// and joined for a fleet by `attune tune-merge`. `paths` is a ':'-separated list (earlier files
+// win on the same machine and key) that replaces the files loaded before; "" unloads them. A
+// file that cannot be read, is malformed, or comes from another build is skipped with one
+// warning on stderr. Of the machines the files hold, `auto` uses the one that matches this
+// machine (machine_signature()), else the nearest with the same ISA set, else none (see
+// docs/tuning.md). Returns true if a run-time table for this machine is now in use.
+// Precedence for `auto`: explicit config fields > the run-time table > the compiled header >
+// the built-in defaults. Without a call, the first dispatch loads $ATTUNE_TUNING, or if that is
+// unset the per-user file default_tuning_path() when it exists (ATTUNE_TUNING= loads none).
+bool load_tuning(const std::string& paths);
+// $XDG_CONFIG_HOME/attune/tuning.json, else $HOME/.config/attune/tuning.json ("" if neither is set).
+std::string default_tuning_path();
 
 }  // namespace attune
