@@ -111,26 +111,29 @@ void load_runtime(Active& a) {
     std::string path;
   };
   std::vector<Section> sections;
+  std::size_t warned = 0;  // the "no table for this machine" warning only if no other was given
   for (const std::string& path : a.paths) {
     std::vector<detail::MachineTable> machines;
     try {
       machines = detail::parse_tuning(read_file(path), path);
     } catch (const Error& e) {
       std::fprintf(stderr, "attune: warning: tuning file ignored: %s\n", e.what());
+      ++warned;
       continue;
     }
     std::size_t foreign = 0, unknown = 0;
     std::string other_signature;
     for (detail::MachineTable& m : machines) {
-      unknown += m.unknown;
       if (m.signature != build_signature()) {
         ++foreign;
         other_signature = m.signature;
         continue;
       }
+      unknown += m.unknown;
       sections.push_back({std::move(m), path});
     }
     if (foreign > 0) {
+      ++warned;
       std::fprintf(stderr,
                    "attune: warning: tuning file %s: %zu of %zu machine tables ignored: measured with build "
                    "signature %s, this build is %s (%s); re-run `attune tune` with this build\n",
@@ -138,6 +141,7 @@ void load_runtime(Active& a) {
                    build_signature_text().c_str());
     }
     if (unknown > 0) {
+      ++warned;
       std::fprintf(stderr,
                    "attune: warning: tuning file %s: %zu entries name a kernel, ISA or storage type this build "
                    "does not know; they are never used\n",
@@ -151,7 +155,7 @@ void load_runtime(Active& a) {
   const detail::MachineMatch match = detail::select_machine(signatures, machine_signature());
   if (match.index < 0) {
     a.runtime_summary = "none for this machine (" + match.how + ") in " + files;
-    if (!sections.empty())
+    if (warned == 0)
       std::fprintf(stderr, "attune: warning: tuning files %s hold no table for this machine (%s): %s\n",
                    files.c_str(), to_string(machine_signature()).c_str(), match.how.c_str());
     return;
@@ -330,6 +334,12 @@ std::optional<TunedEntry> tuned_entry(const Problem& problem, std::optional<Isa>
 void use_tuned_table(const TunedTable* table) {
   std::lock_guard lock(g_mutex);
   g_override = table;
+  g_active.reset();
+}
+
+void use_environment_tuning() {
+  std::lock_guard lock(g_mutex);
+  g_paths_set = false;
   g_active.reset();
 }
 

@@ -46,5 +46,8 @@ std::optional<TunedEntry> tuned_entry(const Problem& problem, std::optional<Isa>
 void use_tuned_table(const TunedTable* table);
 // Re-arms the checks: the next dispatch reloads the run-time files and re-selects the machine.
 void rearm_tuned_tables();
+// Forgets load_tuning(): the next dispatch loads the files the environment names (ATTUNE_TUNING,
+// else the per-user file). For tests.
+void use_environment_tuning();
 
 }  // namespace attune::detail
