@@ -16,7 +16,7 @@ import numpy as _np
 
 from . import _attune
 
-__all__ = ["attention", "mha", "kernels", "info", "workspace_bytes", "resolve", "__version__"]
+__all__ = ["attention", "mha", "kernels", "info", "load_tuning", "workspace_bytes", "resolve", "__version__"]
 
 try:  # numpy has no bfloat16 of its own; ml_dtypes' is the common one (optional).
     import ml_dtypes as _ml_dtypes
@@ -145,5 +145,26 @@ def kernels() -> list:
 
 
 def info() -> dict:
-    """Version, git revision, compiler, CPU model, cores and ISAs (compiled, runnable, default)."""
+    """Version, git revision, compiler, CPU model, cores and ISAs (compiled, runnable, default),
+    the machine signature tuning files are keyed by (``machine``), and which tuned table ``auto``
+    reads and where it came from (``tuned_table``)."""
     return _attune.info()
+
+
+def load_tuning(path) -> bool:
+    """Loads run-time tuning files (written by ``attune tune``, joined by ``attune tune-merge``):
+    one path, a ':'-separated list, or a list of paths; earlier files win on the same machine and
+    key. Replaces the files loaded before; ``""`` or ``[]`` unloads them. A file that cannot be
+    read, is malformed or comes from another build is skipped with one warning on stderr, never
+    an exception. Returns True if a table for this machine (exact, or the nearest with the same
+    ISA set) is now used by ``kernel="auto"``; ``info()["tuned_table"]`` says which.
+
+    Precedence for ``auto``: explicit config fields (block_q, ...), then this table, then a
+    compiled-in table, then the built-in defaults. Without a call, the first attention call
+    loads ``$ATTUNE_TUNING``, or if that is unset the per-user file
+    (``$XDG_CONFIG_HOME/attune/tuning.json`` or ``~/.config/attune/tuning.json``) if it exists."""
+    import os
+
+    if isinstance(path, (list, tuple)):
+        path = ":".join(os.fspath(p) for p in path)
+    return _attune.load_tuning(os.fspath(path))
