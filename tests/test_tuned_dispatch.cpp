@@ -15,6 +15,7 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 
 namespace {
@@ -552,3 +553,114 @@ TEST(TuningFile, WriterAndReaderRoundTrip) {
 }
 
 }  // namespace runtime
+
+// ---- Online tuning on first use ---------------------------------------------------------------
+
+namespace online {
+
+class OnlineTuning : public testing::Test {
+ protected:
+  void SetUp() override {
+    attune::load_tuning("");
+    attune::detail::use_tuned_table(&none_);
+    attune::set_tuning(attune::TuningMode::online, {50.0, ""});
+  }
+  void TearDown() override {
+    attune::set_tuning(attune::TuningMode::table);
+    attune::load_tuning("");
+    attune::detail::use_tuned_table(nullptr);
+  }
+  // Runs `auto` on p and checks the output against the float64 reference's bound.
+  static void run_checked(const Problem& p, int seed = 3) {
+    attune::reference::Case c{p, 1.0f, p.to_string()};
+    const auto in = attune::reference::make_inputs(p, 1.0f, seed);
+    const auto ref = attune::reference::attention(p, in.q.data(), in.k.data(), in.v.data());
+    const auto check = attune::reference::run_and_compare(c, in, ref, attune::Options{});
+    EXPECT_TRUE(check.ok()) << c.name << ": " << check.max_abs_error << " > " << check.tolerance;
+  }
+  attune::TunedTable none_{{}, attune::tuned_data::kProvenance, ""};
+};
+
+TEST_F(OnlineTuning, EachNewKeyRacesOnceAndResultsStayWithinTheBound) {
+  const auto before = attune::online_tuning_stats();
+  const std::vector<Problem> shapes = {shape(64, 64, 64), shape(100, 100, 64), shape(1, 300, 64, false, 8, 2),
+                                       shape(96, 96, 32, true), typed(shape(64, 64, 64), Dtype::bf16)};
+  for (const Problem& p : shapes) run_checked(p);
+  const auto first = attune::online_tuning_stats();
+  // 64 and 100 share a key (bucket 6): four keys.
+  EXPECT_EQ(first.races - before.races, 4u);
+  EXPECT_GE(first.candidates - before.candidates, 4u);
+  EXPECT_EQ(first.rejected, before.rejected);
+  // Second calls reuse the winners: no new race, same choice as resolve() reports.
+  for (const Problem& p : shapes) run_checked(p, 5);
+  EXPECT_EQ(attune::online_tuning_stats().races, first.races);
+}
+
+TEST_F(OnlineTuning, ConcurrentFirstCallsOfOneKeyRaceOnce) {
+  const Problem p = shape(200, 200, 48);
+  const auto before = attune::online_tuning_stats().races;
+  const auto in = attune::reference::make_inputs(p, 1.0f, 3);
+  std::vector<std::thread> threads;
+  std::vector<std::vector<float>> outs(6, std::vector<float>(static_cast<std::size_t>(p.out_elements())));
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      attune::attention(p, in.q.data(), in.k.data(), in.v.data(), outs[static_cast<std::size_t>(t)].data());
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(attune::online_tuning_stats().races - before, 1u);
+  run_checked(p);
+}
+
+TEST_F(OnlineTuning, KeysWithAnExactTableEntryAndExplicitChoicesAreNotRaced) {
+  attune::detail::MachineTable m;
+  m.id = "m0";
+  m.machine = attune::machine_signature();
+  m.signature = attune::build_signature();
+  m.entries.push_back({64, false, false, false, 9, 9, "flash", "scalar", 16, 32, 1, 0, 0, 1.0, 0.0, false});
+  m.shapes.push_back("");
+  runtime::TempFile f("exact.json", attune::detail::tuning_text({m}));
+  ASSERT_TRUE(attune::load_tuning(f.path));
+  const auto before = attune::online_tuning_stats().races;
+  run_checked(shape(512, 512, 64));  // exact entry
+  EXPECT_EQ(attune::resolve(shape(512, 512, 64)).config.block_q, 16);
+  const Problem other = shape(40, 40, 16);
+  const auto in = attune::reference::make_inputs(other, 1.0f, 3);
+  std::vector<float> out(static_cast<std::size_t>(other.out_elements()));
+  attune::Options o;
+  o.kernel = "flash";  // not auto
+  attune::attention(other, in.q.data(), in.k.data(), in.v.data(), out.data(), o);
+  o = {};
+  o.isa = attune::Isa::scalar;  // a forced ISA
+  attune::attention(other, in.q.data(), in.k.data(), in.v.data(), out.data(), o);
+  EXPECT_EQ(attune::online_tuning_stats().races, before);
+  // Table mode: no race at all.
+  attune::set_tuning(attune::TuningMode::table);
+  run_checked(shape(24, 24, 24));
+  EXPECT_EQ(attune::online_tuning_stats().races, before);
+}
+
+TEST_F(OnlineTuning, WinnersAreAppendedToTheTuningFileAndServeTheNextLoad) {
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("attune_online_" + std::to_string(::getpid()) + ".json")).string();
+  std::filesystem::remove(path);
+  attune::set_tuning(attune::TuningMode::online, {50.0, path});
+  const Problem p = shape(300, 300, 40);
+  run_checked(p);
+  const std::string chosen = describe(attune::resolve(p));
+  const auto machines = attune::detail::parse_tuning(read(path), path);
+  ASSERT_EQ(machines.size(), 1u);
+  EXPECT_TRUE(attune::detail::same_machine(machines[0].machine, attune::machine_signature()));
+  ASSERT_EQ(machines[0].entries.size(), 1u);
+  EXPECT_EQ(machines[0].entries[0].d_k, 40);
+  // A second key appends to the same machine.
+  run_checked(shape(20, 20, 40));
+  EXPECT_EQ(attune::detail::parse_tuning(read(path), path).at(0).entries.size(), 2u);
+  // The next process (here: table mode and a load) dispatches the key as the race chose.
+  attune::set_tuning(attune::TuningMode::table);
+  ASSERT_TRUE(attune::load_tuning(path));
+  EXPECT_EQ(describe(attune::resolve(p)), chosen);
+  std::filesystem::remove(path);
+}
+
+}  // namespace online

@@ -325,10 +325,26 @@ std::optional<TunedEntry> tuned_entry(const Problem& problem, std::optional<Isa>
     const Isa isa = *parse_isa(e.isa);
     return (!forced_isa || isa == *forced_isa) && find_kernel(e.kernel)->supports(problem, isa);
   };
-  // Precedence: the run-time table for this machine, then the compiled one.
-  if (const TunedEntry* e = nearest_entry(a->runtime, key, usable)) return *e;
-  if (const TunedEntry* e = nearest_entry(a->usable, key, usable)) return *e;
+  // Precedence: the run-time table for this machine, then the compiled one; for a key neither
+  // has an exact-bucket entry for, an online winner comes before their nearest bucket.
+  const TunedEntry* e = nearest_entry(a->runtime, key, usable);
+  if (e == nullptr) e = nearest_entry(a->usable, key, usable);
+  const bool exact = e != nullptr && e->log2_seq_q == key.log2_seq_q && e->log2_seq_kv == key.log2_seq_kv;
+  if (!exact && !forced_isa) {
+    if (std::optional<TunedEntry> online = online_entry(key)) return online;
+  }
+  if (e != nullptr) return *e;
   return std::nullopt;
+}
+
+bool has_exact_entry(const Problem& problem) {
+  const auto a = active();
+  const TunedKey key = tuned_key(problem);
+  auto usable = [&](const TunedEntry& e) {
+    return e.log2_seq_q == key.log2_seq_q && e.log2_seq_kv == key.log2_seq_kv &&
+           find_kernel(e.kernel)->supports(problem, *parse_isa(e.isa));
+  };
+  return nearest_entry(a->runtime, key, usable) != nullptr || nearest_entry(a->usable, key, usable) != nullptr;
 }
 
 void use_tuned_table(const TunedTable* table) {

@@ -3,7 +3,9 @@
 // registered) set aside.
 #pragma once
 
+#include <attune/attention.hpp>
 #include <attune/isa.hpp>
+#include <attune/kernel.hpp>
 #include <attune/tuned.hpp>
 
 #include <optional>
@@ -46,6 +48,22 @@ std::optional<TunedEntry> tuned_entry(const Problem& problem, std::optional<Isa>
 void use_tuned_table(const TunedTable* table);
 // Re-arms the checks: the next dispatch reloads the run-time files and re-selects the machine.
 void rearm_tuned_tables();
+// The highest-ranked kernel with a runnable build that takes the problem (on `isa` if given):
+// `auto` without a table.
+const Kernel* best_kernel_for(const Problem& problem, std::optional<Isa> isa);
+
+// True if the run-time or compiled table has an entry of the problem's exact keys and buckets
+// that can run it (the key is tuned: online tuning leaves it alone).
+bool has_exact_entry(const Problem& problem);
+
+// Online tuning (online.cpp). online_tune: in online mode, on the first call of a plain problem
+// with `auto` and no forced ISA whose key has no exact entry, races candidates on q, k, v (the
+// caller's tensors, read only) and records the winner; concurrent first calls of the key wait
+// for the one race. Returns true if the key has an online winner (resolve again).
+bool online_tune(const Problem& problem, const void* q, const void* k, const void* v, const Options& options);
+// The online winner of a key, if online mode is on and its race is done.
+std::optional<TunedEntry> online_entry(const TunedKey& key);
+
 // Forgets load_tuning(): the next dispatch loads the files the environment names (ATTUNE_TUNING,
 // else the per-user file). For tests.
 void use_environment_tuning();

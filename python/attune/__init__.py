@@ -16,7 +16,8 @@ import numpy as _np
 
 from . import _attune
 
-__all__ = ["attention", "mha", "kernels", "info", "load_tuning", "workspace_bytes", "resolve", "__version__"]
+__all__ = ["attention", "mha", "kernels", "info", "load_tuning", "set_tuning", "online_tuning_stats",
+           "workspace_bytes", "resolve", "__version__"]
 
 try:  # numpy has no bfloat16 of its own; ml_dtypes' is the common one (optional).
     import ml_dtypes as _ml_dtypes
@@ -168,3 +169,24 @@ def load_tuning(path) -> bool:
     if isinstance(path, (list, tuple)):
         path = ":".join(os.fspath(p) for p in path)
     return _attune.load_tuning(os.fspath(path))
+
+
+def set_tuning(mode: str, *, budget_ms: float = 200.0, save=None) -> None:
+    """``"online"``: tune on first use (opt-in, like ``torch.backends.cudnn.benchmark``). The
+    first ``attention`` call of a shape key that no loaded or compiled table has an exact entry
+    for races the default and a few candidates (every kernel's default config per thread count,
+    the nearest table entry) on the call's own tensors, each checked first against the ``naive``
+    kernel on a small instance; the winner serves that key for the rest of the process, and is
+    appended to the tuning file ``save`` if given (load it next time with ``load_tuning``).
+    Candidates start only while under ``budget_ms``, so a race costs at most that plus one call
+    of the slowest candidate. Concurrent first calls of one key race once. ``"table"``: off (the
+    default; ``ATTUNE_TUNE=online`` turns it on from the environment)."""
+    import os
+
+    _attune.set_tuning(mode, budget_ms, "" if save is None else os.fspath(save))
+
+
+def online_tuning_stats() -> dict:
+    """Races run so far (keys), candidates timed, candidates rejected by the check, races whose
+    winner is not the default, and the races' total and longest wall time in ms."""
+    return _attune.online_tuning_stats()

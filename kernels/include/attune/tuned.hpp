@@ -139,6 +139,33 @@ std::string to_string(const MachineSignature& m);
 // the built-in defaults. Without a call, the first dispatch loads $ATTUNE_TUNING, or if that is
 // unset the per-user file default_tuning_path() when it exists (ATTUNE_TUNING= loads none).
 bool load_tuning(const std::string& paths);
+// Online tuning on first use (opt-in; cuDNN's benchmark mode is the model). In `online` mode the
+// first attention() call of a plain problem whose table key has no exact-bucket entry (in the
+// run-time or compiled table) races the default, the nearest table entry and every kernel's
+// default config per thread count (1, all) on its best ISA, the smart strategy's first stage;
+// each candidate is first checked against the `naive` kernel on a small instance of the same
+// kind within twice the reference's bound, and a challenger must beat the default by 2%. The
+// winner serves the key for the rest of the process (and is appended to `save_path` if set).
+// Concurrent first calls of one key race once; races run one at a time. Cost: candidates start
+// only while under `budget_ms`, so a race takes at most budget_ms plus one call of the slowest
+// candidate (docs/tuning.md). Results stay within the kernels' documented bounds: only verified
+// candidates run. Environment: ATTUNE_TUNE=online, ATTUNE_TUNE_BUDGET_MS, ATTUNE_TUNE_SAVE.
+enum class TuningMode { table, online };
+struct OnlineTuning {
+  double budget_ms = 200.0;
+  std::string save_path;  // "": keep winners in the process only
+};
+void set_tuning(TuningMode mode, const OnlineTuning& online = {});
+TuningMode tuning_mode();
+struct OnlineStats {
+  std::size_t races = 0;       // keys raced
+  std::size_t candidates = 0;  // candidates timed
+  std::size_t rejected = 0;    // failed the check against naive (never run on the caller's data)
+  std::size_t changed = 0;     // races whose winner is not the default
+  double total_ms = 0.0, max_ms = 0.0;  // wall time of the races, in total and the longest
+};
+OnlineStats online_tuning_stats();
+
 // $XDG_CONFIG_HOME/attune/tuning.json, else $HOME/.config/attune/tuning.json ("" if neither is set).
 std::string default_tuning_path();
 
