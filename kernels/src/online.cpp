@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -199,6 +200,8 @@ void save(const std::string& path, const TunedEntry& e, const Problem& p) {
     return;
   }
   add += detail::tuning_entry_line(id, e, p.to_string());
+  std::error_code ec;  // the per-user file's folder may not exist yet
+  if (const auto dir = std::filesystem::path(path).parent_path(); !dir.empty()) std::filesystem::create_directories(dir, ec);
   // One write with O_APPEND: lines of concurrent processes do not interleave.
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (fd < 0 || ::write(fd, add.data(), add.size()) != static_cast<ssize_t>(add.size()))

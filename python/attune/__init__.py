@@ -17,6 +17,7 @@ import numpy as _np
 from . import _attune
 
 __all__ = ["attention", "mha", "kernels", "info", "load_tuning", "set_tuning", "online_tuning_stats",
+           "default_tuning_path",
            "workspace_bytes", "resolve", "__version__"]
 
 try:  # numpy has no bfloat16 of its own; ml_dtypes' is the common one (optional).
@@ -184,6 +185,12 @@ def set_tuning(mode: str, *, budget_ms: float = 200.0, save=None) -> None:
     import os
 
     _attune.set_tuning(mode, budget_ms, "" if save is None else os.fspath(save))
+
+
+def default_tuning_path() -> str:
+    """The per-user tuning file loaded when ATTUNE_TUNING is unset: $XDG_CONFIG_HOME/attune/
+    tuning.json, else ~/.config/attune/tuning.json ("" if neither variable is set)."""
+    return _attune.default_tuning_path()
 
 
 def online_tuning_stats() -> dict:
