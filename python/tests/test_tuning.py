@@ -88,3 +88,78 @@ def test_another_machines_table_is_taken_only_as_the_nearest(tmp_path, qkv):
 def test_info_names_the_machine():
     m = attune.info()["machine"]
     assert m["cpu"] == attune.info()["cpu"] and m["cores"] >= 1 and "scalar" in m["isas"]
+
+
+# ---- Online tuning on first use ----------------------------------------------------------------
+
+
+@pytest.fixture
+def online():
+    attune.set_tuning("online", budget_ms=50)
+    yield
+    attune.set_tuning("table")
+
+
+def _inputs(heads, seq_q, seq_kv, d, heads_kv=None, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((heads, seq_q, d), dtype=np.float32)
+    k = rng.standard_normal((heads_kv or heads, seq_kv, d), dtype=np.float32)
+    v = rng.standard_normal((heads_kv or heads, seq_kv, d), dtype=np.float32)
+    return q, k, v
+
+
+def test_online_races_each_new_key_once_and_stays_correct(online):
+    before = attune.online_tuning_stats()["races"]
+    shapes = [(8, 64, 64, 64, None), (8, 100, 100, 64, None), (8, 1, 500, 64, 2), (4, 96, 96, 32, None)]
+    for heads, sq, skv, d, hkv in shapes:
+        q, k, v = _inputs(heads, sq, skv, d, hkv)
+        out = attune.attention(q, k, v)
+        np.testing.assert_allclose(out, attune.attention(q, k, v, kernel="naive"), atol=2e-5)
+    assert attune.online_tuning_stats()["races"] - before == 3  # 64 and 100 share a key
+    for heads, sq, skv, d, hkv in shapes:
+        attune.attention(*_inputs(heads, sq, skv, d, hkv, seed=1))
+    assert attune.online_tuning_stats()["races"] - before == 3
+
+
+def test_online_concurrent_first_calls_race_once(online):
+    import threading
+
+    before = attune.online_tuning_stats()["races"]
+    q, k, v = _inputs(8, 200, 200, 48)
+    outs = [None] * 6
+
+    def call(i):
+        outs[i] = attune.attention(q, k, v)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert attune.online_tuning_stats()["races"] - before == 1
+    for out in outs:
+        np.testing.assert_allclose(out, outs[0], atol=2e-5)
+
+
+def test_online_winners_saved_and_loaded(tmp_path):
+    path = tmp_path / "sub" / "tuning.json"
+    attune.set_tuning("online", budget_ms=50, save=path)
+    try:
+        q, k, v = _inputs(8, 300, 300, 40)
+        attune.attention(q, k, v)
+        chosen = attune.resolve(q, k, v)
+    finally:
+        attune.set_tuning("table")
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["type"] for r in recs] == ["tuning", "machine", "entry"]
+    assert recs[2]["d_k"] == 40
+    assert attune.load_tuning(path)
+    assert attune.resolve(q, k, v) == chosen
+
+
+def test_set_tuning_rejects_bad_modes():
+    with pytest.raises(ValueError, match="online"):
+        attune.set_tuning("sometimes")
+    with pytest.raises(ValueError, match="budget_ms"):
+        attune.set_tuning("online", budget_ms=0)
+    assert attune.default_tuning_path().endswith("attune/tuning.json")
