@@ -14,12 +14,14 @@
 namespace attune::cli {
 
 const char* const kTuneMergeHelp =
-    "usage: attune tune-merge A.json B.json ... -o fleet.json\n\n"
+    "usage: attune tune-merge A.json B.json ... -o fleet.json [--header fleet.h]\n\n"
     "Joins run-time tuning files (written by `attune tune --tuning`, or earlier merges) and tune\n"
     "logs (--json of `attune tune`) into one tuning file holding every machine's table. Tables of\n"
     "the same machine (equal CPU model, ISA set, cores and cache sizes, and build) become one; on\n"
     "a key both have, the file listed first wins. At run time `auto` uses the table of the\n"
     "machine it runs on, else the nearest with the same ISA set (see `attune info`).\n"
+    "--header also writes the machines as one compiled-in table (build with\n"
+    "-DATTUNE_TUNED_CONFIG=fleet.h); start-up picks the machine by the same rule.\n"
     "Exit status: 0 success, 1 data/input error, 2 usage error.\n";
 
 namespace {
@@ -43,10 +45,12 @@ int cmd_tune_merge(const std::vector<std::string>& argv_in) {
   std::vector<std::string> argv = argv_in;
   for (std::string& s : argv)
     if (s == "-o") s = "--out";
-  const Args a(argv, {"--out"}, {});
+  const Args a(argv, {"--out", "--header"}, {});
   const std::string out = a.required("--out");
+  const auto header = a.get("--header");
   if (a.positional().empty()) throw UsageError("no input files (attune tune-merge A.json B.json ... -o fleet.json)");
   check_output_dir(out);
+  if (header) check_output_dir(*header);
   std::vector<tuner::Log> logs;
   logs.reserve(a.positional().size());  // entries point into them: no reallocation
   std::vector<detail::MachineTable> merged;
@@ -91,7 +95,11 @@ int cmd_tune_merge(const std::vector<std::string>& argv_in) {
     }
   }
   for (std::size_t i = 0; i < merged.size(); ++i) merged[i].id = "m" + std::to_string(i);
+  std::string sources;
+  for (const std::string& path : a.positional()) sources += (sources.empty() ? "" : " ") + path;
+  const std::string header_text = header ? tuner::generate_fleet_header(merged, sources) : "";  // may refuse
   tuner::write_atomic(out, detail::tuning_text(merged));
+  if (header) tuner::write_atomic(*header, header_text);
   std::size_t entries = 0;
   for (const auto& m : merged) entries += m.entries.size();
   std::fprintf(stderr, "tune-merge: wrote %s: %zu machines, %zu entries\n", out.c_str(), merged.size(), entries);

@@ -23,6 +23,11 @@ detail::MachineTable log_machine_table(const Log& log);
 // The run-time tuning file of a log: one machine, the same rows as generate_header().
 std::string generate_tuning(const Log& log);
 
+// A fleet header: one table per machine (kMachines, ATTUNE_TUNED_MACHINES defined), compiled into
+// one build and chosen at start-up by the machine signature (detail::select_machine). IoError if
+// the machines were measured with different builds. Deterministic.
+std::string generate_fleet_header(const std::vector<detail::MachineTable>& machines, const std::string& source);
+
 // attune_tuned.h from a log: its first provenance and the last choice per shape; one entry per
 // table key (shapes sharing a key: the one with the most FLOPs wins). Deterministic: the same
 // log text gives the same bytes.

@@ -273,8 +273,13 @@ std::string build_signature() {
 }
 
 const TunedTable& compiled_tuned_table() {
+#ifdef ATTUNE_TUNED_MACHINES  // a fleet header: this machine's table
+  static const TunedTable table =
+      detail::fleet_table(std::span<const TunedMachine>(tuned_data::kMachines), tuned_data::kSignature);
+#else
   static const TunedTable table{std::span<const TunedEntry>(tuned_data::kEntries),
                                 tuned_data::kProvenance, tuned_data::kSignature};
+#endif
   return table;
 }
 
@@ -293,6 +298,7 @@ std::string compiled_summary(const Active& a) {
   s += ", measured " + std::string(p.date) + " on " + p.cpu + " (" + p.cores + " cores, " + p.isas +
        "), strategy " + p.strategy + ", budget " + p.budget + ", attune " + p.version + " " +
        p.git_revision;
+  if (!t.machine.empty()) s += "; " + t.machine;
   return s;
 }
 
@@ -351,6 +357,22 @@ void use_tuned_table(const TunedTable* table) {
   std::lock_guard lock(g_mutex);
   g_override = table;
   g_active.reset();
+}
+
+TunedTable fleet_table(std::span<const TunedMachine> machines, std::string_view signature) {
+  std::vector<MachineSignature> signatures;
+  for (const TunedMachine& m : machines) signatures.push_back({m.cpu, m.isas, m.cores, m.l1d, m.l2, m.l3});
+  const MachineMatch match = select_machine(signatures, machine_signature());
+  const std::string of = " of " + std::to_string(machines.size());
+  if (match.index < 0) {
+    // No table for this machine: an empty one of this signature (so "ignored" is not claimed).
+    TunedTable none{{}, machines.empty() ? TunedProvenance{} : machines.front().provenance, signature,
+                    "fleet header: none" + of + " machines (" + match.how + ")"};
+    return none;
+  }
+  const TunedMachine& m = machines[static_cast<std::size_t>(match.index)];
+  return TunedTable{m.entries, m.provenance, signature,
+                    "fleet header: machine " + std::to_string(match.index) + of + " (" + match.how + ")"};
 }
 
 void use_environment_tuning() {

@@ -64,6 +64,10 @@ bool online_tune(const Problem& problem, const void* q, const void* k, const voi
 // The online winner of a key, if online mode is on and its race is done.
 std::optional<TunedEntry> online_entry(const TunedKey& key);
 
+// The table of a fleet header (kMachines) for this machine (machine_signature(), the rule of
+// select_machine): its entries and provenance, `machine` saying which and why; no entries if none.
+TunedTable fleet_table(std::span<const TunedMachine> machines, std::string_view signature);
+
 // Forgets load_tuning(): the next dispatch loads the files the environment names (ATTUNE_TUNING,
 // else the per-user file). For tests.
 void use_environment_tuning();

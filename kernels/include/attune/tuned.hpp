@@ -66,6 +66,18 @@ struct TunedTable {
   std::span<const TunedEntry> entries;  // sorted by tuned_order
   TunedProvenance provenance;
   std::string_view signature;  // build_signature() of the measuring build; empty: no table
+  std::string machine;         // a fleet header: which of its machines this is, and why ("" otherwise)
+};
+
+// One machine's table in a fleet header (`attune tune-merge --header`): the header defines
+// ATTUNE_TUNED_MACHINES and kMachines, and start-up picks the machine as for tuning files.
+struct TunedMachine {
+  const char* cpu;
+  const char* isas;
+  int cores;
+  std::int64_t l1d, l2, l3;
+  std::span<const TunedEntry> entries;  // sorted by tuned_order
+  TunedProvenance provenance;
 };
 
 // Exact keys and buckets of a problem.
