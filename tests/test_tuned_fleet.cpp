@@ -3,6 +3,7 @@
 // by tuned_fixture_gen (a stand-in AVX2-only machine, then this machine) and compiled here, in
 // its own translation unit (test_tuned_dispatch.cpp compiles the single-machine fixture).
 #include "attune_tuned_fleet.h"
+#include "records.hpp"
 #include "reference.hpp"
 #include "tuned_impl.hpp"
 #include "tuning_file.hpp"

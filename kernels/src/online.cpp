@@ -29,6 +29,9 @@ namespace attune {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// A candidate whose check on the small instance took more than this x the default's is not run
+// on the caller's problem.
+constexpr double kSmallCut = 4.0;
 using KeyTuple = std::tuple<int, int, std::int64_t, bool, bool, bool, int, int>;
 
 KeyTuple key_tuple(const TunedKey& k) {
@@ -136,7 +139,8 @@ bool same_candidate(const Candidate& a, const Candidate& b) {
 // the same kind (lengths capped at 193, at most 2 K/V heads, the same grouping, d_k, d_v, causal
 // and storage types) the candidate's output is within twice the reference's bound of naive's
 // (each is within the bound of the float64 result; tests/test_equivalence.cpp holds naive to it).
-bool verify(const Problem& p, const Candidate& c) {
+// Returns the candidate's time on the small instance (seconds), or a negative number if it failed.
+double verify(const Problem& p, const Candidate& c) {
   Problem s = p;
   s.batch = 1;
   s.heads_kv = std::min<std::int64_t>(p.heads_kv, 2);
@@ -146,8 +150,9 @@ bool verify(const Problem& p, const Candidate& c) {
   const auto u_out = unit_roundoff(s.dtype);
   const auto u_kv = unit_roundoff(s.kv_type());
   const Kernel* naive = find_kernel("naive");
-  if (!u_out || !u_kv || naive == nullptr) return false;
+  if (!u_out || !u_kv || naive == nullptr) return -1.0;
   const auto u_pv = unit_roundoff(c.kernel->pv_dtype(s, c.isa)).value_or(1.0);
+  double seconds = 0.0;
   try {
     s.validate();
     const auto q = random_tensor(s.q_elements(), s.dtype, 1), k = random_tensor(s.k_elements(), s.kv_type(), 2),
@@ -156,17 +161,19 @@ bool verify(const Problem& p, const Candidate& c) {
     std::vector<unsigned char> got(want.size());
     const Isa naive_isa = runnable_isas(*naive, s).front();
     naive->run(s, Tensors{q.data(), k.data(), v.data(), want.data(), VariantData{}}, Config{}, naive_isa);
+    const auto t0 = Clock::now();
     c.kernel->run(s, Tensors{q.data(), k.data(), v.data(), got.data(), VariantData{}}, c.config, c.isa);
+    seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     for (std::size_t i = 0; i < static_cast<std::size_t>(s.out_elements()); ++i) {
       const double w = value_at(want, s.dtype, i), g = value_at(got, s.dtype, i);
       // |v| <= 1 here, so sum_j w_ij |v_jd| <= 1.
       const double bound = 2.0 * (1e-4 * (1.0 + *u_out) + *u_out * std::abs(w) + 2.0 * u_pv);
-      if (!(std::abs(g - w) <= bound)) return false;
+      if (!(std::abs(g - w) <= bound)) return -1.0;
     }
   } catch (const std::exception&) {
-    return false;
+    return -1.0;
   }
-  return true;
+  return seconds;
 }
 
 // Appends the winner to the tuning file (creating it, or this machine's section, if needed).
@@ -248,7 +255,7 @@ std::optional<TunedEntry> race(const Problem& p, const void* q, const void* k, c
     c.kernel->run(p, Tensors{q, k, v, scratch.data(), VariantData{}}, c.config, c.isa);
     return std::chrono::duration<double>(Clock::now() - s).count();
   };
-  double best = 1e300;
+  double best = 1e300, default_small = 0.0;
   // Round 1: each candidate checked, then one warm-up call, while the budget allows a call as
   // slow as the cut (2.5x the best) to finish in it.
   for (std::size_t i = 0; i < list.size(); ++i) {
@@ -257,10 +264,19 @@ std::optional<TunedEntry> race(const Problem& p, const void* q, const void* k, c
       c.dropped = true;
       continue;
     }
-    if (!verify(p, c)) {
+    const double small = verify(p, c);
+    if (small < 0) {
       ++stats.rejected;
       c.dropped = true;
       if (i == 0) return std::nullopt;  // not even the default: leave dispatch as it is
+      continue;
+    }
+    // The check's run on the small instance predicts a hopeless candidate (a scalar kernel
+    // where the default is vectorised): skipped before its first call on the real problem,
+    // which is the one call a race cannot cut short.
+    if (i == 0) default_small = small;
+    if (i > 0 && small > kSmallCut * default_small + 1e-4) {
+      c.dropped = true;
       continue;
     }
     try {

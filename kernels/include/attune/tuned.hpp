@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace attune {
@@ -63,6 +64,11 @@ struct TunedProvenance {
 };
 
 struct TunedTable {
+  // A constructor, not an aggregate, so that {entries, provenance, signature} (the form before
+  // `machine` existed) stays warning-free.
+  TunedTable(std::span<const TunedEntry> entries_ = {}, TunedProvenance provenance_ = {},
+             std::string_view signature_ = {}, std::string machine_ = {})
+      : entries(entries_), provenance(provenance_), signature(signature_), machine(std::move(machine_)) {}
   std::span<const TunedEntry> entries;  // sorted by tuned_order
   TunedProvenance provenance;
   std::string_view signature;  // build_signature() of the measuring build; empty: no table
@@ -159,8 +165,8 @@ bool load_tuning(const std::string& paths);
 // kind within twice the reference's bound, and a challenger must beat the default by 2%. The
 // winner serves the key for the rest of the process (and is appended to `save_path` if set).
 // Concurrent first calls of one key race once; races run one at a time. Cost: candidates start
-// only while under `budget_ms`, so a race takes at most budget_ms plus one call of the slowest
-// candidate (docs/tuning.md). Results stay within the kernels' documented bounds: only verified
+// only while under `budget_ms` (and if their check ran within 4x the default's), so a race takes
+// at most budget_ms plus one call of a started candidate (docs/tuning.md). Results stay within the kernels' documented bounds: only verified
 // candidates run. Environment: ATTUNE_TUNE=online, ATTUNE_TUNE_BUDGET_MS, ATTUNE_TUNE_SAVE.
 enum class TuningMode { table, online };
 struct OnlineTuning {
