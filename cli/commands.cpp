@@ -14,6 +14,8 @@ const std::vector<Command>& commands() {
       {"tune", "search kernels, tiles and threads per shape; write attune_tuned.h", kTuneHelp, cmd_tune},
       {"tune-check", "re-measure tuned choices against the defaults and auto, interleaved", kTuneCheckHelp,
        cmd_tune_check},
+      {"tune-merge", "join the tuning files of several machines into one fleet file", kTuneMergeHelp,
+       cmd_tune_merge},
       {"info", "show the CPU, ISAs, version and build", kInfoHelp, cmd_info},
   };
   return all;

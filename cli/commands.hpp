@@ -35,6 +35,9 @@ extern const char* const kTuneHelp;
 int cmd_tune(const std::vector<std::string>& argv);
 extern const char* const kTuneCheckHelp;
 int cmd_tune_check(const std::vector<std::string>& argv);
+// `attune tune-merge`: the tuning files of several machines as one (tune_merge.cpp).
+extern const char* const kTuneMergeHelp;
+int cmd_tune_merge(const std::vector<std::string>& argv);
 extern const char* const kInfoHelp;
 int cmd_info(const std::vector<std::string>& argv);
 

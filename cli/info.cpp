@@ -14,7 +14,8 @@ namespace attune::cli {
 
 const char* const kInfoHelp =
     "usage: attune info\n\nPrints the CPU model, detected/compiled/runnable ISAs, core count,\n"
-    "version, git revision, compiler and flags.\n";
+    "version, git revision, compiler and flags, the machine signature tuning files are keyed by,\n"
+    "and which tuned table `auto` reads (run-time file and machine, compiled header, or none).\n";
 
 int cmd_info(const std::vector<std::string>& argv) {
   const Args a(argv, {}, {});
@@ -53,6 +54,7 @@ int cmd_info(const std::vector<std::string>& argv) {
   if (const double dot = bf16_dot_speedup(); dot > 0.0)
     std::printf("bf16 dot rate:  %.2fx the fp32 FMA rate (vdpbf16ps, measured; avx512_bf16 goes first for bf16 from %.1fx)\n", dot,
                 kBf16DotPreferred);
+  std::printf("machine:        %s\n", to_string(machine_signature()).c_str());
   std::printf("tuned table:    %s\n", tuned_table_summary().c_str());
   return 0;
 }

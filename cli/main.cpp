@@ -15,7 +15,7 @@ namespace {
 
 void print_usage(std::FILE* out) {
   std::fprintf(out, "usage: attune <command> [options]\n\ncommands:\n");
-  for (const auto& c : attune::cli::commands()) std::fprintf(out, "  %-9s %s\n", c.name, c.summary);
+  for (const auto& c : attune::cli::commands()) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
   std::fprintf(out, "\nRun 'attune <command> --help' for a command's options.\n");
 }
 

@@ -24,6 +24,7 @@ namespace attune::cli {
 
 const char* const kTuneHelp =
     "usage: attune tune --seq 128,512,2048 --heads 8,32 --dk 64,128 --out attune_tuned.h --json tune.json\n"
+    "                   [--tuning tune.tuning.json]\n"
     "                   [--seq-q LIST] [--group LIST] [--causal no|yes|both] [--dtype fp32,bf16,fp16]\n"
     "                   [--kv-dtype LIST]\n"
     "                   [--strategy smart|exhaustive|random] [--evals K] [--budget 10m] [--threads N]\n"
@@ -40,7 +41,10 @@ const char* const kTuneHelp =
     "shapes. Every measurement is appended to --json as one JSON line as it finishes; --resume\n"
     "continues such a log, reusing its measurements and skipping shapes already chosen.\n"
     "The header (--out) is generated from the whole log and written atomically; build with\n"
-    "-DATTUNE_TUNED_CONFIG=<file> to make `auto` use it. Progress goes to stderr.\n"
+    "-DATTUNE_TUNED_CONFIG=<file> to make `auto` use it. The same table is also written as a\n"
+    "run-time tuning file (--tuning; default: the --json path with .tuning.json), which `auto`\n"
+    "uses without a rebuild: ATTUNE_TUNING=<file>, attune::load_tuning(), attune.load_tuning().\n"
+    "Progress goes to stderr.\n"
     "smart seeds each shape with the winners of the two most similar shapes tuned before it.\n"
     "Before timing, the tuner waits (up to --wait-quiet seconds, 0: never) while other\n"
     "processes compete for the cores, and warns when they do not leave.\n"
@@ -178,13 +182,20 @@ std::vector<Problem> grid_shapes(const Args& a) {
   return typed;
 }
 
+// tune.json -> tune.tuning.json (next to the log).
+std::string default_tuning_file(const std::string& json_path) {
+  std::filesystem::path p(json_path);
+  const std::string stem = p.extension() == ".json" ? p.stem().string() : p.filename().string();
+  return (p.parent_path() / (stem + ".tuning.json")).string();
+}
+
 }  // namespace
 
 int cmd_tune(const std::vector<std::string>& argv) {
   const Args a(argv,
                {"--seq", "--seq-q", "--heads", "--group", "--dk", "--causal", "--dtype", "--kv-dtype",
-                "--strategy", "--evals", "--budget", "--threads", "--out", "--json", "--window-ms", "--seed",
-                "--wait-quiet"},
+                "--strategy", "--evals", "--budget", "--threads", "--out", "--json", "--tuning", "--window-ms",
+                "--seed", "--wait-quiet"},
                {"--resume"});
   no_positional(a);
   if (!a.has("--seq")) throw UsageError("missing required option --seq");
@@ -204,6 +215,7 @@ int cmd_tune(const std::vector<std::string>& argv) {
   const int max_threads = static_cast<int>(std::min<std::int64_t>(a.get_int("--threads", 1).value_or(0), 1 << 16));
   const double window = static_cast<double>(a.get_int("--window-ms", 1).value_or(20)) * 1e-3;
   const std::string out_path = a.required("--out"), json_path = a.required("--json");
+  const std::string tuning_path = a.get("--tuning").value_or(default_tuning_file(json_path));
   const bool resume = a.has("--resume");
   const double wait_quiet = static_cast<double>(a.get_int("--wait-quiet", 0).value_or(30));
 
@@ -211,6 +223,7 @@ int cmd_tune(const std::vector<std::string>& argv) {
 
   check_output_dir(out_path);
   check_output_dir(json_path);
+  check_output_dir(tuning_path);
   std::string command = "attune tune";
   for (const auto& s : argv) command += " " + s;
 
@@ -284,8 +297,9 @@ int cmd_tune(const std::vector<std::string>& argv) {
   // The header is a function of the log alone: read it back and generate.
   const tuner::Log full = tuner::read_log(json_path);
   tuner::write_atomic(out_path, tuner::generate_header(full, std::filesystem::path(json_path).filename().string()));
-  std::fprintf(stderr, "tune: wrote %s and %s (%s)\n", out_path.c_str(), json_path.c_str(),
-               clock_text(elapsed()).c_str());
+  tuner::write_atomic(tuning_path, tuner::generate_tuning(full));
+  std::fprintf(stderr, "tune: wrote %s, %s and %s (%s); run-time use: ATTUNE_TUNING=%s\n", out_path.c_str(),
+               tuning_path.c_str(), json_path.c_str(), clock_text(elapsed()).c_str(), tuning_path.c_str());
   return 0;
 }
 

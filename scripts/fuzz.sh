@@ -3,20 +3,20 @@
 # number of seconds (default 60) on a scratch copy of its committed seed corpus (fuzz/corpus/).
 # A crash leaves its reproducer in build-fuzz/artifacts/ and fails the script; turn it into a
 # regression test and add the input to the corpus.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (ATTUNE_FUZZ_JOBS=N caps the build's parallel jobs)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_npy fuzz_tuner_log fuzz_args)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_npy fuzz_tuner_log fuzz_args fuzz_tuning_file)
 
 bash scripts/install-packages.sh clang libclang-rt-14-dev cmake ninja-build libxsimd-dev libtbb-dev
 build="$root/build-fuzz"
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTUNE_BUILD_FUZZERS=ON \
   -DATTUNE_SANITIZE=address,undefined -DATTUNE_BUILD_TESTS=OFF -DATTUNE_BUILD_BENCH=OFF -DATTUNE_BUILD_CLI=OFF -DATTUNE_WITH_BLAS=OFF >/dev/null
-cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
+cmake --build "$build" -j "${ATTUNE_FUZZ_JOBS:-$(nproc)}" --target "${targets[@]}"
 
 mkdir -p "$build/artifacts"
 for t in "${targets[@]}"; do

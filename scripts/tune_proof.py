@@ -8,7 +8,12 @@ evaluations. Writes OUT/proof.md, OUT/proof.json and OUT/proof.png.
 tune_proof.py --auto OUT: scripts/tune-auto-proof.sh, the rebuilt `auto` (compiled tuned table)
 against `default` (built-in heuristic) on the tuned shapes (check-tuned.json) and on held-out
 shapes (check-heldout.json), and whether `auto` ran each tuned shape's own entry, per storage
-type (exit 1 if not). Writes OUT/auto.md, OUT/auto.json and OUT/auto.png."""
+type (exit 1 if not). Writes OUT/auto.md, OUT/auto.json and OUT/auto.png.
+
+tune_proof.py --runtime OUT: scripts/tune-runtime-proof.sh, `auto` through the run-time tuning file
+(ATTUNE_TUNING, no rebuild) on held-out shapes, against each shape's own exhaustive best and the
+default, re-measured fresh and interleaved (check-heldout.json); exit 1 unless the median of auto /
+own best is >= 0.95. Writes OUT/runtime.md and OUT/runtime.json."""
 import json
 import math
 import re
@@ -235,10 +240,44 @@ def main_auto(out_dir):
     fig.savefig(out / "auto.png", dpi=120)
 
 
+def main_runtime(out_dir):
+    out = Path(out_dir)
+    rows = []
+    for shape in json.loads((out / "check-heldout.json").read_text()):
+        t = {e["label"]: e for e in shape["entries"] if e["verified"]}
+        if not {"auto", "default", "heldout.json"} <= t.keys():
+            continue
+        best = t["heldout.json"]
+        rows.append({"shape": shape["shape"], "auto": t["auto"]["candidate"], "best": best["candidate"],
+                     "auto_vs_best": best["median_s"] / t["auto"]["median_s"],
+                     "default_vs_best": best["median_s"] / t["default"]["median_s"],
+                     "spread_auto": t["auto"]["spread"], "spread_best": best["spread"]})
+    if not rows:
+        sys.exit(f"error: no verified auto/default/own-best triple in {out / 'check-heldout.json'}")
+    ratios = [r["auto_vs_best"] for r in rows]
+    summary = {"shapes": len(rows), "median_auto_vs_best": statistics.median(ratios), "worst_auto_vs_best": min(ratios),
+               "median_default_vs_best": statistics.median(r["default_vs_best"] for r in rows),
+               "at_least_095": sum(x >= 0.95 for x in ratios)}
+    (out / "runtime.json").write_text(json.dumps({"summary": summary, "shapes": rows}, indent=1) + "\n")
+    md = ["| held-out shape | auto (run-time table, nearest bucket) | own exhaustive best | auto / best speed | "
+          "default / best speed |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        md.append(f"| {r['shape']} | {r['auto']} | {r['best']} | {r['auto_vs_best']:.3f} (spread "
+                  f"{100 * r['spread_auto']:.1f}% / {100 * r['spread_best']:.1f}%) | {r['default_vs_best']:.3f} |")
+    md += ["", f"- auto through the run-time table: median x{summary['median_auto_vs_best']:.3f} of the own best, "
+               f"worst x{summary['worst_auto_vs_best']:.3f}, >= 0.95 on {summary['at_least_095']}/{len(rows)} shapes; "
+               f"the default: median x{summary['median_default_vs_best']:.3f}"]
+    emit(out / "runtime.md", md)
+    if summary["median_auto_vs_best"] < 0.95:
+        sys.exit("error: the median held-out shape reaches less than 95% of its own best through the run-time table")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--auto":
         main_auto(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--runtime":
+        main_runtime(sys.argv[2])
     elif len(sys.argv) == 2:
         main(sys.argv[1])
     else:
-        sys.exit("usage: tune_proof.py OUT_DIR | tune_proof.py --auto OUT_DIR")
+        sys.exit("usage: tune_proof.py OUT_DIR | tune_proof.py --auto OUT_DIR | tune_proof.py --runtime OUT_DIR")

@@ -1,7 +1,8 @@
 // Build-time generator of the tuned-table fixture: a synthetic tuning log (this build's
 // provenance, hand-picked choices in several storage types, some lines in the older untyped
 // format) and the header generated from it, which test_tuned_dispatch.cpp compiles in.
-// Usage: tuned_fixture_gen <log.json> <header.h>
+// A fleet header of two machines (a stand-in AVX2-only machine and this one) goes to <fleet.h>.
+// Usage: tuned_fixture_gen <log.json> <header.h> <fleet.h>
 #include "records.hpp"
 #include "reference.hpp"
 
@@ -9,6 +10,7 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -42,8 +44,8 @@ std::string choice(int seq_q, int seq_kv, int d_k, bool causal, int heads_q, int
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: tuned_fixture_gen <log.json> <header.h>\n");
+  if (argc != 4) {
+    std::fprintf(stderr, "usage: tuned_fixture_gen <log.json> <header.h> <fleet.h>\n");
     return 2;
   }
 #if defined(__aarch64__)
@@ -74,6 +76,21 @@ int main(int argc, char** argv) {
     attune::tuner::write_atomic(argv[1], log);
     const auto parsed = attune::tuner::read_log(argv[1]);
     attune::tuner::write_atomic(argv[2], attune::tuner::generate_header(parsed, "tuned_fixture.json"));
+    // The fleet: one fp32 entry (d_k 64, bucket 7/7, flash on scalar) per machine, block_q 3 for
+    // the stand-in, 4 for this machine.
+    std::vector<attune::detail::MachineTable> fleet(2);
+    fleet[0].machine = {"Fleet Test AVX2 CPU", "avx2 sse4_2 scalar", 16, 32 << 10, 512 << 10, 32 << 20};
+    fleet[1].machine = attune::machine_signature();
+    for (int i = 0; i < 2; ++i) {
+      auto& m = fleet[static_cast<std::size_t>(i)];
+      m.id = "m" + std::to_string(i);
+      m.signature = attune::build_signature();
+      m.signature_text = attune::build_signature_text();
+      m.provenance.command = "tuned_fixture_gen (synthetic fleet)";
+      m.entries.push_back({64, false, false, false, 7, 7, "flash", "scalar", 3 + i, 64, 0, 0, 0, 1.0, 0.0, false});
+      m.shapes.push_back("synthetic");
+    }
+    attune::tuner::write_atomic(argv[3], attune::tuner::generate_fleet_header(fleet, "tuned_fixture_gen"));
   } catch (const attune::Error& e) {
     std::fprintf(stderr, "tuned_fixture_gen: %s\n", e.what());
     return 1;

@@ -158,13 +158,16 @@ std::string provenance_line(const std::string& strategy, const std::string& budg
     if (!isas.empty()) isas += ' ';
     isas += attune::to_string(i);
   }
+  const MachineSignature& m = machine_signature();
   return "{\"type\":\"provenance\",\"signature\":" + json_string(build_signature()) +
          ",\"signature_text\":" + json_string(build_signature_text()) + ",\"cpu\":" + json_string(cpu_model()) +
          ",\"isas\":" + json_string(isas) + ",\"cores\":" + json_string(std::to_string(std::thread::hardware_concurrency())) +
          ",\"compiler\":" + json_string(compiler()) + ",\"flags\":" + json_string(compile_flags()) +
          ",\"version\":" + json_string(version()) + ",\"git_revision\":" + json_string(git_revision()) +
          ",\"date\":" + json_string(utc_now()) + ",\"strategy\":" + json_string(strategy) +
-         ",\"budget\":" + json_string(budget) + ",\"command\":" + json_string(command) + "}\n";
+         ",\"budget\":" + json_string(budget) + ",\"command\":" + json_string(command) +
+         ",\"isa_set\":" + json_string(m.isas) + ",\"l1d\":" + std::to_string(m.l1d) +
+         ",\"l2\":" + std::to_string(m.l2) + ",\"l3\":" + std::to_string(m.l3) + "}\n";
 }
 
 std::string measurement_line(const Problem& p, const Measurement& m) {
@@ -193,6 +196,20 @@ const JsonObject& log_provenance(const Log& log) {
   for (const JsonObject& o : log.records)
     if (json_str(o, "type") == "provenance") return o;
   throw IoError("the tuning log has no provenance record (not a log written by attune tune, or empty)");
+}
+
+MachineSignature log_machine(const JsonObject& prov) {
+  MachineSignature m;
+  m.cpu = json_str(prov, "cpu");
+  m.isas = prov.count("isa_set") ? json_str(prov, "isa_set") : json_str(prov, "isas");
+  try {
+    m.cores = std::stoi(json_str(prov, "cores"));
+  } catch (const std::exception&) {
+    m.cores = 0;
+  }
+  for (auto [name, field] : {std::pair{"l1d", &m.l1d}, std::pair{"l2", &m.l2}, std::pair{"l3", &m.l3}})
+    if (prov.count(name)) *field = json_integer(prov, name);
+  return m;
 }
 
 std::map<std::string, Measurement> log_measurements(const Log& log, const Problem& problem) {

@@ -5,6 +5,8 @@
 #include "json.hpp"
 #include "tuner.hpp"
 
+#include <attune/tuned.hpp>
+
 #include <map>
 #include <string>
 #include <vector>
@@ -30,6 +32,9 @@ std::string choice_line(const Problem& problem, const SearchResult& r, const std
 
 // The provenance record the log starts with; IoError if there is none.
 const JsonObject& log_provenance(const Log& log);
+// The machine signature a provenance record holds (logs written before it had one: the "isas"
+// and "cores" fields, caches unknown).
+MachineSignature log_machine(const JsonObject& provenance);
 // Measurements of one shape in the log (a later line for a candidate supersedes earlier ones).
 std::map<std::string, Measurement> log_measurements(const Log& log, const Problem& problem);
 // Shapes (Problem::to_string()) that have a choice in the log.

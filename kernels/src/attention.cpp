@@ -12,9 +12,8 @@
 #include <vector>
 
 namespace attune {
-namespace {
+namespace detail {
 
-// The highest-ranked kernel with a runnable build that takes the problem (on `isa` if given).
 const Kernel* best_kernel_for(const Problem& problem, std::optional<Isa> isa) {
   const Kernel* best = nullptr;
   for (const Kernel* k : kernels()) {
@@ -25,6 +24,10 @@ const Kernel* best_kernel_for(const Problem& problem, std::optional<Isa> isa) {
   }
   return best;
 }
+
+}  // namespace detail
+
+namespace {
 
 // "bf16" or "fp32 Q/O with bf16 K/V": the element types of a problem, for messages.
 // (with the variants: "fp32 with variants _w512_alibi").
@@ -53,9 +56,9 @@ Choice resolve(const Problem& problem, const Options& options) {
   Choice choice;
   choice.config = options.config;
   if (options.kernel == "auto") {
-    // The tuned table's entry for this shape (or the nearest bucket); explicit (non-zero)
-    // config fields still win over it.
-    if (const TunedEntry* e = detail::tuned_entry(problem, options.isa)) {
+    // The tuned table's entry for this shape (or the nearest bucket): the run-time table for
+    // this machine, else the compiled one; explicit (non-zero) config fields still win over it.
+    if (const std::optional<TunedEntry> e = detail::tuned_entry(problem, options.isa)) {
       choice.kernel = find_kernel(e->kernel);
       choice.isa = *parse_isa(e->isa);
       Config& c = choice.config;
@@ -66,7 +69,7 @@ Choice resolve(const Problem& problem, const Options& options) {
       if (c.micro == micro_auto) c.micro = e->micro;
       return choice;
     }
-    choice.kernel = best_kernel_for(problem, options.isa);
+    choice.kernel = detail::best_kernel_for(problem, options.isa);
     if (choice.kernel == nullptr) {
       if (!options.isa) throw InvalidArgument("no kernel takes " + dtype_names(problem) + " on this CPU");
       throw InvalidArgument("no kernel has a build for isa '" + std::string(to_string(*options.isa)) +
@@ -106,11 +109,13 @@ namespace {
 // would toggle it off again.
 void run_attention(const Problem& problem, const void* q, const void* k, const void* v, void* out,
                    const VariantData& variant, const Options& options) {
-  const Choice choice = resolve(problem, options);
+  Choice choice = resolve(problem, options);
   variant.validate(problem);
   if (q == nullptr || k == nullptr || v == nullptr || out == nullptr) {
     throw InvalidArgument("attention: q, k, v and out must be non-null");
   }
+  // Online tuning (opt-in): the first call of an untuned key races candidates on q, k, v.
+  if (detail::online_tune(problem, q, k, v, options)) choice = resolve(problem, options);
   const std::string who = "attention: kernel '" + std::string(choice.kernel->name()) + "'";
   const std::size_t need = choice.kernel->workspace_bytes(problem, choice.config, choice.isa);
   detail::require_workspace(who, need, options);  // before anything is allocated

@@ -16,7 +16,9 @@ import numpy as _np
 
 from . import _attune
 
-__all__ = ["attention", "mha", "kernels", "info", "workspace_bytes", "resolve", "__version__"]
+__all__ = ["attention", "mha", "kernels", "info", "load_tuning", "set_tuning", "online_tuning_stats",
+           "default_tuning_path",
+           "workspace_bytes", "resolve", "__version__"]
 
 try:  # numpy has no bfloat16 of its own; ml_dtypes' is the common one (optional).
     import ml_dtypes as _ml_dtypes
@@ -145,5 +147,53 @@ def kernels() -> list:
 
 
 def info() -> dict:
-    """Version, git revision, compiler, CPU model, cores and ISAs (compiled, runnable, default)."""
+    """Version, git revision, compiler, CPU model, cores and ISAs (compiled, runnable, default),
+    the machine signature tuning files are keyed by (``machine``), and which tuned table ``auto``
+    reads and where it came from (``tuned_table``)."""
     return _attune.info()
+
+
+def load_tuning(path) -> bool:
+    """Loads run-time tuning files (written by ``attune tune``, joined by ``attune tune-merge``):
+    one path, a ':'-separated list, or a list of paths; earlier files win on the same machine and
+    key. Replaces the files loaded before; ``""`` or ``[]`` unloads them. A file that cannot be
+    read, is malformed or comes from another build is skipped with one warning on stderr, never
+    an exception. Returns True if a table for this machine (exact, or the nearest with the same
+    ISA set) is now used by ``kernel="auto"``; ``info()["tuned_table"]`` says which.
+
+    Precedence for ``auto``: explicit config fields (block_q, ...), then this table, then a
+    compiled-in table, then the built-in defaults. Without a call, the first attention call
+    loads ``$ATTUNE_TUNING``, or if that is unset the per-user file
+    (``$XDG_CONFIG_HOME/attune/tuning.json`` or ``~/.config/attune/tuning.json``) if it exists."""
+    import os
+
+    if isinstance(path, (list, tuple)):
+        path = ":".join(os.fspath(p) for p in path)
+    return _attune.load_tuning(os.fspath(path))
+
+
+def set_tuning(mode: str, *, budget_ms: float = 200.0, save=None) -> None:
+    """``"online"``: tune on first use (opt-in, like ``torch.backends.cudnn.benchmark``). The
+    first ``attention`` call of a shape key that no loaded or compiled table has an exact entry
+    for races the default and a few candidates (every kernel's default config per thread count,
+    the nearest table entry) on the call's own tensors, each checked first against the ``naive``
+    kernel on a small instance; the winner serves that key for the rest of the process, and is
+    appended to the tuning file ``save`` if given (load it next time with ``load_tuning``).
+    Candidates start only while under ``budget_ms``, so a race costs at most that plus one call
+    of the slowest candidate. Concurrent first calls of one key race once. ``"table"``: off (the
+    default; ``ATTUNE_TUNE=online`` turns it on from the environment)."""
+    import os
+
+    _attune.set_tuning(mode, budget_ms, "" if save is None else os.fspath(save))
+
+
+def default_tuning_path() -> str:
+    """The per-user tuning file loaded when ATTUNE_TUNING is unset: $XDG_CONFIG_HOME/attune/
+    tuning.json, else ~/.config/attune/tuning.json ("" if neither variable is set)."""
+    return _attune.default_tuning_path()
+
+
+def online_tuning_stats() -> dict:
+    """Races run so far (keys), candidates timed, candidates rejected by the check, races whose
+    winner is not the default, and the races' total and longest wall time in ms."""
+    return _attune.online_tuning_stats()

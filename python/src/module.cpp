@@ -823,6 +823,16 @@ nb::dict info() {
   d["isa_runnable"] = names(attune::runnable_isas());
   d["isa_default"] = std::string(attune::to_string(attune::default_isa()));
   d["tuned_table"] = attune::tuned_table_summary();
+  const attune::MachineSignature& ms = attune::machine_signature();
+  nb::dict machine;
+  machine["cpu"] = ms.cpu;
+  machine["isas"] = ms.isas;
+  machine["cores"] = ms.cores;
+  machine["l1d"] = ms.l1d;
+  machine["l2"] = ms.l2;
+  machine["l3"] = ms.l3;
+  d["machine"] = machine;
+  d["build_signature"] = attune::build_signature();
 #ifdef ATTUNE_WITH_BLAS
   d["with_blas"] = true;
 #else
@@ -927,6 +937,30 @@ NB_MODULE(_attune, m) {
   m.def("_register_bfloat16", &register_bfloat16, "dtype"_a);
   m.def("kernels", &kernels);
   m.def("info", &info);
+  m.def("load_tuning", [](const std::string& paths) { return attune::load_tuning(paths); }, "paths"_a);
+  m.def("default_tuning_path", &attune::default_tuning_path);
+  m.def(
+      "set_tuning",
+      [](const std::string& mode, double budget_ms, const std::string& save) {
+        if (mode != "online" && mode != "table")
+          throw nb::value_error(("set_tuning: mode '" + mode + "' must be 'online' or 'table'").c_str());
+        if (!(budget_ms > 0)) throw nb::value_error("set_tuning: budget_ms must be > 0");
+        attune::set_tuning(mode == "online" ? attune::TuningMode::online : attune::TuningMode::table,
+                           attune::OnlineTuning{budget_ms, save});
+      },
+      "mode"_a, "budget_ms"_a = 200.0, "save"_a = "");
+  m.def("tuning_mode", [] { return attune::tuning_mode() == attune::TuningMode::online ? "online" : "table"; });
+  m.def("online_tuning_stats", [] {
+    const attune::OnlineStats s = attune::online_tuning_stats();
+    nb::dict d;
+    d["races"] = s.races;
+    d["candidates"] = s.candidates;
+    d["rejected"] = s.rejected;
+    d["changed"] = s.changed;
+    d["total_ms"] = s.total_ms;
+    d["max_ms"] = s.max_ms;
+    return d;
+  });
 #ifdef ATTUNE_WITH_BLAS
   m.def("mha", &mha, "x"_a, "wq"_a, "wk"_a, "wv"_a, "wo"_a, "y"_a, "heads_q"_a, "heads_kv"_a.none(), "causal"_a,
         "scale"_a.none(), "kernel"_a, "isa"_a.none(), "threads"_a.none(), "max_workspace_bytes"_a);

@@ -8,6 +8,11 @@ ATTUNE_REQUIRE_OPTIONAL=1 (scripts/test.sh sets it, so CI always does) a missing
 import importlib
 import os
 
+# Hermetic: no run-time tuning file (not even the user's per-user one) and no online tuning unless
+# a test asks for it; read by the library at the first call, so set before any test runs.
+os.environ["ATTUNE_TUNING"] = ""
+os.environ.pop("ATTUNE_TUNE", None)
+
 import numpy as np
 import pytest
 

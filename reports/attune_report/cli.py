@@ -148,12 +148,38 @@ def weights_main(argv, command):
     return 0
 
 
+def hosts_main(argv, command):
+    from . import hosts
+
+    p = Parser(prog=PROG, description="Machines side by side: bench result folders (or JSON) of several hosts.")
+    p.add_argument("runs", nargs="+", metavar="RESULT_DIR", help="results/<host>-<date>/ folders of scripts/bench.sh")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    args = p.parse_intermixed_args(argv)
+    machines = hosts.load_hosts(args.runs)
+    rows = hosts.host_rows(machines)
+    md = hosts.markdown(machines, rows, command, _now())
+    with staged(args.out, "hosts.html") as stage:
+        pngs = hosts.plot(machines, rows, stage)
+        with open(os.path.join(stage, "hosts.md"), "w") as f:
+            f.write(md)
+        with open(os.path.join(stage, "hosts.html"), "w") as f:
+            f.write(hosts.html(md, pngs))
+    print(os.path.join(args.out, "hosts.html"))
+    return 0
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = PROG + (" " + shlex.join(argv) if argv else "")
     try:
         if argv and argv[0] == "weights":
             return weights_main(argv[1:], command)
+        # Result folders (results/hostA results/hostB ...): the machines side by side.
+        if argv and argv[0] == "hosts":
+            return hosts_main(argv[1:], command)
+        inputs = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] != "--out")]
+        if inputs and os.path.isdir(inputs[0]):
+            return hosts_main(argv, command)
         return report_main(argv[1:] if argv and argv[0] == "report" else argv, command)
     except UsageError as e:
         _error(e)

@@ -34,6 +34,7 @@ SUBCOMMANDS = ["kernels", "run", "verify", "info"]
 
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if k != "ATTUNE_ISA"}
+    env["ATTUNE_TUNING"] = ""  # no run-time tuning file (not even the user's own) unless a test sets one
     env.update(extra)
     return env
 

@@ -231,7 +231,8 @@ def test_progress_per_shape(smart_run):
         c = choices[shape]
         assert m.group(3) == shape and m.group(4) == c["candidate"]
         assert (int(m.group(6)), int(m.group(7)), int(m.group(8))) == (c["evaluations"], c["space"], 0)
-    assert re.search(r"^tune: wrote .*tuned\.h and .*tune\.json \(\d+:\d\d\)$", r.stderr, re.M), r.stderr
+    assert re.search(r"^tune: wrote .*tuned\.h, .*tune\.tuning\.json and .*tune\.json \(\d+:\d\d\); "
+                     r"run-time use: ATTUNE_TUNING=.*tune\.tuning\.json$", r.stderr, re.M), r.stderr
     assert r.stdout == ""
 
 

@@ -26,7 +26,7 @@ MODELS = {
 # per-ISA exp2, AMX's absence, the tuned table's dispatch.
 GTEST_FILTERS = {
     "ATTUNE_TESTS_BIN": "Isa.*:Amx.*:Attention.*:VariantDispatch.*:Dtype.*:Isa/Exp2.*",
-    "ATTUNE_TUNER_TESTS_BIN": "TunedDispatch.*:TunedHeader.*",
+    "ATTUNE_TUNER_TESTS_BIN": "TunedDispatch.*:TunedHeader.*:RuntimeTuning.*:MachineSelection.*:FleetHeader.*",
 }
 # qemu warns on stderr about host-only CPUID bits of a model that TCG cannot emulate.
 QEMU_NOISE = "TCG doesn't support requested feature"

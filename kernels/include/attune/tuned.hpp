@@ -1,5 +1,6 @@
-// The tuned table: per-shape choices written by `attune tune` into a generated header
-// (attune_tuned.h) and compiled in; `auto` dispatch reads it (see resolve()).
+// The tuned table: per-shape choices written by `attune tune`, as a generated header
+// (attune_tuned.h) compiled in, or as a tuning file loaded at run time (load_tuning(),
+// ATTUNE_TUNING); `auto` dispatch reads them (see resolve() and docs/tuning.md).
 #pragma once
 
 #include <attune/problem.hpp>
@@ -8,6 +9,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace attune {
 
@@ -61,9 +64,26 @@ struct TunedProvenance {
 };
 
 struct TunedTable {
+  // A constructor, not an aggregate, so that {entries, provenance, signature} (the form before
+  // `machine` existed) stays warning-free.
+  TunedTable(std::span<const TunedEntry> entries_ = {}, TunedProvenance provenance_ = {},
+             std::string_view signature_ = {}, std::string machine_ = {})
+      : entries(entries_), provenance(provenance_), signature(signature_), machine(std::move(machine_)) {}
   std::span<const TunedEntry> entries;  // sorted by tuned_order
   TunedProvenance provenance;
   std::string_view signature;  // build_signature() of the measuring build; empty: no table
+  std::string machine;         // a fleet header: which of its machines this is, and why ("" otherwise)
+};
+
+// One machine's table in a fleet header (`attune tune-merge --header`): the header defines
+// ATTUNE_TUNED_MACHINES and kMachines, and start-up picks the machine as for tuning files.
+struct TunedMachine {
+  const char* cpu;
+  const char* isas;
+  int cores;
+  std::int64_t l1d, l2, l3;
+  std::span<const TunedEntry> entries;  // sorted by tuned_order
+  TunedProvenance provenance;
 };
 
 // Exact keys and buckets of a problem.
@@ -110,7 +130,61 @@ std::string build_signature_text();
 
 // The table compiled into this build (the default has no entries).
 const TunedTable& compiled_tuned_table();
-// One line for `attune info`: entry count, source machine, date, strategy, or why it is unused.
+// One line for `attune info`: which table `auto` reads (run-time file and machine, compiled
+// header, or none), its entry count, source machine, date, strategy, or why it is unused.
 std::string tuned_table_summary();
+
+// The machine a table was measured on, as run-time selection compares machines.
+struct MachineSignature {
+  std::string cpu;   // cpu_model()
+  std::string isas;  // this build's ISAs the CPU runs (no ATTUNE_ISA cap), best first, space-separated
+  int cores = 0;     // hardware threads
+  std::int64_t l1d = 0, l2 = 0, l3 = 0;  // cache sizes in bytes (L1 data and L2 of one core, L3); 0: unknown
+};
+// This machine's, detected once (caches from /sys/devices/system/cpu, else sysconf).
+const MachineSignature& machine_signature();
+// "AMD EPYC 9R14 | avx512 avx2 sse4_2 scalar | 2 cores | L1d 32 KiB, L2 1 MiB, L3 32 MiB".
+std::string to_string(const MachineSignature& m);
+
+// Run-time tuning files (JSON lines, schema in docs/tuning.md), written by `attune tune --tuning`
+// and joined for a fleet by `attune tune-merge`. `paths` is a ':'-separated list (earlier files
+// win on the same machine and key) that replaces the files loaded before; "" unloads them. A
+// file that cannot be read, is malformed, or comes from another build is skipped with one
+// warning on stderr. Of the machines the files hold, `auto` uses the one that matches this
+// machine (machine_signature()), else the nearest with the same ISA set, else none (see
+// docs/tuning.md). Returns true if a run-time table for this machine is now in use.
+// Precedence for `auto`: explicit config fields > the run-time table > the compiled header >
+// the built-in defaults. Without a call, the first dispatch loads $ATTUNE_TUNING, or if that is
+// unset the per-user file default_tuning_path() when it exists (ATTUNE_TUNING= loads none).
+bool load_tuning(const std::string& paths);
+// Online tuning on first use (opt-in; cuDNN's benchmark mode is the model). In `online` mode the
+// first attention() call of a plain problem whose table key has no exact-bucket entry (in the
+// run-time or compiled table) races the default, the nearest table entry and every kernel's
+// default config per thread count (1, all) on its best ISA, the smart strategy's first stage;
+// each candidate is first checked against the `naive` kernel on a small instance of the same
+// kind within twice the reference's bound, and a challenger must beat the default by 2%. The
+// winner serves the key for the rest of the process (and is appended to `save_path` if set).
+// Concurrent first calls of one key race once; races run one at a time. Cost: candidates start
+// only while under `budget_ms` (and if their check ran within 4x the default's), so a race takes
+// at most budget_ms plus one call of a started candidate (docs/tuning.md). Results stay within the kernels' documented bounds: only verified
+// candidates run. Environment: ATTUNE_TUNE=online, ATTUNE_TUNE_BUDGET_MS, ATTUNE_TUNE_SAVE.
+enum class TuningMode { table, online };
+struct OnlineTuning {
+  double budget_ms = 200.0;
+  std::string save_path;  // "": keep winners in the process only
+};
+void set_tuning(TuningMode mode, const OnlineTuning& online = {});
+TuningMode tuning_mode();
+struct OnlineStats {
+  std::size_t races = 0;       // keys raced
+  std::size_t candidates = 0;  // candidates timed
+  std::size_t rejected = 0;    // failed the check against naive (never run on the caller's data)
+  std::size_t changed = 0;     // races whose winner is not the default
+  double total_ms = 0.0, max_ms = 0.0;  // wall time of the races, in total and the longest
+};
+OnlineStats online_tuning_stats();
+
+// $XDG_CONFIG_HOME/attune/tuning.json, else $HOME/.config/attune/tuning.json ("" if neither is set).
+std::string default_tuning_path();
 
 }  // namespace attune

@@ -1,5 +1,6 @@
-// JSON for the tuner's files: a reader for the flat objects the log holds, typed access to their
-// fields, and the one quoting routine for strings (JSON here, C++ literals in the header).
+// JSON for the tuner's files and the run-time tuning file: a reader for the flat objects their
+// lines hold, typed access to their fields, and the one quoting routine for strings (JSON here,
+// C++ literals in the header). In the library (not the tuner) because the loader needs it.
 #pragma once
 
 #include <cstdint>
