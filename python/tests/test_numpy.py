@@ -335,6 +335,9 @@ def test_keyboard_interrupt_arrives_after_the_call_returns(tmp_path):
         import os, signal, sys, threading, time
         import numpy as np
         import attune
+        # Python leaves SIGINT ignored when its launcher ignored it (a background job of a
+        # non-interactive shell does): install the handler this test is about.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         rng = np.random.default_rng(0)
         q = rng.standard_normal((1, 2, 2048, 64)).astype(np.float32)
         t0 = time.perf_counter()
