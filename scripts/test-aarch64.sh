@@ -41,6 +41,6 @@ done
 # the timeout kills a hung emulator instead of waiting forever.
 echo "test-aarch64: running ctest under qemu-aarch64"
 start=$SECONDS
-ctest --test-dir "$build" --output-on-failure --timeout 1200
+ctest --test-dir "$build" --output-on-failure --timeout 1200 -j 2
 echo "test-aarch64: tests took $((SECONDS - start)) s"
 echo "test-aarch64: all tests passed"
