@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and runs each for the given
+# Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ (kernels for the scalar ISA
+# only, at -O1: no fuzzer runs a kernel, and the kernel units were most of the build) and runs each for the given
 # number of seconds (default 60) on a scratch copy of its committed seed corpus (fuzz/corpus/).
 # A crash leaves its reproducer in build-fuzz/artifacts/ and fails the script; turn it into a
 # regression test and add the input to the corpus.
@@ -15,7 +16,7 @@ targets=("$@")
 bash scripts/install-packages.sh clang libclang-rt-14-dev cmake ninja-build libxsimd-dev libtbb-dev
 build="$root/build-fuzz"
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTUNE_BUILD_FUZZERS=ON \
-  -DATTUNE_SANITIZE=address,undefined -DATTUNE_BUILD_TESTS=OFF -DATTUNE_BUILD_BENCH=OFF -DATTUNE_BUILD_CLI=OFF -DATTUNE_WITH_BLAS=OFF >/dev/null
+  -DATTUNE_SANITIZE=address,undefined -DATTUNE_ISAS=scalar -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -DNDEBUG" -DATTUNE_BUILD_TESTS=OFF -DATTUNE_BUILD_BENCH=OFF -DATTUNE_BUILD_CLI=OFF -DATTUNE_WITH_BLAS=OFF >/dev/null
 cmake --build "$build" -j "${ATTUNE_FUZZ_JOBS:-$(nproc)}" --target "${targets[@]}"
 
 mkdir -p "$build/artifacts"

@@ -365,12 +365,13 @@ bool online_tune(const Problem& p, const void* q, const void* k, const void* v, 
     configure_from_environment(s);
     if (s.mode != TuningMode::online) return false;
     if (options.kernel != "auto" || options.isa || !p.plain() || p.strided) return false;
-    auto [it, fresh] = s.slots.try_emplace(key_tuple(key));
+    const auto [it, fresh] = s.slots.try_emplace(key_tuple(key));
     if (!fresh) {
-      if (it->second.done) return false;  // the common case: decided before
+      auto& slot = it->second;  // clang before 16 cannot capture a structured binding in a lambda
+      if (slot.done) return false;  // the common case: decided before
       // Another call of this key is racing: wait for its winner.
-      s.raced.wait(lock, [&] { return it->second.done; });
-      return it->second.winner.has_value();
+      s.raced.wait(lock, [&slot] { return slot.done; });
+      return slot.winner.has_value();
     }
     opts = s.options;
   }
