@@ -22,6 +22,7 @@
 #include <ctime>
 #include <list>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -40,6 +41,30 @@ using attune::Dtype;
 // hidden tile), or every other 64-key column block hidden (half the tiles skipped).
 enum class BenchMask { none, all_visible, half_hidden };
 
+// Paged K/V batches (Problem::paged), each sequence's new tokens and context:
+//   one     a single sequence decoding 1 token against the shape's seq_kv
+//   mixed   8 sequences, contexts 128..32k, 1 to 512 new tokens (decoding, speculative
+//           verification and chunked prefill in one call)
+//   prefix  16 sequences decoding 1 token each: a common 4096-key prefix (the same blocks in
+//           every table: cascade attention) and 256 keys of their own
+enum class PagedBatch { none, one, mixed, prefix };
+struct PagedSequences {
+  std::vector<std::int64_t> new_tokens, context;
+  std::int64_t shared = 0;  // leading keys every sequence shares (prefix batch)
+};
+PagedSequences paged_sequences(PagedBatch batch, std::int64_t seq_kv) {
+  switch (batch) {
+    case PagedBatch::one:
+      return {{1}, {seq_kv}, 0};
+    case PagedBatch::mixed:
+      return {{1, 128, 1, 512, 1, 16, 1, 4}, {128, 640, 1024, 2048, 4096, 8192, 16384, 32768}, 0};
+    case PagedBatch::prefix:
+      return {std::vector<std::int64_t>(16, 1), std::vector<std::int64_t>(16, 4096 + 256), 4096};
+    default:
+      return {};
+  }
+}
+
 // The variants of a bench shape (problem.hpp); all off for the plain grid.
 struct Variant {
   std::int64_t window = 0;
@@ -51,6 +76,10 @@ struct Variant {
   bool seq_major = false; // Q, K, V and O as [batch, seq, heads, dim] (strided, no copies)
   bool top_left = false;  // causal alignment of the first query with the first key
   std::int64_t top_k = 0; // hard attention (naive only: the tiled kernels refuse it)
+  std::int64_t block_size = 0;              // paged K/V in blocks of this many keys (0: contiguous)
+  PagedBatch paged = PagedBatch::none;      // the sequences of a paged row (with `separate`: the
+                                            // same work as one contiguous call per sequence)
+  bool private_prefix = false;              // prefix batch: every sequence its own copy of the prefix
 };
 
 // Varlen bench: 8 sequences of mixed lengths (the 64..2048), 6336 tokens in all.
@@ -118,6 +147,33 @@ std::vector<Entry> preset_entries(const std::string& preset) {
   const Dtype cache_types[] = {Dtype::bf16,     Dtype::int8,     Dtype::int8_kc,
                                Dtype::fp8_e4m3, Dtype::fp8_e5m2, Dtype::int4};
   const std::vector<std::string_view> flash = {"flash"};
+  // Paged K/V (fp32 Q/O, bf16 cache, 32/8 heads, d 128), flash on the best ISA, each beside the
+  // contiguous work it is measured against: decoding one 32k context at block sizes 16 and 128
+  // (against decode_kv(8, 32768, bf16)), the mixed batch (against one contiguous call per
+  // sequence) and the shared-prefix batch (against private copies of the prefix).
+  auto paged_rows = [&] {
+    auto row = [&](PagedBatch batch, std::int64_t block_size, bool separate = false, bool private_prefix = false) {
+      const PagedSequences seqs = paged_sequences(batch, 32768);
+      std::int64_t nq = 0, ctx = 0;
+      for (std::size_t i = 0; i < seqs.context.size(); ++i) {
+        nq += seqs.new_tokens[i];
+        ctx += seqs.context[i];
+      }
+      Shape sh{1, 32, 8, nq, ctx, 128, true, Dtype::fp32};
+      sh.kv_dtype = Dtype::bf16;
+      sh.var.block_size = block_size;
+      sh.var.paged = batch;
+      sh.var.separate = separate;
+      sh.var.private_prefix = private_prefix;
+      out.push_back({sh, flash, 1});
+    };
+    row(PagedBatch::one, 16);
+    row(PagedBatch::one, 128);
+    row(PagedBatch::mixed, 16);
+    row(PagedBatch::mixed, 16, true);
+    row(PagedBatch::prefix, 16);
+    row(PagedBatch::prefix, 16, false, true);
+  };
   if (preset == "quick") {
     square({128, 512, 2048}, {8}, {64, 128}, {false, true});
     decode(8, 8192);
@@ -141,6 +197,7 @@ std::vector<Entry> preset_entries(const std::string& preset) {
     decode(8, 8192, Dtype::fp16, flash, 2);
     for (std::int64_t kv : {8192, 32768})
       for (Dtype t : cache_types) decode_kv(8, kv, t, flash, 1);
+    paged_rows();
     // Prefill with a quantized cache against bf16 K/V.
     for (Dtype t : {Dtype::bf16, Dtype::int8, Dtype::int4}) {
       Shape sh{1, 8, 8, 2048, 2048, 128, true, Dtype::fp32};
@@ -158,6 +215,9 @@ std::vector<Entry> preset_entries(const std::string& preset) {
       for (std::int64_t hkv : {32, 8}) decode(hkv, kv, Dtype::bf16, typed);
     square({128, 512, 2048, 8192}, {8}, {64, 128}, {false, true}, Dtype::fp16, flash);
     for (std::int64_t kv : {8192, 32768}) decode(8, kv, Dtype::fp16, flash);
+  } else if (preset == "paged") {
+    decode_kv(8, 32768, Dtype::bf16, flash, 1);
+    paged_rows();
   } else if (preset == "variants") {
     // The variants' speed targets, each next to its plain shape (flash and simd): a sliding
     // window of 512 at seq 8192 against full causal, a mask hiding half the tiles against an
@@ -245,6 +305,18 @@ attune::Problem to_problem(const Shape& s) {
   p.sinks = s.var.sinks;
   if (s.var.mask != BenchMask::none) p.mask = attune::MaskKind::boolean;
   if (s.var.varlen) p.sequences = static_cast<std::int64_t>(std::size(kVarlenLengths));
+  if (s.var.paged != PagedBatch::none) {
+    const PagedSequences seqs = paged_sequences(s.var.paged, 32768);
+    p.sequences = static_cast<std::int64_t>(seqs.context.size());
+    p.block_size = s.var.block_size;
+    std::int64_t blocks = 0, widest = 0;
+    for (std::int64_t ctx : seqs.context) {
+      blocks += (ctx + p.block_size - 1) / p.block_size;
+      widest = std::max(widest, (ctx + p.block_size - 1) / p.block_size);
+    }
+    p.num_blocks = blocks;
+    p.max_blocks = widest;
+  }
   p.strided = s.var.seq_major;
   if (s.var.top_left) p.causal_align = attune::CausalAlign::top_left;
   p.top_k = s.var.top_k;
@@ -379,6 +451,86 @@ Inputs& inputs_for(const Shape& s) {
   return cache.front().second;
 }
 
+// A paged row's tensors (built once per row, the last kept; a 32k context is ~130 MB of bf16
+// K/V): the pool with every sequence's blocks at shuffled places, so no two of a sequence's blocks
+// are adjacent, the table and offsets; the prefix batch's tables share their first blocks unless
+// private_prefix. With `separate`: one contiguous problem per sequence with its own tensors.
+struct PagedInputs {
+  std::string key;
+  std::vector<std::int64_t> cu_q, cu_kv;
+  std::vector<std::int32_t> table;
+  std::vector<std::byte> q, k, v, out;
+  std::vector<attune::Problem> problems;
+  std::vector<std::vector<std::byte>> sq, sk, sv, so;
+};
+
+// `n` elements of `type` with unit-normal values (a 64k-value table repeated at varying offsets:
+// drawing hundreds of millions of normals would take longer than the benchmark).
+std::vector<std::byte> normal_bytes(Dtype type, std::int64_t n, std::uint32_t seed) {
+  static const std::vector<float> table = [] {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal;
+    std::vector<float> t(65536 + 4096);
+    for (float& x : t) x = normal(rng);
+    return t;
+  }();
+  std::vector<std::byte> out(static_cast<std::size_t>(n) * attune::size_of(type));
+  for (std::int64_t i = 0, chunk = 0; i < n; i += 65536, ++chunk) {
+    const std::int64_t m = std::min<std::int64_t>(65536, n - i);
+    const std::size_t offset = (chunk * 977 + seed) % 4096;
+    attune::convert_from_float(type, table.data() + offset, out.data() + static_cast<std::size_t>(i) * attune::size_of(type),
+                               static_cast<std::size_t>(m));
+  }
+  return out;
+}
+
+PagedInputs& paged_inputs_for(const Shape& s, const attune::Problem& p) {
+  static PagedInputs in;
+  const std::string key = p.to_string() + (s.var.separate ? "_sep" : "") + (s.var.private_prefix ? "_private" : "");
+  if (in.key == key) return in;
+  in = PagedInputs{};
+  in.key = key;
+  const PagedSequences seqs = paged_sequences(s.var.paged, 32768);
+  const Dtype kv = s.kv();
+  if (s.var.separate) {
+    for (std::size_t i = 0; i < seqs.context.size(); ++i) {
+      attune::Problem sub = p;  // sequence i as a dense problem of its own
+      sub.sequences = sub.block_size = sub.num_blocks = sub.max_blocks = 0;
+      sub.seq_q = seqs.new_tokens[i];
+      sub.seq_kv = seqs.context[i];
+      in.problems.push_back(sub);
+      in.sq.push_back(normal_bytes(s.dtype, sub.q_elements(), 1));
+      in.sk.push_back(normal_bytes(kv, sub.k_elements(), 2));
+      in.sv.push_back(normal_bytes(kv, sub.v_elements(), 3));
+      in.so.emplace_back(static_cast<std::size_t>(sub.out_elements()) * attune::size_of(s.dtype));
+    }
+    return in;
+  }
+  in.cu_q = {0};
+  in.cu_kv = {0};
+  for (std::size_t i = 0; i < seqs.context.size(); ++i) {
+    in.cu_q.push_back(in.cu_q.back() + seqs.new_tokens[i]);
+    in.cu_kv.push_back(in.cu_kv.back() + seqs.context[i]);
+  }
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(p.num_blocks));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(11));
+  in.table.assign(static_cast<std::size_t>(p.sequences * p.max_blocks), 0);
+  std::size_t next = 0;
+  const std::int64_t shared_blocks = s.var.private_prefix ? 0 : seqs.shared / p.block_size;
+  for (std::int64_t seq = 0; seq < p.sequences; ++seq) {
+    const std::int64_t blocks = (seqs.context[static_cast<std::size_t>(seq)] + p.block_size - 1) / p.block_size;
+    for (std::int64_t x = 0; x < blocks; ++x)
+      in.table[static_cast<std::size_t>(seq * p.max_blocks + x)] =
+          seq > 0 && x < shared_blocks ? in.table[static_cast<std::size_t>(x)] : ids[next++];
+  }
+  in.q = normal_bytes(s.dtype, p.q_elements(), 1);
+  in.k = normal_bytes(kv, p.k_elements(), 2);
+  in.v = normal_bytes(kv, p.v_elements(), 3);
+  in.out.resize(static_cast<std::size_t>(p.out_elements()) * attune::size_of(s.dtype));
+  return in;
+}
+
 // One more call with the stage counters on (outside the timed loop): the share of the task time
 // in packing K/V, QK^T, softmax, PV and the rest, as stage_<name>_frac counters (attune/stages.hpp).
 // Nothing is recorded when the call ran no tiles (amx's vector path for decoding).
@@ -421,8 +573,25 @@ void run_attention(benchmark::State& state, const attune::Kernel* kernel, attune
   o.config.block_q = g_tiles.block_q;
   o.config.block_kv = g_tiles.block_kv;
   Separate sep;
-  if (s.var.separate) sep = separate_of(s, p, var, q, k, v);
+  if (s.var.separate && s.var.paged == PagedBatch::none) sep = separate_of(s, p, var, q, k, v);
+  PagedInputs* paged = nullptr;
+  if (s.var.paged != PagedBatch::none) {
+    paged = &paged_inputs_for(s, p);
+    var.data.cu_seqlens_q = paged->cu_q.data();
+    var.data.cu_seqlens_kv = paged->cu_kv.data();
+    var.data.block_table = paged->table.data();
+  }
   auto call = [&] {
+    if (paged != nullptr && s.var.separate) {
+      for (std::size_t i = 0; i < paged->problems.size(); ++i)
+        attune::attention(paged->problems[i], paged->sq[i].data(), paged->sk[i].data(), paged->sv[i].data(),
+                          paged->so[i].data(), o);
+      return;
+    }
+    if (paged != nullptr) {
+      attune::attention(p, paged->q.data(), paged->k.data(), paged->v.data(), paged->out.data(), var.data, o);
+      return;
+    }
     if (!s.var.separate) {
       attune::attention(p, q.data(), k.data(), v.data(), out.data(), var.data, o);
       return;
@@ -469,6 +638,8 @@ std::string name_of(const attune::Kernel* k, attune::Isa isa, const Shape& s, in
   std::string var = to_problem(s).variant_string();
   if (s.var.mask == BenchMask::all_visible) var += "_allvis";
   if (s.var.mask == BenchMask::half_hidden) var += "_half";
+  if (s.var.paged == PagedBatch::mixed) var += "_mixed";
+  if (s.var.paged == PagedBatch::prefix) var += s.var.private_prefix ? "_prefix_private" : "_prefix_shared";
   if (s.var.separate) var += "_separate";
   if (!var.empty()) var = "/var:" + var.substr(1);
   const std::string kv = s.kv() != s.dtype ? "/kv:" + std::string(attune::to_string(s.kv())) : "";

@@ -15,12 +15,14 @@ namespace attune::cli {
 
 const char* const kVerifyHelp =
     "usage: attune verify [--kernel NAME] [--isa ISA] [--threads N] [--block-q N] [--block-kv N]\n"
-    "                     [--kv-splits N] [--micro auto|narrow|wide] [--grid full|quick] [--quiet]\n\n"
+    "                     [--kv-splits N] [--micro auto|narrow|wide] [--grid full|quick|paged] [--quiet]\n\n"
     "Runs every runnable (kernel, isa) pair over the built-in shape grid (odd d_k and\n"
     "lengths, causal, grouped-query, large logits) and prints the worst error per pair.\n"
     "--grid quick: a small part of it (d_k 1, 7, 129, odd lengths, decoding, large logits,\n"
     "each storage type, the variants on one shape, each quantized K/V type), for slow or\n"
-    "emulated CPUs. Storage rows read like fp32/kvint8 (fp32 Q/O, int8 K/V; +var: variants).\n"
+    "emulated CPUs. --grid paged: paged K/V only (block tables, mixed batches, every K/V\n"
+    "type). Storage rows read like fp32/kvint8 (fp32 Q/O, int8 K/V; +var: variants; +paged:\n"
+    "K/V read from a pool of blocks).\n"
     "Exit status 1 if any case exceeds its tolerance.\n";
 
 int cmd_verify(const std::vector<std::string>& argv) {
@@ -30,8 +32,8 @@ int cmd_verify(const std::vector<std::string>& argv) {
   no_positional(a);
   const Options base = parse_options(a);
   const std::string grid_name = a.get("--grid").value_or("full");
-  if (grid_name != "full" && grid_name != "quick")
-    throw UsageError("--grid must be 'full' or 'quick', not '" + grid_name + "'");
+  if (grid_name != "full" && grid_name != "quick" && grid_name != "paged")
+    throw UsageError("--grid must be 'full', 'quick' or 'paged', not '" + grid_name + "'");
   // One row per (kernel, isa, storage): storage "bf16" (every tensor) or "fp32/kvbf16" (Q/O, K/V),
   // with "+var" for the variants' matrix (reference::variant_grid).
   struct Row {
@@ -45,10 +47,13 @@ int cmd_verify(const std::vector<std::string>& argv) {
   auto storage_of = [](const Problem& p) {
     const std::string dtype(to_string(p.dtype));
     const std::string types = p.kv_type() == p.dtype ? dtype : dtype + "/kv" + std::string(to_string(p.kv_type()));
+    if (p.paged()) return types + "+paged";
     return p.plain() ? types : types + "+var";
   };
   std::vector<reference::Case> grid;
-  if (grid_name == "quick") {
+  if (grid_name == "paged") {
+    grid = reference::paged_grid();
+  } else if (grid_name == "quick") {
     grid = reference::quick_grid();
     // Quantized K/V (fp32 Q/O), two cases per type: a d_k tail (int4: one group) and causal
     // grouped-query decoding (emulated CPUs run this grid: keep it small).
@@ -58,6 +63,12 @@ int cmd_verify(const std::vector<std::string>& argv) {
       const bool decode = p.seq_q == 1 && p.seq_kv == 1000 && p.causal;
       if (p.dtype == Dtype::fp32 && (tail || decode)) grid.push_back(std::move(c));
     }
+    // Paged: the mixed batch of fp32 and int8 K/V.
+    for (auto& c : reference::paged_grid()) {
+      const Dtype kv = c.problem.kv_type();
+      if (c.name.ends_with("_mixed") && c.problem.dtype == Dtype::fp32 && (kv == Dtype::fp32 || kv == Dtype::int8))
+        grid.push_back(std::move(c));
+    }
   } else {
     grid = reference::verification_grid();
     for (auto& c : reference::variant_grid()) grid.push_back(std::move(c));
@@ -65,6 +76,7 @@ int cmd_verify(const std::vector<std::string>& argv) {
     // Quantized/Equivalence; here they would double verify's time).
     for (auto& c : reference::quant_grid())
       if (c.problem.dtype == Dtype::fp32) grid.push_back(std::move(c));
+    for (auto& c : reference::paged_grid()) grid.push_back(std::move(c));
   }
   std::vector<std::string> storages;  // in grid order
   for (const auto& c : grid)
@@ -82,7 +94,8 @@ int cmd_verify(const std::vector<std::string>& argv) {
   std::size_t done = 0;
   for (const auto& c : grid) {
     const auto in = reference::make_inputs(c, 42);
-    const auto ref = reference::attention(c.problem, in.q.data(), in.k.data(), in.v.data(), in.variant());
+    // Paged cases: the reference of the gathered K/V.
+    const auto ref = reference::attention(reference::unpaged(c.problem), in.q.data(), in.k.data(), in.v.data(), in.variant());
     const std::string storage = storage_of(c.problem);
     for (Row& r : rows) {
       if (r.storage != storage || !r.kernel->supports(c.problem, r.isa)) continue;

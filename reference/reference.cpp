@@ -191,7 +191,98 @@ VariantData Inputs::variant() const {
   d.out_strides = out_strides;
   if (!k_scales.empty()) d.kv_scales.k = k_scales.data();
   if (!v_scales.empty()) d.kv_scales.v = v_scales.data();
+  if (!block_table.empty()) d.block_table = block_table.data();
   return d;
+}
+
+Problem unpaged(const Problem& p) {
+  Problem u = p;
+  u.block_size = u.num_blocks = u.max_blocks = 0;
+  return u;
+}
+
+namespace {
+
+// Paged inputs: every later sequence shares sequence 0's first whole blocks (half of those both
+// contexts fill; its packed rows become copies of sequence 0's, scales included), so consecutive
+// sequences with long contexts form a shared prefix (cascade attention); every other block is
+// drawn from a shuffled pool; entries past a context are -1.
+void make_paged(const Problem& p, Inputs& in, std::mt19937_64& rng) {
+  const Problem u = unpaged(p);
+  const std::int64_t bs = p.block_size;
+  auto context = [&](std::int64_t s) { return in.cu_kv[static_cast<std::size_t>(s + 1)] - in.cu_kv[static_cast<std::size_t>(s)]; };
+  std::vector<std::int64_t> shared(static_cast<std::size_t>(p.sequences), 0);  // blocks shared with sequence 0
+  for (std::int64_t s = 1; s < p.sequences; ++s) shared[static_cast<std::size_t>(s)] = std::min(context(0), context(s)) / bs / 2;
+  const Dtype kv = u.kv_type();
+  for (std::int64_t sh = p.heads_kv; sh < p.sequences * p.heads_kv; ++sh) {  // (sequence >= 1, KV head)
+    const std::int64_t s = sh / p.heads_kv, hk = sh % p.heads_kv;
+    for (std::int64_t t = 0; t < shared[static_cast<std::size_t>(s)] * bs; ++t) {
+      const std::int64_t from = hk * u.seq_kv + in.cu_kv[0] + t, to = hk * u.seq_kv + in.cu_kv[static_cast<std::size_t>(s)] + t;
+      for (const bool is_k : {true, false}) {
+        const std::int64_t d = is_k ? p.d_k : p.d_v;
+        std::vector<float>& x = is_k ? in.k : in.v;
+        std::copy_n(x.begin() + from * d, d, x.begin() + to * d);
+        if (!is_quantized(kv)) continue;
+        std::vector<unsigned char>& codes = is_k ? in.k_codes : in.v_codes;
+        const std::int64_t rb = static_cast<std::int64_t>(row_bytes(kv, d));
+        std::copy_n(codes.begin() + from * rb, rb, codes.begin() + to * rb);
+        const std::int64_t rec = scale_record_elements(kv, d, is_k) * static_cast<std::int64_t>(scale_element_bytes(kv));
+        std::vector<unsigned char>& scales = is_k ? in.k_scales : in.v_scales;
+        if (rec > 0) std::copy_n(scales.begin() + from * rec, rec, scales.begin() + to * rec);
+      }
+    }
+  }
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(p.num_blocks));
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(i);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  in.block_table.assign(static_cast<std::size_t>(p.sequences * p.max_blocks), -1);
+  std::size_t next = 0;
+  for (std::int64_t s = 0; s < p.sequences; ++s) {
+    for (std::int64_t x = 0; x < (context(s) + bs - 1) / bs; ++x) {
+      std::int32_t& slot = in.block_table[static_cast<std::size_t>(s * p.max_blocks + x)];
+      if (x < shared[static_cast<std::size_t>(s)]) {
+        slot = in.block_table[static_cast<std::size_t>(x)];
+      } else {
+        if (next == ids.size()) throw std::logic_error("paged case " + p.to_string() + ": num_blocks is too small");
+        slot = ids[next++];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+PagedKv page_kv(const Problem& p, const Inputs& in, const Stored& stored) {
+  const Dtype kv = p.kv_type();
+  const std::int64_t bs = p.block_size, total = p.seq_kv;
+  PagedKv out;
+  for (const bool is_k : {true, false}) {
+    const std::int64_t d = is_k ? p.d_k : p.d_v;
+    const std::int64_t rb = static_cast<std::int64_t>(row_bytes(kv, d));
+    const unsigned char* packed = is_k ? static_cast<const unsigned char*>(stored.k_data())
+                                       : static_cast<const unsigned char*>(stored.v_data());
+    std::vector<unsigned char>& pool = is_k ? out.k : out.v;
+    pool.assign(static_cast<std::size_t>(p.num_blocks * bs * p.heads_kv * rb), 0xff);
+    const std::int64_t rec = scale_record_elements(kv, d, is_k) * static_cast<std::int64_t>(scale_element_bytes(kv));
+    const std::vector<unsigned char>& scales = is_k ? in.k_scales : in.v_scales;
+    std::vector<unsigned char>& scale_pool = is_k ? out.k_scales : out.v_scales;
+    if (rec > 0) {
+      scale_pool.assign(static_cast<std::size_t>(p.num_blocks * p.heads_kv * bs * rec), 0xff);
+    } else {
+      scale_pool = scales;  // per KV head or channel: not paged
+    }
+    for (std::int64_t s = 0; s < p.sequences; ++s) {
+      for (std::int64_t j = 0; j < in.cu_kv[static_cast<std::size_t>(s + 1)] - in.cu_kv[static_cast<std::size_t>(s)]; ++j) {
+        const std::int64_t block = in.block_table[static_cast<std::size_t>(s * p.max_blocks + j / bs)], row = j % bs;
+        for (std::int64_t hk = 0; hk < p.heads_kv; ++hk) {
+          const std::int64_t from = hk * total + in.cu_kv[static_cast<std::size_t>(s)] + j;
+          std::copy_n(packed + from * rb, rb, pool.begin() + ((block * p.heads_kv + hk) * bs + row) * rb);
+          if (rec > 0) std::copy_n(scales.begin() + from * rec, rec, scale_pool.begin() + ((block * p.heads_kv + hk) * bs + row) * rec);
+        }
+      }
+    }
+  }
+  return out;
 }
 
 void quantize_inputs(const Problem& p, Inputs& in) {
@@ -208,9 +299,19 @@ void quantize_inputs(const Problem& p, Inputs& in) {
   }
 }
 
-Inputs make_inputs(const Case& c, std::uint64_t seed) { return make_inputs(c.problem, c.q_scale, seed, c.mask_pattern); }
+Inputs make_inputs(const Case& c, std::uint64_t seed) {
+  const bool given = !c.cu_q.empty();
+  return make_inputs(c.problem, c.q_scale, seed, c.mask_pattern, given ? &c.cu_q : nullptr, given ? &c.cu_kv : nullptr);
+}
 
-Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPattern pattern) {
+Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPattern pattern,
+                   const std::vector<std::int64_t>* cu_q, const std::vector<std::int64_t>* cu_kv) {
+  if (p.paged()) {
+    Inputs in = make_inputs(unpaged(p), q_scale, seed, pattern, cu_q, cu_kv);
+    std::mt19937_64 rng(seed + 1);
+    make_paged(p, in, rng);
+    return in;
+  }
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   Inputs in;
@@ -238,8 +339,12 @@ Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPatt
     in.k_strides = Strides::contiguous(p.heads_kv, p.seq_kv + 7, p.d_k + (kv == Dtype::int4 ? 32 : 3));
     in.v_strides = Strides::contiguous(p.heads_kv, p.seq_kv + 7, p.d_v);
   }
+  if (cu_q != nullptr && cu_kv != nullptr) {
+    in.cu_q = *cu_q;
+    in.cu_kv = *cu_kv;
+  }
   for (auto [cu, total] : {std::pair{&in.cu_q, p.seq_q}, std::pair{&in.cu_kv, p.seq_kv}}) {
-    if (p.sequences == 0) break;
+    if (p.sequences == 0 || !cu->empty()) break;
     std::uniform_int_distribution<std::int64_t> cut(0, total);
     cu->push_back(0);
     for (std::int64_t s = 1; s < p.sequences; ++s) cu->push_back(cut(rng));
@@ -487,6 +592,83 @@ std::vector<Case> quant_grid() {
     if (p.kv_dtype == Dtype::int4 && (p.d_k % 32 != 0 || p.d_v % 32 != 0)) p.d_k = p.d_v = 32;  // whole groups
     add(p, c.q_scale, c.name.substr(c.problem.to_string().size()).c_str(), c.mask_pattern);
   }
+  return cases;
+}
+
+std::vector<Case> paged_grid() {
+  std::vector<Case> cases;
+  // A paged case from per-sequence query and context lengths; num_blocks leaves a few spare
+  // blocks (never read) and max_blocks a spare column (-1 entries, never read).
+  auto add = [&](std::int64_t hq, std::int64_t hkv, std::int64_t d, std::int64_t block_size,
+                 const std::vector<std::int64_t>& q_lens, const std::vector<std::int64_t>& ctx, bool causal, Dtype q,
+                 Dtype kv, const char* tag = "", void (*variant)(Problem&) = nullptr) {
+    Case c;
+    Problem& p = c.problem;
+    p.heads_q = hq;
+    p.heads_kv = hkv;
+    p.d_k = p.d_v = d;
+    p.causal = causal;
+    p.dtype = q;
+    p.kv_dtype = kv;
+    p.sequences = static_cast<std::int64_t>(q_lens.size());
+    p.block_size = block_size;
+    c.cu_q = {0};
+    c.cu_kv = {0};
+    std::int64_t blocks = 0, widest = 0;
+    for (std::size_t s = 0; s < q_lens.size(); ++s) {
+      c.cu_q.push_back(c.cu_q.back() + q_lens[s]);
+      c.cu_kv.push_back(c.cu_kv.back() + ctx[s]);
+      blocks += (ctx[s] + block_size - 1) / block_size;
+      widest = std::max(widest, (ctx[s] + block_size - 1) / block_size);
+    }
+    p.seq_q = std::max<std::int64_t>(c.cu_q.back(), 1);
+    p.seq_kv = std::max<std::int64_t>(c.cu_kv.back(), 1);
+    if (c.cu_q.back() == 0 || c.cu_kv.back() == 0) return;  // totals must be positive
+    p.num_blocks = blocks + 3;
+    p.max_blocks = widest + 1;
+    if (variant != nullptr) variant(p);
+    c.name = p.to_string() + tag;
+    for (const Case& other : cases)
+      if (other.name == c.name) return;
+    cases.push_back(c);
+  };
+  std::size_t rotate = 0;
+  for (const Dtype kv : {Dtype::fp32, Dtype::bf16, Dtype::fp16, Dtype::int8, Dtype::int8_kc, Dtype::fp8_e4m3,
+                         Dtype::fp8_e5m2, Dtype::int4}) {
+    const bool int4 = kv == Dtype::int4;
+    const Dtype q = kv == Dtype::bf16 ? Dtype::bf16 : Dtype::fp32;  // bf16 K/V with bf16 Q: the dot tiles
+    // Decoding: one query per sequence, GQA, contexts off every block and tile, one empty.
+    add(8, 2, 64, 16, {1, 1, 1, 1}, {100, 0, 257, 33}, true, q, kv, "_decode");
+    add(4, 1, 128, 32, {1, 1, 1}, {1000, 17, 600}, true, q, kv, "_decode");
+    // Mixed: decoding, verifying 5 speculative tokens, prefilling 70 on a cached prefix, and a
+    // sequence with more queries (9) than cached keys (3).
+    add(4, 4, int4 ? 32 : 65, 16, {1, 5, 70, 9}, {300, 45, 200, 3}, true, q, kv, "_mixed");
+    // A shared prefix (cascade attention): sequences 0-2 share 15 blocks (240 keys), decoding
+    // and verifying 4 tokens; then a short sequence that ends the group.
+    add(8, 2, 64, 16, {1, 1, 4, 1, 2}, {700, 520, 650, 90, 300}, true, q, kv, "_prefix");
+    add(2, 1, int4 ? 32 : 65, 32, {3, 2, 1}, {900, 600, 1000}, false, q, kv, "_prefix");
+    // Block sizes 1 and 256; odd d_k; not causal.
+    add(2, 1, int4 ? 32 : 7, 1, {3, 1, 4}, {20, 9, 31}, true, q, kv, "_bs1");
+    add(4, 2, 128, 256, {1, 17}, {600, 300}, true, q, kv, "_bs256");
+    add(2, 2, int4 ? 64 : 129, 16, {17, 1, 2}, {65, 40, 7}, false, q, kv, "_noncausal");
+    // The variants on a mixed batch (rotating so every type meets each).
+    static void (*const kVariants[])(Problem&) = {
+        [](Problem& p) { p.window = 24; },
+        [](Problem& p) { p.softcap = 5.0f; },
+        [](Problem& p) { p.alibi = true; },
+        [](Problem& p) { p.sinks = true; },
+        [](Problem& p) { p.window = 9; p.alibi = true; p.sinks = true; p.softcap = 20.0f; },
+    };
+    for (int v = 0; v < 2; ++v)
+      add(4, 2, int4 ? 32 : 64, 16, {1, 6, 40}, {150, 50, 90}, true, q, kv, "", kVariants[rotate++ % 5]);
+  }
+  // 16-bit Q with fp32 K/V and fp16 Q with fp16 K/V.
+  add(8, 2, 64, 16, {1, 3, 20}, {300, 21, 40}, true, Dtype::fp16, Dtype::fp16, "_mixed");
+  add(8, 2, 64, 16, {1, 3, 20}, {300, 21, 40}, true, Dtype::bf16, Dtype::fp32, "_mixed");
+  // Large logits.
+  cases.push_back(cases.front());
+  cases.back().q_scale = 30.0f;
+  cases.back().name += "_large";
   return cases;
 }
 
@@ -758,7 +940,15 @@ Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>
   // All-ones bytes are NaN in every type: an element the kernel never writes fails.
   std::vector<unsigned char> out((static_cast<std::size_t>(p.out_elements()) + 1) * osize, 0xff);
   const VariantData var = in.variant();
-  if (p.strided) {
+  if (p.paged()) {
+    // The packed K/V laid out in a pool of blocks through the case's table.
+    const Stored packed = store(unpaged(p), in, 1);
+    const PagedKv pool = page_kv(p, in, packed);
+    VariantData paged_var = var;
+    if (!pool.k_scales.empty()) paged_var.kv_scales.k = pool.k_scales.data();
+    if (!pool.v_scales.empty()) paged_var.kv_scales.v = pool.v_scales.data();
+    attune::attention(p, packed.q_data(), pool.k.data(), pool.v.data(), out.data() + osize, paged_var, options);
+  } else if (p.strided) {
     // The same values laid out with the case's strides (one element of misalignment kept).
     auto restride = [&](std::vector<unsigned char>& bytes, std::size_t offset, const Strides& st, std::int64_t heads,
                         std::int64_t seq, std::int64_t dim, Dtype type) {
@@ -779,7 +969,7 @@ Check run_and_compare(const Case& c, const Inputs& in, const std::vector<double>
   const Choice choice = resolve(p, options);
   const Dtype pv = choice.kernel->pv_dtype(p, choice.isa);
   if (pv == Dtype::fp32) return compare(p, in, o.data(), ref);
-  const auto abs_v = attention_abs_v(p, in.q.data(), in.k.data(), in.v.data(), in.variant());
+  const auto abs_v = attention_abs_v(unpaged(p), in.q.data(), in.k.data(), in.v.data(), in.variant());
   return compare(p, in, o.data(), ref, pv, &abs_v);
 }
 

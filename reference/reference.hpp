@@ -43,8 +43,17 @@ struct Inputs {
   // scale arrays (KvScales layouts, contiguous) that quantize_kv made from the float values; k and
   // v above then hold the dequantized values the reference computes from.
   std::vector<unsigned char> k_codes, v_codes, k_scales, v_scales;
+  // Paged problems: the block table [sequences, max_blocks] (entries past a context are -1); the
+  // values above are the packed varlen K/V of unpaged(p), which page_kv lays out in the pool.
+  std::vector<std::int32_t> block_table;
   VariantData variant() const;  // pointers into the arrays above (nullptr where empty)
 };
+
+// A paged problem as the varlen problem of its gathered K/V (the same sequences, K/V packed along
+// seq_kv): what the reference computes on. Other problems unchanged.
+Problem unpaged(const Problem& p);
+
+
 // Quantizes a problem's K/V rows (float, [batch, heads_kv, seq_kv, d]) as make_inputs does:
 // per-head fp8 scales over all batches, int8_kc's K per (batch, head) channel, the rest per row;
 // k and v are replaced by their dequantized values.
@@ -55,11 +64,15 @@ void quantize_inputs(const Problem& p, Inputs& in);
 // unit-normal sinks, and a mask of 16 x 16 blocks that are hidden, visible (0 when additive) or
 // mixed entry by entry (additive: N(0, 1) values and -inf), with every 7th row fully hidden;
 // varlen: sorted random cut points of seq_q and seq_kv (so some sequences may be empty);
+// paged: the inputs of unpaged(p), with sequence 1's first blocks equal to sequence 0's (both
+// table rows name the same blocks: shared prefix blocks), and a table of shuffled block ids;
 // strided: Q/O [batch, seq, heads, dim], K/V a KV cache of capacity seq_kv + 7 (K rows padded).
 // The values (q, k, v) stay dense; run_and_compare lays them out with the strides.
 enum class MaskPattern { blocks, all_hidden, all_visible, half_hidden };
 // half_hidden: whole 64-key columns hidden in every other column block (half the tiles blank).
-Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPattern pattern = MaskPattern::blocks);
+// `cu_q`, `cu_kv`: varlen offsets to use instead of random cuts (both or neither).
+Inputs make_inputs(const Problem& p, float q_scale, std::uint64_t seed, MaskPattern pattern = MaskPattern::blocks,
+                   const std::vector<std::int64_t>* cu_q = nullptr, const std::vector<std::int64_t>* cu_kv = nullptr);
 
 // The inputs in their storage types, ready for attention(); `pad` elements of padding before
 // each tensor (tensors then start at data() + pad * size_of(type), e.g. to misalign them).
@@ -71,6 +84,16 @@ struct Stored {
   const void* v_data() const { return v.data() + kv_offset; }
 };
 Stored store(const Problem& p, const Inputs& in, std::size_t pad = 0);
+
+// The pool of a paged problem: K and V [num_blocks, heads_kv, block_size, d] in the storage type
+// (quantized: the codes, and the scale pools [num_blocks, heads_kv, block_size] of token records),
+// filled from the packed stored K/V (`stored`, store(unpaged(p), in)) through in.block_table.
+// Blocks no sequence uses hold all-ones bytes (NaN in the float types): a kernel that reads
+// outside the table's blocks fails.
+struct PagedKv {
+  std::vector<unsigned char> k, v, k_scales, v_scales;
+};
+PagedKv page_kv(const Problem& p, const Inputs& in, const Stored& stored);
 // An output buffer in p.dtype as float32 values (what compare() reads).
 std::vector<float> load_output(const Problem& p, const void* out);
 
@@ -79,6 +102,8 @@ struct Case {
   float q_scale = 1.0f;
   std::string name;  // unique, usable in a GoogleTest name
   MaskPattern mask_pattern = MaskPattern::blocks;
+  // Varlen and paged: the offsets cu_seqlens_q / cu_seqlens_kv (empty: random cut points).
+  std::vector<std::int64_t> cu_q, cu_kv;
 };
 // make_inputs for a case (its q_scale and mask pattern).
 Inputs make_inputs(const Case& c, std::uint64_t seed);
@@ -103,6 +128,12 @@ std::vector<Case> quick_grid();
 // long cache (split-KV in flash), batch > 1, d_v != d_k, large logits; and the variants' matrix
 // (fp32 Q) with the K/V type rotating over the quantized types.
 std::vector<Case> quant_grid();
+
+// Paged K/V (Problem::paged) with every K/V type: decoding batches, a mixed batch (a sequence
+// decoding, one verifying a few tokens, one prefilling a chunk on a cached prefix), an empty
+// context, a sequence with more queries than cached keys, block sizes 1, 16, 32 and 256, shared
+// blocks (make_inputs), GQA, odd d_k, and the variants (window, soft-cap, ALiBi, sinks).
+std::vector<Case> paged_grid();
 
 // The float32 part of the tolerance on the abs error of one output, see reference.cpp for the
 // derivation: 1e-4, widened only when the logits are so large that float32 cannot represent

@@ -37,8 +37,9 @@ const Expected& expected(const Case& c) {
   if (!slot) {
     slot = std::make_unique<Expected>();
     slot->in = attune::reference::make_inputs(c, 42);
-    slot->ref = attune::reference::attention(c.problem, slot->in.q.data(), slot->in.k.data(), slot->in.v.data(),
-                                             slot->in.variant());
+    // Paged cases: the reference of the gathered (packed varlen) K/V.
+    slot->ref = attune::reference::attention(attune::reference::unpaged(c.problem), slot->in.q.data(),
+                                             slot->in.k.data(), slot->in.v.data(), slot->in.variant());
   }
   return *slot;
 }
@@ -137,22 +138,20 @@ std::vector<Param> configured_params() {
   return out;
 }
 
-// The variants' matrix on every kernel and ISA that supports() each case, with the default
-// config and, on tiled kernels, odd tiles, key splits and each register tile.
-std::vector<Param> variant_params() {
-  std::vector<Param> out;
+// A grid's cases on every kernel and ISA that supports() each, with the default config and, on
+// the tiled kernels, the other configs on a rotating share of the cases (every `share`-th).
+std::vector<Param> grid_params(const std::vector<Case>& grid, std::size_t share) {
   const std::pair<std::string, attune::Config> configs[] = {
       {"", {}}, {"tiles7x13", {7, 13, 0, 0}}, {"t2_split3", {16, 32, 2, 3}}, {"narrow_tile", {0, 0, 0, 0, 1}},
       {"wide_tile_33x16", {33, 16, 0, 0, 2}}};
-  const auto grid = attune::reference::variant_grid();
+  std::vector<Param> out;
   for (const attune::Kernel* k : attune::kernels()) {
     for (attune::Isa isa : attune::runnable_isas(*k)) {
       for (std::size_t i = 0; i < grid.size(); ++i) {
         const Case& c = grid[i];
         if (!k->supports(c.problem, isa)) continue;
         for (const auto& [name, config] : configs) {
-          // Every case with the defaults; the other configs on a rotating share of the cases.
-          if (!name.empty() && (k->params().empty() || (i + name.size()) % 3 != 0)) continue;
+          if (!name.empty() && (k->params().empty() || (i + name.size()) % share != 0)) continue;
           out.push_back({k, isa, c, config, name});
         }
       }
@@ -161,32 +160,18 @@ std::vector<Param> variant_params() {
   return out;
 }
 
-// Quantized K/V (reference::quant_grid) on every kernel and ISA that takes it, with the defaults
-// and, on the tiled kernels, key splits, odd tiles and each register tile on a rotating share.
-std::vector<Param> quant_params() {
-  std::vector<Param> out;
-  const std::pair<std::string, attune::Config> configs[] = {
-      {"", {}}, {"t2_split3", {16, 32, 2, 3}}, {"tiles7x13", {7, 13, 0, 0}}, {"narrow_tile", {0, 0, 0, 0, 1}},
-      {"wide_tile_33x16", {33, 16, 0, 0, 2}}};
-  const auto grid = attune::reference::quant_grid();
-  for (const attune::Kernel* k : attune::kernels()) {
-    for (attune::Isa isa : attune::runnable_isas(*k)) {
-      for (std::size_t i = 0; i < grid.size(); ++i) {
-        const Case& c = grid[i];
-        if (!k->supports(c.problem, isa)) continue;
-        for (const auto& [name, config] : configs) {
-          if (!name.empty() && (k->params().empty() || (i + name.size()) % 4 != 0)) continue;
-          out.push_back({k, isa, c, config, name});
-        }
-      }
-    }
-  }
-  return out;
-}
+// The variants' matrix (reference::variant_grid).
+std::vector<Param> variant_params() { return grid_params(attune::reference::variant_grid(), 3); }
+// Quantized K/V (reference::quant_grid).
+std::vector<Param> quant_params() { return grid_params(attune::reference::quant_grid(), 4); }
+// Paged K/V with every K/V type (reference::paged_grid): odd tiles (13 keys against blocks of 16,
+// so tiles end at block ends and straddle none), key splits and each register tile included.
+std::vector<Param> paged_params() { return grid_params(attune::reference::paged_grid(), 2); }
 
 INSTANTIATE_TEST_SUITE_P(Registry, Equivalence, ::testing::ValuesIn(all_params()), param_name);
 INSTANTIATE_TEST_SUITE_P(Quantized, Equivalence, ::testing::ValuesIn(quant_params()), param_name);
 INSTANTIATE_TEST_SUITE_P(Variants, Equivalence, ::testing::ValuesIn(variant_params()), param_name);
+INSTANTIATE_TEST_SUITE_P(Paged, Equivalence, ::testing::ValuesIn(paged_params()), param_name);
 
 // Bit-identical reruns of the variants with threads and key splits (strided cases need their
 // own buffer layout, which the determinism test does not build).
@@ -218,6 +203,14 @@ TEST(EquivalenceCoverage, VariantsRunOnATiledKernel) {
         tiled = tiled || (k->name() != "naive" && k->supports(c.problem, isa));
     EXPECT_TRUE(tiled) << c.name;
   }
+}
+
+// Every paged case runs on flash, on every ISA this CPU runs.
+TEST(EquivalenceCoverage, PagedRunsOnFlashEverywhere) {
+  const attune::Kernel* flash = attune::find_kernel("flash");
+  ASSERT_NE(flash, nullptr);
+  for (const Case& c : attune::reference::paged_grid())
+    for (attune::Isa isa : attune::runnable_isas(*flash)) EXPECT_TRUE(flash->supports(c.problem, isa)) << c.name << " " << attune::to_string(isa);
 }
 
 // Every kernel with a portable (scalar) build runs here; a kernel without one whose builds

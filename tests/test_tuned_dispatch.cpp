@@ -191,7 +191,7 @@ TEST_F(TunedDispatch, TheTableIsUsedByAttentionAndStaysCorrect) {
   EXPECT_FLOAT_EQ(out[0], 0.5f);
   // Each typed entry runs on real 16-bit buffers and meets the reference's bound for its types.
   for (const Problem& t : {typed(p, Dtype::bf16), typed(p, Dtype::fp32, Dtype::bf16)}) {
-    attune::reference::Case c{t, 1.0f, t.to_string()};
+    attune::reference::Case c{t, 1.0f, t.to_string(), {}, {}, {}};
     const auto in = attune::reference::make_inputs(t, 1.0f, 3);
     const auto ref = attune::reference::attention(t, in.q.data(), in.k.data(), in.v.data());
     const auto check = attune::reference::run_and_compare(c, in, ref, attune::Options{});
@@ -576,7 +576,7 @@ class OnlineTuning : public testing::Test {
   }
   // Runs `auto` on p and checks the output against the float64 reference's bound.
   static void run_checked(const Problem& p, int seed = 3) {
-    attune::reference::Case c{p, 1.0f, p.to_string()};
+    attune::reference::Case c{p, 1.0f, p.to_string(), {}, {}, {}};
     const auto in = attune::reference::make_inputs(p, 1.0f, seed);
     const auto ref = attune::reference::attention(p, in.q.data(), in.k.data(), in.v.data());
     const auto check = attune::reference::run_and_compare(c, in, ref, attune::Options{});

@@ -100,7 +100,9 @@ std::int64_t scale_elements(const Problem& p, bool is_k) {
   const std::int64_t d = is_k ? p.d_k : p.d_v;
   if (kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2) return p.heads_kv;
   if (kv == Dtype::int8_kc && is_k) return p.batch * p.heads_kv * p.d_k;
-  return p.batch * p.heads_kv * p.seq_kv * scale_record_elements(kv, d, is_k);
+  // Paged: a record per row of every block, [num_blocks, heads_kv, block_size].
+  const std::int64_t tokens = p.paged() ? p.num_blocks * p.block_size : p.batch * p.seq_kv;
+  return tokens * p.heads_kv * scale_record_elements(kv, d, is_k);
 }
 
 void kv_head_scales(Dtype kv, bool is_k, const float* x, std::int64_t tokens, std::int64_t d, float* out) {

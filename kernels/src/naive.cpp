@@ -43,9 +43,9 @@ class Naive final : public Kernel {
   }
   std::vector<Isa> isas() const override { return {Isa::scalar}; }
   int rank() const noexcept override { return 0; }
-  // Every variant; quantized K/V dequantized into float32 copies (not int4 with strides: the
-  // contiguous copies move whole elements).
-  bool supports(const Problem& p, Isa) const override { return !(p.kv_type() == Dtype::int4 && p.strided); }
+  // Every variant but paged K/V; quantized K/V dequantized into float32 copies (not int4 with
+  // strides: the contiguous copies move whole elements).
+  bool supports(const Problem& p, Isa) const override { return !(p.kv_type() == Dtype::int4 && p.strided) && !p.paged(); }
 
   std::size_t workspace_bytes(const Problem& p, const Config&, Isa) const override {
     // the score row, and the key indices of top-k

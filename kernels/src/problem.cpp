@@ -80,6 +80,17 @@ void Problem::validate() const {
   if (top_k < 0) fail("top_k", top_k, "must be >= 0 (0: off)");
   if (sequences < 0) fail("sequences", sequences, "must be >= 0 (0: not varlen)");
   if (sequences > 0 && batch != 1) fail("batch", batch, "must be 1 with sequences (varlen packs them along seq)");
+  if (block_size < 0) fail("block_size", block_size, "must be >= 0 (0: not paged)");
+  if (paged()) {
+    if (sequences == 0) fail("sequences", sequences, "must be > 0 with paged K/V (block_size > 0)");
+    if (num_blocks <= 0) fail("num_blocks", num_blocks, "must be positive with paged K/V");
+    if (max_blocks <= 0) fail("max_blocks", max_blocks, "must be positive with paged K/V");
+    checked_product({num_blocks, block_size, heads_kv, std::max(d_k, d_v)}, "the K/V block pool");
+    checked_product({sequences, max_blocks, block_size}, "the block table's keys");
+  } else if (num_blocks != 0 || max_blocks != 0) {
+    fail(num_blocks != 0 ? "num_blocks" : "max_blocks", num_blocks != 0 ? num_blocks : max_blocks,
+         "is set but block_size = 0 (not paged)");
+  }
   checked_product({batch, heads_q, seq_q, d_k}, "Q");
   checked_product({batch, heads_kv, seq_kv, d_k}, "K");
   checked_product({batch, heads_kv, seq_kv, d_v}, "V");
@@ -93,8 +104,12 @@ float Problem::effective_scale() const {
 
 std::int64_t Problem::group_size() const { return heads_q / heads_kv; }
 std::int64_t Problem::q_elements() const { return batch * heads_q * seq_q * d_k; }
-std::int64_t Problem::k_elements() const { return batch * heads_kv * seq_kv * d_k; }
-std::int64_t Problem::v_elements() const { return batch * heads_kv * seq_kv * d_v; }
+std::int64_t Problem::k_elements() const {
+  return paged() ? num_blocks * block_size * heads_kv * d_k : batch * heads_kv * seq_kv * d_k;
+}
+std::int64_t Problem::v_elements() const {
+  return paged() ? num_blocks * block_size * heads_kv * d_v : batch * heads_kv * seq_kv * d_v;
+}
 std::int64_t Problem::out_elements() const { return batch * heads_q * seq_q * d_v; }
 
 bool Problem::plain() const {
@@ -140,6 +155,7 @@ Problem Problem::sequence(std::int64_t s, const VariantData& data) const {
   if (sequences == 0) return *this;
   Problem sub = *this;
   sub.sequences = 0;
+  sub.block_size = sub.num_blocks = sub.max_blocks = 0;
   sub.seq_q = data.cu_seqlens_q[s + 1] - data.cu_seqlens_q[s];
   sub.seq_kv = data.cu_seqlens_kv[s + 1] - data.cu_seqlens_kv[s];
   return sub;
@@ -191,8 +207,12 @@ double Problem::min_bytes() const {
   const double rows = static_cast<double>(batch * heads_kv * seq_kv);
   double kv_bytes = rows * static_cast<double>(row_bytes(kv, d_k) + row_bytes(kv, d_v));
   if (is_quantized(kv)) {
-    kv_bytes += static_cast<double>(scale_elements(*this, true) + scale_elements(*this, false)) *
-                static_cast<double>(scale_element_bytes(kv));
+    // Paged: the token records of the context (the pool may hold more); the per-head and
+    // per-channel scales are a few hundred bytes at most.
+    const double scales = paged() ? rows * static_cast<double>(scale_record_elements(kv, d_k, true) +
+                                                                 scale_record_elements(kv, d_v, false))
+                                  : static_cast<double>(scale_elements(*this, true) + scale_elements(*this, false));
+    kv_bytes += scales * static_cast<double>(scale_element_bytes(kv));
   }
   return qo * static_cast<double>(q_elements() + out_elements()) + kv_bytes;
 }
@@ -221,6 +241,7 @@ std::string Problem::variant_string() const {
   }
   if (top_k > 0) os << "_top" << top_k;
   if (sequences > 0) os << "_varlen" << sequences;
+  if (paged()) os << "_paged" << block_size;
   if (strided) os << "_strided";
   std::string s = os.str();
   for (char& ch : s)
@@ -310,6 +331,24 @@ void VariantData::validate(const Problem& p) const {
     if (cu[p.sequences] != total)
       throw InvalidArgument(std::string("invalid variant data: ") + name + "[" + std::to_string(p.sequences) + "] = " +
                             std::to_string(cu[p.sequences]) + " must equal the total " + std::to_string(total));
+  }
+  presence("block_table", p.paged(), block_table, "block_size");
+  if (p.paged()) {
+    for (std::int64_t s = 0; s < p.sequences; ++s) {
+      const std::int64_t context = cu_seqlens_kv[s + 1] - cu_seqlens_kv[s];
+      const std::int64_t blocks = (context + p.block_size - 1) / p.block_size;
+      if (blocks > p.max_blocks)
+        throw InvalidArgument("invalid variant data: sequence " + std::to_string(s) + " has " + std::to_string(context) +
+                              " keys, more than its " + std::to_string(p.max_blocks) + " table entries of " +
+                              std::to_string(p.block_size) + " keys hold");
+      for (std::int64_t x = 0; x < blocks; ++x) {
+        const std::int32_t id = block_table[s * p.max_blocks + x];
+        if (id < 0 || id >= p.num_blocks)
+          throw InvalidArgument("invalid variant data: block_table[" + std::to_string(s) + "][" + std::to_string(x) +
+                                "] = " + std::to_string(id) + " is not a block of the pool [0, " +
+                                std::to_string(p.num_blocks) + ")");
+      }
+    }
   }
   for (std::int64_t h = 0; alibi_slopes != nullptr && h < p.heads_q; ++h) {
     if (!std::isfinite(alibi_slopes[h]))

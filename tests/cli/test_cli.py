@@ -700,9 +700,15 @@ def test_verify_quiet(attune_bin):
     quantized = ("int8", "int8_kc", "fp8_e4m3", "fp8_e5m2", "int4")
     storages = {"fp32", "bf16", "fp16", "fp32/kvbf16", "fp32/kvfp16"} | {"fp32/kv%s" % t for t in quantized}
     variant_storages = {"fp32+var", "bf16+var", "fp32/kvbf16+var"} | {"fp32/kv%s+var" % t for t in quantized}
+    # Paged K/V (+paged rows): every K/V type, on the kernels that read a pool of blocks.
+    paged_storages = {"fp32+paged", "bf16+paged", "fp16+paged", "fp32/kvfp16+paged", "bf16/kvfp32+paged"} | {
+        "fp32/kv%s+paged" % t for t in quantized}
     for pair in pairs:
         expected = {"bf16"} if pair[0] in BF16_ONLY_KERNELS else storages
         checked = {row[2] for row in rows if row[:2] == pair}
+        paged = {s for s in checked if s.endswith("+paged")}
+        assert paged == (paged_storages if pair[0] in ("simd", "flash") else set()), pair
+        checked -= paged
         assert {s for s in checked if not s.endswith("+var")} == expected, pair
         variants = {s for s in checked if s.endswith("+var")}
         assert variants in (set(), variant_storages), pair

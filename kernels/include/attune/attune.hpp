@@ -8,6 +8,7 @@
 #include <attune/kernel.hpp>
 #include <attune/kv_quant.hpp>
 #include <attune/mha.hpp>  // declares attune::mha when built with BLAS
+#include <attune/paged.hpp>
 #include <attune/probes.hpp>
 #include <attune/problem.hpp>
 #include <attune/stages.hpp>

@@ -15,7 +15,9 @@ struct Problem;
 // Scales of a quantized K and V, one array each (K and V of a problem have the same type).
 // "Token records" are per (batch, KV head, token); their strides (in records) default to the
 // contiguous [batch, heads_kv, seq_kv] when all three are zero, so a strided cache (capacity >
-// seq_kv, [batch, seq, heads] order, varlen packing) can keep its scales in its own order.
+// seq_kv, [batch, seq, heads] order, varlen packing) can keep its scales in its own order. Paged
+// K/V: records per (block, KV head, row), contiguous [num_blocks, heads_kv, block_size], the batch
+// stride stepping between blocks.
 //   int8      k, v: float [token records]: x = code * scale (codes -127..127, symmetric)
 //   int8_kc   k: float [batch, heads_kv, d_k] per channel (KIVI: K's outliers are per channel),
 //                contiguous, not strided;  v: float [token records] as int8

@@ -92,6 +92,20 @@ struct Problem {
   // sequence s reads its diagonal block [cu_q[s], cu_q[s+1]) x [cu_kv[s], cu_kv[s+1]) in its
   // own frame, and nothing outside the diagonal blocks is read.
   std::int64_t sequences = 0;
+  // Paged K/V (the block tables of vLLM's PagedAttention; docs/paged-kv.md): block_size > 0 turns a
+  // varlen problem's K and V into pools of `num_blocks` blocks of `block_size` keys each,
+  // [num_blocks, heads_kv, block_size, d]: a KV head's rows of a block are contiguous (with
+  // `strided`, K/V strides of (block, head, row) give any other order, e.g. vLLM's
+  // [num_blocks, block_size, heads_kv, d] as (block_size*heads_kv*d, d, heads_kv*d)).
+  // VariantData::block_table [sequences, max_blocks] (int32) lists each sequence's blocks in key
+  // order: key j of sequence s is row j % block_size of block block_table[s][j / block_size].
+  // cu_seqlens_kv gives the context lengths as for varlen (seq_kv is their total); each
+  // sequence's queries are the last positions of its context by default (bottom_right). Blocks may
+  // be shared between sequences and are only read; table entries past a context are never read.
+  std::int64_t block_size = 0;
+  std::int64_t num_blocks = 0;
+  std::int64_t max_blocks = 0;
+  bool paged() const { return block_size > 0; }
   // Strided tensors: VariantData::q_strides ... out_strides give each tensor's layout (element
   // strides of batch, head and position; the d elements of a row stay contiguous), e.g.
   // [batch, seq, heads, dim] as a projection writes it, or a KV cache whose capacity exceeds
@@ -122,6 +136,7 @@ struct Problem {
   float effective_scale() const;
   std::int64_t group_size() const;  // heads_q / heads_kv
   std::int64_t q_elements() const;
+  // K and V elements: the pools when paged.
   std::int64_t k_elements() const;
   std::int64_t v_elements() const;
   std::int64_t out_elements() const;
@@ -142,7 +157,8 @@ struct Problem {
   // "b1_hq8_hkv8_sq128_skv128_dk64_dv64_causal0", used in test names and messages; 16-bit
   // storage appends "_bf16" (all tensors) or "_kvbf16" (K/V only), "_bf16_kvfp16" (both differ).
   // Variants append their segments: "_tl" (top-left), "_w512", "_cap30", "_alibi", "_sinks",
-  // "_maskbool" / "_maskadd" (+ "b" per batch / "h" per head), "_top8", "_varlen4", "_strided".
+  // "_maskbool" / "_maskadd" (+ "b" per batch / "h" per head), "_top8", "_varlen4", "_paged16",
+  // "_strided".
   std::string to_string() const;
   // The variant segments of to_string() alone ("" for a plain problem).
   std::string variant_string() const;
@@ -156,7 +172,10 @@ struct Problem {
 //   sinks         [heads_q] floats, finite or -inf (-inf: no sink)
 //   cu_seqlens_q, cu_seqlens_kv  [sequences + 1] cumulative token counts: 0, non-decreasing,
 //                 ending at seq_q (seq_kv)
-//   q/k/v/out_strides  element strides of (batch, head, position) per tensor (Problem::strided)
+//   q/k/v/out_strides  element strides of (batch, head, position) per tensor (Problem::strided);
+//                 paged K/V: of (block, head, row in the block)
+//   block_table   [sequences, max_blocks] int32 block ids (Problem::paged): the first
+//                 ceil(context / block_size) of each row are read and must be in [0, num_blocks)
 
 // Element strides of one tensor's batch, head and position (row) axes.
 struct Strides {
@@ -177,6 +196,7 @@ struct VariantData {
   const float* sinks = nullptr;
   const std::int64_t* cu_seqlens_q = nullptr;
   const std::int64_t* cu_seqlens_kv = nullptr;
+  const std::int32_t* block_table = nullptr;
   Strides q_strides, k_strides, v_strides, out_strides;  // read only when Problem::strided
   // The scales of a quantized K/V (Problem::kv_dtype int8, int8_kc, fp8_e4m3, fp8_e5m2, int4):
   // layouts in attune/kv_quant.hpp. For int4, K/V strides count elements (nibbles) and must be
@@ -185,7 +205,8 @@ struct VariantData {
   // Throws InvalidArgument unless exactly the arrays `p` enables are given (kv_scales: both
   // for a quantized kv_dtype, neither otherwise) and the slopes, sinks and per-head fp8 scales
   // are valid (the mask's values are not scanned); strides must be >= 0, rows of Q/K/V
-  // may overlap (broadcasts), rows of O may not.
+  // may overlap (broadcasts), rows of O may not. A paged problem's table is checked entry by
+  // entry: no context may outgrow its row and no block id it reads may leave the pool.
   void validate(const Problem& p) const;
 };
 

@@ -80,22 +80,33 @@ inline float normaliser(float l) { return l > 0.0f ? 1.0f / l : 0.0f; }
 // w_s = 2^(m_s - m), out = sum_s w_s O_s / sum_s w_s l_s; zeros when no split saw a key.
 // Split s's max and sum are at m[s * ml_stride], l[s * ml_stride], its unnormalised row at
 // o + s * o_stride (d_v floats).
-inline void merge_splits(std::int64_t splits, const float* m, const float* l, std::int64_t ml_stride, const float* o,
-                         std::int64_t o_stride, std::int64_t d_v, float* out) {
+// The same over parts wherever they live: part(s) returns split s's {m, l, unnormalised row}
+// (cascade attention merges a shared prefix's part with a sequence's own splits).
+struct Part {
+  float m, l;
+  const float* o;
+};
+template <class PartOf>
+inline void merge_parts(std::int64_t parts, const PartOf& part, std::int64_t d_v, float* out) {
   float m_all = kNegInf;
-  for (std::int64_t s = 0; s < splits; ++s) m_all = std::max(m_all, m[s * ml_stride]);
+  for (std::int64_t s = 0; s < parts; ++s) m_all = std::max(m_all, part(s).m);
   std::fill(out, out + d_v, 0.0f);
   if (sees_no_key(m_all)) return;
   float l_all = 0.0f;
-  for (std::int64_t s = 0; s < splits; ++s) {
-    const float w = std::exp2(m[s * ml_stride] - m_all);
+  for (std::int64_t s = 0; s < parts; ++s) {
+    const Part x = part(s);
+    const float w = std::exp2(x.m - m_all);
     if (w == 0.0f) continue;
-    l_all += w * l[s * ml_stride];
-    const float* po = o + s * o_stride;
-    for (std::int64_t d = 0; d < d_v; ++d) out[d] += w * po[d];
+    l_all += w * x.l;
+    for (std::int64_t d = 0; d < d_v; ++d) out[d] += w * x.o[d];
   }
   const float inv = normaliser(l_all);
   for (std::int64_t d = 0; d < d_v; ++d) out[d] *= inv;
+}
+
+inline void merge_splits(std::int64_t splits, const float* m, const float* l, std::int64_t ml_stride, const float* o,
+                         std::int64_t o_stride, std::int64_t d_v, float* out) {
+  merge_parts(splits, [&](std::int64_t s) { return Part{m[s * ml_stride], l[s * ml_stride], o + s * o_stride}; }, d_v, out);
 }
 
 }  // namespace

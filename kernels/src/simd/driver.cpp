@@ -63,19 +63,24 @@ const void* kv_at(const void* base, Dtype type, std::int64_t index) {
 }
 
 // How the tile kernels decode a quantized K (is_k) or V of KV head hk of batch b, from token
-// `token` on (KvDequant; the scale layouts of attune/kv_quant.hpp).
+// `token` on (KvDequant; the scale layouts of attune/kv_quant.hpp). Paged K/V: of block 0, row 0
+// (b = token = 0), with the records' stride between blocks in KvDequant::page.
 KvDequant kv_dequant(const Problem& p, const KvScales& sc, bool is_k, std::int64_t b, std::int64_t hk, std::int64_t token) {
   KvDequant q;
   const Dtype kv = p.kv_type();
   const void* scales = is_k ? sc.k : sc.v;
   const KvScales::RecordStrides& rs = is_k ? sc.k_strides : sc.v_strides;
   const bool dense = rs.contiguous_default();
-  const std::int64_t record = dense ? (b * p.heads_kv + hk) * p.seq_kv + token : b * rs.batch + hk * rs.head + token * rs.token;
+  // Dense records are [batch, heads_kv, tokens]; paged ones [num_blocks, heads_kv, block_size].
+  const std::int64_t tokens = p.paged() ? p.block_size : p.seq_kv;
+  const std::int64_t record = dense ? (b * p.heads_kv + hk) * tokens + token : b * rs.batch + hk * rs.head + token * rs.token;
   const std::int64_t step = dense ? 1 : rs.token;
+  const std::int64_t page = dense ? p.heads_kv * tokens : rs.batch;  // records between blocks
   switch (kv) {
     case Dtype::int8:
       q.tok = static_cast<const float*>(scales) + record;
       q.tok_row = step;
+      q.page = page;
       break;
     case Dtype::int8_kc:
       if (is_k) {
@@ -83,6 +88,7 @@ KvDequant kv_dequant(const Problem& p, const KvScales& sc, bool is_k, std::int64
       } else {
         q.tok = static_cast<const float*>(scales) + record;
         q.tok_row = step;
+        q.page = page;
       }
       break;
     case Dtype::fp8_e4m3:
@@ -94,6 +100,7 @@ KvDequant kv_dequant(const Problem& p, const KvScales& sc, bool is_k, std::int64
       const std::int64_t pairs = (is_k ? p.d_k : p.d_v) / 32 * 2;
       q.groups = static_cast<const std::uint16_t*>(scales) + record * pairs;
       q.groups_row = step * pairs;
+      q.page = page * pairs;
       break;
     }
     default:
@@ -166,6 +173,37 @@ Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
   return l;
 }
 
+// Cascade attention (paged problems, docs/paged-kv.md): consecutive sequences whose block tables
+// start with the same blocks, which every one of their queries sees whole, have that shared
+// prefix attended once for all their queries (one pass whose rows are every query of the group)
+// and merged with each sequence's own pass over the rest of its keys through the log-sum-exp.
+// Only for paged problems with no variant besides the causal mask (bottom-right): a window,
+// ALiBi, soft-cap, sinks or a mask would each need per-row handling in the shared pass.
+constexpr std::int64_t kMinCascadeKeys = 128;  // a shorter shared prefix is not worth a pass
+constexpr std::int64_t kCascadeRows = 64;     // query rows (heads x tokens) per prefix task
+
+bool cascade_eligible(const Problem& p) {
+  const bool aligned = p.causal_align == CausalAlign::bottom_right || !p.causal;
+  return p.paged() && aligned && p.window == 0 && p.softcap == 0.0f && !p.alibi && !p.sinks &&
+         p.mask == MaskKind::none && p.top_k == 0;
+}
+
+// Query rows of one prefix task: whole heads of a task (Plan::heads_per_task), kCascadeRows or more.
+std::int64_t cascade_rows(std::int64_t hpt) { return hpt * std::max<std::int64_t>(1, kCascadeRows / hpt); }
+
+// Bytes the cascade may add for a problem (bounded without reading its table): the prefix pass's
+// partial rows (at most every query row once) and the other pass's, each d_v + 2 floats.
+std::size_t cascade_bytes(const Problem& p, const Layout& l, const IsaOps& ops) {
+  if (!cascade_eligible(p)) return 0;
+  const std::size_t rows = saturating_add(static_cast<std::size_t>(p.heads_q * p.seq_q),
+                                          saturating_mul(l.tasks, static_cast<std::size_t>(l.rows)));
+  const std::int64_t rows_per_task = cascade_rows(l.hpt);
+  const std::int64_t scratch = tile_scratch_floats(IsaOps::tile_for(ops.set_for(p.dtype, p.kv_type()), rows_per_task),
+                                                   rows_per_task, p.d_k, p.d_v, l.block_kv);
+  return saturating_add(saturating_mul(detail::float_bytes({p.d_v + 2}), rows),
+                        saturating_mul(static_cast<std::size_t>(l.threads), detail::float_bytes({scratch + 16})));
+}
+
 }  // namespace
 
 bool supports(const Problem& p) { return p.top_k == 0; }
@@ -193,6 +231,7 @@ std::size_t workspace_bytes(const Problem& p, const Plan& plan, const IsaOps& op
     const std::size_t task_rows = saturating_mul(l.tasks, static_cast<std::size_t>(l.rows));
     bytes = saturating_add(bytes, saturating_mul(detail::float_bytes({p.d_v + 2}), task_rows));
   }
+  bytes = saturating_add(bytes, cascade_bytes(p, l, ops));
   return saturating_add(bytes, l.block_class_bytes);
 }
 
@@ -210,6 +249,7 @@ namespace {
 // (its segment, when varlen).
 struct RowSet {
   std::int64_t b, hk, h0, i0, n, kv_begin, kv_end, q_off, kv_off, offset, tile;
+  std::int64_t seq = -1;  // varlen: the sequence (paged: its block table row)
 };
 
 // Every row set of a call, by index. Without varlen, s % q_tiles counts the query tiles from
@@ -222,14 +262,18 @@ class RowSets {
     std::int64_t seq, i0, n;
   };
 
-  RowSets(const Problem& p, const VariantData& var, const Layout& lay) : p_(p), var_(var), lay_(lay) {
+  // floors (cascade): per sequence, the first key its own row sets visit (the shared prefix
+  // before it is attended by the cascade's prefix pass).
+  RowSets(const Problem& p, const VariantData& var, const Layout& lay, const std::vector<std::int64_t>* floors = nullptr)
+      : p_(p), var_(var), lay_(lay), floors_(floors) {
     if (p.sequences > 0) {
       std::vector<std::pair<std::int64_t, Segment>> costed;
       for (std::int64_t seq = 0; seq < p.sequences; ++seq) {
         const Problem f = p.sequence(seq, var);
+        const std::int64_t floor = floors != nullptr ? (*floors)[static_cast<std::size_t>(seq)] : 0;
         for (std::int64_t i0 = 0; i0 < f.seq_q; i0 += lay.positions) {
           const std::int64_t n = std::min(lay.positions, f.seq_q - i0);
-          const std::int64_t keys = std::max<std::int64_t>(f.key_end(i0 + n - 1) - f.key_begin(i0), 0);
+          const std::int64_t keys = std::max<std::int64_t>(f.key_end(i0 + n - 1) - std::max(f.key_begin(i0), floor), 0);
           costed.push_back({n * (keys + 16), {seq, i0, n}});  // + 16: a tile costs something even without keys
         }
       }
@@ -260,10 +304,12 @@ class RowSets {
       r.i0 = seg.i0;
       r.n = seg.n;
       r.tile = s % q_tiles_;
+      r.seq = seg.seq;
       r.q_off = var_.cu_seqlens_q[seg.seq];
       r.kv_off = var_.cu_seqlens_kv[seg.seq];
       r.offset = f.align_offset();
       r.kv_begin = f.key_begin(r.i0);
+      if (floors_ != nullptr) r.kv_begin = std::max(r.kv_begin, (*floors_)[static_cast<std::size_t>(seg.seq)]);
       r.kv_end = std::max(r.kv_begin, f.key_end(r.i0 + r.n - 1));
       return r;
     }
@@ -282,6 +328,7 @@ class RowSets {
   const Problem& p_;
   const VariantData& var_;
   const Layout& lay_;
+  const std::vector<std::int64_t>* floors_;
   std::vector<Segment> segments_;
   std::int64_t per_group_, q_tiles_, count_;
 };
@@ -333,6 +380,94 @@ std::vector<std::uint8_t> classify_mask_blocks(const Problem& p, const VariantDa
   return classes;
 }
 
+// A run of consecutive sequences [first, last] whose block tables start with the same blocks,
+// holding keys [0, keys) that every query of theirs sees (whole blocks).
+struct PrefixGroup {
+  std::int64_t first, last, keys;
+};
+
+// The cascade of one call: the groups found in the block table, each sequence's first key of its
+// own pass (floors), and the prefix pass's tasks: a group's KV head, query heads [h0, h0 + hpt)
+// and packed query tokens [t0, t0 + n), with their partial rows ([task][rows][d_v], m, l).
+struct Cascade {
+  struct Task {
+    std::int64_t group, hk, h0, t0, n;
+  };
+  std::vector<PrefixGroup> groups;
+  std::vector<std::int64_t> floors, group_of, first_task, chunks;  // per sequence / per group
+  std::vector<Task> tasks;
+  std::int64_t positions = 1, rows = 1;  // tokens and rows (heads x tokens) per task
+  const TileFn* fn = nullptr;
+  std::int64_t scratch_floats = 0;
+  std::vector<float> part_o, part_m, part_l;
+
+  // The partial row of query head h at packed token t of sequence seq (in a group).
+  std::size_t row_of(std::int64_t seq, std::int64_t h, std::int64_t t, std::int64_t group_size, std::int64_t hpt,
+                     const std::int64_t* cu_q) const {
+    const std::int64_t g = group_of[static_cast<std::size_t>(seq)];
+    const std::int64_t q0 = cu_q[groups[static_cast<std::size_t>(g)].first];
+    const std::int64_t hk = h / group_size, hc = (h % group_size) / hpt, chunk = (t - q0) / positions;
+    const std::int64_t index =
+        first_task[static_cast<std::size_t>(g)] + (hk * (group_size / hpt) + hc) * chunks[static_cast<std::size_t>(g)] + chunk;
+    const Task& k = tasks[static_cast<std::size_t>(index)];
+    return static_cast<std::size_t>(index * rows + (h - k.h0) * k.n + (t - k.t0));
+  }
+};
+
+// Finds the groups of a paged problem (cascade_eligible) and lays out the prefix pass; false
+// when no group shares at least kMinCascadeKeys keys.
+bool plan_cascade(const Problem& p, const VariantData& var, const Layout& lay, const IsaOps& ops, Cascade& c) {
+  const std::int64_t bs = p.block_size, mb = p.max_blocks;
+  const std::int32_t* table = var.block_table;
+  // Whole blocks every query of sequence s sees (bottom-right causal: the first query sees
+  // context - queries + 1 keys).
+  auto seen_blocks = [&](std::int64_t s) {
+    const std::int64_t ctx = var.cu_seqlens_kv[s + 1] - var.cu_seqlens_kv[s], nq = var.cu_seqlens_q[s + 1] - var.cu_seqlens_q[s];
+    const std::int64_t seen = p.causal && nq > 0 ? std::clamp<std::int64_t>(ctx - nq + 1, 0, ctx) : ctx;
+    return seen / bs;
+  };
+  for (std::int64_t s = 0; s < p.sequences;) {
+    std::int64_t shared = seen_blocks(s), e = s;
+    while (e + 1 < p.sequences) {
+      const std::int64_t limit = std::min(shared, seen_blocks(e + 1));
+      std::int64_t common = 0;
+      while (common < limit && table[s * mb + common] == table[(e + 1) * mb + common]) ++common;
+      if (common * bs < kMinCascadeKeys) break;
+      shared = common;
+      ++e;
+    }
+    if (e > s && shared * bs >= kMinCascadeKeys) c.groups.push_back({s, e, shared * bs});
+    s = e + 1;
+  }
+  if (c.groups.empty()) return false;
+  c.floors.assign(static_cast<std::size_t>(p.sequences), 0);
+  c.group_of.assign(static_cast<std::size_t>(p.sequences), -1);
+  const std::int64_t group = p.group_size(), hpt = lay.hpt;
+  c.rows = cascade_rows(hpt);
+  c.positions = c.rows / hpt;
+  for (std::size_t g = 0; g < c.groups.size(); ++g) {
+    const PrefixGroup& pg = c.groups[g];
+    for (std::int64_t s = pg.first; s <= pg.last; ++s) {
+      c.floors[static_cast<std::size_t>(s)] = pg.keys;
+      c.group_of[static_cast<std::size_t>(s)] = static_cast<std::int64_t>(g);
+    }
+    const std::int64_t q0 = var.cu_seqlens_q[pg.first], q1 = var.cu_seqlens_q[pg.last + 1];
+    c.first_task.push_back(static_cast<std::int64_t>(c.tasks.size()));
+    c.chunks.push_back((q1 - q0 + c.positions - 1) / c.positions);
+    for (std::int64_t hk = 0; hk < p.heads_kv; ++hk)
+      for (std::int64_t h0 = hk * group; h0 < (hk + 1) * group; h0 += hpt)
+        for (std::int64_t t0 = q0; t0 < q1; t0 += c.positions)
+          c.tasks.push_back({static_cast<std::int64_t>(g), hk, h0, t0, std::min(c.positions, q1 - t0)});
+  }
+  c.fn = &IsaOps::tile_for(ops.set_for(p.dtype, p.kv_type()), c.rows);
+  c.scratch_floats = tile_scratch_floats(*c.fn, c.rows, p.d_k, p.d_v, lay.block_kv);
+  const std::size_t rows = c.tasks.size() * static_cast<std::size_t>(c.rows);
+  c.part_o.resize(rows * static_cast<std::size_t>(p.d_v));
+  c.part_m.resize(rows);
+  c.part_l.resize(rows);
+  return true;
+}
+
 // What every task of one call shares: the problem, the caller's tensors and their layouts, the
 // plan's sizes, the row sets and mask classes, and the split partials ([task][row][d_v] rows,
 // and a max and a sum per task row).
@@ -344,18 +479,21 @@ struct Call {
   const std::vector<std::uint8_t>& classes;
   Strides qs, ks, vs, os;  // the caller's strides, or [batch, heads, seq, dim]
   float qk_scale;          // scale x log2 e: the softmax runs in base 2
+  Cascade* cascade;        // a paged call's shared prefixes (every task then writes partials), or nullptr
   std::vector<float> part_o, part_m, part_l;
 
   Call(const Problem& p_, const Tensors& t_, const Layout& lay_, const RowSets& sets_,
-       const std::vector<std::uint8_t>& classes_)
-      : p(p_), t(t_), lay(lay_), sets(sets_), classes(classes_) {
+       const std::vector<std::uint8_t>& classes_, Cascade* cascade_ = nullptr)
+      : p(p_), t(t_), lay(lay_), sets(sets_), classes(classes_), cascade(cascade_) {
     const VariantData& var = t.variant;
     qs = p.strided ? var.q_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_k);
-    ks = p.strided ? var.k_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_k);
-    vs = p.strided ? var.v_strides : Strides::contiguous(p.heads_kv, p.seq_kv, p.d_v);
+    // Paged pools [num_blocks, heads_kv, block_size, d]: the batch stride steps between blocks.
+    const std::int64_t kv_seq = p.paged() ? p.block_size : p.seq_kv;
+    ks = p.strided ? var.k_strides : Strides::contiguous(p.heads_kv, kv_seq, p.d_k);
+    vs = p.strided ? var.v_strides : Strides::contiguous(p.heads_kv, kv_seq, p.d_v);
     os = p.strided ? var.out_strides : Strides::contiguous(p.heads_q, p.seq_q, p.d_v);
     qk_scale = p.effective_scale() * detail::online::kLog2e;
-    if (lay.splits > 1) {
+    if (partial()) {
       const std::size_t task_rows = static_cast<std::size_t>(tasks() * lay.rows);
       part_o.resize(task_rows * static_cast<std::size_t>(p.d_v));
       part_m.resize(task_rows);
@@ -363,6 +501,8 @@ struct Call {
     }
   }
   std::int64_t tasks() const { return sets.count() * lay.splits; }
+  // Whether tasks write partial rows, merged afterwards (merge_split_rows).
+  bool partial() const { return lay.splits > 1 || cascade != nullptr; }
 };
 
 // The variants of a task (TileVariant) in its thread's scratch past the tile kernel's own:
@@ -416,8 +556,10 @@ TileArgs task_args(Call& call, std::int64_t task, float* scratch, TileVariant& t
   const Dtype kv = p.kv_type();
   TileArgs a;
   a.q = at(t.q, p.dtype, rs.b * call.qs.batch + rs.h0 * call.qs.head + rs.q_off * call.qs.row);
-  a.k = kv_at(t.k, kv, rs.b * call.ks.batch + rs.hk * call.ks.head + rs.kv_off * call.ks.row);
-  a.v = kv_at(t.v, kv, rs.b * call.vs.batch + rs.hk * call.vs.head + rs.kv_off * call.vs.row);
+  // Paged: the KV head's rows in block 0; the tile kernels add each block's offset (page_view).
+  const std::int64_t kv_off = p.paged() ? 0 : rs.kv_off;
+  a.k = kv_at(t.k, kv, rs.b * call.ks.batch + rs.hk * call.ks.head + kv_off * call.ks.row);
+  a.v = kv_at(t.v, kv, rs.b * call.vs.batch + rs.hk * call.vs.head + kv_off * call.vs.row);
   a.out = at(t.out, p.dtype, rs.b * call.os.batch + rs.h0 * call.os.head + rs.q_off * call.os.row);
   a.q_head = call.qs.head;
   a.q_row = call.qs.row;
@@ -426,8 +568,14 @@ TileArgs task_args(Call& call, std::int64_t task, float* scratch, TileVariant& t
   a.k_row = kv == Dtype::int4 ? call.ks.row / 2 : call.ks.row;  // int4: in bytes
   a.v_row = kv == Dtype::int4 ? call.vs.row / 2 : call.vs.row;
   if (is_quantized(kv)) {
-    a.kq = kv_dequant(p, t.variant.kv_scales, true, rs.b, rs.hk, rs.kv_off);
-    a.vq = kv_dequant(p, t.variant.kv_scales, false, rs.b, rs.hk, rs.kv_off);
+    a.kq = kv_dequant(p, t.variant.kv_scales, true, rs.b, rs.hk, kv_off);
+    a.vq = kv_dequant(p, t.variant.kv_scales, false, rs.b, rs.hk, kv_off);
+  }
+  if (p.paged()) {
+    a.pages = t.variant.block_table + rs.seq * p.max_blocks;
+    a.page_size = p.block_size;
+    a.k_page = kv == Dtype::int4 ? call.ks.batch / 2 : call.ks.batch;
+    a.v_page = kv == Dtype::int4 ? call.vs.batch / 2 : call.vs.batch;
   }
   a.dtype = p.dtype;
   a.heads = lay.hpt;
@@ -447,7 +595,7 @@ TileArgs task_args(Call& call, std::int64_t task, float* scratch, TileVariant& t
     task_variant(call, rs, split, scratch, tv);
     a.var = &tv;
   }
-  if (splits > 1) {
+  if (call.partial()) {
     const std::size_t first_row = static_cast<std::size_t>(task * lay.rows);
     a.part_o = call.part_o.data() + first_row * static_cast<std::size_t>(p.d_v);
     a.part_m = call.part_m.data() + first_row;
@@ -456,24 +604,85 @@ TileArgs task_args(Call& call, std::int64_t task, float* scratch, TileVariant& t
   return a;
 }
 
-// Each row's key splits merged (online::merge_splits: in split order, so deterministic) in
-// float32, rounded once to the output type.
+// The tile kernel's arguments for prefix task `index` of the cascade: every query of the
+// group's rows against the shared keys [0, keys), read through the first sequence's table row;
+// no causal mask (every one of these queries sees the whole prefix), partial rows.
+TileArgs prefix_args(const Call& call, std::int64_t index, float* scratch) {
+  const Problem& p = call.p;
+  const Tensors& t = call.t;
+  const Cascade& c = *call.cascade;
+  const Cascade::Task& k = c.tasks[static_cast<std::size_t>(index)];
+  const PrefixGroup& g = c.groups[static_cast<std::size_t>(k.group)];
+  const Dtype kv = p.kv_type();
+  TileArgs a;
+  a.q = at(t.q, p.dtype, k.h0 * call.qs.head + k.t0 * call.qs.row);
+  a.out = at(t.out, p.dtype, k.h0 * call.os.head + k.t0 * call.os.row);  // never written: partial rows
+  a.k = kv_at(t.k, kv, k.hk * call.ks.head);
+  a.v = kv_at(t.v, kv, k.hk * call.vs.head);
+  a.q_head = call.qs.head;
+  a.q_row = call.qs.row;
+  a.o_head = call.os.head;
+  a.o_row = call.os.row;
+  a.k_row = kv == Dtype::int4 ? call.ks.row / 2 : call.ks.row;
+  a.v_row = kv == Dtype::int4 ? call.vs.row / 2 : call.vs.row;
+  if (is_quantized(kv)) {
+    a.kq = kv_dequant(p, t.variant.kv_scales, true, 0, k.hk, 0);
+    a.vq = kv_dequant(p, t.variant.kv_scales, false, 0, k.hk, 0);
+  }
+  a.pages = t.variant.block_table + g.first * p.max_blocks;
+  a.page_size = p.block_size;
+  a.k_page = kv == Dtype::int4 ? call.ks.batch / 2 : call.ks.batch;
+  a.v_page = kv == Dtype::int4 ? call.vs.batch / 2 : call.vs.batch;
+  a.dtype = p.dtype;
+  a.heads = call.lay.hpt;
+  a.positions = k.n;
+  a.i0 = 0;
+  a.j_begin = 0;
+  a.j_end = g.keys;
+  a.seq_q = p.seq_q;
+  a.d_k = p.d_k;
+  a.d_v = p.d_v;
+  a.causal = false;
+  a.causal_offset = 0;
+  a.qk_scale = call.qk_scale;
+  a.block_kv = call.lay.block_kv;
+  a.scratch = scratch;
+  const std::size_t first_row = static_cast<std::size_t>(index * c.rows);
+  a.part_o = call.cascade->part_o.data() + first_row * static_cast<std::size_t>(p.d_v);
+  a.part_m = call.cascade->part_m.data() + first_row;
+  a.part_l = call.cascade->part_l.data() + first_row;
+  return a;
+}
+
+// Each row's partial results merged (online::merge_parts: the key splits in order, then a
+// cascade's shared prefix, so deterministic) in float32, rounded once to the output type.
 void merge_split_rows(const Call& call) {
   const Problem& p = call.p;
-  const std::int64_t splits = call.lay.splits, rows = call.lay.rows;
+  const std::int64_t splits = call.lay.splits, rows = call.lay.rows, d_v = p.d_v;
+  const Cascade* c = call.cascade;
   parallel(call.sets.count(), call.lay.threads, [&](std::int64_t s, int) {
     const RowSet rs = call.sets(s);
-    std::vector<float> row(static_cast<std::size_t>(p.d_v));
+    const bool shared = c != nullptr && rs.seq >= 0 && c->group_of[static_cast<std::size_t>(rs.seq)] >= 0;
+    std::vector<float> row(static_cast<std::size_t>(d_v));
     for (std::int64_t r = 0; r < call.lay.hpt * rs.n; ++r) {
       const std::int64_t head = r / rs.n, pos = rs.i0 + r % rs.n;
       void* out_row =
           at(call.t.out, p.dtype, rs.b * call.os.batch + (rs.h0 + head) * call.os.head + (rs.q_off + pos) * call.os.row);
       float* o = p.dtype == Dtype::fp32 ? static_cast<float*>(out_row) : row.data();
       const std::size_t first = static_cast<std::size_t>(s * splits * rows + r);  // split 0 of this row
-      detail::online::merge_splits(splits, call.part_m.data() + first, call.part_l.data() + first, rows,
-                                   call.part_o.data() + first * static_cast<std::size_t>(p.d_v), rows * p.d_v, p.d_v,
-                                   o);
-      if (o != out_row) convert_from_float(p.dtype, o, out_row, static_cast<std::size_t>(p.d_v));
+      const std::size_t prefix =
+          shared ? c->row_of(rs.seq, rs.h0 + head, rs.q_off + pos, p.group_size(), call.lay.hpt, call.t.variant.cu_seqlens_q) : 0;
+      detail::online::merge_parts(
+          splits + (shared ? 1 : 0),
+          [&](std::int64_t x) {
+            if (x < splits) {
+              const std::size_t i = first + static_cast<std::size_t>(x * rows);
+              return detail::online::Part{call.part_m[i], call.part_l[i], call.part_o.data() + i * static_cast<std::size_t>(d_v)};
+            }
+            return detail::online::Part{c->part_m[prefix], c->part_l[prefix], c->part_o.data() + prefix * static_cast<std::size_t>(d_v)};
+          },
+          d_v, o);
+      if (o != out_row) convert_from_float(p.dtype, o, out_row, static_cast<std::size_t>(d_v));
     }
   });
 }
@@ -482,18 +691,29 @@ void merge_split_rows(const Call& call) {
 
 void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOps& ops) {
   const Layout lay = layout_of(p, plan, ops);
-  const RowSets sets(p, t.variant, lay);
+  Cascade cascade;
+  const bool cascading = cascade_eligible(p) && plan_cascade(p, t.variant, lay, ops, cascade);
+  const RowSets sets(p, t.variant, lay, cascading ? &cascade.floors : nullptr);
   const std::vector<std::uint8_t> classes = classify_mask_blocks(p, t.variant, lay, sets);
-  Call call(p, t, lay, sets, classes);
-  // One tile scratch per thread (the slot parallel() passes), sized by layout_of.
+  Call call(p, t, lay, sets, classes, cascading ? &cascade : nullptr);
+  // One tile scratch per thread (the slot parallel() passes), sized by layout_of (and the
+  // cascade's prefix pass).
+  const std::int64_t scratch_floats = std::max(lay.scratch_floats, cascade.scratch_floats);
   std::vector<detail::AlignedArray<float>> scratch;
   for (int i = 0; i < lay.threads; ++i)
-    scratch.push_back(detail::aligned_array<float>(static_cast<std::size_t>(lay.scratch_floats)));
-  parallel(call.tasks(), lay.threads, [&](std::int64_t task, int slot) {
+    scratch.push_back(detail::aligned_array<float>(static_cast<std::size_t>(scratch_floats)));
+  // The cascade's prefix tasks first: each is a group's whole prefix, the costliest.
+  const std::int64_t prefix_tasks = static_cast<std::int64_t>(cascade.tasks.size());
+  parallel(prefix_tasks + call.tasks(), lay.threads, [&](std::int64_t task, int slot) {
+    float* own = scratch[static_cast<std::size_t>(slot)].get();
+    if (task < prefix_tasks) {
+      cascade.fn->run(prefix_args(call, task, own));
+      return;
+    }
     TileVariant tv;
-    lay.fn->run(task_args(call, task, scratch[static_cast<std::size_t>(slot)].get(), tv));
+    lay.fn->run(task_args(call, task - prefix_tasks, own, tv));
   });
-  if (lay.splits > 1) merge_split_rows(call);
+  if (call.partial()) merge_split_rows(call);
 }
 
 }  // namespace attune::simd

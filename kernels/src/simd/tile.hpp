@@ -7,6 +7,7 @@
 #include <attune/problem.hpp>
 
 #include <cstdint>
+#include <limits>
 
 namespace attune::simd {
 
@@ -43,6 +44,7 @@ struct KvDequant {
   std::int64_t groups_row = 0;
   const float* chan = nullptr;            // int8_kc's K: d_k channel scales of the KV head
   float head = 1.0f;                      // fp8: the KV head's scale (x 256 for e4m3: vec.hpp)
+  std::int64_t page = 0;                  // paged K/V: records (tok) or elements (groups) between blocks
 };
 
 // One task of the tiled online-softmax algorithm: a set of query rows (heads x positions
@@ -80,7 +82,20 @@ struct TileArgs {
   float* part_m = nullptr;
   float* part_l = nullptr;
   KvDequant kq, vq;  // quantized K/V only
+  // Key j's K row is at k + (j - kv_origin) * k_row (V, the token records and int4 groups alike):
+  // 0 for contiguous K/V; a paged tile's view (page_view) points at its first key.
+  std::int64_t kv_origin = 0;
+  // Paged K/V (Problem::paged): key j is row j % page_size of block pages[j / page_size], whose
+  // rows start at k + pages[..] * k_page (v_page for V, KvDequant::page for the scales). The
+  // tile kernels clip their key tiles at block ends and read each through page_view (tile_impl.hpp).
+  const std::int32_t* pages = nullptr;
+  std::int64_t page_size = 0, k_page = 0, v_page = 0;
+  // Set by page_view: the first key past the view's block, and the task's K (block 0), from which
+  // the decoding form finds the rows it prefetches past the block end.
+  std::int64_t page_end = std::numeric_limits<std::int64_t>::max();
+  const void* k_pool = nullptr;
 };
+
 
 // One instantiation of the tile kernel: its register tile's row count and entry point.
 struct TileFn {

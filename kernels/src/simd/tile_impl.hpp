@@ -19,6 +19,7 @@
 #include "simd/vec.hpp"
 
 #include <limits>
+#include <utility>
 
 namespace attune::simd {
 namespace {
@@ -27,6 +28,34 @@ inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b;
 inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
 
 namespace online = detail::online;  // the softmax's numeric policy (detail/online_softmax.hpp)
+
+// Key tiles of a paged task end at block boundaries: the tile [j0, j0 + cols) clipped.
+inline std::int64_t clip_to_page(const TileArgs& a, std::int64_t j0, std::int64_t cols) {
+  if (a.pages == nullptr) return cols;
+  const std::int64_t end = (j0 / a.page_size + 1) * a.page_size;
+  return cols < end - j0 ? cols : end - j0;
+}
+
+// The task's arguments with K, V and their scale records rebased to key j0's block (kv_origin =
+// j0), for a tile clipped by clip_to_page, in `view` (a copy of `a`); `bytes` is the size of one
+// stored K/V element (int4: 1, its strides count bytes). Contiguous tasks are returned as they are.
+inline const TileArgs& page_view(const TileArgs& a, std::int64_t j0, std::int64_t bytes, TileArgs& view) {
+  if (a.pages == nullptr) return a;
+  const std::int64_t block = j0 / a.page_size, row = j0 - block * a.page_size;
+  const std::int64_t page = a.pages[block];
+  const auto* k = static_cast<const char*>(a.k);
+  const auto* v = static_cast<const char*>(a.v);
+  view.k = k + (page * a.k_page + row * a.k_row) * bytes;
+  view.v = v + (page * a.v_page + row * a.v_row) * bytes;
+  view.kv_origin = j0;
+  view.page_end = (block + 1) * a.page_size;
+  view.k_pool = a.k;
+  for (auto [dq, from] : {std::pair{&view.kq, &a.kq}, std::pair{&view.vq, &a.vq}}) {
+    if (from->tok != nullptr) dq->tok = from->tok + page * from->page + row * from->tok_row;
+    if (from->groups != nullptr) dq->groups = from->groups + page * from->page + row * from->groups_row;
+  }
+  return view;
+}
 
 // The band of query position `pos` (TileVariant): keys [lo, hi] (hi >= j_end: no upper edge).
 struct Band {
@@ -233,7 +262,7 @@ struct TileKernel {
     if constexpr (Wide) {
       krow = c.kw + jj * a.d_k;
     } else {
-      krow = static_cast<const T*>(a.k) + (j0 + jj) * a.k_row;
+      krow = static_cast<const T*>(a.k) + (j0 + jj - a.kv_origin) * a.k_row;
     }
     constexpr bool kPrefetch = !Wide;
     const float* qcol = c.qt + c0;
@@ -243,7 +272,7 @@ struct TileKernel {
     // while QK^T runs: a head's K and V together outgrow L2 at long sequences, and PV's
     // strided V broadcasts otherwise wait on L3 (5% of the time at seq 2048 in a paired A/B).
     const char* k_next = reinterpret_cast<const char*>(krow + MK * k_row);
-    const char* v_rows = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j0 + jj) * a.v_row);
+    const char* v_rows = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j0 + jj - a.kv_origin) * a.v_row);
     // Var (which strided tensors run) with rows that are not adjacent ([batch, seq, heads, dim]
     // puts heads * dim elements between them): the next MK K rows and this step's V rows, whole,
     // before the d loop; the flag is loop-invariant, so the loop itself is the plain one.
@@ -342,7 +371,7 @@ struct TileKernel {
       vcol = c.vw + d0;
       (void)j0;
     } else {
-      vcol = static_cast<const T*>(a.v) + j0 * a.v_row + d0;
+      vcol = static_cast<const T*>(a.v) + (j0 - a.kv_origin) * a.v_row + d0;
     }
     for (std::int64_t j = 0; j < cols; ++j) {
       B pv[N];
@@ -396,10 +425,11 @@ struct TileKernel {
     B acc[MK][N];
     for (int mr = 0; mr < MK; ++mr)
       for (int nv = 0; nv < N; ++nv) acc[mr][nv] = V::set1(0.0f);
-    const std::uint16_t* krow = static_cast<const std::uint16_t*>(a.k) + (j0 + jj) * a.k_row;
+    const std::uint16_t* krow = static_cast<const std::uint16_t*>(a.k) + (j0 + jj - a.kv_origin) * a.k_row;
     const auto* q2 = reinterpret_cast<const std::uint32_t*>(c.qt) + c0;
     const char* k_next = reinterpret_cast<const char*>(krow + MK * a.k_row);
-    const char* v_rows = reinterpret_cast<const char*>(static_cast<const std::uint16_t*>(a.v) + (j0 + jj) * a.v_row);
+    const char* v_rows =
+        reinterpret_cast<const char*>(static_cast<const std::uint16_t*>(a.v) + (j0 + jj - a.kv_origin) * a.v_row);
     const std::int64_t pairs = (a.d_k + 1) / 2, full = a.d_k / 2;
     for (std::int64_t dp = 0; dp < pairs; ++dp) {
       __builtin_prefetch(k_next + dp * 64);
@@ -472,7 +502,7 @@ struct TileKernel {
   // an odd last key pairs with zero (its P is zero too).
   static void pack_v(const Ctx& c, std::int64_t j0, std::int64_t cols) {
     const TileArgs& a = *c.a;
-    const auto* v = static_cast<const std::uint16_t*>(a.v) + j0 * a.v_row;
+    const auto* v = static_cast<const std::uint16_t*>(a.v) + (j0 - a.kv_origin) * a.v_row;
     for (std::int64_t jp = 0; jp < (cols + 1) / 2; ++jp) {
       const std::uint16_t* r0 = v + 2 * jp * a.v_row;
       D::interleave_rows(r0, 2 * jp + 1 < cols ? r0 + a.v_row : nullptr, a.d_v, c.v2 + jp * a.d_v);
@@ -580,12 +610,13 @@ struct TileKernel {
     const Band first_band = band_of(a, a.i0), last_band = band_of(a, last);
     const std::int64_t j_begin = imax(a.j_begin, first_band.lo), j_end = imin(a.j_end, last_band.hi + 1);
     for (std::int64_t j0 = j_begin, cols = 0; j0 < j_end; j0 += cols) {
-      cols = imin(a.block_kv, j_end - j0);
+      cols = clip_to_page(a, j0, imin(a.block_kv, j_end - j0));
       c.tile_mask = false;
       if (v.blocks != nullptr) {
         // Hidden 16-key blocks are never computed: tiles start after them and end before them.
         j0 = visible_tile(v.blocks, j0, j_end, a.block_kv, cols);
         if (j0 >= j_end) break;
+        cols = clip_to_page(a, j0, cols);
         if (tile_class(v.blocks, j0, cols) == 2) {
           c.tile_mask = true;
           mask_tile(a, c.mt, c.rp, rows, j0, cols);
@@ -593,7 +624,10 @@ struct TileKernel {
       }
       // Tiles inside every row's band skip the band test (padded rows compute harmless values).
       const bool masked = j0 < last_band.lo || j0 + cols - 1 > first_band.hi;
-      tile(c, j0, cols, masked);
+      TileArgs view = a;  // a copy (a default-constructed TileArgs would be a weak symbol here: STYLE.md)
+      Ctx cv = c;
+      cv.a = &page_view(a, j0, sizeof(T), view);
+      tile(cv, j0, cols, masked);
     }
   }
 
@@ -601,8 +635,9 @@ struct TileKernel {
   [[gnu::always_inline]] static void tile(const Ctx& c, std::int64_t j0, std::int64_t cols, bool masked) {
     if constexpr (kWiden) {
       const TileArgs& a = *c.a;
-      widen_rows(static_cast<const T*>(a.k) + j0 * a.k_row, a.k_row, a.d_k, cols, c.kw, a.kq, j0);
-      widen_rows(static_cast<const T*>(a.v) + j0 * a.v_row, a.v_row, a.d_v, cols, c.vw, a.vq, j0);
+      const std::int64_t j = j0 - a.kv_origin;
+      widen_rows(static_cast<const T*>(a.k) + j * a.k_row, a.k_row, a.d_k, cols, c.kw, a.kq, j);
+      widen_rows(static_cast<const T*>(a.v) + j * a.v_row, a.v_row, a.d_v, cols, c.vw, a.vq, j);
     }
     chunks(c.rp, [&]<int N>(std::int64_t c0) {
       B tmax[N];
@@ -628,7 +663,8 @@ struct TileKernel {
   }
 
   // kWiden: rows [0, n) of `src` (rows `row` elements apart, d elements each) widened into
-  // dst [n][d]; quantized K/V are dequantized there with their scales (dq: keys j0..). The same
+  // dst [n][d]; quantized K/V are dequantized there with their scales (dq: records j0.., counted
+  // from the task's kv_origin). The same
   // rows of the next tile are prefetched into L2 on the way, so the next widening reads from
   // there (the tile's multiplications give it ample time).
   static void widen_rows(const T* src, std::int64_t row, std::int64_t d, std::int64_t n, float* dst,
@@ -675,22 +711,25 @@ struct TileKernel {
     if (a.causal) j_end = imin(j_end, a.i0 + a.positions - 1 + a.causal_offset + 1);
     const std::int64_t first_full_limit = a.causal ? a.i0 + a.causal_offset : a.j_end;  // min limit over rows
 
-    for (std::int64_t j0 = a.j_begin; j0 < j_end; j0 += a.block_kv) {
-      const std::int64_t cols = imin(a.block_kv, j_end - j0);
+    for (std::int64_t j0 = a.j_begin, cols = 0; j0 < j_end; j0 += cols) {
+      cols = clip_to_page(a, j0, imin(a.block_kv, j_end - j0));
       // Only tiles crossing the diagonal apply the mask (padded rows compute harmless zeros).
       const bool masked = j0 + cols - 1 > first_full_limit;
+      TileArgs view = a;  // a copy (a default-constructed TileArgs would be a weak symbol here: STYLE.md)
+      Ctx cv = c;
+      cv.a = &page_view(a, j0, sizeof(T), view);
       if constexpr (Dot) {
-        pack_v(c, j0, cols);
+        pack_v(cv, j0, cols);
         chunks(c.rp, [&]<int N>(std::int64_t c0) {
           B tmax[N];
           for (int nv = 0; nv < N; ++nv) tmax[nv] = V::set1(kNegInf);
-          in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk_dot<K, N>(c, j0, jj, c0, masked, tmax); });
-          softmax_dot<N>(c, cols, c0, tmax);
-          in_steps<kSteps<N>>(a.d_v, [&]<int K>(std::int64_t d0) { pv_dot<K, N>(c, cols, d0, c0); });
+          in_steps<kSteps<N>>(cols, [&]<int K>(std::int64_t jj) { qk_dot<K, N>(cv, j0, jj, c0, masked, tmax); });
+          softmax_dot<N>(cv, cols, c0, tmax);
+          in_steps<kSteps<N>>(a.d_v, [&]<int K>(std::int64_t d0) { pv_dot<K, N>(cv, cols, d0, c0); });
         });
         continue;
       }
-      tile(c, j0, cols, masked);
+      tile(cv, j0, cols, masked);
     }
   }
 
@@ -741,14 +780,25 @@ struct DotKernel {
     B acc[R][NK];
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < NK; ++t) acc[r][t] = V::set1(0.0f);
+    // Keys are counted from the view's origin here (paged K/V: its block's first key).
+    j -= a.kv_origin;
     const T* krow = static_cast<const T*>(a.k) + j * a.k_row;
     // Decoding streams K and V from memory once: prefetch whole rows (one line per 64 bytes),
-    // K a few rows ahead and the V rows the PV pass of this tile will read.
+    // K a few rows ahead (paged: past the block end, the next block's rows) and the V rows the
+    // PV pass of this tile will read.
     const std::int64_t k_bytes = row_bytes(a.d_k), v_bytes = row_bytes(a.d_v);
+    const std::int64_t ahead_end = a.page_end - a.kv_origin;  // keys of this view (huge unless paged)
     for (int t = 0; t < NK; ++t) {
+      const std::int64_t ahead = j + kPrefetchRows + t;
       const char* kp = reinterpret_cast<const char*>(krow + (kPrefetchRows + t) * a.k_row);
+      if (ahead >= ahead_end) {  // paged, past this block: the row in its own block, if any
+        const std::int64_t key = ahead + a.kv_origin;
+        kp = key < a.j_end ? reinterpret_cast<const char*>(static_cast<const T*>(a.k_pool) +
+                                                           a.pages[key / a.page_size] * a.k_page + (key % a.page_size) * a.k_row)
+                           : nullptr;
+      }
       const char* vp = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j + t) * a.v_row);
-      for (std::int64_t b = 0; b < k_bytes; b += 64) __builtin_prefetch(kp + b);
+      for (std::int64_t b = 0; kp != nullptr && b < k_bytes; b += 64) __builtin_prefetch(kp + b);
       for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vp + b);
     }
     std::int64_t d = 0;
@@ -822,7 +872,6 @@ struct DotKernel {
       j_end = imin(j_end, band_of(a, a.i0 + a.positions - 1).hi + 1);
     }
     const std::int64_t d_full = a.d_k / W * W;
-    const T* k = static_cast<const T*>(a.k);
 
     for (std::int64_t j0 = j_begin, cols = 0; j0 < j_end; j0 += cols) {
       cols = imin(a.block_kv, j_end - j0);
@@ -832,6 +881,11 @@ struct DotKernel {
           if (j0 >= j_end) break;
         }
       }
+      cols = clip_to_page(a, j0, cols);
+      // K, V and their scales through `kt` (the tile's block when paged), key j at j - kt.kv_origin.
+      TileArgs view = a;  // a copy (a default-constructed TileArgs would be a weak symbol here: STYLE.md)
+      const TileArgs& kt = page_view(a, j0, sizeof(T), view);
+      const T* k = static_cast<const T*>(kt.k);  // key kt.kv_origin
       // Scores, W keys at a time: two-key steps fill `lanes`, one transpose-add per row.
       for (std::int64_t g = 0; g < cols; g += W) {
         B lanes[R][W];
@@ -840,10 +894,10 @@ struct DotKernel {
         // Quantized K with 32 registers: four keys per step, so each Q vector loaded serves
         // four FMAs (the loads otherwise keep pace with the FMAs once K is a byte an element).
         if constexpr (kQ && W == 16) {
-          for (; t + 4 <= n; t += 4) qk<4>(a, q, j0 + g + t, lanes, t);
+          for (; t + 4 <= n; t += 4) qk<4>(kt, q, j0 + g + t, lanes, t);
         }
-        for (; t + 2 <= n; t += 2) qk<2>(a, q, j0 + g + t, lanes, t);
-        for (; t < n; ++t) qk<1>(a, q, j0 + g + t, lanes, t);
+        for (; t + 2 <= n; t += 2) qk<2>(kt, q, j0 + g + t, lanes, t);
+        for (; t < n; ++t) qk<1>(kt, q, j0 + g + t, lanes, t);
         for (int r = 0; r < R; ++r) {
           for (int u = n; u < W; ++u) lanes[r][u] = V::set1(0.0f);
           float* srow = s + r * s_stride + g;
@@ -852,10 +906,10 @@ struct DotKernel {
             const std::int64_t j = j0 + g + u;
             float dot = srow[u];
             if constexpr (!kQ4) {  // int4: d_k % 32 == 0, no tail
-              for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * widen(k[j * a.k_row + d]);
+              for (std::int64_t d = d_full; d < a.d_k; ++d) dot += q[r * a.d_k + d] * widen(k[(j - kt.kv_origin) * a.k_row + d]);
             }
             if constexpr (kQ) {
-              if (a.kq.tok != nullptr) dot *= a.kq.tok[j * a.kq.tok_row];
+              if (kt.kq.tok != nullptr) dot *= kt.kq.tok[(j - kt.kv_origin) * kt.kq.tok_row];
             }
             if constexpr (Var) {
               srow[u] = modify(a, dot, j, r, rows, limit[r], lo[r], nslope[r], posf[r]);
@@ -875,7 +929,7 @@ struct DotKernel {
         v_factors = a.vq.tok != nullptr || a.vq.head != 1.0f;
         if (v_factors) {
           for (std::int64_t u = 0; u < cols; ++u)
-            vf[u] = (a.vq.tok != nullptr ? a.vq.tok[(j0 + u) * a.vq.tok_row] : 1.0f) * a.vq.head;
+            vf[u] = (kt.vq.tok != nullptr ? kt.vq.tok[(j0 + u - kt.kv_origin) * kt.vq.tok_row] : 1.0f) * kt.vq.head;
           for (std::int64_t u = cols; u < cols_v; ++u) vf[u] = 0.0f;
         }
       }
@@ -898,13 +952,14 @@ struct DotKernel {
         m[r] = step.m_new;
       }
       // O <- O * alpha + P V, two vectors of d_v at a time; a scalar tail for the rest.
-      const T* vt = static_cast<const T*>(a.v) + j0 * a.v_row;
+      const T* vt = static_cast<const T*>(kt.v) + (j0 - kt.kv_origin) * a.v_row;
+      const std::int64_t jv = j0 - kt.kv_origin;  // vt's key, counted as kt's scale records are
       std::int64_t d0 = 0;
       if constexpr (kQ && W == 16) {  // as qk<4>: four vectors of d per broadcast weight
-        for (; d0 + 4 * W <= a.d_v; d0 += 4 * W) pv<4>(a, o, s, s_stride, vt, j0, cols, d0, alpha);
+        for (; d0 + 4 * W <= a.d_v; d0 += 4 * W) pv<4>(kt, o, s, s_stride, vt, jv, cols, d0, alpha);
       }
-      for (; d0 + 2 * W <= a.d_v; d0 += 2 * W) pv<2>(a, o, s, s_stride, vt, j0, cols, d0, alpha);
-      for (; d0 + W <= a.d_v; d0 += W) pv<1>(a, o, s, s_stride, vt, j0, cols, d0, alpha);
+      for (; d0 + 2 * W <= a.d_v; d0 += 2 * W) pv<2>(kt, o, s, s_stride, vt, jv, cols, d0, alpha);
+      for (; d0 + W <= a.d_v; d0 += W) pv<1>(kt, o, s, s_stride, vt, jv, cols, d0, alpha);
       if constexpr (!kQ4) {  // int4: d_v % 32 == 0, no tail
         for (; d0 < a.d_v; ++d0) {
           for (int r = 0; r < R; ++r) {
