@@ -807,6 +807,10 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
     p.strided = !all;
   }
   c.scatter_out = copy[3];
+  if (!run) {  // workspace_bytes() and resolve() refuse what attention() would refuse
+    p.validate();
+    c.data.validate(p);
+  }
 }
 
 // Copies (GIL released), the call, the scatter of an output computed into a temporary.
