@@ -670,15 +670,13 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
     type_error("q, k, v must be all numpy arrays or all torch tensors, got " + type_name(q) + ", " + type_name(k) +
                ", " + type_name(v));
   }
+  if (!var.kv_dtype && (var.k_scales != Py_None || var.v_scales != Py_None))
+    bad_shape("k_scales, v_scales: given without kv_dtype (the quantized type of k and v, e.g. kv_dtype='int8')");
   view_of(q, fw, "q", Elements::floats, c.q);
   const Elements kv = var.kv_dtype ? Elements::codes : Elements::floats;
   view_of(k, fw, "k", kv, c.k);
   view_of(v, fw, "v", kv, c.v);
-  if (var.kv_dtype) {
-    c.k.dtype = c.v.dtype = *var.kv_dtype;
-  } else if (var.k_scales != Py_None || var.v_scales != Py_None) {
-    bad_shape("k_scales, v_scales: given without kv_dtype (the quantized type of k and v, e.g. kv_dtype='int8')");
-  }
+  if (var.kv_dtype) c.k.dtype = c.v.dtype = *var.kv_dtype;
   if (c.k.dtype != c.v.dtype) type_error("k and v must have the same element type");
   attune::Problem& p = c.p;
   p = problem_of(c.q, c.k, c.v);
