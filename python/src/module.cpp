@@ -1082,6 +1082,18 @@ nb::list kernels() {
   return out;
 }
 
+// A struct's fields as a Python dict: dict_of(field("cpu", ms.cpu), ...).
+template <class T>
+std::pair<const char*, const T&> field(const char* name, const T& value) {
+  return {name, value};
+}
+template <class... T>
+nb::dict dict_of(const std::pair<const char*, const T&>&... fields) {
+  nb::dict d;
+  ((d[fields.first] = fields.second), ...);
+  return d;
+}
+
 nb::dict info() {
   nb::dict d;
   d["version"] = std::string(attune::version());
@@ -1100,14 +1112,8 @@ nb::dict info() {
   d["isa_default"] = std::string(attune::to_string(attune::default_isa()));
   d["tuned_table"] = attune::tuned_table_summary();
   const attune::MachineSignature& ms = attune::machine_signature();
-  nb::dict machine;
-  machine["cpu"] = ms.cpu;
-  machine["isas"] = ms.isas;
-  machine["cores"] = ms.cores;
-  machine["l1d"] = ms.l1d;
-  machine["l2"] = ms.l2;
-  machine["l3"] = ms.l3;
-  d["machine"] = machine;
+  d["machine"] = dict_of(field("cpu", ms.cpu), field("isas", ms.isas), field("cores", ms.cores), field("l1d", ms.l1d),
+                         field("l2", ms.l2), field("l3", ms.l3));
   d["build_signature"] = attune::build_signature();
 #ifdef ATTUNE_WITH_BLAS
   d["with_blas"] = true;
@@ -1330,14 +1336,8 @@ NB_MODULE(_attune, m) {
   m.def("tuning_mode", [] { return attune::tuning_mode() == attune::TuningMode::online ? "online" : "table"; });
   m.def("online_tuning_stats", [] {
     const attune::OnlineStats s = attune::online_tuning_stats();
-    nb::dict d;
-    d["races"] = s.races;
-    d["candidates"] = s.candidates;
-    d["rejected"] = s.rejected;
-    d["changed"] = s.changed;
-    d["total_ms"] = s.total_ms;
-    d["max_ms"] = s.max_ms;
-    return d;
+    return dict_of(field("races", s.races), field("candidates", s.candidates), field("rejected", s.rejected),
+                   field("changed", s.changed), field("total_ms", s.total_ms), field("max_ms", s.max_ms));
   });
 #ifdef ATTUNE_WITH_BLAS
   m.def("mha", &mha, "x"_a, "wq"_a, "wk"_a, "wv"_a, "wo"_a, "y"_a, "heads_q"_a, "heads_kv"_a.none(), "causal"_a,
