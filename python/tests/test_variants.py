@@ -59,9 +59,9 @@ def test_every_kernel_takes_the_variant_or_refuses_it_in_one_line(rng, case, ker
     q, k, v = qkv(rng, b=1, sq=33, skv=70)
     try:
         got = attune.attention(q, k, v, kernel=kernel, isa=isa, **args)
-    except ValueError as e:
-        assert "has no build that runs" in str(e) and "\n" not in str(e)
-        pytest.skip(f"{kernel}/{isa} does not implement {case}: {e}")
+    except ValueError as e:  # a refusal is this test's other outcome (which kernels must take what:
+        assert "has no build that runs" in str(e) and "\n" not in str(e)  # the test below)
+        return
     assert_close(got, reference_variants(q, k, v, **args))
 
 
