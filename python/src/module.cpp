@@ -557,7 +557,8 @@ bool is_dense(const View& v) {
 // k_scales and v_scales of a quantized K/V: the documented shapes, float32 (int4: float16); fp8
 // also takes one number for every head (vLLM's per-tensor k_scale / v_scale). Contiguous arrays
 // are read in place, others gathered (they hold 1/d of the codes' bytes); `run`: also checked
-// (finite, non-zero) as attune::check_kv_scales defines it.
+// (finite, non-zero) as attune::check_kv_scales defines it, on every call (the attention reads d
+// times more bytes of codes than the check reads scales).
 void read_kv_scales(Call& c, const Variants& var, Framework fw, bool run) {
   const attune::Problem& p = c.p;
   const Dtype kv = p.kv_type();
@@ -592,12 +593,10 @@ void read_kv_scales(Call& c, const Variants& var, Framework fw, bool run) {
     if (is_dense(s)) {
       ptrs[i] = s.data;
     } else {
-      c.scale_copies[i] = contiguous_like(s);
+      c.scale_copies[i] = contiguous_like(s);  // filled even without `run`: validate() reads fp8's
       ptrs[i] = c.scale_copies[i].view.data;
-      if (run) {
-        copy_view(s, c.scale_copies[i].view);
-        ++g_copies;
-      }
+      copy_view(s, c.scale_copies[i].view);
+      ++g_copies;
     }
   }
   c.data.kv_scales.k = ptrs[0];

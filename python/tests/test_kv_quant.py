@@ -242,3 +242,15 @@ def test_quantize_kv_errors_are_one_line(rng, call, error, message):
     with pytest.raises(error, match=message) as info:
         call(x)
     assert "\n" not in str(info.value)
+
+
+def test_strided_per_head_scales_are_gathered_for_every_entry_point(rng):
+    q = randn(rng, 1, 4, 3, 32)
+    (_, _), (kc, ks, vc, vs) = quantized_cache(rng, "fp8_e4m3", (1, 2, 20, 32), (1, 2, 20, 32))
+    ks2, vs2 = np.repeat(ks, 2)[::2], np.repeat(vs, 2)[::2]  # the same values, not contiguous
+    assert not ks2.flags.c_contiguous
+    args = dict(kv_dtype="fp8_e4m3", kernel="flash")
+    assert attune.resolve(q, kc, vc, k_scales=ks2, v_scales=vs2, **args)["kernel"] == "flash"
+    assert attune.workspace_bytes(q, kc, vc, k_scales=ks2, v_scales=vs2, **args) >= 0
+    np.testing.assert_array_equal(attune.attention(q, kc, vc, k_scales=ks2, v_scales=vs2, **args),
+                                  attune.attention(q, kc, vc, k_scales=ks, v_scales=vs, **args))
