@@ -555,7 +555,8 @@ bool is_dense(const View& v) {
 }
 
 // k_scales and v_scales of a quantized K/V: the documented shapes, float32 (int4: float16); fp8
-// also takes one number for every head (vLLM's per-tensor k_scale / v_scale). Contiguous arrays
+// also takes one number for every head (vLLM's per-tensor k_scale / v_scale: a float, or a 0-d or
+// one-element float32 array). Contiguous arrays
 // are read in place, others gathered (they hold 1/d of the codes' bytes); `run`: also checked
 // (finite, non-zero) as attune::check_kv_scales defines it, on every call (the attention reads d
 // times more bytes of codes than the check reads scales).
@@ -584,6 +585,13 @@ void read_kv_scales(Call& c, const Variants& var, Framework fw, bool run) {
     if (s.dtype != want_type)
       type_error(std::string(name) + ": " + type + " scales are " + (kv == Dtype::int4 ? "float16" : "float32") +
                  ", got " + std::string(attune::to_string(s.dtype)));
+    std::int64_t count = 1;
+    for (int d = 0; d < s.ndim; ++d) count *= s.shape[d];
+    if (fp8 && count == 1 && s.dtype == Dtype::fp32) {  // a 0-d or one-element tensor: every head
+      c.fp8_scales[i].assign(static_cast<std::size_t>(p.heads_kv), *reinterpret_cast<const float*>(s.data));
+      ptrs[i] = c.fp8_scales[i].data();
+      continue;
+    }
     const std::vector<std::int64_t> want = scale_shape(p, is_k, c.q.ndim == 4);
     bool shape_ok = s.ndim == static_cast<int>(want.size());
     for (int d = 0; shape_ok && d < s.ndim; ++d) shape_ok = s.shape[d] == want[static_cast<std::size_t>(d)];

@@ -159,6 +159,9 @@ def test_fp8_takes_one_scale_for_every_head_as_vllm_does(rng):
     ref = reference(q, decode(kc, np.ones(2, np.float32), "fp8_e4m3", True),
                     decode(vc, np.full(2, 2.0, np.float32), "fp8_e4m3", False))
     assert_close(got, ref)
+    # vLLM keeps k_scale / v_scale as 0-d or one-element float32 tensors
+    for ks, vs in ((np.array(1.0, np.float32), np.array([2.0], np.float32)), (1, np.full(2, 2.0, np.float32))):
+        np.testing.assert_array_equal(attune.attention(q, kc, vc, kv_dtype="fp8_e4m3", k_scales=ks, v_scales=vs), got)
 
 
 def test_quantized_cache_with_variants(rng):
