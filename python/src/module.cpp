@@ -556,25 +556,31 @@ bool is_dense(const View& v) {
 
 // k_scales and v_scales of a quantized K/V: the documented shapes, float32 (int4: float16); fp8
 // also takes one number for every head (vLLM's per-tensor k_scale / v_scale: a float, or a 0-d or
-// one-element float32 array). Contiguous arrays
-// are read in place, others gathered (they hold 1/d of the codes' bytes); `run`: also checked
-// (finite, non-zero) as attune::check_kv_scales defines it, on every call (the attention reads d
-// times more bytes of codes than the check reads scales).
+// one-element float32 array). Contiguous arrays are read in place, and so are per-token arrays
+// whose records are strided by whole records with consecutive tokens adjacent (the scales of a
+// cache with spare capacity, sliced: KvScales::RecordStrides); others are gathered (they hold 1/d
+// of the codes' bytes). `run`: also checked (finite, non-zero) by attune::check_kv_scales, on every
+// call, one (batch, KV head) row at a time (the attention reads d times more bytes of codes).
 void read_kv_scales(Call& c, const Variants& var, Framework fw, bool run) {
   const attune::Problem& p = c.p;
   const Dtype kv = p.kv_type();
+  const bool fp8 = kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2;
   const std::string type = "kv_dtype='" + std::string(attune::to_string(kv)) + "'";
-  const void* ptrs[2] = {};
+  // Where each array's (batch, KV head) row starts, in bytes from `base` (per-head fp8: not used).
+  const char* base[2] = {};
+  std::int64_t batch_bytes[2] = {}, head_bytes[2] = {};
   for (int i = 0; i < 2; ++i) {
     const bool is_k = i == 0;
     const char* name = is_k ? "k_scales" : "v_scales";
     PyObject* o = is_k ? var.k_scales : var.v_scales;
     if (o == Py_None)
       bad_shape(std::string(name) + ": needed with " + type + " (attune.quantize_kv returns the codes and their scales)");
-    const bool fp8 = kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2;
+    const auto every_head = [&](float value) {
+      c.fp8_scales[i].assign(static_cast<std::size_t>(p.heads_kv), value);
+      base[i] = reinterpret_cast<const char*>(c.fp8_scales[i].data());
+    };
     if (fp8 && (PyFloat_Check(o) || PyLong_Check(o))) {
-      c.fp8_scales[i].assign(static_cast<std::size_t>(p.heads_kv), static_cast<float>(PyFloat_AsDouble(o)));
-      ptrs[i] = c.fp8_scales[i].data();
+      every_head(static_cast<float>(PyFloat_AsDouble(o)));
       continue;
     }
     const bool ok = fw == Framework::numpy ? PyArray_Check(o) : PyObject_TypeCheck(o, g_torch.tensor);
@@ -587,9 +593,8 @@ void read_kv_scales(Call& c, const Variants& var, Framework fw, bool run) {
                  ", got " + std::string(attune::to_string(s.dtype)));
     std::int64_t count = 1;
     for (int d = 0; d < s.ndim; ++d) count *= s.shape[d];
-    if (fp8 && count == 1 && s.dtype == Dtype::fp32) {  // a 0-d or one-element tensor: every head
-      c.fp8_scales[i].assign(static_cast<std::size_t>(p.heads_kv), *reinterpret_cast<const float*>(s.data));
-      ptrs[i] = c.fp8_scales[i].data();
+    if (fp8 && count == 1) {  // a 0-d or one-element tensor: every head
+      every_head(*reinterpret_cast<const float*>(s.data));
       continue;
     }
     const std::vector<std::int64_t> want = scale_shape(p, is_k, c.q.ndim == 4);
@@ -598,18 +603,55 @@ void read_kv_scales(Call& c, const Variants& var, Framework fw, bool run) {
     if (!shape_ok)
       bad_shape(std::string(name) + ": shape " + shape_text(s) + " does not match the " + type + (is_k ? " K" : " V") +
                 " scales of this problem " + shape_text(want) + " (docs/quantized-kv.md)");
+    // Per-token records: the axes (batch, head, token), then int4's (group, scale/min) pair.
+    const bool per_token = !fp8 && !(kv == Dtype::int8_kc && is_k);
+    const int token_axis = kv == Dtype::int4 ? s.ndim - 3 : s.ndim - 1;
+    const auto record = static_cast<std::int64_t>(s.itemsize) * (kv == Dtype::int4 ? 2 * s.shape[s.ndim - 2] : 1);
+    const auto stride = [&](int axis) { return axis < 0 || s.shape[axis] == 1 ? 0 : s.strides[axis]; };
+    const std::int64_t sb = stride(token_axis - 2), sh = stride(token_axis - 1), st = stride(token_axis);
+    const bool records_in_place = per_token && s.aligned && (st == 0 ? p.seq_kv == 1 : st == record) &&
+                                  sb >= 0 && sh >= 0 && sb % record == 0 && sh % record == 0 &&
+                                  (kv != Dtype::int4 || ((stride(s.ndim - 1) == 0 || stride(s.ndim - 1) == 2) &&
+                                                             (stride(s.ndim - 2) == 0 || stride(s.ndim - 2) == 4)));
+    std::int64_t row = static_cast<std::int64_t>(s.itemsize);  // bytes of a dense (batch, head) row
+    for (std::size_t d = c.q.ndim == 4 ? 2 : 1; d < want.size(); ++d) row *= want[d];
     if (is_dense(s)) {
-      ptrs[i] = s.data;
+      base[i] = s.data;
+      head_bytes[i] = row;
+    } else if (records_in_place) {
+      base[i] = s.data;
+      batch_bytes[i] = sb;
+      head_bytes[i] = sh;
+      auto& rs = is_k ? c.data.kv_scales.k_strides : c.data.kv_scales.v_strides;
+      rs = {sb / record, sh / record, 1};
+      continue;
     } else {
       c.scale_copies[i] = contiguous_like(s);  // filled even without `run`: validate() reads fp8's
-      ptrs[i] = c.scale_copies[i].view.data;
+      base[i] = c.scale_copies[i].view.data;
       copy_view(s, c.scale_copies[i].view);
       ++g_copies;
+      head_bytes[i] = row;
+    }
+    if (!fp8) batch_bytes[i] = head_bytes[i] * p.heads_kv;
+  }
+  c.data.kv_scales.k = base[0];
+  c.data.kv_scales.v = base[1];
+  if (!run || fp8) return;  // fp8's per-head scales: checked by VariantData::validate on every call
+  attune::Problem row = p;
+  row.batch = row.heads_kv = row.heads_q = 1;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.heads_kv; ++h) {
+      attune::KvScales one;
+      one.k = base[0] + b * batch_bytes[0] + h * head_bytes[0];
+      one.v = base[1] + b * batch_bytes[1] + h * head_bytes[1];
+      try {
+        attune::check_kv_scales(row, one);
+      } catch (const attune::InvalidArgument& e) {
+        throw attune::InvalidArgument(std::string(e.what()) + " (index within the row of batch " + std::to_string(b) +
+                                      ", KV head " + std::to_string(h) + ")");
+      }
     }
   }
-  c.data.kv_scales.k = ptrs[0];
-  c.data.kv_scales.v = ptrs[1];
-  if (run) attune::check_kv_scales(p, c.data.kv_scales);
 }
 
 // Reads the mask (bool: True = visible, float32: added to the logits) broadcastable to

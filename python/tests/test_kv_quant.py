@@ -142,13 +142,32 @@ def test_a_cache_with_spare_capacity_is_read_in_place(rng, kv):
     per_token = not kv.startswith("fp8")
     cut = (lambda s, is_k: s if not per_token or (kv == "int8_kc" and is_k) else s[:, :, :n])
     ks_n, vs_n = cut(ks, True), cut(vs, False)
-    before = attune._attune._copies()[0]
-    got = attune.attention(q, kc[:, :, :n], vc[:, :, :n], kv_dtype=kv, k_scales=ks_n, v_scales=vs_n, kernel="flash")
-    copied = attune._attune._copies()[0] - before
-    # codes in place; per-token scales cut from a longer array are gathered (1/d of the bytes)
-    assert copied == (0 if not per_token else 1 if kv == "int8_kc" else 2)
     ref = reference(q, decode(kc, ks, kv, True)[:, :, :n], decode(vc, vs, kv, False)[:, :, :n])
-    assert_close(got, ref)
+    for kernel in ("flash", "simd", "naive"):
+        before = attune._attune._copies()[0]
+        got = attune.attention(q, kc[:, :, :n], vc[:, :, :n], kv_dtype=kv, k_scales=ks_n, v_scales=vs_n, kernel=kernel)
+        if kernel != "naive" or kv != "int4":  # naive gathers strided int4 codes (it refuses them strided)
+            assert attune._attune._copies()[0] == before, kernel  # codes and scales with their strides
+        assert_close(got, ref)
+    if per_token:  # scales stored [batch, capacity, heads] (tokens not adjacent): gathered, same result
+        reorder = (lambda s: np.ascontiguousarray(np.moveaxis(s, 2, 1)).swapaxes(1, 2)[:, :, :n])
+        ks_t = ks_n if kv == "int8_kc" else reorder(ks)
+        before = attune._attune._copies()[0]
+        got = attune.attention(q, kc[:, :, :n], vc[:, :, :n], kv_dtype=kv, k_scales=ks_t, v_scales=reorder(vs),
+                               kernel="flash")
+        assert attune._attune._copies()[0] - before == (1 if kv == "int8_kc" else 2)
+        assert_close(got, ref)
+
+
+def test_bad_scales_in_a_strided_cache_are_named_by_row(rng):
+    q = randn(rng, 2, 4, 1, 32)
+    _, (kc, ks, vc, vs) = quantized_cache(rng, "int8", (2, 2, 40, 32), (2, 2, 40, 32))
+    vs = vs.copy()
+    vs[1, 0, 7] = 0.0
+    with pytest.raises(ValueError, match=r"int8 V scales\[7\] = 0.000000 must be finite and non-zero "
+                                         r"\(index within the row of batch 1, KV head 0\)"):
+        attune.attention(q, kc[:, :, :20], vc[:, :, :20], kv_dtype="int8", k_scales=ks[:, :, :20], v_scales=vs[:, :, :20])
+    attune.attention(q, kc[:, :, :7], vc[:, :, :7], kv_dtype="int8", k_scales=ks[:, :, :7], v_scales=vs[:, :, :7])
 
 
 def test_fp8_takes_one_scale_for_every_head_as_vllm_does(rng):
@@ -201,7 +220,7 @@ def test_torch_tensors(rng, kv):
     (dict(kv_dtype="int8", k_scales="KS64", v_scales="VS"), TypeError, "k_scales: kv_dtype='int8' scales are float32, got fp16"),
     (dict(kv_dtype="int8", k_scales="KSnan", v_scales="VS"), ValueError, r"int8 K scales\[3\] = nan must be finite and non-zero"),
     (dict(kv_dtype="int8", k_scales="KS", v_scales=[1.0]), TypeError, "v_scales: must be of q's framework"),
-    (dict(kv_dtype="fp8_e4m3", k_scales=0.0, v_scales=1.0), ValueError, r"fp8_e4m3 K scales\[0\] = 0.000000 must be finite and non-zero"),
+    (dict(kv_dtype="fp8_e4m3", k_scales=0.0, v_scales=1.0), ValueError, r"kv_scales.k\[0\] = 0.000000 must be finite and non-zero"),
 ])
 def test_quantized_argument_errors_are_one_line(rng, args, error, message):
     q = randn(rng, 1, 4, 3, 32)
