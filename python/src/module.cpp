@@ -459,7 +459,8 @@ std::pair<const T*, std::int64_t> small_array(PyObject* o, const char* name, std
     }
   }
   const char* want = floats ? "floats" : "ints";
-  nb::object seq = nb::steal(PySequence_Fast(o, ""));
+  // Sequences only: a set or an iterator has no order to index heads or sequences by.
+  nb::object seq = nb::steal(PySequence_Check(o) ? PySequence_Fast(o, "") : nullptr);
   if (!seq.is_valid()) {
     PyErr_Clear();
     type_error(std::string(name) + ": must be a 1-D array or a sequence of " + want + ", got " + repr_of(o));
@@ -911,6 +912,17 @@ std::int64_t count_arg(nb::handle h, const char* name) {
   return value;
 }
 
+// An int argument whose sign prepare() checks (window, top_k); beyond int64: one ValueError line.
+std::int64_t int_arg(nb::handle h, const char* name) {
+  if (!is_int(h)) type_error(std::string(name) + ": must be an int, got " + repr_of(h));
+  const long long value = PyLong_AsLongLong(h.ptr());
+  if (value == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    bad_shape(std::string(name) + ": must fit in 64 bits, got " + repr_of(h));
+  }
+  return value;
+}
+
 float float_arg(nb::handle h, const char* name) {
   const double value = PyFloat_AsDouble(h.ptr());  // floats, ints, numpy and torch scalars
   if (value == -1.0 && PyErr_Occurred()) {
@@ -954,12 +966,10 @@ Variants variants_of(Call& c, const Args& a) {
   if (truth < 0) throw nb::python_error();
   var.causal = truth != 0;
   var.causal_align = str_arg(a.causal_align, "causal_align: must be 'bottom_right' or 'top_left'");
-  if (!is_int(a.window)) type_error("window: must be an int, got " + repr_of(a.window));
-  var.window = PyLong_AsLongLong(a.window.ptr());
+  var.window = int_arg(a.window, "window");
   var.softcap = float_arg(a.softcap, "softcap");
   if (!a.scale.is_none()) var.scale = float_arg(a.scale, "scale");
-  if (!is_int(a.top_k)) type_error("top_k: must be an int, got " + repr_of(a.top_k));
-  var.top_k = PyLong_AsLongLong(a.top_k.ptr());
+  var.top_k = int_arg(a.top_k, "top_k");
   var.alibi_slopes = a.alibi_slopes.ptr();
   var.sinks = a.sinks.ptr();
   var.cu_seqlens_q = a.cu_seqlens_q.ptr();

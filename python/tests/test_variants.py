@@ -163,6 +163,8 @@ def test_workspace_bytes_and_resolve_take_the_variants(rng):
     (dict(sinks=[0.0, float("inf"), 0.0, 0.0]), ValueError, r"sinks\[1\] = inf must be finite or -inf"),
     (dict(top_k=-2), ValueError, "top_k: must be >= 0"),
     (dict(top_k=2.5), TypeError, "top_k: must be an int, got 2.5"),
+    (dict(top_k=2**70), ValueError, "top_k: must fit in 64 bits"),
+    (dict(sinks={0.0, 1.0, 2.0, 3.0}), TypeError, "sinks: must be a 1-D array or a sequence of floats, got {"),
     (dict(cu_seqlens_q=[0, 19]), ValueError, "cu_seqlens_q and cu_seqlens_kv go together"),
     (dict(cu_seqlens_q=[0, 19], cu_seqlens_kv=[0, 27]), ValueError, "varlen packs the sequences along seq.*batch 2"),
 ])
