@@ -7,7 +7,10 @@
 Inputs are read in place, strided ones included (transposed views, slices, a KV cache with spare
 capacity, broadcasts) as long as each row of d elements is contiguous; other layouts are copied
 first. numpy arrays are read through numpy's C API, torch CPU tensors by address and strides.
-The GIL is released during the computation.
+The GIL is released during the computation. Variants (mask, window, softcap, alibi_slopes, sinks,
+top_k, varlen cu_seqlens_q/cu_seqlens_kv) are keyword arguments of attention(); a quantized KV
+cache is attention(q, k_codes, v_codes, kv_dtype=..., k_scales=..., v_scales=...) with the codes
+and scales quantize_kv() returns (docs/python.md).
 """
 
 from __future__ import annotations
