@@ -247,3 +247,31 @@ def test_sinks_with_dropout_in_training_refuse_instead_of_dropping_the_sinks():
     ours.train()
     with pytest.raises(NotImplementedError, match="attention sinks"):
         ours(tokens(1, 8))
+
+
+def test_gemma2_soft_capped_layer_under_torch_compile_runs_the_op():
+    """Traced, soft-capping goes through the attune::sdpa op's softcap (it used to fall back to sdpa)."""
+    cfg = transformers.Gemma2Config(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                                    max_position_embeddings=512, sliding_window=8, attn_logit_softcapping=2.0,
+                                    initializer_range=0.3)
+    torch.manual_seed(0)
+    ref = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation="eager").eval()
+    ours = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation=backend.NAME).eval()
+    ours.load_state_dict(ref.state_dict())
+    hidden = torch.randn(1, 12, 128, generator=torch.Generator().manual_seed(3))
+    causal = torch.full((12, 12), float("-inf")).triu(1)[None, None]
+    with torch.no_grad():
+        position_embeddings = ours.model.rotary_emb(hidden, torch.arange(12)[None])
+
+        def layer(model):
+            attention = model.model.layers[1].self_attn
+            return lambda h: attention(h, position_embeddings=position_embeddings, attention_mask=causal)[0]
+
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(layer(ours))(hidden)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        before = backend.calls()
+        got = torch.compile(layer(ours), fullgraph=True)(hidden)
+        assert backend.calls()["sdpa_fallback"] == before["sdpa_fallback"]
+        torch.testing.assert_close(got, layer(ref)(hidden), atol=ATOL, rtol=0)
