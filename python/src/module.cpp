@@ -433,6 +433,7 @@ std::string repr_of(nb::handle h) { return nb::cast<std::string>(nb::repr(h)); }
 template <class T>
 std::pair<const T*, std::int64_t> small_array(PyObject* o, const char* name, std::vector<T>& storage) {
   constexpr bool floats = std::is_same_v<T, float>;
+  bool array = true;  // a 1-D numpy array or CPU tensor (converted below if not of T)
   if (PyArray_Check(o)) {
     auto* a = reinterpret_cast<PyArrayObject*>(o);
     if (PyArray_NDIM(a) != 1)
@@ -457,10 +458,12 @@ std::pair<const T*, std::int64_t> small_array(PyObject* o, const char* name, std
       nb::object ptr = nb::steal(call0(o, s_data_ptr));
       return {static_cast<const T*>(PyLong_AsVoidPtr(ptr.ptr())), n};
     }
+  } else {
+    array = false;
   }
   const char* want = floats ? "floats" : "ints";
   // Sequences only: a set or an iterator has no order to index heads or sequences by.
-  nb::object seq = nb::steal(PySequence_Check(o) ? PySequence_Fast(o, "") : nullptr);
+  nb::object seq = nb::steal(array || PySequence_Check(o) ? PySequence_Fast(o, "") : nullptr);
   if (!seq.is_valid()) {
     PyErr_Clear();
     type_error(std::string(name) + ": must be a 1-D array or a sequence of " + want + ", got " + repr_of(o));
