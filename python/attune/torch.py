@@ -92,14 +92,21 @@ _grad_enabled = torch.is_grad_enabled
 _MASK_TYPES = (torch.bool, torch.float32)  # attune's boolean and (float32) additive masks
 
 
-def _eager_direct(*tensors):
+def _eager_direct(query, key, value, *extra):
     """True when the op's dispatch can be skipped: not tracing for torch.compile, and no autograd
     graph to record (the op's registration is what makes a backward raise). The dispatcher and that
-    registration cost ~9 us a call, most of a small call (bench/python_bench.py). None entries and
-    non-tensors (lists of slopes, say) are skipped."""
+    registration cost ~9 us a call, most of a small call (bench/python_bench.py). `extra`: further
+    arguments that may be tensors requiring grad (sinks, say); None and non-tensors are skipped."""
     if _is_compiling():
         return False
-    return not (_grad_enabled() and any(getattr(t, "requires_grad", False) for t in tensors))
+    if not _grad_enabled():
+        return True
+    if query.requires_grad or key.requires_grad or value.requires_grad:
+        return False
+    for t in extra:
+        if t is not None and getattr(t, "requires_grad", False):
+            return False
+    return True
 
 
 def _refuse(query, key, dropout_p, attn_mask, is_causal):
@@ -142,25 +149,37 @@ def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scal
     return _sdpa_op(query, key, value, attn_mask, bool(is_causal), scale, sinks, softcap)
 
 
-def _as_tensor(x, dtype):
-    """Lists of slopes, sinks or offsets as the op's Tensor arguments (tensors pass unchanged)."""
-    return x if x is None or isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=dtype)
+# attention()'s keyword arguments beyond causal and scale, and the element types the op's schema
+# wants for those given as lists or numbers.
+_VARIANTS = {"alibi_slopes": torch.float32, "sinks": torch.float32, "cu_seqlens_q": torch.int64,
+             "cu_seqlens_kv": torch.int64, "top_k": None, "window": None, "softcap": None, "causal_align": None,
+             "mask": None, "kv_dtype": None, "k_scales": torch.float32, "v_scales": torch.float32}
 
 
-def attention(query, key, value, causal=False, scale=None, *, alibi_slopes=None, sinks=None, cu_seqlens_q=None,
-              cu_seqlens_kv=None, top_k=0, window=0, softcap=0.0, causal_align="bottom_right", mask=None,
-              kv_dtype=None, k_scales=None, v_scales=None):
+def _op_arguments(key, variants):
+    """The op's keyword arguments: lists of slopes, sinks or offsets and fp8's one-number scales as
+    tensors (an fp8 scale for every KV head), the rest as given."""
+    out = {}
+    for name, value in variants.items():
+        dtype = _VARIANTS[name]
+        if dtype is not None and value is not None and not isinstance(value, torch.Tensor):
+            if name.endswith("_scales") and isinstance(value, (int, float)):
+                value = torch.full((key.shape[-3],), float(value))
+            else:
+                value = torch.as_tensor(value, dtype=dtype)
+        out[name] = value
+    return out
+
+
+def attention(query, key, value, causal=False, scale=None, **variants):
     """attune.attention as a torch op (attune's bottom-right causal alignment, grouped-query heads),
-    with its variants (ALiBi slopes, sinks, varlen offsets, top-k, window, soft-cap, mask) and
-    quantized K/V codes with their scales; the same arguments as attune.attention."""
-    if kv_dtype is not None:  # fp8's one number for every head, as the op's Tensor argument
-        heads_kv = key.shape[-3]
-        k_scales, v_scales = ((torch.full((heads_kv,), float(s)) if isinstance(s, (int, float)) else s)
-                              for s in (k_scales, v_scales))
-    args = (query, key, value, bool(causal), None if scale is None else float(scale),
-            _as_tensor(alibi_slopes, torch.float32), _as_tensor(sinks, torch.float32),
-            _as_tensor(cu_seqlens_q, torch.int64), _as_tensor(cu_seqlens_kv, torch.int64), int(top_k), int(window),
-            float(softcap), causal_align, mask, kv_dtype, k_scales, v_scales)
-    if _eager_direct(query, key, value, args[5], args[6]):
-        return _attention_impl(*args)
-    return _attention_op(*args)
+    with every keyword argument of attune.attention: the variants (alibi_slopes, sinks,
+    cu_seqlens_q/cu_seqlens_kv, top_k, window, softcap, causal_align, mask) and quantized K/V codes
+    (kv_dtype, k_scales, v_scales). attune/torch.pyi lists them with their types."""
+    if not variants.keys() <= _VARIANTS.keys():
+        unknown = ", ".join(sorted(variants.keys() - _VARIANTS.keys()))
+        raise TypeError(f"attune.torch.attention: unknown argument(s) {unknown} (takes {', '.join(_VARIANTS)})")
+    scale = None if scale is None else float(scale)
+    if _eager_direct(query, key, value, *variants.values()):
+        return _attune.attention(query, key, value, causal=bool(causal), scale=scale, **variants)
+    return _attention_op(query, key, value, bool(causal), scale, **_op_arguments(key, variants))

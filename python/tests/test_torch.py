@@ -363,3 +363,10 @@ def test_sinks_that_require_grad_take_the_op_whose_backward_raises():
             out.sum().backward()
     with torch.no_grad():
         torch.testing.assert_close(ops.attention(q, k, v, sinks=sinks), attune.attention(q, k, v, sinks=sinks.detach()))
+
+
+def test_attention_op_function_names_an_unknown_argument_in_one_line():
+    q = randn(1, 2, 4, 16)
+    with pytest.raises(TypeError, match="attune.torch.attention: unknown argument.s. alibi_slope ") as info:
+        ops.attention(q, q, q, alibi_slope=[0.1, 0.2])
+    assert "\n" not in str(info.value)
