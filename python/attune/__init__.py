@@ -7,7 +7,10 @@
 Inputs are read in place, strided ones included (transposed views, slices, a KV cache with spare
 capacity, broadcasts) as long as each row of d elements is contiguous; other layouts are copied
 first. numpy arrays are read through numpy's C API, torch CPU tensors by address and strides.
-The GIL is released during the computation.
+The GIL is released during the computation. Variants (mask, window, softcap, alibi_slopes, sinks,
+top_k, varlen cu_seqlens_q/cu_seqlens_kv) are keyword arguments of attention(); a quantized KV
+cache is attention(q, k_codes, v_codes, kv_dtype=..., k_scales=..., v_scales=...) with the codes
+and scales quantize_kv() returns (docs/python.md).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as _np
 from . import _attune
 
 __all__ = ["attention", "mha", "kernels", "info", "load_tuning", "set_tuning", "online_tuning_stats",
-           "default_tuning_path",
+           "default_tuning_path", "quantize_kv", "dequantize_kv",
            "workspace_bytes", "resolve", "__version__"]
 
 try:  # numpy has no bfloat16 of its own; ml_dtypes' is the common one (optional).
@@ -46,27 +49,22 @@ def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
 
 
-def _check_options(kernel, isa, threads, block_q=0, block_kv=0, kv_splits=0, max_memory=0, causal_align="bottom_right",
-                   window=0, softcap=0.0):
+def _check_options(kernel, isa, threads, block_q=0, block_kv=0, kv_splits=0, max_memory=0):
     """Raises a one-line error naming an option of the wrong type or sign. Called only after the
     bindings refused their arguments (nanobind's message lists whole signatures), so the
-    successful call pays nothing for it."""
+    successful call pays nothing for it. (attention, workspace_bytes and resolve check their own.)"""
     if not isinstance(kernel, str):
         raise TypeError(f"kernel: must be a kernel name (str), got {kernel!r}")
     if isa is not None and not isinstance(isa, str):
         raise TypeError(f"isa: must be an ISA name (str) or None, got {isa!r}")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)):
         raise TypeError(f"threads: must be an int or None, got {threads!r}")
-    if not isinstance(causal_align, str):
-        raise TypeError(f"causal_align: must be 'bottom_right' or 'top_left', got {causal_align!r}")
     for name, value in (("block_q", block_q), ("block_kv", block_kv), ("kv_splits", kv_splits),
-                        ("max_memory", max_memory), ("window", window)):
+                        ("max_memory", max_memory)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name}: must be an int, got {value!r}")
         if value < 0:
             raise ValueError(f"{name}: must be >= 0 (0: the default), got {value}")
-    if not isinstance(softcap, (int, float)):
-        raise TypeError(f"softcap: must be a float, got {softcap!r}")
 
 
 def _call(binding, *args, options):
@@ -87,23 +85,74 @@ def _scale(scale):
 attention = _attune.attention
 
 
-def workspace_bytes(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
-                    block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, causal_align: str = "bottom_right",
-                    window: int = 0, softcap: float = 0.0, mask=None) -> int:
-    """Bytes of working memory attention() would allocate for these tensors and options."""
-    return _call(_attune.workspace_bytes, q, k, v, mask, bool(causal), causal_align, window, float(softcap),
-                 _scale(scale), kernel, isa, threads, block_q, block_kv, kv_splits,
-                 options=(kernel, isa, threads, block_q, block_kv, kv_splits, 0, causal_align, window, softcap))
+# workspace_bytes and resolve take attention's arguments (the same binding signature).
+workspace_bytes = _attune.workspace_bytes
+resolve = _attune.resolve
+
+_QUANTIZED = ("int8", "int8_kc", "fp8_e4m3", "fp8_e5m2", "int4")
 
 
-def resolve(q, k, v, *, causal: bool = False, scale=None, kernel: str = "auto", isa=None, threads=None,
-            block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, causal_align: str = "bottom_right",
-            window: int = 0, softcap: float = 0.0, mask=None) -> dict:
-    """What attention() would run: {"kernel", "isa", "block_q", "block_kv", "threads", "kv_splits", "micro",
-    "strided"} ("strided": the tensors are read in place with their strides)."""
-    return _call(_attune.resolve, q, k, v, mask, bool(causal), causal_align, window, float(softcap), _scale(scale),
-                 kernel, isa, threads, block_q, block_kv, kv_splits,
-                 options=(kernel, isa, threads, block_q, block_kv, kv_splits, 0, causal_align, window, softcap))
+def _float32_numpy(x, name):
+    """x (numpy float32/float16/bfloat16 or a CPU torch tensor of those) as a C-contiguous float32
+    numpy array (widening is exact), and whether it was a torch tensor."""
+    if _is_torch(x):
+        torch = _torch_module()
+        if not x.is_cpu:
+            raise TypeError(f"{name}: attune runs on the CPU, got a tensor on device '{x.device}'")
+        if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(f"{name}: element type must be float32, float16 or bfloat16, got {x.dtype}")
+        return _np.ascontiguousarray(x.detach().to(torch.float32).numpy()), True
+    if not isinstance(x, _np.ndarray):
+        raise TypeError(f"{name}: must be a numpy array or a CPU torch tensor, got {type(x).__name__}")
+    if x.dtype not in (_np.float32, _np.float16) and x.dtype != _NP_BF16:
+        raise TypeError(f"{name}: element type must be float32, float16 or bfloat16, got numpy {x.dtype}")
+    return _np.ascontiguousarray(x, dtype=_np.float32), False
+
+
+def _numpy_of(x, name):
+    """A CPU torch tensor's numpy view (int8, uint8, float32, float16), or x itself, C-contiguous."""
+    if _is_torch(x):
+        if not x.is_cpu:
+            raise TypeError(f"{name}: attune runs on the CPU, got a tensor on device '{x.device}'")
+        return _np.ascontiguousarray(x.detach().numpy()), True
+    if not isinstance(x, _np.ndarray):
+        raise TypeError(f"{name}: must be a numpy array or a CPU torch tensor, got {type(x).__name__}")
+    return _np.ascontiguousarray(x), False
+
+
+def quantize_kv(x, dtype: str, *, is_k=None):
+    """Quantizes a whole K or V cache x [batch, heads_kv, seq, d] (or [heads_kv, seq, d]; float32,
+    float16 or bfloat16, numpy or CPU torch) to `dtype` ("int8", "int8_kc", "fp8_e4m3", "fp8_e5m2",
+    "int4"): returns (codes, scales) of x's framework, which attention() reads with
+    kv_dtype=dtype, k_scales=..., v_scales=...:
+
+    - codes [.., heads_kv, seq, d] int8 (int8, int8_kc) or uint8 (fp8 bytes; int4: [.., d / 2], two
+      4-bit codes a byte, d a multiple of 32);
+    - scales float32 [.., heads_kv, seq] per token (int8, int8_kc's V), [.., heads_kv, d] per channel
+      (int8_kc's K), [heads_kv] per head (fp8: max |x| / 448 or / 57344 over every batch), or
+      float16 [.., heads_kv, seq, d / 32, 2] (scale, min) pairs (int4).
+
+    is_k: whether x is K or V; int8_kc needs it (K per channel, V per token), the other types
+    quantize both alike. Rounding and layouts: docs/quantized-kv.md. Non-finite values are refused."""
+    a, was_torch = _float32_numpy(x, "x")
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype: must be one of {', '.join(_QUANTIZED)} (str), got {dtype!r}")
+    codes, scales = _attune.quantize_kv(a, dtype, None if is_k is None else bool(is_k))
+    if was_torch:
+        torch = _torch_module()
+        return torch.from_numpy(codes), torch.from_numpy(scales)
+    return codes, scales
+
+
+def dequantize_kv(codes, scales, dtype: str, *, is_k=None):
+    """The float32 values of quantize_kv's (codes, scales) as attention() decodes them (the inverse of
+    quantize_kv up to its rounding), of the codes' framework."""
+    c, was_torch = _numpy_of(codes, "codes")
+    s, _ = _numpy_of(scales, "scales")
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype: must be one of {', '.join(_QUANTIZED)} (str), got {dtype!r}")
+    x = _attune.dequantize_kv(c, s, dtype, None if is_k is None else bool(is_k))
+    return _torch_module().from_numpy(x) if was_torch else x
 
 
 def mha(x, wq, wk, wv, wo, *, heads_q: int, heads_kv=None, causal: bool = False, scale=None,

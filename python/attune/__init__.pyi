@@ -26,19 +26,34 @@ class Choice(TypedDict):
     micro: int
     strided: bool  # the tensors are read in place with their strides
 
+ArrayLike = Any  # a numpy array, a CPU torch tensor or a sequence of numbers
+
 def attention(q: Tensor, k: Any, v: Any, *, causal: bool = False, scale: Optional[float] = None,
               kernel: str = "auto", isa: Optional[str] = None, threads: Optional[int] = None,
               block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, max_memory: int = 0,
               out: Optional[Tensor] = None, causal_align: str = "bottom_right", window: int = 0,
-              softcap: float = 0.0, mask: Optional[Any] = None) -> Tensor: ...
+              softcap: float = 0.0, mask: Optional[Any] = None, alibi_slopes: Optional[ArrayLike] = None,
+              sinks: Optional[ArrayLike] = None, cu_seqlens_q: Optional[ArrayLike] = None,
+              cu_seqlens_kv: Optional[ArrayLike] = None, top_k: int = 0, kv_dtype: Optional[str] = None,
+              k_scales: Union[Any, float, None] = None, v_scales: Union[Any, float, None] = None) -> Tensor: ...
 def workspace_bytes(q: Any, k: Any, v: Any, *, causal: bool = False, scale: Optional[float] = None,
                     kernel: str = "auto", isa: Optional[str] = None, threads: Optional[int] = None,
-                    block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, causal_align: str = "bottom_right",
-                    window: int = 0, softcap: float = 0.0, mask: Optional[Any] = None) -> int: ...
+                    block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, max_memory: int = 0,
+                    out: Optional[Any] = None, causal_align: str = "bottom_right", window: int = 0,
+                    softcap: float = 0.0, mask: Optional[Any] = None, alibi_slopes: Optional[ArrayLike] = None,
+                    sinks: Optional[ArrayLike] = None, cu_seqlens_q: Optional[ArrayLike] = None,
+                    cu_seqlens_kv: Optional[ArrayLike] = None, top_k: int = 0, kv_dtype: Optional[str] = None,
+                    k_scales: Union[Any, float, None] = None, v_scales: Union[Any, float, None] = None) -> int: ...
 def resolve(q: Any, k: Any, v: Any, *, causal: bool = False, scale: Optional[float] = None,
             kernel: str = "auto", isa: Optional[str] = None, threads: Optional[int] = None,
-            block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, causal_align: str = "bottom_right",
-            window: int = 0, softcap: float = 0.0, mask: Optional[Any] = None) -> Choice: ...
+            block_q: int = 0, block_kv: int = 0, kv_splits: int = 0, max_memory: int = 0,
+            out: Optional[Any] = None, causal_align: str = "bottom_right", window: int = 0,
+            softcap: float = 0.0, mask: Optional[Any] = None, alibi_slopes: Optional[ArrayLike] = None,
+            sinks: Optional[ArrayLike] = None, cu_seqlens_q: Optional[ArrayLike] = None,
+            cu_seqlens_kv: Optional[ArrayLike] = None, top_k: int = 0, kv_dtype: Optional[str] = None,
+            k_scales: Union[Any, float, None] = None, v_scales: Union[Any, float, None] = None) -> Choice: ...
+def quantize_kv(x: Tensor, dtype: str, *, is_k: Optional[bool] = None) -> tuple[Tensor, Tensor]: ...
+def dequantize_kv(codes: Tensor, scales: Any, dtype: str, *, is_k: Optional[bool] = None) -> Tensor: ...
 def mha(x: Tensor, wq: Any, wk: Any, wv: Any, wo: Any, *, heads_q: int, heads_kv: Optional[int] = None,
         causal: bool = False, scale: Optional[float] = None, kernel: str = "auto", isa: Optional[str] = None,
         threads: Optional[int] = None, max_memory: int = 0) -> Tensor: ...

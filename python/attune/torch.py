@@ -6,13 +6,17 @@ forward-only (inference): a backward through them raises. The Python functions `
 `attention` call the op while torch.compile traces or autograd records, and the implementation
 directly otherwise (same result, without the dispatcher's overhead).
 
-- `attention(q, k, v, causal=False, scale=None)`: attune's own conventions (causal aligns the
-  last query with the last key, as decoding with a KV cache needs; grouped-query heads always).
+- `attention(q, k, v, causal=False, scale=None, *, alibi_slopes=None, sinks=None, cu_seqlens_q=None,
+  cu_seqlens_kv=None, top_k=0, window=0, softcap=0.0, causal_align="bottom_right", mask=None,
+  kv_dtype=None, k_scales=None, v_scales=None)`: attune's own conventions (causal aligns the last
+  query with the last key, as decoding with a KV cache needs; grouped-query heads always), every
+  variant of attune.attention, quantized K/V codes with their scales.
 - `sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)`:
   torch.nn.functional.scaled_dot_product_attention's conventions: `is_causal` is top-left aligned
   (query i sees keys j <= i; attune's CausalAlign::top_left), `attn_mask` is bool (True: take part)
   or float (added to the logits), broadcastable to [batch, heads_q, seq_q, seq_kv], and
-  heads_q != heads_kv needs enable_gqa=True. Inputs are read in place with their strides.
+  heads_q != heads_kv needs enable_gqa=True. Inputs are read in place with their strides. Keyword
+  extras: `sinks` (gpt-oss's s_aux) and `softcap` (Gemma 2).
 """
 
 from __future__ import annotations
@@ -31,22 +35,40 @@ __all__ = ["attention", "sdpa"]
 # dispatcher and torch.compile, at about half the per-call overhead on small problems
 # (bench/python_bench.py: the decorator's Python wrapping cost ~13 us more per call here).
 _lib = torch.library.Library("attune", "DEF")  # kept alive: dropping it unregisters the ops
-_lib.define("attention(Tensor query, Tensor key, Tensor value, bool causal, float? scale) -> Tensor")
-_lib.define("sdpa(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, bool is_causal, float? scale) -> Tensor")
+_lib.define("attention(Tensor query, Tensor key, Tensor value, bool causal, float? scale, Tensor? alibi_slopes=None, "
+            "Tensor? sinks=None, Tensor? cu_seqlens_q=None, Tensor? cu_seqlens_kv=None, int top_k=0, int window=0, "
+            "float softcap=0.0, str causal_align='bottom_right', Tensor? mask=None, str? kv_dtype=None, "
+            "Tensor? k_scales=None, Tensor? v_scales=None) -> Tensor")
+_lib.define("sdpa(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, bool is_causal, float? scale, "
+            "Tensor? sinks=None, float softcap=0.0) -> Tensor")
 
 
-def _attention_impl(query, key, value, causal, scale):
-    return _attune.attention(query, key, value, causal=causal, scale=scale)
+def _attention_impl(query, key, value, causal, scale, alibi_slopes=None, sinks=None, cu_seqlens_q=None,
+                    cu_seqlens_kv=None, top_k=0, window=0, softcap=0.0, causal_align="bottom_right", mask=None,
+                    kv_dtype=None, k_scales=None, v_scales=None):
+    return _attune.attention(query, key, value, causal=causal, scale=scale, alibi_slopes=alibi_slopes, sinks=sinks,
+                             cu_seqlens_q=cu_seqlens_q, cu_seqlens_kv=cu_seqlens_kv, top_k=top_k, window=window,
+                             softcap=softcap, causal_align=causal_align, mask=mask, kv_dtype=kv_dtype,
+                             k_scales=k_scales, v_scales=v_scales)
 
 
-def _sdpa_impl(query, key, value, attn_mask, is_causal, scale):
+def _sdpa_impl(query, key, value, attn_mask, is_causal, scale, sinks=None, softcap=0.0):
     if attn_mask is not None and attn_mask.dtype not in (torch.bool, torch.float32):
         attn_mask = attn_mask.float()  # attune's additive masks are float32
-    return _attune.attention(query, key, value, causal=is_causal, causal_align="top_left", scale=scale, mask=attn_mask)
+    return _attune.attention(query, key, value, causal=is_causal, causal_align="top_left", scale=scale, mask=attn_mask,
+                             sinks=sinks, softcap=softcap)
 
 
-def _fake(query, key, value, *args):
-    """Shape and type of the result, for meta tensors and torch.compile's tracing."""
+def _attention_fake(query, key, value, causal, scale, alibi_slopes=None, sinks=None, cu_seqlens_q=None,
+                    cu_seqlens_kv=None, top_k=0, window=0, softcap=0.0, causal_align="bottom_right", mask=None,
+                    kv_dtype=None, k_scales=None, v_scales=None):
+    """Shape and type of the result, for meta tensors and torch.compile's tracing: q's shape with
+    d_v, which int4 codes hold two to a byte."""
+    d_v = value.shape[-1] * (2 if kv_dtype == "int4" else 1)
+    return query.new_empty(query.shape[:-1] + (d_v,))
+
+
+def _sdpa_fake(query, key, value, *args):
     return query.new_empty(query.shape[:-1] + value.shape[-1:])
 
 
@@ -55,7 +77,7 @@ def _no_backward(ctx, grad):
                               "torch.nn.functional.scaled_dot_product_attention to train")
 
 
-for _name, _impl in (("attention", _attention_impl), ("sdpa", _sdpa_impl)):
+for _name, _impl, _fake in (("attention", _attention_impl, _attention_fake), ("sdpa", _sdpa_impl, _sdpa_fake)):
     _lib.impl(_name, _impl, "CPU")
     torch.library.register_fake("attune::" + _name, _fake, lib=_lib)
     # A clear error at backward time instead of torch's warning and a silently missing gradient.
@@ -70,13 +92,21 @@ _grad_enabled = torch.is_grad_enabled
 _MASK_TYPES = (torch.bool, torch.float32)  # attune's boolean and (float32) additive masks
 
 
-def _eager_direct(query, key, value):
+def _eager_direct(query, key, value, *extra):
     """True when the op's dispatch can be skipped: not tracing for torch.compile, and no autograd
     graph to record (the op's registration is what makes a backward raise). The dispatcher and that
-    registration cost ~9 us a call, most of a small call (bench/python_bench.py)."""
+    registration cost ~9 us a call, most of a small call (bench/python_bench.py). `extra`: further
+    arguments that may be tensors requiring grad (sinks, say); None and non-tensors are skipped."""
     if _is_compiling():
         return False
-    return not (_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad))
+    if not _grad_enabled():
+        return True
+    if query.requires_grad or key.requires_grad or value.requires_grad:
+        return False
+    for t in extra:
+        if t is not None and getattr(t, "requires_grad", False):
+            return False
+    return True
 
 
 def _refuse(query, key, dropout_p, attn_mask, is_causal):
@@ -89,31 +119,67 @@ def _refuse(query, key, dropout_p, attn_mask, is_causal):
                      "grouped-query attention needs enable_gqa=True (as in torch's SDPA)")
 
 
-def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False, *,
+         sinks=None, softcap=0.0):
     """torch.nn.functional.scaled_dot_product_attention computed by attune (CPU, forward only).
 
     is_causal is top-left aligned as in torch; attn_mask bool or float; dropout_p > 0 raises
     NotImplementedError. A query row whose keys are all masked outputs zeros (torch's: NaN).
+    Beyond torch's arguments: sinks, [heads_q] logits joining each softmax denominator (gpt-oss's
+    s_aux), and softcap, logits s -> softcap * tanh(s / softcap) (Gemma 2).
     """
     if dropout_p != 0.0 or (is_causal and attn_mask is not None):
         _refuse(query, key, dropout_p, attn_mask, is_causal)
     if attn_mask is not None and attn_mask.dtype not in _MASK_TYPES:
         attn_mask = attn_mask.float()
     scale = None if scale is None else float(scale)
+    softcap = float(softcap)
     if not _is_compiling():
         # The binding checks the heads (enable_gqa) and whether autograd records the call (None:
         # then the op, whose backward raises); each tensor attribute costs ~0.1 us from Python.
-        out = _bindings._sdpa(query, key, value, attn_mask, bool(is_causal), scale, bool(enable_gqa))
+        out = _bindings._sdpa(query, key, value, attn_mask, bool(is_causal), scale, bool(enable_gqa), sinks, softcap)
         if out is not None:
             return out
     if not enable_gqa:
         qs, ks = query.shape, key.shape
         if len(qs) > 2 and len(ks) > 2 and qs[-3] != ks[-3]:
             _refuse(query, key, dropout_p, attn_mask, is_causal)
-    return _sdpa_op(query, key, value, attn_mask, bool(is_causal), scale)
+    if sinks is not None and not isinstance(sinks, torch.Tensor):
+        sinks = torch.as_tensor(sinks, dtype=torch.float32)
+    return _sdpa_op(query, key, value, attn_mask, bool(is_causal), scale, sinks, softcap)
 
 
-def attention(query, key, value, causal=False, scale=None):
-    """attune.attention as a torch op (attune's bottom-right causal alignment, grouped-query heads)."""
-    args = (query, key, value, bool(causal), None if scale is None else float(scale))
-    return _attention_impl(*args) if _eager_direct(query, key, value) else _attention_op(*args)
+# attention()'s keyword arguments beyond causal and scale, and the element types the op's schema
+# wants for those given as lists or numbers.
+_VARIANTS = {"alibi_slopes": torch.float32, "sinks": torch.float32, "cu_seqlens_q": torch.int64,
+             "cu_seqlens_kv": torch.int64, "top_k": None, "window": None, "softcap": None, "causal_align": None,
+             "mask": None, "kv_dtype": None, "k_scales": torch.float32, "v_scales": torch.float32}
+
+
+def _op_arguments(key, variants):
+    """The op's keyword arguments: lists of slopes, sinks or offsets and fp8's one-number scales as
+    tensors (an fp8 scale for every KV head), the rest as given."""
+    out = {}
+    for name, value in variants.items():
+        dtype = _VARIANTS[name]
+        if dtype is not None and value is not None and not isinstance(value, torch.Tensor):
+            if name.endswith("_scales") and isinstance(value, (int, float)):
+                value = torch.full((key.shape[-3],), float(value))
+            else:
+                value = torch.as_tensor(value, dtype=dtype)
+        out[name] = value
+    return out
+
+
+def attention(query, key, value, causal=False, scale=None, **variants):
+    """attune.attention as a torch op (attune's bottom-right causal alignment, grouped-query heads),
+    with every keyword argument of attune.attention: the variants (alibi_slopes, sinks,
+    cu_seqlens_q/cu_seqlens_kv, top_k, window, softcap, causal_align, mask) and quantized K/V codes
+    (kv_dtype, k_scales, v_scales). attune/torch.pyi lists them with their types."""
+    if not variants.keys() <= _VARIANTS.keys():
+        unknown = ", ".join(sorted(variants.keys() - _VARIANTS.keys()))
+        raise TypeError(f"attune.torch.attention: unknown argument(s) {unknown} (takes {', '.join(_VARIANTS)})")
+    scale = None if scale is None else float(scale)
+    if _eager_direct(query, key, value, *variants.values()):
+        return _attune.attention(query, key, value, causal=bool(causal), scale=scale, **variants)
+    return _attention_op(query, key, value, bool(causal), scale, **_op_arguments(key, variants))

@@ -1,10 +1,18 @@
 # Type stubs of attune.torch.
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 
+PerHead = Union[torch.Tensor, Sequence[float]]
+Offsets = Union[torch.Tensor, Sequence[int]]
+
 def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
          dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
-         enable_gqa: bool = False) -> torch.Tensor: ...
+         enable_gqa: bool = False, *, sinks: Optional[PerHead] = None, softcap: float = 0.0) -> torch.Tensor: ...
 def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causal: bool = False,
-              scale: Optional[float] = None) -> torch.Tensor: ...
+              scale: Optional[float] = None, *, alibi_slopes: Optional[PerHead] = None,
+              sinks: Optional[PerHead] = None, cu_seqlens_q: Optional[Offsets] = None,
+              cu_seqlens_kv: Optional[Offsets] = None, top_k: int = 0, window: int = 0, softcap: float = 0.0,
+              causal_align: str = "bottom_right", mask: Optional[torch.Tensor] = None,
+              kv_dtype: Optional[str] = None, k_scales: Union[torch.Tensor, float, None] = None,
+              v_scales: Union[torch.Tensor, float, None] = None) -> torch.Tensor: ...

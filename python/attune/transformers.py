@@ -8,11 +8,11 @@ Registered through `transformers.AttentionInterface` (the attention function) an
 is plain causal, else a boolean [batch, 1, seq_q, seq_kv] mask). attune computes prefill (top-left
 causal), decoding with the KV cache, grouped-query heads without repeating K/V, materialised
 masks (padding in a batch, sliding windows, chunked prefill on a filled cache; attune's boolean or
-additive masks) and soft-capped logits. Q/K/V are read in place with their strides and the result
-is written straight into the [batch, seq, heads, d] tensor transformers returns (no copies).
-Dropout in training, position biases and attention sinks (s_aux) run transformers' own "sdpa"
-function instead, and so does a traced or gradient-recording call with soft-capping (the torch op
-has no soft-cap argument); `calls()` counts each kind.
+additive masks), soft-capped logits (Gemma 2) and attention sinks (gpt-oss's s_aux), eager or
+traced by torch.compile. Q/K/V are read in place with their strides and the result is written
+straight into the [batch, seq, heads, d] tensor transformers returns (no copies). Dropout in
+training and position biases run transformers' own "sdpa" function instead (with sinks, which that
+function would ignore, they raise NotImplementedError); `calls()` counts each kind.
 """
 
 from __future__ import annotations
@@ -42,13 +42,17 @@ def attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                       attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs):
     """The AttentionInterface function: [batch, heads, seq, d] in, [batch, seq, heads, d] out."""
     softcap = kwargs.get("softcap")
-    direct = _ops._eager_direct(query, key, value)
-    unsupported = ((dropout and module.training) or kwargs.get("position_bias") is not None
-                   or kwargs.get("s_aux") is not None or (softcap is not None and not direct))
-    if unsupported:
+    sinks = kwargs.get("s_aux")  # gpt-oss: [heads] logits joining each softmax denominator
+    direct = _ops._eager_direct(query, key, value, sinks)
+    if (dropout and module.training) or kwargs.get("position_bias") is not None:
+        if sinks is not None:  # transformers' sdpa would drop the sinks silently
+            raise NotImplementedError("attune.transformers: attention sinks (s_aux) with dropout in training or a "
+                                      "position bias: neither attune nor transformers' sdpa computes that; use "
+                                      "attn_implementation='eager'")
         _calls["sdpa_fallback"] += 1
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
+    softcap = 0.0 if softcap is None else float(softcap)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     # transformers' sdpa semantics: a mask carries the causal part itself; without one, decoding
     # rows see every cached key and prefill is top-left causal (keys beyond seq_q are empty
@@ -60,12 +64,13 @@ def attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         if attention_mask.dtype != torch.bool and attention_mask.dtype != torch.float32:
             attention_mask = attention_mask.float()  # additive masks in the model's dtype
     if not direct:  # torch.compile tracing or autograd recording: the registered op
-        out = _ops.sdpa(query, key, value, attn_mask=attention_mask, is_causal=causal, scale=scaling, enable_gqa=True)
+        out = _ops.sdpa(query, key, value, attn_mask=attention_mask, is_causal=causal, scale=scaling, enable_gqa=True,
+                        sinks=sinks, softcap=softcap)
         return out.transpose(1, 2).contiguous(), None
     batch, heads, seq_q, _ = query.shape
     out = query.new_empty((batch, seq_q, heads, value.shape[-1]))
-    _attune.attention(query, key, value, causal=causal, causal_align="top_left", scale=scaling,
-                      softcap=0.0 if softcap is None else float(softcap), mask=attention_mask, out=out.transpose(1, 2))
+    _attune.attention(query, key, value, causal=causal, causal_align="top_left", scale=scaling, softcap=softcap,
+                      mask=attention_mask, sinks=sinks, out=out.transpose(1, 2))
     return out, None
 
 

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -29,6 +30,8 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace nb = nanobind;
@@ -51,6 +54,7 @@ PyArray_Descr* g_np_bf16 = nullptr;
 struct Torch {
   PyTypeObject* tensor = nullptr;
   PyObject *f32 = nullptr, *f16 = nullptr, *bf16 = nullptr, *boolean = nullptr;
+  PyObject *int8 = nullptr, *uint8 = nullptr, *int64 = nullptr;
   PyObject *empty = nullptr, *empty_like = nullptr, *is_grad_enabled = nullptr;
 };
 Torch g_torch;
@@ -69,6 +73,9 @@ bool have_torch() {
   g_torch.f16 = nb::object(torch.attr("float16")).release().ptr();
   g_torch.bf16 = nb::object(torch.attr("bfloat16")).release().ptr();
   g_torch.boolean = nb::object(torch.attr("bool")).release().ptr();
+  g_torch.int8 = nb::object(torch.attr("int8")).release().ptr();
+  g_torch.uint8 = nb::object(torch.attr("uint8")).release().ptr();
+  g_torch.int64 = nb::object(torch.attr("int64")).release().ptr();
   g_torch.empty = nb::object(torch.attr("empty")).release().ptr();
   g_torch.empty_like = nb::object(torch.attr("empty_like")).release().ptr();
   g_torch.is_grad_enabled = nb::object(torch.attr("is_grad_enabled")).release().ptr();
@@ -104,27 +111,44 @@ struct TypeError : std::runtime_error {
 [[noreturn]] void type_error(const std::string& what) { throw TypeError(what); }
 [[noreturn]] void bad_shape(const std::string& what) { throw nb::value_error(what.c_str()); }
 
-// A numpy array as a View: float32, float16 or ml_dtypes.bfloat16 (masks: bool or float32).
-void numpy_view(PyObject* o, const char* name, bool mask, View& v) {
+// What an array may hold: attention tensors (float32, float16, bfloat16), a mask (bool or
+// float32), or quantized K/V codes (int8 or uint8 bytes, read as the kv_dtype the call names).
+enum class Elements : std::uint8_t { floats, mask, codes };
+
+[[noreturn]] void element_error(const char* name, Elements kind, const std::string& got, bool byte_type) {
+  const char* want = kind == Elements::mask    ? ": element type must be bool or float32"
+                     : kind == Elements::codes ? ": with kv_dtype, must hold the quantized codes as int8 or uint8 "
+                                                 "(attune.quantize_kv)"
+                                               : ": element type must be float32, float16 or bfloat16";
+  const char* hint = kind == Elements::floats && byte_type ? " (quantized codes need kv_dtype=...)" : "";
+  type_error(std::string(name) + want + ", got " + got + hint);
+}
+
+// A numpy array as a View, of the element types `kind` allows.
+void numpy_view(PyObject* o, const char* name, Elements kind, View& v) {
   auto* a = reinterpret_cast<PyArrayObject*>(o);
   v.ndim = PyArray_NDIM(a);
   if (v.ndim > kMaxDims) bad_shape(std::string(name) + ": expected at most 4 dimensions, got " + std::to_string(v.ndim));
   const int t = PyArray_TYPE(a);
-  if (mask && t == NPY_BOOL) {
+  if (kind == Elements::mask && t == NPY_BOOL) {
     v.boolean = true;
     v.itemsize = 1;
+  } else if (kind == Elements::codes) {
+    if (t != NPY_INT8 && t != NPY_UINT8)
+      element_error(name, kind, "numpy " + str_of(reinterpret_cast<PyObject*>(PyArray_DESCR(a))), false);
+    v.itemsize = 1;  // the caller sets dtype to the kv_dtype
   } else if (t == NPY_FLOAT32) {
     v.dtype = Dtype::fp32;
     v.itemsize = 4;
-  } else if (!mask && t == NPY_FLOAT16) {
+  } else if (kind == Elements::floats && t == NPY_FLOAT16) {
     v.dtype = Dtype::fp16;
     v.itemsize = 2;
-  } else if (!mask && g_np_bf16 && PyArray_DESCR(a)->typeobj == g_np_bf16->typeobj) {
+  } else if (kind == Elements::floats && g_np_bf16 && PyArray_DESCR(a)->typeobj == g_np_bf16->typeobj) {
     v.dtype = Dtype::bf16;
     v.itemsize = 2;
   } else {
-    type_error(std::string(name) + (mask ? ": element type must be bool or float32" : ": element type must be float32, float16 or bfloat16") +
-               ", got numpy " + str_of(reinterpret_cast<PyObject*>(PyArray_DESCR(a))));
+    element_error(name, kind, "numpy " + str_of(reinterpret_cast<PyObject*>(PyArray_DESCR(a))),
+                  t == NPY_INT8 || t == NPY_UINT8);
   }
   if (!PyArray_ISNOTSWAPPED(a)) type_error(std::string(name) + ": must be in the machine's byte order");
   v.data = static_cast<char*>(PyArray_DATA(a));
@@ -150,7 +174,7 @@ PyObject* call0(PyObject* o, PyObject* method) {
   return r;
 }
 
-void torch_view(PyObject* o, const char* name, bool mask, View& v) {
+void torch_view(PyObject* o, const char* name, Elements kind, View& v) {
   nb::object is_cpu = nb::steal(get(o, s_is_cpu));
   if (is_cpu.ptr() != Py_True) {
     nb::object dev = nb::steal(get(o, s_device));
@@ -158,21 +182,23 @@ void torch_view(PyObject* o, const char* name, bool mask, View& v) {
   }
   nb::object dt = nb::steal(get(o, s_dtype));
   const PyObject* d = dt.ptr();
-  if (mask && d == g_torch.boolean) {
+  if (kind == Elements::mask && d == g_torch.boolean) {
     v.boolean = true;
+    v.itemsize = 1;
+  } else if (kind == Elements::codes) {
+    if (d != g_torch.int8 && d != g_torch.uint8) element_error(name, kind, str_of(dt.ptr()), false);
     v.itemsize = 1;
   } else if (d == g_torch.f32) {
     v.dtype = Dtype::fp32;
     v.itemsize = 4;
-  } else if (!mask && d == g_torch.f16) {
+  } else if (kind == Elements::floats && d == g_torch.f16) {
     v.dtype = Dtype::fp16;
     v.itemsize = 2;
-  } else if (!mask && d == g_torch.bf16) {
+  } else if (kind == Elements::floats && d == g_torch.bf16) {
     v.dtype = Dtype::bf16;
     v.itemsize = 2;
   } else {
-    type_error(std::string(name) + (mask ? ": element type must be bool or float32" : ": element type must be float32, float16 or bfloat16") +
-               ", got " + str_of(dt.ptr()));
+    element_error(name, kind, str_of(dt.ptr()), d == g_torch.int8 || d == g_torch.uint8);
   }
   nb::object shape = nb::steal(get(o, s_shape));  // torch.Size, a tuple
   nb::object strides = nb::steal(call0(o, s_stride));
@@ -193,11 +219,11 @@ Framework framework_of(PyObject* o) {
   throw std::invalid_argument("");
 }
 
-void view_of(PyObject* o, Framework fw, const char* name, bool mask, View& v) {
+void view_of(PyObject* o, Framework fw, const char* name, Elements kind, View& v) {
   if (fw == Framework::numpy) {
-    numpy_view(o, name, mask, v);
+    numpy_view(o, name, kind, v);
   } else {
-    torch_view(o, name, mask, v);
+    torch_view(o, name, kind, v);
   }
 }
 
@@ -220,11 +246,15 @@ attune::Problem problem_of(const View& q, const View& k, const View& v) {
   p.heads_q = q.shape[o];
   p.seq_q = q.shape[o + 1];
   p.d_k = q.shape[o + 2];
+  // Elements of a row: int4 codes pack two in a byte.
+  const auto elements = [&](const View& x) { return x.shape[o + 2] * (x.dtype == Dtype::int4 ? 2 : 1); };
   p.heads_kv = k.shape[o];
   p.seq_kv = k.shape[o + 1];
-  p.d_v = v.shape[o + 2];
+  p.d_v = elements(v);
   if (n == 4 && (k.shape[0] != p.batch || v.shape[0] != p.batch)) bad_shape("batch: q, k and v must agree on axis 0, got shapes " + all());
-  if (k.shape[o + 2] != p.d_k) bad_shape("d_k: q and k must agree on the last axis, got shapes " + all());
+  if (elements(k) != p.d_k)
+    bad_shape("d_k: q and k must agree on the last axis" +
+              std::string(k.dtype == Dtype::int4 ? " (int4 codes: d_k / 2 bytes a row)" : "") + ", got shapes " + all());
   if (v.shape[o] != p.heads_kv || v.shape[o + 1] != p.seq_kv) bad_shape("k and v must agree on heads and seq, got shapes " + all());
   p.dtype = q.dtype;
   p.kv_dtype = k.dtype;
@@ -360,13 +390,22 @@ bool kernel_takes(const attune::Problem& p, const attune::Options& opt) {
   return false;
 }
 
-// The variant arguments of a call, as the Python layer passes them.
+// The variant arguments of a call, as the Python layer passes them (arrays as the caller's
+// objects, None when absent).
 struct Variants {
   bool causal = false;
   std::string_view causal_align = "bottom_right";
   std::int64_t window = 0;
   float softcap = 0.0f;
   std::optional<float> scale;
+  std::int64_t top_k = 0;
+  PyObject* alibi_slopes = Py_None;  // [heads_q] floats
+  PyObject* sinks = Py_None;         // [heads_q] floats
+  PyObject* cu_seqlens_q = Py_None;  // [sequences + 1] ints (varlen)
+  PyObject* cu_seqlens_kv = Py_None;
+  std::optional<Dtype> kv_dtype;     // k and v are codes of this quantized type
+  PyObject* k_scales = Py_None;
+  PyObject* v_scales = Py_None;
 };
 
 // One prepared call: the problem, the arrays (in place or copied), the output object.
@@ -377,16 +416,254 @@ struct Call {
   View q, k, v, out, mask;
   Buffer copies[4];  // q, k, v, out when they could not be read in place
   Buffer mask_copy;
+  // Per-head and per-sequence arrays converted from lists or other element types, and K/V scales
+  // given as one number (fp8) or gathered into contiguous arrays.
+  std::vector<float> slopes, sinks, fp8_scales[2];
+  std::vector<std::int64_t> cu_q, cu_kv;
+  Buffer scale_copies[2];
   bool scatter_out = false;
   nb::object result;
 };
+
+std::string repr_of(nb::handle h) { return nb::cast<std::string>(nb::repr(h)); }
+
+// A per-head (alibi_slopes, sinks: float) or per-sequence (cu_seqlens: int) argument: a 1-D numpy
+// array or CPU tensor already of T is read in place; lists, tuples and other element types are
+// converted into `storage` (these arrays hold a few dozen numbers). Returns the data and count.
+template <class T>
+std::pair<const T*, std::int64_t> small_array(PyObject* o, const char* name, std::vector<T>& storage) {
+  constexpr bool floats = std::is_same_v<T, float>;
+  bool array = true;  // a 1-D numpy array or CPU tensor (converted below if not of T)
+  if (PyArray_Check(o)) {
+    auto* a = reinterpret_cast<PyArrayObject*>(o);
+    if (PyArray_NDIM(a) != 1)
+      bad_shape(std::string(name) + ": expected a 1-D array, got " + std::to_string(PyArray_NDIM(a)) + " dimensions");
+    if (PyArray_TYPE(a) == (floats ? NPY_FLOAT32 : NPY_INT64) && PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISALIGNED(a) &&
+        PyArray_ISNOTSWAPPED(a))
+      return {static_cast<const T*>(PyArray_DATA(a)), PyArray_DIMS(a)[0]};
+  } else if (have_torch() && PyObject_TypeCheck(o, g_torch.tensor)) {
+    nb::object is_cpu = nb::steal(get(o, s_is_cpu));
+    if (is_cpu.ptr() != Py_True) {
+      nb::object dev = nb::steal(get(o, s_device));
+      type_error(std::string(name) + ": attune runs on the CPU, got a tensor on device '" + str_of(dev.ptr()) + "'");
+    }
+    nb::object shape = nb::steal(get(o, s_shape));
+    if (PyTuple_GET_SIZE(shape.ptr()) != 1)
+      bad_shape(std::string(name) + ": expected a 1-D tensor, got " + std::to_string(PyTuple_GET_SIZE(shape.ptr())) +
+                " dimensions");
+    nb::object dt = nb::steal(get(o, s_dtype));
+    nb::object strides = nb::steal(call0(o, s_stride));
+    const std::int64_t n = PyLong_AsLongLong(PyTuple_GET_ITEM(shape.ptr(), 0));
+    if (dt.ptr() == (floats ? g_torch.f32 : g_torch.int64) && (n <= 1 || PyLong_AsLongLong(PyTuple_GET_ITEM(strides.ptr(), 0)) == 1)) {
+      nb::object ptr = nb::steal(call0(o, s_data_ptr));
+      return {static_cast<const T*>(PyLong_AsVoidPtr(ptr.ptr())), n};
+    }
+  } else {
+    array = false;
+  }
+  const char* want = floats ? "floats" : "ints";
+  // Sequences only: a set or an iterator has no order to index heads or sequences by.
+  nb::object seq = nb::steal(array || PySequence_Check(o) ? PySequence_Fast(o, "") : nullptr);
+  if (!seq.is_valid()) {
+    PyErr_Clear();
+    type_error(std::string(name) + ": must be a 1-D array or a sequence of " + want + ", got " + repr_of(o));
+  }
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
+  storage.resize(static_cast<std::size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PySequence_Fast_GET_ITEM(seq.ptr(), i);
+    bool ok;
+    if constexpr (floats) {
+      const double x = PyFloat_AsDouble(item);
+      ok = !(x == -1.0 && PyErr_Occurred());
+      storage[static_cast<std::size_t>(i)] = static_cast<float>(x);
+    } else {
+      nb::object index = nb::steal(PyNumber_Index(item));
+      long long x = -1;
+      if (index.is_valid()) x = PyLong_AsLongLong(index.ptr());
+      ok = !(x == -1 && PyErr_Occurred());
+      storage[static_cast<std::size_t>(i)] = x;
+    }
+    if (!ok) {
+      PyErr_Clear();
+      type_error(std::string(name) + ": must be a 1-D array or a sequence of " + want + ", got " + repr_of(item) +
+                 " at index " + std::to_string(i));
+    }
+  }
+  return {storage.data(), n};
+}
+
+// alibi_slopes, sinks (one float per query head), cu_seqlens_q/kv (varlen offsets) and top_k
+// into the problem and its VariantData; the library checks their values (finite, non-decreasing).
+void read_variant_arrays(Call& c, const Variants& var) {
+  attune::Problem& p = c.p;
+  const auto per_head = [&](PyObject* o, const char* name, std::vector<float>& storage) -> const float* {
+    if (o == Py_None) return nullptr;
+    const auto [data, n] = small_array(o, name, storage);
+    if (n != p.heads_q)
+      bad_shape(std::string(name) + ": expected one value per query head (heads_q = " + std::to_string(p.heads_q) +
+                "), got " + std::to_string(n));
+    return data;
+  };
+  c.data.alibi_slopes = per_head(var.alibi_slopes, "alibi_slopes", c.slopes);
+  c.data.sinks = per_head(var.sinks, "sinks", c.sinks);
+  p.alibi = c.data.alibi_slopes != nullptr;
+  p.sinks = c.data.sinks != nullptr;
+  if (var.top_k < 0) bad_shape("top_k: must be >= 0 (0: off), got " + std::to_string(var.top_k));
+  p.top_k = var.top_k;
+  if ((var.cu_seqlens_q == Py_None) != (var.cu_seqlens_kv == Py_None))
+    bad_shape("cu_seqlens_q and cu_seqlens_kv go together (varlen: both or neither)");
+  if (var.cu_seqlens_q == Py_None) return;
+  const auto [cu_q, nq] = small_array(var.cu_seqlens_q, "cu_seqlens_q", c.cu_q);
+  const auto [cu_kv, nkv] = small_array(var.cu_seqlens_kv, "cu_seqlens_kv", c.cu_kv);
+  if (nq < 2 || nq != nkv)
+    bad_shape("cu_seqlens_q and cu_seqlens_kv: expected the same number (>= 2) of offsets, one per sequence boundary, got " +
+              std::to_string(nq) + " and " + std::to_string(nkv));
+  if (p.batch != 1)
+    bad_shape("cu_seqlens_q: varlen packs the sequences along seq: q, k and v must be 3-D or have batch 1, got batch " +
+              std::to_string(p.batch));
+  p.sequences = nq - 1;
+  c.data.cu_seqlens_q = cu_q;
+  c.data.cu_seqlens_kv = cu_kv;
+}
+
+// The shape of a quantized K's (is_k) or V's scale array (docs/quantized-kv.md), with a batch axis
+// when the tensors have one.
+std::vector<std::int64_t> scale_shape(const attune::Problem& p, bool is_k, bool batch_axis) {
+  const Dtype kv = p.kv_type();
+  if (kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2) return {p.heads_kv};
+  std::vector<std::int64_t> shape;
+  if (batch_axis) shape.push_back(p.batch);
+  shape.push_back(p.heads_kv);
+  shape.push_back(kv == Dtype::int8_kc && is_k ? p.d_k : p.seq_kv);
+  if (kv == Dtype::int4) {
+    shape.push_back((is_k ? p.d_k : p.d_v) / 32);
+    shape.push_back(2);
+  }
+  return shape;
+}
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+bool is_dense(const View& v) {
+  std::int64_t stride = static_cast<std::int64_t>(v.itemsize);
+  for (int i = v.ndim - 1; i >= 0; --i) {
+    if (v.shape[i] != 1 && v.strides[i] != stride) return false;
+    stride *= v.shape[i];
+  }
+  return v.aligned;
+}
+
+// k_scales and v_scales of a quantized K/V: the documented shapes, float32 (int4: float16); fp8
+// also takes one number for every head (vLLM's per-tensor k_scale / v_scale: a float, or a 0-d or
+// one-element float32 array). Contiguous arrays are read in place, and so are per-token arrays
+// whose records are strided by whole records with consecutive tokens adjacent (the scales of a
+// cache with spare capacity, sliced: KvScales::RecordStrides); others are gathered (they hold 1/d
+// of the codes' bytes). `run`: also checked (finite, non-zero) by attune::check_kv_scales, on every
+// call, one (batch, KV head) row at a time (the attention reads d times more bytes of codes).
+void read_kv_scales(Call& c, const Variants& var, Framework fw, bool run) {
+  const attune::Problem& p = c.p;
+  const Dtype kv = p.kv_type();
+  const bool fp8 = kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2;
+  const std::string type = "kv_dtype='" + std::string(attune::to_string(kv)) + "'";
+  // Where each array's (batch, KV head) row starts, in bytes from `base` (per-head fp8: not used).
+  const char* base[2] = {};
+  std::int64_t batch_bytes[2] = {}, head_bytes[2] = {};
+  for (int i = 0; i < 2; ++i) {
+    const bool is_k = i == 0;
+    const char* name = is_k ? "k_scales" : "v_scales";
+    PyObject* o = is_k ? var.k_scales : var.v_scales;
+    if (o == Py_None)
+      bad_shape(std::string(name) + ": needed with " + type + " (attune.quantize_kv returns the codes and their scales)");
+    const auto every_head = [&](float value) {
+      c.fp8_scales[i].assign(static_cast<std::size_t>(p.heads_kv), value);
+      base[i] = reinterpret_cast<const char*>(c.fp8_scales[i].data());
+    };
+    if (fp8 && (PyFloat_Check(o) || PyLong_Check(o))) {
+      every_head(static_cast<float>(PyFloat_AsDouble(o)));
+      continue;
+    }
+    const bool ok = fw == Framework::numpy ? PyArray_Check(o) : PyObject_TypeCheck(o, g_torch.tensor);
+    if (!ok) type_error(std::string(name) + ": must be of q's framework (a numpy array or a torch tensor), got " + type_name(o));
+    View s;
+    view_of(o, fw, name, Elements::floats, s);
+    const Dtype want_type = kv == Dtype::int4 ? Dtype::fp16 : Dtype::fp32;
+    if (s.dtype != want_type)
+      type_error(std::string(name) + ": " + type + " scales are " + (kv == Dtype::int4 ? "float16" : "float32") +
+                 ", got " + std::string(attune::to_string(s.dtype)));
+    std::int64_t count = 1;
+    for (int d = 0; d < s.ndim; ++d) count *= s.shape[d];
+    if (fp8 && count == 1) {  // a 0-d or one-element tensor: every head
+      every_head(*reinterpret_cast<const float*>(s.data));
+      continue;
+    }
+    const std::vector<std::int64_t> want = scale_shape(p, is_k, c.q.ndim == 4);
+    bool shape_ok = s.ndim == static_cast<int>(want.size());
+    for (int d = 0; shape_ok && d < s.ndim; ++d) shape_ok = s.shape[d] == want[static_cast<std::size_t>(d)];
+    if (!shape_ok)
+      bad_shape(std::string(name) + ": shape " + shape_text(s) + " does not match the " + type + (is_k ? " K" : " V") +
+                " scales of this problem " + shape_text(want) + " (docs/quantized-kv.md)");
+    // Per-token records: the axes (batch, head, token), then int4's (group, scale/min) pair.
+    const bool per_token = !fp8 && !(kv == Dtype::int8_kc && is_k);
+    const int token_axis = kv == Dtype::int4 ? s.ndim - 3 : s.ndim - 1;
+    const auto record = static_cast<std::int64_t>(s.itemsize) * (kv == Dtype::int4 ? 2 * s.shape[s.ndim - 2] : 1);
+    const auto stride = [&](int axis) { return axis < 0 || s.shape[axis] == 1 ? 0 : s.strides[axis]; };
+    const std::int64_t sb = stride(token_axis - 2), sh = stride(token_axis - 1), st = stride(token_axis);
+    const bool records_in_place = per_token && s.aligned && (st == 0 ? p.seq_kv == 1 : st == record) &&
+                                  sb >= 0 && sh >= 0 && sb % record == 0 && sh % record == 0 &&
+                                  (kv != Dtype::int4 || ((stride(s.ndim - 1) == 0 || stride(s.ndim - 1) == 2) &&
+                                                             (stride(s.ndim - 2) == 0 || stride(s.ndim - 2) == 4)));
+    std::int64_t row = static_cast<std::int64_t>(s.itemsize);  // bytes of a dense (batch, head) row
+    for (std::size_t d = c.q.ndim == 4 ? 2 : 1; d < want.size(); ++d) row *= want[d];
+    if (is_dense(s)) {
+      base[i] = s.data;
+      head_bytes[i] = row;
+    } else if (records_in_place) {
+      base[i] = s.data;
+      batch_bytes[i] = sb;
+      head_bytes[i] = sh;
+      auto& rs = is_k ? c.data.kv_scales.k_strides : c.data.kv_scales.v_strides;
+      rs = {sb / record, sh / record, 1};
+      continue;
+    } else {
+      c.scale_copies[i] = contiguous_like(s);  // filled even without `run`: validate() reads fp8's
+      base[i] = c.scale_copies[i].view.data;
+      copy_view(s, c.scale_copies[i].view);
+      ++g_copies;
+      head_bytes[i] = row;
+    }
+    if (!fp8) batch_bytes[i] = head_bytes[i] * p.heads_kv;
+  }
+  c.data.kv_scales.k = base[0];
+  c.data.kv_scales.v = base[1];
+  if (!run || fp8) return;  // fp8's per-head scales: checked by VariantData::validate on every call
+  attune::Problem row = p;
+  row.batch = row.heads_kv = row.heads_q = 1;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.heads_kv; ++h) {
+      attune::KvScales one;
+      one.k = base[0] + b * batch_bytes[0] + h * head_bytes[0];
+      one.v = base[1] + b * batch_bytes[1] + h * head_bytes[1];
+      try {
+        attune::check_kv_scales(row, one);
+      } catch (const attune::InvalidArgument& e) {
+        throw attune::InvalidArgument(std::string(e.what()) + " (index within the row of batch " + std::to_string(b) +
+                                      ", KV head " + std::to_string(h) + ")");
+      }
+    }
+  }
+}
 
 // Reads the mask (bool: True = visible, float32: added to the logits) broadcastable to
 // [batch, heads_q, seq_q, seq_kv] into the problem's planes; gathers it when its planes are not
 // contiguous (broadcast query or head axes, e.g. a [batch, 1, 1, seq_kv] padding mask).
 void read_mask(Call& c, PyObject* mask, Framework fw, bool run) {
   View& m = c.mask;
-  view_of(mask, fw, "mask", true, m);
+  view_of(mask, fw, "mask", Elements::mask, m);
   attune::Problem& p = c.p;
   const std::int64_t target[4] = {p.batch, p.heads_q, p.seq_q, p.seq_kv};
   if (m.ndim < 2 || m.ndim > 4)
@@ -446,9 +723,13 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
     type_error("q, k, v must be all numpy arrays or all torch tensors, got " + type_name(q) + ", " + type_name(k) +
                ", " + type_name(v));
   }
-  view_of(q, fw, "q", false, c.q);
-  view_of(k, fw, "k", false, c.k);
-  view_of(v, fw, "v", false, c.v);
+  if (!var.kv_dtype && (var.k_scales != Py_None || var.v_scales != Py_None))
+    bad_shape("k_scales, v_scales: given without kv_dtype (the quantized type of k and v, e.g. kv_dtype='int8')");
+  view_of(q, fw, "q", Elements::floats, c.q);
+  const Elements kv = var.kv_dtype ? Elements::codes : Elements::floats;
+  view_of(k, fw, "k", kv, c.k);
+  view_of(v, fw, "v", kv, c.v);
+  if (var.kv_dtype) c.k.dtype = c.v.dtype = *var.kv_dtype;
   if (c.k.dtype != c.v.dtype) type_error("k and v must have the same element type");
   attune::Problem& p = c.p;
   p = problem_of(c.q, c.k, c.v);
@@ -464,13 +745,15 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
   p.window = var.window;
   p.softcap = var.softcap;
   p.scale = var.scale;
+  read_variant_arrays(c, var);
+  if (var.kv_dtype) read_kv_scales(c, var, fw, run);
 
   // The output: the caller's (same framework and type, q's shape with d_v, rows contiguous) or new.
   if (out != Py_None) {
     const bool ok = fw == Framework::numpy ? PyArray_Check(out) : PyObject_TypeCheck(out, g_torch.tensor);
     if (!ok) type_error(fw == Framework::numpy ? "out: must be a numpy array like q" : "out: must be a CPU torch tensor like q");
     try {
-      view_of(out, fw, "out", false, c.out);
+      view_of(out, fw, "out", Elements::floats, c.out);
     } catch (const TypeError&) {
       type_error("out: element type must be q's");
     }
@@ -550,7 +833,8 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
   bool copy[4] = {}, any_strided = false;
   for (int i = 0; i < 4; ++i) {
     const auto contiguous = attune::Strides::contiguous(heads[i], seqs[i], dims[i]);
-    const auto s = row_strides(*views[i]);
+    auto s = row_strides(*views[i]);
+    if (s && views[i]->dtype == Dtype::int4) *s = {s->batch * 2, s->head * 2, s->row * 2};  // bytes -> nibbles
     copy[i] = !s;
     *strides[i] = s ? *s : contiguous;
     any_strided |= s && !same(*s, contiguous);
@@ -574,6 +858,10 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
     p.strided = !all;
   }
   c.scatter_out = copy[3];
+  if (!run) {  // workspace_bytes() and resolve() refuse what attention() would refuse
+    p.validate();
+    c.data.validate(p);
+  }
 }
 
 // Copies (GIL released), the call, the scatter of an output computed into a temporary.
@@ -588,7 +876,7 @@ void execute(Call& c) {
   const void* k = c.copies[1].bytes ? c.copies[1].view.data : c.k.data;
   const void* v = c.copies[2].bytes ? c.copies[2].view.data : c.v.data;
   void* out = c.copies[3].bytes ? c.copies[3].view.data : c.out.data;
-  if (c.p.plain() && !c.p.strided && c.p.mask == attune::MaskKind::none) {
+  if (c.p.plain() && !c.p.strided && c.p.mask == attune::MaskKind::none && !attune::is_quantized(c.p.kv_type())) {
     attune::attention(c.p, q, k, v, out, c.opt);
   } else {
     attune::attention(c.p, q, k, v, out, c.data, c.opt);
@@ -617,8 +905,6 @@ nb::object run(Call& c, nb::handle q, nb::handle k, nb::handle v, nb::handle out
 // attune.attention itself: the keyword arguments are matched by nanobind and converted here, so
 // the call runs no Python code (a Python wrapper with 17 keyword parameters cost ~0.35 us of a
 // ~3 us tiny call, bench/python_bench.py); wrong types get one-line messages naming the argument.
-std::string repr_of(nb::handle h) { return nb::cast<std::string>(nb::repr(h)); }
-
 bool is_int(nb::handle h) { return PyLong_Check(h.ptr()) && !PyBool_Check(h.ptr()); }
 
 std::int64_t count_arg(nb::handle h, const char* name) {
@@ -626,6 +912,17 @@ std::int64_t count_arg(nb::handle h, const char* name) {
   const long long value = PyLong_AsLongLong(h.ptr());
   if (value == -1 && PyErr_Occurred()) throw nb::python_error();
   if (value < 0) bad_shape(std::string(name) + ": must be >= 0 (0: the default), got " + std::to_string(value));
+  return value;
+}
+
+// An int argument whose sign prepare() checks (window, top_k); beyond int64: one ValueError line.
+std::int64_t int_arg(nb::handle h, const char* name) {
+  if (!is_int(h)) type_error(std::string(name) + ": must be an int, got " + repr_of(h));
+  const long long value = PyLong_AsLongLong(h.ptr());
+  if (value == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    bad_shape(std::string(name) + ": must fit in 64 bits, got " + repr_of(h));
+  }
   return value;
 }
 
@@ -646,34 +943,94 @@ std::string_view str_arg(nb::handle h, const char* what) {
   return {text, static_cast<std::size_t>(n)};
 }
 
-nb::object attention_call(nb::handle q, nb::handle k, nb::handle v, nb::handle causal, nb::handle scale,
-                          nb::handle kernel, nb::handle isa, nb::handle threads, nb::handle block_q,
-                          nb::handle block_kv, nb::handle kv_splits, nb::handle max_memory, nb::handle out,
-                          nb::handle causal_align, nb::handle window, nb::handle softcap, nb::handle mask) {
+// The keyword arguments attention(), workspace_bytes() and resolve() share, as nanobind passes them.
+struct Args {
+  nb::handle causal, scale, kernel, isa, threads, block_q, block_kv, kv_splits, max_memory, out, causal_align, window,
+      softcap, mask, alibi_slopes, sinks, cu_seqlens_q, cu_seqlens_kv, top_k, kv_dtype, k_scales, v_scales;
+};
+
+// Options and variants of a call from its keyword arguments, with one-line errors naming them.
+Variants variants_of(Call& c, const Args& a) {
   std::optional<std::string> isa_name;
-  if (!isa.is_none()) isa_name = std::string(str_arg(isa, "isa: must be an ISA name (str) or None"));
+  if (!a.isa.is_none()) isa_name = std::string(str_arg(a.isa, "isa: must be an ISA name (str) or None"));
   std::optional<int> nthreads;
-  if (!threads.is_none()) {
-    if (!is_int(threads)) type_error("threads: must be an int or None, got " + repr_of(threads));
-    const long long t = PyLong_AsLongLong(threads.ptr());
-    if (t < 1) bad_shape("threads: must be >= 1 (or None for all cores), got " + repr_of(threads));
+  if (!a.threads.is_none()) {
+    if (!is_int(a.threads)) type_error("threads: must be an int or None, got " + repr_of(a.threads));
+    const long long t = PyLong_AsLongLong(a.threads.ptr());
+    if (t < 1) bad_shape("threads: must be >= 1 (or None for all cores), got " + repr_of(a.threads));
     nthreads = static_cast<int>(std::min<long long>(t, std::numeric_limits<int>::max()));
   }
-  Call c;
-  c.opt = options_of(std::string(str_arg(kernel, "kernel: must be a kernel name (str)")), isa_name, nthreads,
-                     count_arg(block_q, "block_q"), count_arg(block_kv, "block_kv"),
-                     static_cast<int>(std::min<std::int64_t>(count_arg(kv_splits, "kv_splits"), std::numeric_limits<int>::max())),
-                     static_cast<std::size_t>(count_arg(max_memory, "max_memory")));
+  c.opt = options_of(std::string(str_arg(a.kernel, "kernel: must be a kernel name (str)")), isa_name, nthreads,
+                     count_arg(a.block_q, "block_q"), count_arg(a.block_kv, "block_kv"),
+                     static_cast<int>(std::min<std::int64_t>(count_arg(a.kv_splits, "kv_splits"), std::numeric_limits<int>::max())),
+                     static_cast<std::size_t>(count_arg(a.max_memory, "max_memory")));
   Variants var;
-  const int truth = PyObject_IsTrue(causal.ptr());
+  const int truth = PyObject_IsTrue(a.causal.ptr());
   if (truth < 0) throw nb::python_error();
   var.causal = truth != 0;
-  var.causal_align = str_arg(causal_align, "causal_align: must be 'bottom_right' or 'top_left'");
-  if (!is_int(window)) type_error("window: must be an int, got " + repr_of(window));
-  var.window = PyLong_AsLongLong(window.ptr());
-  var.softcap = float_arg(softcap, "softcap");
-  if (!scale.is_none()) var.scale = float_arg(scale, "scale");
-  return run(c, q, k, v, out, mask, var);
+  var.causal_align = str_arg(a.causal_align, "causal_align: must be 'bottom_right' or 'top_left'");
+  var.window = int_arg(a.window, "window");
+  var.softcap = float_arg(a.softcap, "softcap");
+  if (!a.scale.is_none()) var.scale = float_arg(a.scale, "scale");
+  var.top_k = int_arg(a.top_k, "top_k");
+  var.alibi_slopes = a.alibi_slopes.ptr();
+  var.sinks = a.sinks.ptr();
+  var.cu_seqlens_q = a.cu_seqlens_q.ptr();
+  var.cu_seqlens_kv = a.cu_seqlens_kv.ptr();
+  if (!a.kv_dtype.is_none()) {
+    const std::string_view name = str_arg(a.kv_dtype, "kv_dtype: must be a quantized type name (str) or None");
+    const std::optional<Dtype> kv = attune::parse_dtype(name);
+    if (!kv || !attune::is_quantized(*kv))
+      bad_shape("kv_dtype: must be int8, int8_kc, fp8_e4m3, fp8_e5m2 or int4 (float K/V types come from k and v "
+                "themselves), got '" + std::string(name) + "'");
+    var.kv_dtype = kv;
+  }
+  var.k_scales = a.k_scales.ptr();
+  var.v_scales = a.v_scales.ptr();
+  return var;
+}
+
+nb::object attention_call(nb::handle q, nb::handle k, nb::handle v, const Args& a) {
+  Call c;
+  const Variants var = variants_of(c, a);
+  return run(c, q, k, v, a.out, a.mask, var);
+}
+
+// The problem of a call without running it (no output allocated, no copies made).
+nb::object workspace_bytes(nb::handle q, nb::handle k, nb::handle v, const Args& a) {
+  Call c;
+  prepare(c, q.ptr(), k.ptr(), v.ptr(), a.out.ptr(), a.mask.ptr(), variants_of(c, a), false);
+  return nb::int_(attune::workspace_bytes(c.p, c.opt));
+}
+
+nb::object resolve(nb::handle q, nb::handle k, nb::handle v, const Args& a) {
+  Call c;
+  prepare(c, q.ptr(), k.ptr(), v.ptr(), a.out.ptr(), a.mask.ptr(), variants_of(c, a), false);
+  const attune::Choice ch = attune::resolve(c.p, c.opt);
+  nb::dict d;
+  d["kernel"] = std::string(ch.kernel->name());
+  d["isa"] = std::string(attune::to_string(ch.isa));
+  d["block_q"] = ch.config.block_q;
+  d["block_kv"] = ch.config.block_kv;
+  d["threads"] = ch.config.threads;
+  d["kv_splits"] = ch.config.kv_splits;
+  d["micro"] = ch.config.micro;
+  d["strided"] = c.p.strided;
+  return d;
+}
+
+// One binding signature for the three (nanobind matches the keywords; see def_attention_like).
+template <nb::object (*Body)(nb::handle, nb::handle, nb::handle, const Args&)>
+nb::object with_args(nb::handle q, nb::handle k, nb::handle v, nb::handle causal, nb::handle scale, nb::handle kernel,
+                     nb::handle isa, nb::handle threads, nb::handle block_q, nb::handle block_kv, nb::handle kv_splits,
+                     nb::handle max_memory, nb::handle out, nb::handle causal_align, nb::handle window,
+                     nb::handle softcap, nb::handle mask, nb::handle alibi_slopes, nb::handle sinks,
+                     nb::handle cu_seqlens_q, nb::handle cu_seqlens_kv, nb::handle top_k, nb::handle kv_dtype,
+                     nb::handle k_scales, nb::handle v_scales) {
+  return Body(q, k, v,
+              Args{causal, scale, kernel, isa, threads, block_q, block_kv, kv_splits, max_memory, out, causal_align,
+                   window, softcap, mask, alibi_slopes, sinks, cu_seqlens_q, cu_seqlens_kv, top_k, kv_dtype, k_scales,
+                   v_scales});
 }
 
 // attune.torch.sdpa's eager call: torch's SDPA conventions (top-left is_causal, heads_q == heads_kv
@@ -681,12 +1038,12 @@ nb::object attention_call(nb::handle q, nb::handle k, nb::handle v, nb::handle c
 // (grad mode on and an input requiring grad): the caller then runs the registered op, whose
 // backward raises. These checks cost ~1 us a call as Python code, reading the same attributes.
 nb::object sdpa_call(nb::handle q, nb::handle k, nb::handle v, nb::handle mask, bool is_causal,
-                     std::optional<float> scale, bool enable_gqa) {
+                     std::optional<float> scale, bool enable_gqa, nb::handle sinks, float softcap) {
   if (have_torch() && PyObject_TypeCheck(q.ptr(), g_torch.tensor)) {
     nb::object grad = nb::steal(PyObject_CallNoArgs(g_torch.is_grad_enabled));
     if (!grad.is_valid()) throw nb::python_error();
     if (grad.ptr() == Py_True) {
-      for (nb::handle t : {q, k, v}) {
+      for (nb::handle t : {q, k, v, sinks}) {
         if (!PyObject_TypeCheck(t.ptr(), g_torch.tensor)) continue;  // attune's own error below
         nb::object rg = nb::steal(get(t.ptr(), s_requires_grad));
         if (rg.ptr() == Py_True) return nb::none();
@@ -698,6 +1055,8 @@ nb::object sdpa_call(nb::handle q, nb::handle k, nb::handle v, nb::handle mask, 
   var.causal = is_causal;
   var.causal_align = "top_left";
   var.scale = scale;
+  var.sinks = sinks.ptr();
+  var.softcap = softcap;
   return run(c, q, k, v, nb::none(), mask, var, [&](const attune::Problem& p) {
     if (!enable_gqa && p.heads_q != p.heads_kv)
       bad_shape("attune.torch.sdpa: query has " + std::to_string(p.heads_q) + " heads and key " +
@@ -721,6 +1080,15 @@ the default: the last query meets the last key, as decoding with a KV cache need
 (0: off). mask: bool (True: visible) or float32 (added to the logits), broadcastable to
 [batch, heads_q, seq_q, seq_kv], of q's framework. scale defaults to 1/sqrt(d_k). A row that
 sees no key outputs zeros.
+alibi_slopes: [heads_q] floats, logits s -> s - slope_h |i' - j|. sinks: [heads_q] floats (logit
+units, unscaled; -inf: none), each joins its head's softmax denominator as e^sink (gpt-oss).
+top_k: keep each row's k largest logits (0: off). cu_seqlens_q, cu_seqlens_kv: varlen, [n + 1]
+cumulative token counts (0, ..., seq) of n sequences packed along seq in a batch-1 (or 3-D)
+problem; each sequence is its own frame (causal, window, ALiBi), seeing no key of another.
+These take numpy arrays, CPU tensors or lists. Order: band, softcap, ALiBi, mask, top_k, softmax.
+kv_dtype: k and v hold quantized codes ('int8', 'int8_kc', 'fp8_e4m3', 'fp8_e5m2', 'int4'; int8
+or uint8 arrays [.., heads_kv, seq_kv, row bytes], int4 d/2 bytes a row) with k_scales, v_scales
+as attune.quantize_kv returns them (docs/quantized-kv.md; fp8 also takes one number).
 kernel: a name from kernels() or "auto"; isa: an ISA name from info()["isa_runnable"];
 threads: worker threads (None: all cores). block_q, block_kv, kv_splits: tile overrides
 (0: default). max_memory: working-memory limit in bytes (0: the ATTUNE_MAX_MEMORY environment
@@ -740,36 +1108,6 @@ double time_cpp_calls(nb::handle q, nb::handle k, nb::handle v, nb::handle out, 
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < calls; ++i) attune::attention(c.p, c.q.data, c.k.data, c.v.data, c.out.data, c.opt);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / std::max(calls, 1);
-}
-
-std::size_t workspace_bytes(nb::handle q, nb::handle k, nb::handle v, nb::handle mask, bool causal,
-                            std::string_view causal_align, std::int64_t window, float softcap,
-                            std::optional<float> scale, const std::string& kernel, const std::optional<std::string>& isa,
-                            std::optional<int> threads, std::int64_t block_q, std::int64_t block_kv, int kv_splits) {
-  Call c;
-  c.opt = options_of(kernel, isa, threads, block_q, block_kv, kv_splits, 0);
-  prepare(c, q.ptr(), k.ptr(), v.ptr(), Py_None, mask.ptr(), Variants{causal, causal_align, window, softcap, scale}, false);
-  return attune::workspace_bytes(c.p, c.opt);
-}
-
-nb::dict resolve(nb::handle q, nb::handle k, nb::handle v, nb::handle mask, bool causal, std::string_view causal_align,
-                 std::int64_t window, float softcap, std::optional<float> scale, const std::string& kernel,
-                 const std::optional<std::string>& isa, std::optional<int> threads, std::int64_t block_q,
-                 std::int64_t block_kv, int kv_splits) {
-  Call c;
-  c.opt = options_of(kernel, isa, threads, block_q, block_kv, kv_splits, 0);
-  prepare(c, q.ptr(), k.ptr(), v.ptr(), Py_None, mask.ptr(), Variants{causal, causal_align, window, softcap, scale}, false);
-  const attune::Choice ch = attune::resolve(c.p, c.opt);
-  nb::dict d;
-  d["kernel"] = std::string(ch.kernel->name());
-  d["isa"] = std::string(attune::to_string(ch.isa));
-  d["block_q"] = ch.config.block_q;
-  d["block_kv"] = ch.config.block_kv;
-  d["threads"] = ch.config.threads;
-  d["kv_splits"] = ch.config.kv_splits;
-  d["micro"] = ch.config.micro;
-  d["strided"] = c.p.strided;
-  return d;
 }
 
 std::vector<std::string> names(const std::vector<Isa>& isas) {
@@ -806,6 +1144,18 @@ nb::list kernels() {
   return out;
 }
 
+// A struct's fields as a Python dict: dict_of(field("cpu", ms.cpu), ...).
+template <class T>
+std::pair<const char*, const T&> field(const char* name, const T& value) {
+  return {name, value};
+}
+template <class... T>
+nb::dict dict_of(const std::pair<const char*, const T&>&... fields) {
+  nb::dict d;
+  ((d[fields.first] = fields.second), ...);
+  return d;
+}
+
 nb::dict info() {
   nb::dict d;
   d["version"] = std::string(attune::version());
@@ -824,14 +1174,8 @@ nb::dict info() {
   d["isa_default"] = std::string(attune::to_string(attune::default_isa()));
   d["tuned_table"] = attune::tuned_table_summary();
   const attune::MachineSignature& ms = attune::machine_signature();
-  nb::dict machine;
-  machine["cpu"] = ms.cpu;
-  machine["isas"] = ms.isas;
-  machine["cores"] = ms.cores;
-  machine["l1d"] = ms.l1d;
-  machine["l2"] = ms.l2;
-  machine["l3"] = ms.l3;
-  d["machine"] = machine;
+  d["machine"] = dict_of(field("cpu", ms.cpu), field("isas", ms.isas), field("cores", ms.cores), field("l1d", ms.l1d),
+                         field("l2", ms.l2), field("l3", ms.l3));
   d["build_signature"] = attune::build_signature();
 #ifdef ATTUNE_WITH_BLAS
   d["with_blas"] = true;
@@ -884,6 +1228,100 @@ void mha(const In32& x, const In32& wq, const In32& wk, const In32& wv, const In
 }
 #endif
 
+// attune.quantize_kv / dequantize_kv on one whole K or V, [batch, heads_kv, seq, d] or
+// [heads_kv, seq, d], C-contiguous numpy arrays (the package converts torch tensors and other
+// layouts): the layouts of quantize_kv_tensor, whose codes and scales attention() then reads.
+attune::Problem kv_problem(std::string_view dtype, std::optional<bool> is_k, const PyArrayObject* a, const char* name,
+                           bool codes) {
+  const std::optional<Dtype> kv = attune::parse_dtype(dtype);
+  if (!kv || !attune::is_quantized(*kv))
+    bad_shape("dtype: must be int8, int8_kc, fp8_e4m3, fp8_e5m2 or int4, got '" + std::string(dtype) + "'");
+  if (*kv == Dtype::int8_kc && !is_k)
+    bad_shape("is_k: int8_kc scales K per channel and V per token: pass is_k=True (K) or is_k=False (V)");
+  const int n = PyArray_NDIM(a);
+  const npy_intp* shape = PyArray_DIMS(a);
+  std::vector<std::int64_t> dims(shape, shape + n);
+  if (n != 3 && n != 4)
+    bad_shape(std::string(name) + ": expected [heads_kv, seq, d] or [batch, heads_kv, seq, d], got shape " + shape_text(dims));
+  for (std::int64_t x : dims)
+    if (x < 1) bad_shape(std::string(name) + ": every axis must be >= 1, got shape " + shape_text(dims));
+  const int o = n - 3;
+  attune::Problem p;
+  p.batch = n == 4 ? dims[0] : 1;
+  p.heads_q = p.heads_kv = dims[static_cast<std::size_t>(o)];
+  p.seq_q = p.seq_kv = dims[static_cast<std::size_t>(o + 1)];
+  p.d_k = p.d_v = dims[static_cast<std::size_t>(o + 2)] * (codes && *kv == Dtype::int4 ? 2 : 1);
+  p.kv_dtype = *kv;
+  if (*kv == Dtype::int4 && p.d_k % 32 != 0)
+    bad_shape(std::string(name) + ": int4 needs d a multiple of 32 (groups of 32 along d), got d = " + std::to_string(p.d_k));
+  p.validate();
+  return p;
+}
+
+nb::object numpy_empty(const std::vector<std::int64_t>& shape, int type) {
+  npy_intp dims[kMaxDims];
+  for (std::size_t i = 0; i < shape.size(); ++i) dims[i] = shape[i];
+  PyObject* a = PyArray_Empty(static_cast<int>(shape.size()), dims, PyArray_DescrFromType(type), 0);
+  if (!a) throw nb::python_error();
+  return nb::steal(a);
+}
+
+PyArrayObject* contiguous_numpy(nb::handle h, const char* name, std::initializer_list<int> types, const char* what) {
+  if (!PyArray_Check(h.ptr())) type_error(std::string(name) + ": must be a numpy array or a CPU torch tensor, got " + type_name(h.ptr()));
+  auto* a = reinterpret_cast<PyArrayObject*>(h.ptr());
+  if (std::find(types.begin(), types.end(), PyArray_TYPE(a)) == types.end())
+    type_error(std::string(name) + ": element type must be " + what + ", got numpy " +
+               str_of(reinterpret_cast<PyObject*>(PyArray_DESCR(a))));
+  if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a) || !PyArray_ISNOTSWAPPED(a))
+    bad_shape(std::string(name) + ": must be C-contiguous");  // the package passes contiguous copies
+  return a;
+}
+
+void* data_of(const nb::object& a) { return PyArray_DATA(reinterpret_cast<PyArrayObject*>(a.ptr())); }
+
+nb::tuple quantize_kv(nb::handle x, std::string_view dtype, std::optional<bool> is_k) {
+  PyArrayObject* a = contiguous_numpy(x, "x", {NPY_FLOAT32}, "float32");
+  const attune::Problem p = kv_problem(dtype, is_k, a, "x", false);
+  const bool k = is_k.value_or(true);
+  const auto* values = static_cast<const float*>(PyArray_DATA(a));
+  const std::int64_t count = p.k_elements();
+  for (std::int64_t i = 0; i < count; ++i)
+    if (!std::isfinite(values[i]))
+      bad_shape("x: element " + std::to_string(i) + " is " + std::to_string(values[i]) + ": only finite values can be quantized");
+  const Dtype kv = p.kv_type();
+  std::vector<std::int64_t> shape(PyArray_DIMS(a), PyArray_DIMS(a) + PyArray_NDIM(a));
+  shape.back() = static_cast<std::int64_t>(attune::row_bytes(kv, p.d_k));
+  nb::object codes = numpy_empty(shape, kv == Dtype::int8 || kv == Dtype::int8_kc ? NPY_INT8 : NPY_UINT8);
+  nb::object scales = numpy_empty(scale_shape(p, k, PyArray_NDIM(a) == 4), kv == Dtype::int4 ? NPY_FLOAT16 : NPY_FLOAT32);
+  {
+    nb::gil_scoped_release release;
+    attune::quantize_kv_tensor(p, k, values, data_of(codes), data_of(scales));
+  }
+  return nb::make_tuple(codes, scales);
+}
+
+nb::object dequantize_kv(nb::handle codes, nb::handle scales, std::string_view dtype, std::optional<bool> is_k) {
+  PyArrayObject* c = contiguous_numpy(codes, "codes", {NPY_INT8, NPY_UINT8}, "int8 or uint8");
+  const attune::Problem p = kv_problem(dtype, is_k, c, "codes", true);
+  const bool k = is_k.value_or(true);
+  const Dtype kv = p.kv_type();
+  PyArrayObject* s = kv == Dtype::int4 ? contiguous_numpy(scales, "scales", {NPY_FLOAT16}, "float16 (int4)")
+                                       : contiguous_numpy(scales, "scales", {NPY_FLOAT32}, "float32");
+  const std::vector<std::int64_t> want = scale_shape(p, k, PyArray_NDIM(c) == 4);
+  const std::vector<std::int64_t> got(PyArray_DIMS(s), PyArray_DIMS(s) + PyArray_NDIM(s));
+  if (got != want)
+    bad_shape("scales: shape " + shape_text(got) + " does not match these " + std::string(attune::to_string(kv)) +
+              " codes' " + (k ? "K" : "V") + " scales " + shape_text(want) + " (docs/quantized-kv.md)");
+  std::vector<std::int64_t> shape(PyArray_DIMS(c), PyArray_DIMS(c) + PyArray_NDIM(c));
+  shape.back() = p.d_k;
+  nb::object x = numpy_empty(shape, NPY_FLOAT32);
+  {
+    nb::gil_scoped_release release;
+    attune::dequantize_kv_tensor(p, k, PyArray_DATA(c), PyArray_DATA(s), static_cast<float*>(data_of(x)));
+  }
+  return x;
+}
+
 void register_bfloat16(nb::handle dtype) {
   PyArray_Descr* d = nullptr;
   if (!PyArray_DescrConverter(dtype.ptr(), &d)) throw nb::python_error();
@@ -919,18 +1357,26 @@ NB_MODULE(_attune, m) {
       PyErr_SetString(PyExc_TypeError, e.what());
     }
   });
-  m.def("workspace_bytes", &workspace_bytes, "q"_a, "k"_a, "v"_a, "mask"_a.none(), "causal"_a, "causal_align"_a,
-        "window"_a, "softcap"_a, "scale"_a.none(), "kernel"_a, "isa"_a.none(), "threads"_a.none(), "block_q"_a,
-        "block_kv"_a, "kv_splits"_a);
-  m.def("resolve", &resolve, "q"_a, "k"_a, "v"_a, "mask"_a.none(), "causal"_a, "causal_align"_a, "window"_a,
-        "softcap"_a, "scale"_a.none(), "kernel"_a, "isa"_a.none(), "threads"_a.none(), "block_q"_a, "block_kv"_a,
-        "kv_splits"_a);
-  m.def("attention", &attention_call, "q"_a, "k"_a, "v"_a, nb::kw_only(), "causal"_a = false,
-        "scale"_a.none() = nb::none(), "kernel"_a = "auto", "isa"_a.none() = nb::none(),
-        "threads"_a.none() = nb::none(), "block_q"_a = 0, "block_kv"_a = 0, "kv_splits"_a = 0, "max_memory"_a = 0,
-        "out"_a.none() = nb::none(), "causal_align"_a = "bottom_right", "window"_a = 0, "softcap"_a = 0.0,
-        "mask"_a.none() = nb::none(), kAttentionDoc);
-  m.def("_sdpa", &sdpa_call, "q"_a, "k"_a, "v"_a, "mask"_a.none(), "is_causal"_a, "scale"_a.none(), "enable_gqa"_a);
+  // attention, workspace_bytes and resolve take the same arguments (with_args, Args).
+  const auto def_attention_like = [&m](const char* name, auto* fn, const char* doc) {
+    m.def(name, fn, "q"_a, "k"_a, "v"_a, nb::kw_only(), "causal"_a = false, "scale"_a.none() = nb::none(),
+          "kernel"_a = "auto", "isa"_a.none() = nb::none(), "threads"_a.none() = nb::none(), "block_q"_a = 0,
+          "block_kv"_a = 0, "kv_splits"_a = 0, "max_memory"_a = 0, "out"_a.none() = nb::none(),
+          "causal_align"_a = "bottom_right", "window"_a = 0, "softcap"_a = 0.0, "mask"_a.none() = nb::none(),
+          "alibi_slopes"_a.none() = nb::none(), "sinks"_a.none() = nb::none(), "cu_seqlens_q"_a.none() = nb::none(),
+          "cu_seqlens_kv"_a.none() = nb::none(), "top_k"_a = 0, "kv_dtype"_a.none() = nb::none(),
+          "k_scales"_a.none() = nb::none(), "v_scales"_a.none() = nb::none(), doc);
+  };
+  def_attention_like("attention", &with_args<attention_call>, kAttentionDoc);
+  def_attention_like("workspace_bytes", &with_args<workspace_bytes>,
+                     "Bytes of working memory attention() would allocate for these tensors and arguments.");
+  def_attention_like("resolve", &with_args<resolve>,
+                     "What attention() would run: {\"kernel\", \"isa\", \"block_q\", \"block_kv\", \"threads\", "
+                     "\"kv_splits\", \"micro\", \"strided\"} (\"strided\": the tensors are read in place with their strides).");
+  m.def("_sdpa", &sdpa_call, "q"_a, "k"_a, "v"_a, "mask"_a.none(), "is_causal"_a, "scale"_a.none(), "enable_gqa"_a,
+        "sinks"_a.none() = nb::none(), "softcap"_a = 0.0f);
+  m.def("quantize_kv", &quantize_kv, "x"_a, "dtype"_a, "is_k"_a.none());
+  m.def("dequantize_kv", &dequantize_kv, "codes"_a, "scales"_a, "dtype"_a, "is_k"_a.none());
   m.def("_time_cpp_calls", &time_cpp_calls, "q"_a, "k"_a, "v"_a, "out"_a, "kernel"_a, "threads"_a.none(), "calls"_a);
   m.def("_copies", [] { return nb::make_tuple(g_copies.load(), g_mask_copies.load()); },
         "(tensors, masks) gathered into contiguous copies so far (for the tests)");
@@ -952,14 +1398,8 @@ NB_MODULE(_attune, m) {
   m.def("tuning_mode", [] { return attune::tuning_mode() == attune::TuningMode::online ? "online" : "table"; });
   m.def("online_tuning_stats", [] {
     const attune::OnlineStats s = attune::online_tuning_stats();
-    nb::dict d;
-    d["races"] = s.races;
-    d["candidates"] = s.candidates;
-    d["rejected"] = s.rejected;
-    d["changed"] = s.changed;
-    d["total_ms"] = s.total_ms;
-    d["max_ms"] = s.max_ms;
-    return d;
+    return dict_of(field("races", s.races), field("candidates", s.candidates), field("rejected", s.rejected),
+                   field("changed", s.changed), field("total_ms", s.total_ms), field("max_ms", s.max_ms));
   });
 #ifdef ATTUNE_WITH_BLAS
   m.def("mha", &mha, "x"_a, "wq"_a, "wk"_a, "wv"_a, "wo"_a, "y"_a, "heads_q"_a, "heads_kv"_a.none(), "causal"_a,

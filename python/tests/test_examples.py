@@ -14,7 +14,8 @@ from conftest import require
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 # Each example and the page that shows it.
-PAGES = {"quickstart.py": "README.md", "hf_backend.py": os.path.join("docs", "python.md")}
+PAGES = {"quickstart.py": "README.md", "hf_backend.py": os.path.join("docs", "python.md"),
+         "variants_and_quantized_kv.py": os.path.join("docs", "python.md")}
 
 
 def read(*path):
@@ -22,7 +23,7 @@ def read(*path):
         return f.read()
 
 
-@pytest.mark.parametrize("name", ["quickstart.py", "hf_backend.py"])
+@pytest.mark.parametrize("name", list(PAGES))
 def test_example_is_in_the_docs_and_runs(name, tmp_path):
     if name == "hf_backend.py":
         require("transformers")

@@ -206,3 +206,167 @@ def test_ops_run_on_tensors_that_require_grad_but_refuse_backward():
     torch.testing.assert_close(out.detach(), F.scaled_dot_product_attention(q, q, q, is_causal=True).detach())
     with pytest.raises(NotImplementedError, match="forward-only"):
         out.sum().backward()
+
+
+# The variants through torch: attune.attention on tensors, the attune::attention op (eager, opcheck,
+# torch.compile without graph breaks) and sdpa's sinks / softcap.
+def _variant_inputs():
+    q, k, v = randn(1, 4, 12, 32), randn(1, 2, 20, 32, seed=1), randn(1, 2, 20, 32, seed=2)
+    slopes = torch.tensor([0.5, 0.25, 0.125, 0.0625])
+    sinks = torch.tensor([0.0, 1.0, -1.0, 2.5])
+    return q, k, v, slopes, sinks
+
+
+def _reference_variants(q, k, v, **args):
+    from conftest import reference_variants
+
+    args = {n: (a.numpy() if isinstance(a, torch.Tensor) else a) for n, a in args.items()}
+    return reference_variants(as64(q), as64(k), as64(v), **args)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES.values()))
+def test_variants_on_tensors(dtype):
+    q, k, v, slopes, sinks = _variant_inputs()
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    for args in (dict(alibi_slopes=slopes, causal=True), dict(sinks=sinks), dict(sinks=sinks.to(dtype)),
+                 dict(alibi_slopes=slopes, sinks=sinks, window=6, causal=True, softcap=4.0)):
+        got = attune.attention(q, k, v, **args)
+        assert got.dtype == dtype
+        ref = _reference_variants(q, k, v, **{n: (a.float() if isinstance(a, torch.Tensor) else a) for n, a in args.items()})
+        assert_close(as64(got), ref, DTYPES[dtype], pv_rounding(as64(q), as64(k), as64(v)) if dtype == torch.bfloat16 else 0.0)
+    got = attune.attention(q, k, v, top_k=3)
+    assert_close(as64(got), _reference_variants(q, k, v, top_k=3), DTYPES[dtype])
+
+
+def test_varlen_offsets_as_int32_and_int64_tensors():
+    q, k = randn(4, 30, 16), randn(2, 40, 16, seed=1)
+    cu_q, cu_kv = [0, 10, 11, 30], [0, 10, 25, 40]
+    expected = attune.attention(q, k, k, causal=True, cu_seqlens_q=cu_q, cu_seqlens_kv=cu_kv)
+    for dtype in (torch.int32, torch.int64):
+        got = attune.attention(q, k, k, causal=True, cu_seqlens_q=torch.tensor(cu_q, dtype=dtype),
+                               cu_seqlens_kv=torch.tensor(cu_kv, dtype=dtype))
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    for s in range(3):
+        a, b, c, d = cu_q[s], cu_q[s + 1], cu_kv[s], cu_kv[s + 1]
+        assert_close(as64(expected[:, a:b]), reference(as64(q[:, a:b]), as64(k[:, c:d]), as64(k[:, c:d]), True))
+    with pytest.raises(TypeError, match="cu_seqlens_q: attune runs on the CPU, got a tensor on device 'meta'"):
+        attune.attention(q, k, k, cu_seqlens_q=torch.tensor(cu_q, device="meta"), cu_seqlens_kv=cu_kv)
+    with pytest.raises(TypeError, match="cu_seqlens_kv: must be a 1-D array or a sequence of ints"):
+        attune.attention(q, k, k, cu_seqlens_q=cu_q, cu_seqlens_kv=torch.tensor(cu_kv, dtype=torch.float32))
+
+
+def test_attention_op_takes_the_variants():
+    q, k, v, slopes, sinks = _variant_inputs()
+    for args in (dict(alibi_slopes=slopes, causal=True), dict(sinks=sinks.tolist()), dict(top_k=4),
+                 dict(window=5, softcap=2.0, causal=True, causal_align="top_left"),
+                 dict(mask=torch.rand(12, 20, generator=torch.Generator().manual_seed(0)) > 0.2)):
+        got = ops.attention(q, k, v, **args)
+        torch.testing.assert_close(got, attune.attention(q, k, v, **args), rtol=0, atol=0)
+        via_op = torch.ops.attune.attention.default(
+            q, k, v, args.pop("causal", False), None, **{n: torch.as_tensor(a) if n == "sinks" else a for n, a in args.items()})
+        torch.testing.assert_close(via_op, got, rtol=0, atol=0)
+
+
+def test_attention_op_passes_opcheck_with_the_variants():
+    q, k, v, slopes, sinks = _variant_inputs()
+    op = torch.ops.attune.attention.default
+    torch.library.opcheck(op, (q, k, v, True, None), dict(alibi_slopes=slopes, sinks=sinks, top_k=5, window=7))
+    torch.library.opcheck(op, (q[0], k[0], v[0], True, 0.3), dict(cu_seqlens_q=torch.tensor([0, 5, 12]),
+                                                                 cu_seqlens_kv=torch.tensor([0, 8, 20])))
+    kc, ks = attune.quantize_kv(k, "int4")
+    vc, vs = attune.quantize_kv(v, "int4")
+    torch.library.opcheck(op, (q, kc, vc, False, None), dict(kv_dtype="int4", k_scales=ks, v_scales=vs))
+    torch.library.opcheck(torch.ops.attune.sdpa.default, (q, k, v, None, True, None), dict(sinks=sinks, softcap=3.0))
+
+
+def _compiles_without_graph_breaks(fn, *args):
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(fn)(*args)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+    compiled = torch.compile(fn, fullgraph=True)
+    torch.testing.assert_close(compiled(*args), fn(*args))
+
+
+def test_attention_op_variants_under_torch_compile_fullgraph():
+    q, k, v, slopes, sinks = _variant_inputs()
+    cu_q, cu_kv = torch.tensor([0, 5, 12]), torch.tensor([0, 8, 20])
+
+    def block(q, k, v, slopes, sinks):
+        return ops.attention(q * 1.5, k, v, causal=True, alibi_slopes=slopes, sinks=sinks).sum(dim=-1)
+
+    def top(q, k, v):
+        return ops.attention(q + 1, k, v, top_k=3, window=9, softcap=5.0) * 2
+
+    def varlen(q, k, v, cu_q, cu_kv):
+        return ops.attention(q[0] * 2, k[0], v[0], causal=True, cu_seqlens_q=cu_q, cu_seqlens_kv=cu_kv).relu()
+
+    def lists(q, k, v):  # plain Python lists become tensors inside the graph
+        return ops.attention(q, k, v, alibi_slopes=[0.5, 0.25, 0.125, 0.0625], sinks=[0.0, 1.0, 2.0, 3.0]) - 1
+
+    _compiles_without_graph_breaks(block, q, k, v, slopes, sinks)
+    _compiles_without_graph_breaks(top, q, k, v)
+    _compiles_without_graph_breaks(varlen, q, k, v, cu_q, cu_kv)
+    _compiles_without_graph_breaks(lists, q, k, v)
+
+
+@pytest.mark.parametrize("kv", ["int8", "fp8_e5m2", "int4"])
+def test_quantized_cache_through_the_op_and_torch_compile(kv):
+    q, k, v = randn(1, 4, 3, 64), randn(1, 2, 40, 64, seed=1), randn(1, 2, 40, 64, seed=2)
+    kc, ks = attune.quantize_kv(k, kv, is_k=True)
+    vc, vs = attune.quantize_kv(v, kv, is_k=False)
+
+    def decode_step(q, kc, vc, ks, vs):
+        return ops.attention(q * 0.5, kc, vc, causal=True, kv_dtype=kv, k_scales=ks, v_scales=vs) + 1
+
+    expected = attune.attention(q * 0.5, kc, vc, causal=True, kv_dtype=kv, k_scales=ks, v_scales=vs) + 1
+    torch.testing.assert_close(decode_step(q, kc, vc, ks, vs), expected, rtol=0, atol=0)
+    assert expected.shape == (1, 4, 3, 64)
+    _compiles_without_graph_breaks(decode_step, q, kc, vc, ks, vs)
+    meta = torch.ops.attune.attention.default(q.to("meta"), kc.to("meta"), vc.to("meta"), False, None, kv_dtype=kv,
+                                              k_scales=ks.to("meta"), v_scales=vs.to("meta"))
+    assert meta.shape == (1, 4, 3, 64) and meta.device.type == "meta"
+
+
+def _eager_sinks(q, k, v, sinks, causal):
+    """gpt-oss's eager attention in torch (transformers' eager_attention_forward): the sink joins the softmax."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    logits = torch.cat([s, sinks.reshape(1, -1, 1, 1).expand(q.shape[0], -1, q.shape[-2], 1)], dim=-1)
+    p = torch.softmax(logits - logits.max(-1, keepdim=True).values, dim=-1)[..., :-1]
+    return p @ v
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_sinks_match_the_eager_softmax_with_a_sink_column(causal):
+    q, k, v, _, sinks = _variant_inputs()
+    q = randn(1, 4, 20, 32, seed=7)
+    got = ops.sdpa(q, k, v, is_causal=causal, enable_gqa=True, sinks=sinks)
+    expected = _eager_sinks(q.double(), k.double(), v.double(), sinks.double(), causal)
+    assert_close(got.numpy(), expected.numpy())
+    assert (got - ops.sdpa(q, k, v, is_causal=causal, enable_gqa=True)).abs().max() > 1e-2  # the sinks matter
+
+    def block(q, k, v, sinks):
+        return ops.sdpa(q, k, v, is_causal=causal, enable_gqa=True, sinks=sinks, softcap=30.0) * 3
+
+    _compiles_without_graph_breaks(block, q, k, v, sinks)
+
+
+def test_sinks_that_require_grad_take_the_op_whose_backward_raises():
+    q, k, v, _, sinks = _variant_inputs()
+    sinks = sinks.clone().requires_grad_()
+    for out in (ops.sdpa(q, k, v, enable_gqa=True, sinks=sinks), ops.attention(q, k, v, sinks=sinks)):
+        assert out.requires_grad
+        with pytest.raises(NotImplementedError, match="forward-only"):
+            out.sum().backward()
+    with torch.no_grad():
+        torch.testing.assert_close(ops.attention(q, k, v, sinks=sinks), attune.attention(q, k, v, sinks=sinks.detach()))
+
+
+def test_attention_op_function_names_an_unknown_argument_in_one_line():
+    q = randn(1, 2, 4, 16)
+    with pytest.raises(TypeError, match="attune.torch.attention: unknown argument.s. alibi_slope ") as info:
+        ops.attention(q, q, q, alibi_slope=[0.1, 0.2])
+    assert "\n" not in str(info.value)

@@ -165,3 +165,113 @@ def attune_copies():
     import attune
 
     return attune._attune._copies()
+
+
+def gpt_oss_pair(**extra):
+    """A small random gpt-oss (attention sinks, sliding and full layers alternating, MoE) under
+    "eager" (its reference: gpt-oss has no sdpa path, which would drop the sinks) and "attune"."""
+    cfg = transformers.GptOssConfig(vocab_size=256, hidden_size=128, intermediate_size=128, num_hidden_layers=2,
+                                    num_attention_heads=8, num_key_value_heads=2, head_dim=32, num_local_experts=4,
+                                    num_experts_per_tok=2, sliding_window=8, max_position_embeddings=512,
+                                    initializer_range=0.1, **extra)
+    torch.manual_seed(0)
+    ref = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation="eager").eval()
+    with torch.no_grad():  # sinks of both signs and sizes that matter (the init draws them small)
+        for layer in ref.model.layers:
+            layer.self_attn.sinks.copy_(torch.linspace(-2.0, 3.0, 8))
+    ours = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation=backend.NAME).eval()
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def test_gpt_oss_sinks_run_attune_and_match_eager():
+    ref, ours = gpt_oss_pair()
+    ids = tokens(2, 24)
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding in the second row
+    before = backend.calls()
+    with torch.no_grad():
+        expected, got = ref(ids).logits, ours(ids).logits
+        expected_padded, got_padded = ref(ids, attention_mask=mask).logits, ours(ids, attention_mask=mask).logits
+        for layer in ref.model.layers:  # the same model without sinks: the sinks change the logits
+            layer.self_attn.sinks.fill_(float("-inf"))
+        no_sinks = ref(ids).logits
+    after = backend.calls()
+    assert after["attune"] - before["attune"] == 4 and after["sdpa_fallback"] == before["sdpa_fallback"]
+    assert (no_sinks - expected).abs().max() > 100 * ATOL
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(got_padded[mask.bool()], expected_padded[mask.bool()], atol=ATOL, rtol=0)
+
+
+def test_gpt_oss_generation_with_kv_cache_matches_eager():
+    ref, ours = gpt_oss_pair()
+    ids = tokens(1, 20)
+    args = dict(max_new_tokens=8, do_sample=False, return_dict_in_generate=True, output_logits=True,
+                attention_mask=torch.ones_like(ids), pad_token_id=0)
+    before = backend.calls()
+    with torch.no_grad():
+        expected, got = ref.generate(ids, **args), ours.generate(ids, **args)
+    assert backend.calls()["sdpa_fallback"] == before["sdpa_fallback"]
+    assert torch.equal(got.sequences, expected.sequences)
+    for a, b in zip(got.logits, expected.logits):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+def test_gpt_oss_under_torch_compile_fullgraph_matches_eager():
+    """Traced, the backend calls the attune::sdpa op with the sinks (no fallback, no graph break)."""
+    ref, ours = gpt_oss_pair()
+    ids = tokens(1, 16)
+    attention = ours.model.layers[0].self_attn
+    with torch.no_grad():
+        hidden = torch.randn(1, 16, 128, generator=torch.Generator().manual_seed(3))
+        position_embeddings = ours.model.rotary_emb(hidden, torch.arange(16)[None])
+
+        causal = torch.full((16, 16), float("-inf")).triu(1)[None, None]  # eager applies only the mask it is given
+
+        def layer(h):
+            return attention(h, position_embeddings=position_embeddings, attention_mask=causal)[0]
+
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(layer)(hidden)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        compiled = torch.compile(layer, fullgraph=True)
+        eager_ref = ref.model.layers[0].self_attn(hidden, position_embeddings=position_embeddings,
+                                                  attention_mask=causal)[0]
+        torch.testing.assert_close(compiled(hidden), eager_ref, atol=ATOL, rtol=0)
+        torch.testing.assert_close(layer(hidden), eager_ref, atol=ATOL, rtol=0)
+        assert ours(ids).logits.shape == (1, 16, 256)
+
+
+def test_sinks_with_dropout_in_training_refuse_instead_of_dropping_the_sinks():
+    _, ours = gpt_oss_pair(attention_dropout=0.1)
+    ours.train()
+    with pytest.raises(NotImplementedError, match="attention sinks"):
+        ours(tokens(1, 8))
+
+
+def test_gemma2_soft_capped_layer_under_torch_compile_runs_the_op():
+    """Traced, soft-capping goes through the attune::sdpa op's softcap (it used to fall back to sdpa)."""
+    cfg = transformers.Gemma2Config(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                                    max_position_embeddings=512, sliding_window=8, attn_logit_softcapping=2.0,
+                                    initializer_range=0.3)
+    torch.manual_seed(0)
+    ref = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation="eager").eval()
+    ours = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation=backend.NAME).eval()
+    ours.load_state_dict(ref.state_dict())
+    hidden = torch.randn(1, 12, 128, generator=torch.Generator().manual_seed(3))
+    causal = torch.full((12, 12), float("-inf")).triu(1)[None, None]
+    with torch.no_grad():
+        position_embeddings = ours.model.rotary_emb(hidden, torch.arange(12)[None])
+
+        def layer(model):
+            attention = model.model.layers[1].self_attn
+            return lambda h: attention(h, position_embeddings=position_embeddings, attention_mask=causal)[0]
+
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(layer(ours))(hidden)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        before = backend.calls()
+        got = torch.compile(layer(ours), fullgraph=True)(hidden)
+        assert backend.calls()["sdpa_fallback"] == before["sdpa_fallback"]
+        torch.testing.assert_close(got, layer(ref)(hidden), atol=ATOL, rtol=0)
