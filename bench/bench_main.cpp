@@ -9,6 +9,8 @@
 // (repeatable) and --model NAME (models.hpp); --kernels and --threads narrow any run.
 #include <attune/attune.hpp>
 
+#include <sys/mman.h>
+
 #include <benchmark/benchmark.h>
 
 #include "models.hpp"
@@ -19,6 +21,9 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <ctime>
 #include <list>
 #include <map>
@@ -81,6 +86,40 @@ struct Variant {
                                             // same work as one contiguous call per sequence)
   bool private_prefix = false;              // prefix batch: every sequence its own copy of the prefix
 };
+
+// Tensors of the bench: buffers of 2 MiB and more are 2 MiB-aligned and advised to use
+// transparent huge pages (madvise; Debian's default THP mode), as serving engines allocate their
+// KV caches (PyTorch: THP_MEM_ALLOC_ENABLE=1). With 4 KiB pages, reading a paged cache's blocks
+// in table order costs a TLB miss per block and KV head: paged decoding at block size 16 ran at
+// ~0.8x the contiguous cache on the Zen 4 VM, 0.97-1.05x with huge pages (docs/paged-kv.md).
+template <class T>
+struct HugePageAllocator {
+  using value_type = T;
+  static constexpr std::size_t kHuge = std::size_t{2} << 20;
+  HugePageAllocator() = default;
+  template <class U>
+  HugePageAllocator(const HugePageAllocator<U>&) {}
+  T* allocate(std::size_t n) {
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < kHuge) return std::allocator<T>().allocate(n);
+    void* p = std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
+    if (p == nullptr) throw std::bad_alloc();
+    madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without THP the pages stay 4 KiB
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t n) {
+    if (n * sizeof(T) < kHuge) {
+      std::allocator<T>().deallocate(p, n);
+    } else {
+      std::free(p);
+    }
+  }
+  template <class U>
+  bool operator==(const HugePageAllocator<U>&) const {
+    return true;
+  }
+};
+using Buffer = std::vector<std::byte, HugePageAllocator<std::byte>>;
 
 // Varlen bench: 8 sequences of mixed lengths (the 64..2048), 6336 tokens in all.
 constexpr std::int64_t kVarlenLengths[] = {64, 2048, 256, 1024, 128, 512, 1536, 768};
@@ -372,15 +411,15 @@ VariantArrays variant_arrays(const Shape& s) {
 // caller without varlen runs): built once per benchmark, outside the timed loop.
 struct Separate {
   std::vector<attune::Problem> problems;
-  std::vector<std::vector<std::byte>> q, k, v, out;
+  std::vector<Buffer> q, k, v, out;
 };
 
-Separate separate_of(const Shape& s, const attune::Problem& p, const VariantArrays& var, const std::vector<std::byte>& q,
-                     const std::vector<std::byte>& k, const std::vector<std::byte>& v) {
+Separate separate_of(const Shape& s, const attune::Problem& p, const VariantArrays& var, const Buffer& q,
+                     const Buffer& k, const Buffer& v) {
   Separate sep;
   const std::size_t size = attune::size_of(s.dtype);  // varlen bench rows keep K/V in dtype
-  auto slice = [&](const std::vector<std::byte>& x, std::int64_t heads, std::int64_t total, std::int64_t t0, std::int64_t n) {
-    std::vector<std::byte> out(static_cast<std::size_t>(heads * n * p.d_k) * size);
+  auto slice = [&](const Buffer& x, std::int64_t heads, std::int64_t total, std::int64_t t0, std::int64_t n) {
+    Buffer out(static_cast<std::size_t>(heads * n * p.d_k) * size);
     for (std::int64_t h = 0; h < heads; ++h)
       std::memcpy(out.data() + static_cast<std::size_t>(h * n * p.d_k) * size,
                   x.data() + static_cast<std::size_t>((h * total + t0) * p.d_k) * size, static_cast<std::size_t>(n * p.d_k) * size);
@@ -403,8 +442,8 @@ Separate separate_of(const Shape& s, const attune::Problem& p, const VariantArra
 // the same seed, so the same values, and converted once to the storage type), the least recently
 // used dropped beyond kInputCacheBytes.
 struct Inputs {
-  std::vector<std::byte> q, k, v, out;
-  std::vector<std::byte> k_scales, v_scales;  // quantized K/V (kv_quant.hpp layouts)
+  Buffer q, k, v, out;
+  Buffer k_scales, v_scales;  // quantized K/V (kv_quant.hpp layouts)
   std::size_t bytes() const { return q.size() + k.size() + v.size() + out.size() + k_scales.size() + v_scales.size(); }
 };
 constexpr std::size_t kInputCacheBytes = std::size_t{512} << 20;
@@ -459,14 +498,14 @@ struct PagedInputs {
   std::string key;
   std::vector<std::int64_t> cu_q, cu_kv;
   std::vector<std::int32_t> table;
-  std::vector<std::byte> q, k, v, out;
+  Buffer q, k, v, out;
   std::vector<attune::Problem> problems;
-  std::vector<std::vector<std::byte>> sq, sk, sv, so;
+  std::vector<Buffer> sq, sk, sv, so;
 };
 
 // `n` elements of `type` with unit-normal values (a 64k-value table repeated at varying offsets:
 // drawing hundreds of millions of normals would take longer than the benchmark).
-std::vector<std::byte> normal_bytes(Dtype type, std::int64_t n, std::uint32_t seed) {
+Buffer normal_bytes(Dtype type, std::int64_t n, std::uint32_t seed) {
   static const std::vector<float> table = [] {
     std::mt19937 rng(5);
     std::normal_distribution<float> normal;
@@ -474,7 +513,7 @@ std::vector<std::byte> normal_bytes(Dtype type, std::int64_t n, std::uint32_t se
     for (float& x : t) x = normal(rng);
     return t;
   }();
-  std::vector<std::byte> out(static_cast<std::size_t>(n) * attune::size_of(type));
+  Buffer out(static_cast<std::size_t>(n) * attune::size_of(type));
   for (std::int64_t i = 0, chunk = 0; i < n; i += 65536, ++chunk) {
     const std::int64_t m = std::min<std::int64_t>(65536, n - i);
     const std::size_t offset = (chunk * 977 + seed) % 4096;
@@ -492,6 +531,13 @@ PagedInputs& paged_inputs_for(const Shape& s, const attune::Problem& p) {
   in.key = key;
   const PagedSequences seqs = paged_sequences(s.var.paged, 32768);
   const Dtype kv = s.kv();
+  // The offsets (also what the separate calls' FLOPs are counted from).
+  in.cu_q = {0};
+  in.cu_kv = {0};
+  for (std::size_t i = 0; i < seqs.context.size(); ++i) {
+    in.cu_q.push_back(in.cu_q.back() + seqs.new_tokens[i]);
+    in.cu_kv.push_back(in.cu_kv.back() + seqs.context[i]);
+  }
   if (s.var.separate) {
     for (std::size_t i = 0; i < seqs.context.size(); ++i) {
       attune::Problem sub = p;  // sequence i as a dense problem of its own
@@ -505,12 +551,6 @@ PagedInputs& paged_inputs_for(const Shape& s, const attune::Problem& p) {
       in.so.emplace_back(static_cast<std::size_t>(sub.out_elements()) * attune::size_of(s.dtype));
     }
     return in;
-  }
-  in.cu_q = {0};
-  in.cu_kv = {0};
-  for (std::size_t i = 0; i < seqs.context.size(); ++i) {
-    in.cu_q.push_back(in.cu_q.back() + seqs.new_tokens[i]);
-    in.cu_kv.push_back(in.cu_kv.back() + seqs.context[i]);
   }
   std::vector<std::int32_t> ids(static_cast<std::size_t>(p.num_blocks));
   std::iota(ids.begin(), ids.end(), 0);

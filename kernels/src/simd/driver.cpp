@@ -117,6 +117,7 @@ struct Layout {
   std::size_t tasks;
   int threads;
   const TileFn* fn;
+  const TileFn* per_task_fn;  // varlen: the instantiations each task picks from by its rows (else nullptr: fn)
   std::int64_t scratch_floats;
   // Variant problems: the tile kernel's own scratch, then per-row parameters, the mask tile and
   // a task's combined mask blocks (in floats) in each thread's scratch; the mask's block classes.
@@ -158,6 +159,13 @@ Layout layout_of(const Problem& p, const Plan& plan, const IsaOps& ops) {
   const TileFn* set = ops.set_for(p.dtype, p.kv_type(), l.variant);
   l.fn = plan.micro > 0 ? &set[std::min(plan.micro, 2) + 1] : &IsaOps::tile_for(set, l.rows);
   l.tile_floats = tile_scratch_floats(*l.fn, l.rows, p.d_k, p.d_v, l.block_kv);
+  // Varlen with the automatic tile: a task whose sequence has fewer query rows than the plan's
+  // (a 1-token decode beside a prefill chunk) runs the smallest instantiation holding them (the
+  // decoding form for a few rows), as the same sequence on its own would.
+  l.per_task_fn = p.sequences > 0 && plan.micro <= 0 ? set : nullptr;
+  for (int i = 0; l.per_task_fn != nullptr && i < 4; ++i)
+    l.tile_floats = std::max(l.tile_floats, tile_scratch_floats(set[i], std::min<std::int64_t>(set[i].lanes, l.rows), p.d_k,
+                                                                p.d_v, l.block_kv));
   l.row_floats = l.mask_tile_floats = l.key_blocks = 0;
   l.block_class_bytes = 0;
   if (l.variant) {
@@ -711,7 +719,9 @@ void run_tiled(const Problem& p, const Tensors& t, const Plan& plan, const IsaOp
       return;
     }
     TileVariant tv;
-    lay.fn->run(task_args(call, task - prefix_tasks, own, tv));
+    const TileArgs a = task_args(call, task - prefix_tasks, own, tv);
+    const TileFn& fn = lay.per_task_fn != nullptr ? IsaOps::tile_for(lay.per_task_fn, a.heads * a.positions) : *lay.fn;
+    fn.run(a);
   });
   if (call.partial()) merge_split_rows(call);
 }

@@ -90,10 +90,11 @@ struct TileArgs {
   // tile kernels clip their key tiles at block ends and read each through page_view (tile_impl.hpp).
   const std::int32_t* pages = nullptr;
   std::int64_t page_size = 0, k_page = 0, v_page = 0;
-  // Set by page_view: the first key past the view's block, and the task's K (block 0), from which
-  // the decoding form finds the rows it prefetches past the block end.
+  // Set by page_view: the first key past the view's block, and the task's K and V (block 0), from
+  // which the decoding form finds the rows it prefetches past the block end.
   std::int64_t page_end = std::numeric_limits<std::int64_t>::max();
   const void* k_pool = nullptr;
+  const void* v_pool = nullptr;
 };
 
 

@@ -50,6 +50,7 @@ inline const TileArgs& page_view(const TileArgs& a, std::int64_t j0, std::int64_
   view.kv_origin = j0;
   view.page_end = (block + 1) * a.page_size;
   view.k_pool = a.k;
+  view.v_pool = a.v;
   for (auto [dq, from] : {std::pair{&view.kq, &a.kq}, std::pair{&view.vq, &a.vq}}) {
     if (from->tok != nullptr) dq->tok = from->tok + page * from->page + row * from->tok_row;
     if (from->groups != nullptr) dq->groups = from->groups + page * from->page + row * from->groups_row;
@@ -610,13 +611,14 @@ struct TileKernel {
     const Band first_band = band_of(a, a.i0), last_band = band_of(a, last);
     const std::int64_t j_begin = imax(a.j_begin, first_band.lo), j_end = imin(a.j_end, last_band.hi + 1);
     for (std::int64_t j0 = j_begin, cols = 0; j0 < j_end; j0 += cols) {
-      cols = clip_to_page(a, j0, imin(a.block_kv, j_end - j0));
+      cols = imin(a.block_kv, j_end - j0);
+      if constexpr (!kWiden) cols = clip_to_page(a, j0, cols);  // widened tiles gather across blocks
       c.tile_mask = false;
       if (v.blocks != nullptr) {
         // Hidden 16-key blocks are never computed: tiles start after them and end before them.
         j0 = visible_tile(v.blocks, j0, j_end, a.block_kv, cols);
         if (j0 >= j_end) break;
-        cols = clip_to_page(a, j0, cols);
+        if constexpr (!kWiden) cols = clip_to_page(a, j0, cols);
         if (tile_class(v.blocks, j0, cols) == 2) {
           c.tile_mask = true;
           mask_tile(a, c.mt, c.rp, rows, j0, cols);
@@ -626,18 +628,26 @@ struct TileKernel {
       const bool masked = j0 < last_band.lo || j0 + cols - 1 > first_band.hi;
       TileArgs view = a;  // a copy (a default-constructed TileArgs would be a weak symbol here: STYLE.md)
       Ctx cv = c;
-      cv.a = &page_view(a, j0, sizeof(T), view);
+      cv.a = kWiden ? &a : &page_view(a, j0, sizeof(T), view);
       tile(cv, j0, cols, masked);
     }
   }
 
   // One key tile [j0, j0 + cols) for every lane chunk: S^T, the softmax step, O^T.
+  // kWiden: the tile's K and V widened into scratch first; a paged tile gathers them there from
+  // each block it spans (so its tiles need not end at block ends).
   [[gnu::always_inline]] static void tile(const Ctx& c, std::int64_t j0, std::int64_t cols, bool masked) {
     if constexpr (kWiden) {
       const TileArgs& a = *c.a;
-      const std::int64_t j = j0 - a.kv_origin;
-      widen_rows(static_cast<const T*>(a.k) + j * a.k_row, a.k_row, a.d_k, cols, c.kw, a.kq, j);
-      widen_rows(static_cast<const T*>(a.v) + j * a.v_row, a.v_row, a.d_v, cols, c.vw, a.vq, j);
+      for (std::int64_t s0 = j0, n = 0; s0 < j0 + cols; s0 += n) {
+        n = clip_to_page(a, s0, j0 + cols - s0);
+        TileArgs view = a;
+        const TileArgs& b = page_view(a, s0, sizeof(T), view);
+        const std::int64_t j = s0 - b.kv_origin, ahead = a.pages != nullptr ? 0 : n;
+        widen_rows(static_cast<const T*>(b.k) + j * b.k_row, b.k_row, a.d_k, n, c.kw + (s0 - j0) * a.d_k, b.kq, j, ahead);
+        widen_rows(static_cast<const T*>(b.v) + j * b.v_row, b.v_row, a.d_v, n, c.vw + (s0 - j0) * a.d_v, b.vq, j, ahead);
+      }
+      if (a.pages != nullptr) prefetch_paged_rows(a, j0 + cols, imin(cols, a.j_end - j0 - cols));
     }
     chunks(c.rp, [&]<int N>(std::int64_t c0) {
       B tmax[N];
@@ -662,19 +672,37 @@ struct TileKernel {
     });
   }
 
+  // Paged K/V: keys [j0, j0 + n) of the task's K and V, found through the table, prefetched into
+  // L2 (what widen_rows' own prefetch does along a contiguous cache: the next tile's rows).
+  static void prefetch_paged_rows(const TileArgs& a, std::int64_t j0, std::int64_t n) {
+    const std::int64_t line = 64 / static_cast<std::int64_t>(sizeof(T));
+    const std::int64_t k_stored = std::is_same_v<T, q4> ? a.d_k / 2 : a.d_k, v_stored = std::is_same_v<T, q4> ? a.d_v / 2 : a.d_v;
+    for (std::int64_t s0 = j0, m = 0; s0 < j0 + n; s0 += m) {
+      m = clip_to_page(a, s0, j0 + n - s0);
+      TileArgs view = a;
+      const TileArgs& b = page_view(a, s0, sizeof(T), view);
+      const T* k = static_cast<const T*>(b.k);
+      const T* v = static_cast<const T*>(b.v);
+      for (std::int64_t r = 0; r < m; ++r) {
+        for (std::int64_t x = 0; x < k_stored; x += line) __builtin_prefetch(k + r * b.k_row + x, 0, 2);
+        for (std::int64_t x = 0; x < v_stored; x += line) __builtin_prefetch(v + r * b.v_row + x, 0, 2);
+      }
+    }
+  }
+
   // kWiden: rows [0, n) of `src` (rows `row` elements apart, d elements each) widened into
   // dst [n][d]; quantized K/V are dequantized there with their scales (dq: records j0.., counted
-  // from the task's kv_origin). The same
-  // rows of the next tile are prefetched into L2 on the way, so the next widening reads from
-  // there (the tile's multiplications give it ample time).
+  // from the task's kv_origin). The rows `ahead` rows further (the same rows of the next tile;
+  // 0: none, as for a paged block, whose next rows belong elsewhere) are prefetched into L2 on
+  // the way, so the next widening reads from there (the tile's multiplications give it time).
   static void widen_rows(const T* src, std::int64_t row, std::int64_t d, std::int64_t n, float* dst,
-                         [[maybe_unused]] const KvDequant& dq, [[maybe_unused]] std::int64_t j0) {
+                         [[maybe_unused]] const KvDequant& dq, [[maybe_unused]] std::int64_t j0, std::int64_t ahead) {
     const std::int64_t line = 64 / static_cast<std::int64_t>(sizeof(T)), full = d / W * W;
     const std::int64_t stored = std::is_same_v<T, q4> ? d / 2 : d;  // elements of T per row
     for (std::int64_t j = 0; j < n; ++j) {
       const T* s = src + j * row;
       float* o = dst + j * d;
-      for (std::int64_t x = 0; x < stored; x += line) __builtin_prefetch(s + n * row + x, 0, 2);
+      for (std::int64_t x = 0; ahead > 0 && x < stored; x += line) __builtin_prefetch(s + ahead * row + x, 0, 2);
       if constexpr (std::is_same_v<T, q4>) {
         // Groups of 32: codes times the group's scale plus its min (d % 32 == 0, W divides 16).
         const std::uint16_t* g = dq.groups + (j0 + j) * dq.groups_row;
@@ -712,12 +740,13 @@ struct TileKernel {
     const std::int64_t first_full_limit = a.causal ? a.i0 + a.causal_offset : a.j_end;  // min limit over rows
 
     for (std::int64_t j0 = a.j_begin, cols = 0; j0 < j_end; j0 += cols) {
-      cols = clip_to_page(a, j0, imin(a.block_kv, j_end - j0));
+      cols = imin(a.block_kv, j_end - j0);
+      if constexpr (!kWiden) cols = clip_to_page(a, j0, cols);  // widened tiles gather across blocks
       // Only tiles crossing the diagonal apply the mask (padded rows compute harmless zeros).
       const bool masked = j0 + cols - 1 > first_full_limit;
       TileArgs view = a;  // a copy (a default-constructed TileArgs would be a weak symbol here: STYLE.md)
       Ctx cv = c;
-      cv.a = &page_view(a, j0, sizeof(T), view);
+      cv.a = kWiden ? &a : &page_view(a, j0, sizeof(T), view);
       if constexpr (Dot) {
         pack_v(cv, j0, cols);
         chunks(c.rp, [&]<int N>(std::int64_t c0) {
@@ -800,6 +829,19 @@ struct DotKernel {
       const char* vp = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j + t) * a.v_row);
       for (std::int64_t b = 0; kp != nullptr && b < k_bytes; b += 64) __builtin_prefetch(kp + b);
       for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vp + b);
+      if (a.pages != nullptr) {
+        // Paged: the blocks lie anywhere, so the hardware prefetchers cannot run ahead of a block
+        // end as they do along a contiguous cache. K and V rows four times as far ahead go to L2,
+        // found through the table (the L1 prefetches above then hit there).
+        const std::int64_t key = a.kv_origin + j + 4 * kPrefetchRows + t;
+        if (key < a.j_end) {
+          const std::int64_t page = a.pages[key / a.page_size], row = key % a.page_size;
+          const char* kf = reinterpret_cast<const char*>(static_cast<const T*>(a.k_pool) + page * a.k_page + row * a.k_row);
+          const char* vf = reinterpret_cast<const char*>(static_cast<const T*>(a.v_pool) + page * a.v_page + row * a.v_row);
+          for (std::int64_t b = 0; b < k_bytes; b += 64) __builtin_prefetch(kf + b, 0, 2);
+          for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vf + b, 0, 2);
+        }
+      }
     }
     std::int64_t d = 0;
     if constexpr (kQ4) {
