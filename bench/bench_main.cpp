@@ -807,11 +807,12 @@ std::vector<Shape> model_shapes(const std::string& name, Dtype dtype) {
 
 void usage() {
   std::printf(
-      "usage: attune_bench [--preset quick|standard|full|variants] [--shape SPEC]... [--model NAME]... [--dtype T]\n"
+      "usage: attune_bench [--preset quick|standard|full|variants|paged] [--shape SPEC]... [--model NAME]... [--dtype T]\n"
       "                    [--kernels K1,K2] [--threads N1,N2] [--all-isas] [--budget SECONDS] [--no-probes]\n"
       "                    [--block-q N] [--block-kv N] [--inject-slowdown PCT] [--benchmark_*...]\n"
       "  --preset   shape grid (default quick: ~2.5 min on 2 cores; standard ~20 min; variants: the\n"
-      "             attention variants next to their plain shapes, flash and simd, ~2 min)\n"
+      "             attention variants next to their plain shapes, flash and simd, ~2 min; paged: paged\n"
+      "             K/V decode, mixed and shared-prefix batches next to their contiguous work, ~2 min)\n"
       "  --shape    b=1,hq=32,hkv=8,sq=4096,d=128[,skv=N][,causal=0|1][,dt=fp32|bf16|fp16][,kv=T] (repeatable;\n"
       "             hkv defaults to hq, skv to sq); replaces the preset grid unless --preset is given\n"
       "  --model    a model's prefill and decode shapes (repeatable): %s\n"
@@ -915,7 +916,7 @@ int main(int argc, char** argv) {
   std::vector<Entry> entries;
   if (!custom || preset_given) {
     entries = preset_entries(preset);
-    if (entries.empty()) usage_error("unknown preset '" + preset + "' (quick, standard, full, variants)");
+    if (entries.empty()) usage_error("unknown preset '" + preset + "' (quick, standard, full, variants, paged)");
   }
   // A user's shapes: every kernel (or --kernels) on its best ISA taking the type (--all-isas: all).
   const std::size_t custom_isas = all_isas ? 0 : 1;

@@ -11,7 +11,7 @@ cd "$root"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_npy fuzz_tuner_log fuzz_args fuzz_tuning_file)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_npy fuzz_tuner_log fuzz_args fuzz_tuning_file fuzz_paged)
 
 bash scripts/install-packages.sh clang libclang-rt-14-dev cmake ninja-build libxsimd-dev libtbb-dev
 build="$root/build-fuzz"
