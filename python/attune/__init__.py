@@ -20,7 +20,7 @@ import numpy as _np
 from . import _attune
 
 __all__ = ["attention", "mha", "kernels", "info", "load_tuning", "set_tuning", "online_tuning_stats",
-           "default_tuning_path", "quantize_kv", "dequantize_kv",
+           "default_tuning_path", "quantize_kv", "dequantize_kv", "paged_attention", "paged_append",
            "workspace_bytes", "resolve", "__version__"]
 
 try:  # numpy has no bfloat16 of its own; ml_dtypes' is the common one (optional).
@@ -84,6 +84,11 @@ def _scale(scale):
 # the call); its docstring and one-line argument errors are in python/src/module.cpp.
 attention = _attune.attention
 
+
+# Paged K/V (vLLM's PagedAttention): the bindings themselves, reading and writing the caller's pools
+# in place; docstrings and one-line argument errors in python/src/module.cpp, docs in docs/python.md.
+paged_attention = _attune.paged_attention
+paged_append = _attune.paged_append
 
 # workspace_bytes and resolve take attention's arguments (the same binding signature).
 workspace_bytes = _attune.workspace_bytes
