@@ -10,7 +10,9 @@ first. numpy arrays are read through numpy's C API, torch CPU tensors by address
 The GIL is released during the computation. Variants (mask, window, softcap, alibi_slopes, sinks,
 top_k, varlen cu_seqlens_q/cu_seqlens_kv) are keyword arguments of attention(); a quantized KV
 cache is attention(q, k_codes, v_codes, kv_dtype=..., k_scales=..., v_scales=...) with the codes
-and scales quantize_kv() returns (docs/python.md).
+and scales quantize_kv() returns. A paged KV cache (vLLM's block tables) is read in place by
+paged_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q) and written by
+paged_append(k_cache, v_cache, key, value, slot_mapping) (docs/python.md).
 """
 
 from __future__ import annotations
