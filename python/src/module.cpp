@@ -1327,6 +1327,18 @@ void read_paged_scales(Call& c, PyObject* k_scales, PyObject* v_scales, Framewor
   }
   c.data.kv_scales.k = base[0];
   c.data.kv_scales.v = base[1];
+  if (!write) return;  // attention: VariantData::validate checks fp8's
+  // paged_append divides by the fixed scales (fp8's per head, int8_kc's K per channel).
+  for (int i = 0; i < 2; ++i) {
+    const bool fixed = fp8 || (kv == Dtype::int8_kc && i == 0);
+    const std::int64_t count = fp8 ? p.heads_kv : p.heads_kv * p.d_k;
+    for (std::int64_t j = 0; fixed && j < count; ++j) {
+      const float x = static_cast<const float*>(base[i])[j];
+      if (!std::isfinite(x) || x <= 0.0f)
+        bad_shape(std::string(i == 0 ? "k_scales" : "v_scales") + "[" + std::to_string(j) + "] = " + std::to_string(x) +
+                  ": the cache's fixed scales must be finite and > 0");
+    }
+  }
 }
 
 // An empty array of `fw` with this shape and element type (Q/O's float types).

@@ -266,6 +266,9 @@ def test_paged_append_refuses_bad_slots_before_writing(rng):
         attune.paged_append(k.astype(np.int8), v.astype(np.int8), rows, rows, [0, 1, 2])
     with pytest.raises(ValueError, match="k_scales: needed with kv_dtype='int8'"):
         attune.paged_append(k.astype(np.int8), v.astype(np.int8), rows, rows, [0, 1, 2], kv_dtype="int8")
+    with pytest.raises(ValueError, match=r"k_scales\[0\] = 0.000000: the cache's fixed scales must be finite and > 0"):
+        attune.paged_append(k.astype(np.uint8), v.astype(np.uint8), rows, rows, [0, 1, 2], kv_dtype="fp8_e4m3",
+                            k_scales=0.0, v_scales=1.0)
     with pytest.raises(ValueError, match="paged_append writes C-contiguous pools"):
         attune.paged_append(k[:, :, ::2], v[:, :, ::2], rows, rows, [0, 1, 2])
 
