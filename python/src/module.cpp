@@ -712,6 +712,35 @@ void read_mask(Call& c, PyObject* mask, Framework fw, bool run) {
   }
 }
 
+// An empty array of `fw` with this shape and element type (Q/O's float types).
+nb::object empty_array(Framework fw, const std::int64_t* shape, int ndim, Dtype dtype, char** data) {
+  if (fw == Framework::numpy) {
+    npy_intp dims[kMaxDims];
+    for (int i = 0; i < ndim; ++i) dims[i] = shape[i];
+    PyArray_Descr* descr;  // a new reference, which PyArray_Empty steals
+    if (dtype == Dtype::bf16) {
+      descr = g_np_bf16;
+      Py_INCREF(descr);
+    } else {
+      descr = PyArray_DescrFromType(dtype == Dtype::fp32 ? NPY_FLOAT32 : NPY_FLOAT16);
+    }
+    PyObject* a = PyArray_Empty(ndim, dims, descr, 0);
+    if (!a) throw nb::python_error();
+    *data = static_cast<char*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(a)));
+    return nb::steal(a);
+  }
+  PyObject* t_shape = PyTuple_New(ndim);
+  for (int i = 0; i < ndim; ++i) PyTuple_SET_ITEM(t_shape, i, PyLong_FromLongLong(shape[i]));
+  PyObject* t_dtype = dtype == Dtype::fp32 ? g_torch.f32 : dtype == Dtype::fp16 ? g_torch.f16 : g_torch.bf16;
+  PyObject* args[] = {nullptr, t_shape, t_dtype};
+  PyObject* t = PyObject_Vectorcall(g_torch.empty, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, s_dtype_kwnames);
+  Py_DECREF(t_shape);
+  if (!t) throw nb::python_error();
+  nb::object result = nb::steal(t);
+  *data = static_cast<char*>(PyLong_AsVoidPtr(nb::steal(call0(t, s_data_ptr)).ptr()));
+  return result;
+}
+
 // Reads q, k, v (and out, mask) into c: the problem with strides where some tensor is not in the
 // default layout, copies where needed. `run`: also allocate the output and fill the copies
 // (workspace_bytes() and resolve() only need the problem).
@@ -781,21 +810,7 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
       count *= c.out.shape[i];
     }
     c.out.writeable = c.out.aligned = true;
-    if (fw == Framework::numpy) {
-      npy_intp dims[kMaxDims];
-      for (int i = 0; i < c.out.ndim; ++i) dims[i] = c.out.shape[i];
-      PyArray_Descr* descr;  // a new reference, which PyArray_Empty steals
-      if (c.q.dtype == Dtype::bf16) {
-        descr = g_np_bf16;
-        Py_INCREF(descr);
-      } else {
-        descr = PyArray_DescrFromType(c.q.dtype == Dtype::fp32 ? NPY_FLOAT32 : NPY_FLOAT16);
-      }
-      PyObject* a = PyArray_Empty(c.out.ndim, dims, descr, 0);
-      if (!a) throw nb::python_error();
-      c.result = nb::steal(a);
-      c.out.data = static_cast<char*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(a)));
-    } else if (p.d_v == p.d_k && same_strides(c.out, c.q)) {
+    if (fw == Framework::torch && p.d_v == p.d_k && same_strides(c.out, c.q)) {
       // torch.empty_like(q): ~0.9 us where torch.empty(shape, dtype=) parses keywords for ~1.5 us
       // (q's exact strides are the contiguous ones here, which empty_like keeps).
       PyObject* t = PyObject_CallOneArg(g_torch.empty_like, q);
@@ -803,15 +818,7 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
       c.result = nb::steal(t);
       c.out.data = static_cast<char*>(PyLong_AsVoidPtr(nb::steal(call0(t, s_data_ptr)).ptr()));
     } else {
-      PyObject* shape = PyTuple_New(c.out.ndim);
-      for (int i = 0; i < c.out.ndim; ++i) PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(c.out.shape[i]));
-      PyObject* dtype = c.q.dtype == Dtype::fp32 ? g_torch.f32 : c.q.dtype == Dtype::fp16 ? g_torch.f16 : g_torch.bf16;
-      PyObject* args[] = {nullptr, shape, dtype};
-      PyObject* t = PyObject_Vectorcall(g_torch.empty, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, s_dtype_kwnames);
-      Py_DECREF(shape);
-      if (!t) throw nb::python_error();
-      c.result = nb::steal(t);
-      c.out.data = static_cast<char*>(PyLong_AsVoidPtr(nb::steal(call0(t, s_data_ptr)).ptr()));
+      c.result = empty_array(fw, c.out.shape, c.out.ndim, c.q.dtype, &c.out.data);
     }
   } else {
     c.out = c.q;  // shape-only: a contiguous output
@@ -1341,35 +1348,6 @@ void read_paged_scales(Call& c, PyObject* k_scales, PyObject* v_scales, Framewor
   }
 }
 
-// An empty array of `fw` with this shape and element type (Q/O's float types).
-nb::object empty_array(Framework fw, const std::vector<std::int64_t>& shape, Dtype dtype, char** data) {
-  if (fw == Framework::numpy) {
-    npy_intp dims[kMaxDims];
-    for (std::size_t i = 0; i < shape.size(); ++i) dims[i] = shape[i];
-    PyArray_Descr* descr;  // a new reference, which PyArray_Empty steals
-    if (dtype == Dtype::bf16) {
-      descr = g_np_bf16;
-      Py_INCREF(descr);
-    } else {
-      descr = PyArray_DescrFromType(dtype == Dtype::fp32 ? NPY_FLOAT32 : NPY_FLOAT16);
-    }
-    PyObject* a = PyArray_Empty(static_cast<int>(shape.size()), dims, descr, 0);
-    if (!a) throw nb::python_error();
-    *data = static_cast<char*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(a)));
-    return nb::steal(a);
-  }
-  PyObject* t_shape = PyTuple_New(static_cast<Py_ssize_t>(shape.size()));
-  for (std::size_t i = 0; i < shape.size(); ++i) PyTuple_SET_ITEM(t_shape, static_cast<Py_ssize_t>(i), PyLong_FromLongLong(shape[i]));
-  PyObject* t_dtype = dtype == Dtype::fp32 ? g_torch.f32 : dtype == Dtype::fp16 ? g_torch.f16 : g_torch.bf16;
-  PyObject* args[] = {nullptr, t_shape, t_dtype};
-  PyObject* t = PyObject_Vectorcall(g_torch.empty, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, s_dtype_kwnames);
-  Py_DECREF(t_shape);
-  if (!t) throw nb::python_error();
-  nb::object result = nb::steal(t);
-  *data = static_cast<char*>(PyLong_AsVoidPtr(nb::steal(call0(t, s_data_ptr)).ptr()));
-  return result;
-}
-
 // Element strides of a packed [total, heads, d] tensor as (batch, head, row), when its rows are
 // contiguous; the batch stride (batch 1) is the tensor's extent.
 std::optional<attune::Strides> packed_strides(const View& v) {
@@ -1481,7 +1459,7 @@ nb::object paged_attention_call(nb::handle q, nb::handle k_cache, nb::handle v_c
     c.result = nb::borrow(out);
   } else {
     char* data = nullptr;
-    c.result = empty_array(fw, out_shape, c.q.dtype, &data);
+    c.result = empty_array(fw, out_shape.data(), 3, c.q.dtype, &data);
     c.out = c.q;
     c.out.data = data;
     c.out.shape[2] = p.d_v;
