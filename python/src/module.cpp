@@ -1314,6 +1314,7 @@ void read_paged_scales(Call& c, PyObject* k_scales, PyObject* v_scales, Framewor
       } else {
         c.scale_copies[i] = contiguous_like(s);
         copy_view(s, c.scale_copies[i].view);
+        ++g_copies;
         base[i] = c.scale_copies[i].view.data;
       }
       continue;

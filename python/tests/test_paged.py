@@ -438,3 +438,24 @@ def test_torch_paged_attention_that_requires_grad_refuses_backward():
     torch.testing.assert_close(out.detach(), attune.paged_attention(q, k, v, table, lens, cu_q, layout="vllm"))
     with pytest.raises(NotImplementedError, match="forward-only"):
         out.sum().backward()
+
+
+def test_pools_that_are_views_of_a_larger_buffer_are_read_in_place(rng):
+    """transformers-style pages: K and V pages interleaved in one buffer (block stride 2 pages), and
+    int8 scale records that are a slice of a wider array, all read where they are."""
+    b = Batch(rng, **MIXED, block_size=16, layout="vllm", d=32)
+    buffer = np.empty((2 * b.num_blocks,) + b.k.shape[1:], np.float32)
+    buffer[0::2], buffer[1::2] = b.k, b.v
+    k, v = buffer[0::2], buffer[1::2]
+    assert not k.flags.c_contiguous
+    before = attune._attune._copies()
+    out = attune.paged_attention(*b.args(k=k, v=v), layout="vllm")
+    assert attune._attune._copies() == before
+    np.testing.assert_array_equal(out, attune.paged_attention(*b.args(), layout="vllm"))
+    kc, vc, ks, vs = _quantized_pair(rng, b, "int8", "vllm")
+    wide_k, wide_v = (np.concatenate([x, np.zeros(x.shape[:2] + (3,), np.float32)], axis=2) for x in (ks, vs))
+    expected = attune.paged_attention(*b.args(k=kc, v=vc), kv_dtype="int8", k_scales=ks, v_scales=vs, layout="vllm")
+    got = attune.paged_attention(*b.args(k=kc, v=vc), kv_dtype="int8", k_scales=wide_k[:, :, :2],
+                                 v_scales=wide_v[:, :, :2], layout="vllm")
+    assert attune._attune._copies() == before
+    np.testing.assert_array_equal(got, expected)
