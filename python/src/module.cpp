@@ -4,7 +4,8 @@
 // the output, runs attune::attention with the GIL released, and turns attune's exceptions into
 // Python's (InvalidArgument -> ValueError, MemoryError -> MemoryError). Tensors whose rows are not
 // contiguous, or that the chosen kernel cannot read strided, are gathered into contiguous copies
-// here (counted: _copies()), everything else is read in place.
+// here (counted: _copies()), everything else is read in place. paged_attention / paged_append read
+// and write a paged KV cache's pools (vLLM's block tables) in place, never copied.
 #include <attune/attune.hpp>
 
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
@@ -965,8 +966,8 @@ std::optional<Dtype> kv_dtype_arg(nb::handle h) {
   const std::string_view name = str_arg(h, "kv_dtype: must be a quantized type name (str) or None");
   const std::optional<Dtype> kv = attune::parse_dtype(name);
   if (!kv || !attune::is_quantized(*kv))
-    bad_shape("kv_dtype: must be int8, int8_kc, fp8_e4m3, fp8_e5m2 or int4 (float K/V types come from the cache "
-              "itself), got '" + std::string(name) + "'");
+    bad_shape("kv_dtype: must be int8, int8_kc, fp8_e4m3, fp8_e5m2 or int4 (float K/V types come from the K/V "
+              "arrays themselves), got '" + std::string(name) + "'");
   return kv;
 }
 
