@@ -21,22 +21,25 @@ except ImportError:  # pragma: no cover
 class Batch:
     """A paged batch: sequences with `contexts` keys whose last `queries` positions are queried, their
     K/V rows in shuffled blocks of a pool (layout "heads_first" [num_blocks, heads_kv, block_size, d]
-    or "vllm" [num_blocks, block_size, heads_kv, d]); `share`: sequence 1 reuses sequence 0's first
-    `share` blocks (a common prefix: its keys there are sequence 0's)."""
+    or "vllm" [num_blocks, block_size, heads_kv, d]); `share`: every later sequence longer than
+    `share` blocks reuses sequence 0's first `share` blocks (a common prompt prefix: its keys there
+    are sequence 0's)."""
 
     def __init__(self, rng, contexts, queries, block_size, heads_q=4, heads_kv=2, d=32, layout="heads_first",
                  share=0, dtype=np.float32, spare_blocks=3):
         self.contexts, self.queries, self.block_size, self.layout = list(contexts), list(queries), block_size, layout
         self.heads_q, self.heads_kv, self.d = heads_q, heads_kv, d
         blocks = [-(-c // block_size) for c in contexts]
-        self.num_blocks = sum(blocks) - share + spare_blocks
+        self.share = share
+        self.shared = {s for s in range(1, len(contexts)) if share and contexts[s] > share * block_size}
+        self.num_blocks = sum(blocks) - share * len(self.shared) + spare_blocks
         ids = rng.permutation(self.num_blocks).astype(np.int32)
         self.max_blocks = max(max(blocks), 1) + 1  # a spare column: entries past a context are never read
         self.table = np.full((len(contexts), self.max_blocks), -1, np.int32)
         used = 0
         for s, n in enumerate(blocks):
             for x in range(n):
-                if s == 1 and x < share:
+                if s in self.shared and x < share:
                     self.table[s, x] = self.table[0, x]
                 else:
                     self.table[s, x] = ids[used]
@@ -114,6 +117,32 @@ def test_shared_blocks_and_grouped_query_heads(rng, layout):
     assert_close(attune.paged_attention(*one_head.args(), layout=layout), one_head.reference())
 
 
+@pytest.mark.parametrize("kv", [None, "int8"])
+def test_long_shared_prefixes_take_the_cascade_path(rng, kv):
+    """Three consecutive sequences on one 144-key prompt (9 blocks of 16, above the kernels' cascade
+    threshold), decoding and chunked, and an unrelated one: attended once for the group, merged."""
+    b = Batch(rng, contexts=[300, 290, 200, 40], queries=[1, 3, 1, 2], block_size=16, heads_q=8, heads_kv=2,
+              d=64, share=9)
+    assert b.shared == {1, 2} and (b.table[1:3, :9] == b.table[0, :9]).all()
+    quant = {}
+    k, v = b.k, b.v
+    if kv:
+        kc, vc, ks, vs = _quantized_pair(rng, b, kv, "heads_first")
+        quant = dict(kv_dtype=kv, k_scales=ks, v_scales=vs)
+        k, v = kc, vc
+    out = attune.paged_attention(*b.args(k=k, v=v), **quant)
+    ks_f, vs_f, cu_kv = b.packed()
+    if kv:
+        k_codes, k_sc = attune.quantize_kv(ks_f, kv, is_k=True)
+        v_codes, v_sc = attune.quantize_kv(vs_f, kv, is_k=False)
+        ks_f, vs_f = attune.dequantize_kv(k_codes, k_sc, kv), attune.dequantize_kv(v_codes, v_sc, kv)
+    else:
+        assert_close(out, b.reference())
+    varlen = attune.attention(b.q.transpose(1, 0, 2), ks_f, vs_f, causal=True, cu_seqlens_q=b.cu_q,
+                              cu_seqlens_kv=cu_kv)
+    np.testing.assert_allclose(out, varlen.transpose(1, 0, 2), rtol=0, atol=1e-5)
+
+
 def test_variants_match_the_reference(rng):
     b = Batch(rng, **MIXED, block_size=16)
     slopes, sinks = 2.0 ** -np.arange(1, 5), np.array([0.5, -1.0, 2.0, -np.inf])
@@ -159,10 +188,10 @@ def _quantized_pair(rng, b, kv, layout):
         ks, vs = np.ones(records, np.float32), np.ones(records, np.float32)
     slots, k_rows, v_rows = [], [], []
     for s in range(len(b.contexts)):
-        for j in range(b.contexts[s]):
-            slots.append(int(b.table[s, j // bs]) * bs + j % bs)
-        k_rows.append(b.rows(b.k, s).transpose(1, 0, 2))
-        v_rows.append(b.rows(b.v, s).transpose(1, 0, 2))
+        first = b.share * bs if s in b.shared else 0  # a shared prefix is written once, by sequence 0
+        slots += [int(b.table[s, j // bs]) * bs + j % bs for j in range(first, b.contexts[s])]
+        k_rows.append(b.rows(b.k, s)[:, first:].transpose(1, 0, 2))
+        v_rows.append(b.rows(b.v, s)[:, first:].transpose(1, 0, 2))
     key, value = np.concatenate(k_rows), np.concatenate(v_rows)
     attune.paged_append(kc, vc, key, value, slots, kv_dtype=kv, k_scales=ks, v_scales=vs, layout=layout)
     return kc, vc, ks, vs
