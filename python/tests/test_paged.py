@@ -488,3 +488,48 @@ def test_pools_that_are_views_of_a_larger_buffer_are_read_in_place(rng):
                                  v_scales=wide_v[:, :, :2], layout="vllm")
     assert attune._attune._copies() == before
     np.testing.assert_array_equal(got, expected)
+
+
+def test_random_malformed_calls_only_raise_one_line_errors():
+    """Valid random batches, each spoiled at random (block ids out of range, tables of other types
+    and row counts, negative or too long lengths, unsorted or miscounted offsets, slots outside the
+    pool): every call either runs (finite output) or raises one line of ValueError/TypeError; none
+    crashes or reads outside the pools."""
+    rng = np.random.default_rng(99)
+    outcomes = {"ran": 0, "refused": 0}
+    spoilers = {
+        "id": lambda c: len(c["table"]) and c["table"].__setitem__((int(rng.integers(len(c["table"]))), 0),
+                                                                    int(rng.choice([-5, 99]))),
+        "type": lambda c: c.update(table=c["table"].astype(rng.choice([np.int8, np.int64, np.float32]))),
+        "rows": lambda c: c.update(table=c["table"][:-1]),
+        "length": lambda c: c["lens"].__setitem__(int(rng.integers(len(c["lens"]))), int(rng.choice([-3, 10**6]))),
+        "offsets": lambda c: c.update(cu=c["cu"][::-1].copy()),
+        "count": lambda c: c.update(cu=c["cu"][:-1]),
+        "total": lambda c: c.update(q=c["q"][:-1]),
+    }
+    for _ in range(300):
+        n = int(rng.integers(1, 4))
+        contexts = [int(x) for x in rng.integers(0, 40, n)]
+        queries = [int(rng.integers(0, c + 1)) if c else 0 for c in contexts]
+        if not sum(queries):
+            contexts[0], queries[0] = contexts[0] + 1, 1
+        b = Batch(rng, contexts, queries, block_size=int(rng.choice([1, 4, 16])), heads_q=4, heads_kv=2, d=8,
+                  layout=str(rng.choice(["heads_first", "vllm"])))
+        call = dict(q=b.q, table=b.table.copy(), lens=list(contexts), cu=b.cu_q.copy())
+        for name in rng.choice(list(spoilers), int(rng.integers(0, 3)), replace=False):
+            spoilers[name](call)
+        try:
+            out = attune.paged_attention(call["q"], b.k, b.v, call["table"], call["lens"], call["cu"], layout=b.layout,
+                                         window=int(rng.integers(0, 4)))
+            assert np.isfinite(out).all()
+            outcomes["ran"] += 1
+        except (ValueError, TypeError) as e:
+            assert "\n" not in str(e), str(e)
+            outcomes["refused"] += 1
+        slots = rng.integers(-2, b.num_blocks * b.block_size + 2, int(rng.integers(0, 5)))
+        rows = rng.standard_normal((max(len(slots) + int(rng.integers(-1, 2)), 0), 2, 8), dtype=np.float32)
+        try:
+            attune.paged_append(b.k, b.v, rows, rows, slots, layout=b.layout)
+        except (ValueError, TypeError) as e:
+            assert "\n" not in str(e), str(e)
+    assert outcomes["ran"] > 50 and outcomes["refused"] > 100, outcomes
