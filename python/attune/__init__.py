@@ -10,7 +10,9 @@ first. numpy arrays are read through numpy's C API, torch CPU tensors by address
 The GIL is released during the computation. Variants (mask, window, softcap, alibi_slopes, sinks,
 top_k, varlen cu_seqlens_q/cu_seqlens_kv) are keyword arguments of attention(); a quantized KV
 cache is attention(q, k_codes, v_codes, kv_dtype=..., k_scales=..., v_scales=...) with the codes
-and scales quantize_kv() returns (docs/python.md).
+and scales quantize_kv() returns. A paged KV cache (vLLM's block tables) is read in place by
+paged_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q) and written by
+paged_append(k_cache, v_cache, key, value, slot_mapping) (docs/python.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as _np
 from . import _attune
 
 __all__ = ["attention", "mha", "kernels", "info", "load_tuning", "set_tuning", "online_tuning_stats",
-           "default_tuning_path", "quantize_kv", "dequantize_kv",
+           "default_tuning_path", "quantize_kv", "dequantize_kv", "paged_attention", "paged_append",
            "workspace_bytes", "resolve", "__version__"]
 
 try:  # numpy has no bfloat16 of its own; ml_dtypes' is the common one (optional).
@@ -84,6 +86,11 @@ def _scale(scale):
 # the call); its docstring and one-line argument errors are in python/src/module.cpp.
 attention = _attune.attention
 
+
+# Paged K/V (vLLM's PagedAttention): the bindings themselves, reading and writing the caller's pools
+# in place; docstrings and one-line argument errors in python/src/module.cpp, docs in docs/python.md.
+paged_attention = _attune.paged_attention
+paged_append = _attune.paged_append
 
 # workspace_bytes and resolve take attention's arguments (the same binding signature).
 workspace_bytes = _attune.workspace_bytes

@@ -1,6 +1,6 @@
 # Type stubs of the attune package (the functions in __init__.py; the bindings are private).
 import os
-from typing import Any, Optional, Sequence, TypedDict, TypeVar, Union
+from typing import Any, Literal, Optional, Sequence, TypedDict, TypeVar, Union
 
 import numpy as np
 
@@ -52,6 +52,17 @@ def resolve(q: Any, k: Any, v: Any, *, causal: bool = False, scale: Optional[flo
             sinks: Optional[ArrayLike] = None, cu_seqlens_q: Optional[ArrayLike] = None,
             cu_seqlens_kv: Optional[ArrayLike] = None, top_k: int = 0, kv_dtype: Optional[str] = None,
             k_scales: Union[Any, float, None] = None, v_scales: Union[Any, float, None] = None) -> Choice: ...
+def paged_attention(q: Tensor, k_cache: Any, v_cache: Any, block_table: Any, seq_lens: ArrayLike,
+                    cu_seqlens_q: ArrayLike, *, scale: Optional[float] = None, causal: bool = True, window: int = 0,
+                    softcap: float = 0.0, alibi_slopes: Optional[ArrayLike] = None,
+                    sinks: Optional[ArrayLike] = None, kv_dtype: Optional[str] = None,
+                    k_scales: Union[Any, float, None] = None, v_scales: Union[Any, float, None] = None,
+                    kernel: str = "auto", threads: Optional[int] = None, out: Optional[Tensor] = None,
+                    layout: Literal["heads_first", "vllm"] = "heads_first") -> Tensor: ...
+def paged_append(k_cache: Any, v_cache: Any, key: Any, value: Any, slot_mapping: ArrayLike, *,
+                 k_scales: Union[Any, float, None] = None, v_scales: Union[Any, float, None] = None,
+                 kv_dtype: Optional[str] = None, layout: Literal["heads_first", "vllm"] = "heads_first",
+                 threads: Optional[int] = None) -> None: ...
 def quantize_kv(x: Tensor, dtype: str, *, is_k: Optional[bool] = None) -> tuple[Tensor, Tensor]: ...
 def dequantize_kv(codes: Tensor, scales: Any, dtype: str, *, is_k: Optional[bool] = None) -> Tensor: ...
 def mha(x: Tensor, wq: Any, wk: Any, wv: Any, wo: Any, *, heads_q: int, heads_kv: Optional[int] = None,

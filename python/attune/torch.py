@@ -1,6 +1,7 @@
-"""attune as torch operators: torch.ops.attune.attention and torch.ops.attune.sdpa.
+"""attune as torch operators: torch.ops.attune.attention, torch.ops.attune.sdpa, and for a paged
+KV cache torch.ops.attune.paged_attention and torch.ops.attune.paged_append.
 
-Both are `torch.library` ops with a fake (meta) implementation, so they run in eager mode and
+They are `torch.library` ops with a fake (meta) implementation, so they run in eager mode and
 under torch.compile without graph breaks (the compiled graph calls the op as one node). They are
 forward-only (inference): a backward through them raises. The Python functions `sdpa` and
 `attention` call the op while torch.compile traces or autograd records, and the implementation
@@ -17,6 +18,13 @@ directly otherwise (same result, without the dispatcher's overhead).
   or float (added to the logits), broadcastable to [batch, heads_q, seq_q, seq_kv], and
   heads_q != heads_kv needs enable_gqa=True. Inputs are read in place with their strides. Keyword
   extras: `sinks` (gpt-oss's s_aux) and `softcap` (Gemma 2).
+- `paged_attention(query, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, *, scale=None,
+  causal=True, window=0, softcap=0.0, alibi_slopes=None, sinks=None, kv_dtype=None, k_scales=None,
+  v_scales=None, layout="heads_first")`: attune.paged_attention (packed queries [total_q, heads_q, d]
+  over block pools, read in place).
+- `paged_append(k_cache, v_cache, key, value, slot_mapping, *, k_scales=None, v_scales=None,
+  kv_dtype=None, layout="heads_first")`: attune.paged_append, a mutating op (its schema marks the
+  caches and scales as written), so torch.compile keeps it in the graph in order.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import torch
 import attune as _attune
 from attune import _attune as _bindings
 
-__all__ = ["attention", "sdpa"]
+__all__ = ["attention", "sdpa", "paged_attention", "paged_append"]
 
 
 # Defined through torch.library.Library rather than the @custom_op decorator: the same op for the
@@ -41,6 +49,13 @@ _lib.define("attention(Tensor query, Tensor key, Tensor value, bool causal, floa
             "Tensor? k_scales=None, Tensor? v_scales=None) -> Tensor")
 _lib.define("sdpa(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, bool is_causal, float? scale, "
             "Tensor? sinks=None, float softcap=0.0) -> Tensor")
+_lib.define("paged_attention(Tensor query, Tensor k_cache, Tensor v_cache, Tensor block_table, Tensor seq_lens, "
+            "Tensor cu_seqlens_q, float? scale=None, bool causal=True, int window=0, float softcap=0.0, "
+            "Tensor? alibi_slopes=None, Tensor? sinks=None, str? kv_dtype=None, Tensor? k_scales=None, "
+            "Tensor? v_scales=None, str layout='heads_first') -> Tensor")
+_lib.define("paged_append(Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor key, Tensor value, Tensor slot_mapping, "
+            "Tensor(c!)? k_scales=None, Tensor(d!)? v_scales=None, str? kv_dtype=None, "
+            "str layout='heads_first') -> ()")
 
 
 def _attention_impl(query, key, value, causal, scale, alibi_slopes=None, sinks=None, cu_seqlens_q=None,
@@ -72,6 +87,32 @@ def _sdpa_fake(query, key, value, *args):
     return query.new_empty(query.shape[:-1] + value.shape[-1:])
 
 
+def _paged_attention_impl(query, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, scale=None, causal=True,
+                          window=0, softcap=0.0, alibi_slopes=None, sinks=None, kv_dtype=None, k_scales=None,
+                          v_scales=None, layout="heads_first"):
+    return _attune.paged_attention(query, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, scale=scale,
+                                   causal=causal, window=window, softcap=softcap, alibi_slopes=alibi_slopes,
+                                   sinks=sinks, kv_dtype=kv_dtype, k_scales=k_scales, v_scales=v_scales, layout=layout)
+
+
+def _paged_attention_fake(query, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, scale=None, causal=True,
+                          window=0, softcap=0.0, alibi_slopes=None, sinks=None, kv_dtype=None, k_scales=None,
+                          v_scales=None, layout="heads_first"):
+    """[total_q, heads_q, d_v]: q's shape with the pool's d_v (int4 codes hold two to a byte)."""
+    d_v = v_cache.shape[-1] * (2 if kv_dtype == "int4" else 1)
+    return query.new_empty(query.shape[:-1] + (d_v,))
+
+
+def _paged_append_impl(k_cache, v_cache, key, value, slot_mapping, k_scales=None, v_scales=None, kv_dtype=None,
+                       layout="heads_first"):
+    _attune.paged_append(k_cache, v_cache, key, value, slot_mapping, k_scales=k_scales, v_scales=v_scales,
+                         kv_dtype=kv_dtype, layout=layout)
+
+
+def _paged_append_fake(*args, **kwargs):
+    return None
+
+
 def _no_backward(ctx, grad):
     raise NotImplementedError("attune's torch ops are forward-only (inference): no gradient; use "
                               "torch.nn.functional.scaled_dot_product_attention to train")
@@ -83,7 +124,15 @@ for _name, _impl, _fake in (("attention", _attention_impl, _attention_fake), ("s
     # A clear error at backward time instead of torch's warning and a silently missing gradient.
     torch.library.register_autograd("attune::" + _name, _no_backward, lib=_lib)
 
+_lib.impl("paged_attention", _paged_attention_impl, "CPU")
+torch.library.register_fake("attune::paged_attention", _paged_attention_fake, lib=_lib)
+torch.library.register_autograd("attune::paged_attention", _no_backward, lib=_lib)
+_lib.impl("paged_append", _paged_append_impl, "CPU")
+torch.library.register_fake("attune::paged_append", _paged_append_fake, lib=_lib)
+
 _attention_op = torch.ops.attune.attention.default
+_paged_attention_op = torch.ops.attune.paged_attention.default
+_paged_append_op = torch.ops.attune.paged_append.default
 _sdpa_op = torch.ops.attune.sdpa.default
 
 
@@ -183,3 +232,48 @@ def attention(query, key, value, causal=False, scale=None, **variants):
     if _eager_direct(query, key, value, *variants.values()):
         return _attune.attention(query, key, value, causal=bool(causal), scale=scale, **variants)
     return _attention_op(query, key, value, bool(causal), scale, **_op_arguments(key, variants))
+
+
+def _tensor(value, dtype):
+    """A list or number argument as the tensor the op's schema wants (tensors are passed as they are)."""
+    return value if value is None or isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=dtype)
+
+
+def _scales(value, heads_kv):
+    """fp8's one-number scale as one per KV head (the op takes tensors)."""
+    if isinstance(value, (int, float)):
+        return torch.full((heads_kv,), float(value))
+    return value
+
+
+def paged_attention(query, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, *, scale=None, causal=True,
+                    window=0, softcap=0.0, alibi_slopes=None, sinks=None, kv_dtype=None, k_scales=None,
+                    v_scales=None, layout="heads_first"):
+    """attune.paged_attention as a torch op: packed queries [total_q, heads_q, d] over the paged pools
+    k_cache, v_cache (read in place), block_table [sequences, max_blocks], seq_lens (context lengths),
+    cu_seqlens_q; returns [total_q, heads_q, d_v]. Forward only."""
+    scale = None if scale is None else float(scale)
+    if _eager_direct(query, k_cache, v_cache, alibi_slopes, sinks):
+        return _attune.paged_attention(query, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q, scale=scale,
+                                       causal=causal, window=window, softcap=softcap, alibi_slopes=alibi_slopes,
+                                       sinks=sinks, kv_dtype=kv_dtype, k_scales=k_scales, v_scales=v_scales,
+                                       layout=layout)
+    heads_kv = k_cache.shape[1 if layout == "heads_first" else 2]
+    return _paged_attention_op(query, k_cache, v_cache, _tensor(block_table, torch.int32),
+                               _tensor(seq_lens, torch.int64), _tensor(cu_seqlens_q, torch.int64), scale, bool(causal),
+                               int(window), float(softcap), _tensor(alibi_slopes, torch.float32),
+                               _tensor(sinks, torch.float32), kv_dtype, _scales(k_scales, heads_kv),
+                               _scales(v_scales, heads_kv), layout)
+
+
+def paged_append(k_cache, v_cache, key, value, slot_mapping, *, k_scales=None, v_scales=None, kv_dtype=None,
+                 layout="heads_first"):
+    """attune.paged_append as a torch op (mutating: writes k_cache, v_cache and the per-token scales in
+    place): key [tokens, heads_kv, d_k], value [tokens, heads_kv, d_v] into slot_mapping's slots."""
+    if not _is_compiling():
+        _attune.paged_append(k_cache, v_cache, key, value, slot_mapping, k_scales=k_scales, v_scales=v_scales,
+                             kv_dtype=kv_dtype, layout=layout)
+        return
+    heads_kv = k_cache.shape[1 if layout == "heads_first" else 2]
+    _paged_append_op(k_cache, v_cache, key, value, _tensor(slot_mapping, torch.int64), _scales(k_scales, heads_kv),
+                     _scales(v_scales, heads_kv), kv_dtype, layout)

@@ -1,5 +1,5 @@
 # Type stubs of attune.torch.
-from typing import Optional, Sequence, Union
+from typing import Literal, Optional, Sequence, Union
 
 import torch
 
@@ -16,3 +16,14 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causa
               causal_align: str = "bottom_right", mask: Optional[torch.Tensor] = None,
               kv_dtype: Optional[str] = None, k_scales: Union[torch.Tensor, float, None] = None,
               v_scales: Union[torch.Tensor, float, None] = None) -> torch.Tensor: ...
+def paged_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    block_table: torch.Tensor, seq_lens: Offsets,
+                    cu_seqlens_q: Offsets, *, scale: Optional[float] = None, causal: bool = True, window: int = 0,
+                    softcap: float = 0.0, alibi_slopes: Optional[PerHead] = None, sinks: Optional[PerHead] = None,
+                    kv_dtype: Optional[str] = None, k_scales: Union[torch.Tensor, float, None] = None,
+                    v_scales: Union[torch.Tensor, float, None] = None,
+                    layout: Literal["heads_first", "vllm"] = "heads_first") -> torch.Tensor: ...
+def paged_append(k_cache: torch.Tensor, v_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 slot_mapping: Offsets, *, k_scales: Union[torch.Tensor, float, None] = None,
+                 v_scales: Union[torch.Tensor, float, None] = None, kv_dtype: Optional[str] = None,
+                 layout: Literal["heads_first", "vllm"] = "heads_first") -> None: ...

@@ -4,7 +4,8 @@
 // the output, runs attune::attention with the GIL released, and turns attune's exceptions into
 // Python's (InvalidArgument -> ValueError, MemoryError -> MemoryError). Tensors whose rows are not
 // contiguous, or that the chosen kernel cannot read strided, are gathered into contiguous copies
-// here (counted: _copies()), everything else is read in place.
+// here (counted: _copies()), everything else is read in place. paged_attention / paged_append read
+// and write a paged KV cache's pools (vLLM's block tables) in place, never copied.
 #include <attune/attune.hpp>
 
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
@@ -54,7 +55,7 @@ PyArray_Descr* g_np_bf16 = nullptr;
 struct Torch {
   PyTypeObject* tensor = nullptr;
   PyObject *f32 = nullptr, *f16 = nullptr, *bf16 = nullptr, *boolean = nullptr;
-  PyObject *int8 = nullptr, *uint8 = nullptr, *int64 = nullptr;
+  PyObject *int8 = nullptr, *uint8 = nullptr, *int32 = nullptr, *int64 = nullptr;
   PyObject *empty = nullptr, *empty_like = nullptr, *is_grad_enabled = nullptr;
 };
 Torch g_torch;
@@ -75,6 +76,7 @@ bool have_torch() {
   g_torch.boolean = nb::object(torch.attr("bool")).release().ptr();
   g_torch.int8 = nb::object(torch.attr("int8")).release().ptr();
   g_torch.uint8 = nb::object(torch.attr("uint8")).release().ptr();
+  g_torch.int32 = nb::object(torch.attr("int32")).release().ptr();
   g_torch.int64 = nb::object(torch.attr("int64")).release().ptr();
   g_torch.empty = nb::object(torch.attr("empty")).release().ptr();
   g_torch.empty_like = nb::object(torch.attr("empty_like")).release().ptr();
@@ -420,6 +422,7 @@ struct Call {
   // given as one number (fp8) or gathered into contiguous arrays.
   std::vector<float> slopes, sinks, fp8_scales[2];
   std::vector<std::int64_t> cu_q, cu_kv;
+  std::vector<std::int32_t> table;  // a paged call's block table converted to int32
   Buffer scale_copies[2];
   bool scatter_out = false;
   nb::object result;
@@ -710,6 +713,35 @@ void read_mask(Call& c, PyObject* mask, Framework fw, bool run) {
   }
 }
 
+// An empty array of `fw` with this shape and element type (Q/O's float types).
+nb::object empty_array(Framework fw, const std::int64_t* shape, int ndim, Dtype dtype, char** data) {
+  if (fw == Framework::numpy) {
+    npy_intp dims[kMaxDims];
+    for (int i = 0; i < ndim; ++i) dims[i] = shape[i];
+    PyArray_Descr* descr;  // a new reference, which PyArray_Empty steals
+    if (dtype == Dtype::bf16) {
+      descr = g_np_bf16;
+      Py_INCREF(descr);
+    } else {
+      descr = PyArray_DescrFromType(dtype == Dtype::fp32 ? NPY_FLOAT32 : NPY_FLOAT16);
+    }
+    PyObject* a = PyArray_Empty(ndim, dims, descr, 0);
+    if (!a) throw nb::python_error();
+    *data = static_cast<char*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(a)));
+    return nb::steal(a);
+  }
+  PyObject* t_shape = PyTuple_New(ndim);
+  for (int i = 0; i < ndim; ++i) PyTuple_SET_ITEM(t_shape, i, PyLong_FromLongLong(shape[i]));
+  PyObject* t_dtype = dtype == Dtype::fp32 ? g_torch.f32 : dtype == Dtype::fp16 ? g_torch.f16 : g_torch.bf16;
+  PyObject* args[] = {nullptr, t_shape, t_dtype};
+  PyObject* t = PyObject_Vectorcall(g_torch.empty, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, s_dtype_kwnames);
+  Py_DECREF(t_shape);
+  if (!t) throw nb::python_error();
+  nb::object result = nb::steal(t);
+  *data = static_cast<char*>(PyLong_AsVoidPtr(nb::steal(call0(t, s_data_ptr)).ptr()));
+  return result;
+}
+
 // Reads q, k, v (and out, mask) into c: the problem with strides where some tensor is not in the
 // default layout, copies where needed. `run`: also allocate the output and fill the copies
 // (workspace_bytes() and resolve() only need the problem).
@@ -779,21 +811,7 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
       count *= c.out.shape[i];
     }
     c.out.writeable = c.out.aligned = true;
-    if (fw == Framework::numpy) {
-      npy_intp dims[kMaxDims];
-      for (int i = 0; i < c.out.ndim; ++i) dims[i] = c.out.shape[i];
-      PyArray_Descr* descr;  // a new reference, which PyArray_Empty steals
-      if (c.q.dtype == Dtype::bf16) {
-        descr = g_np_bf16;
-        Py_INCREF(descr);
-      } else {
-        descr = PyArray_DescrFromType(c.q.dtype == Dtype::fp32 ? NPY_FLOAT32 : NPY_FLOAT16);
-      }
-      PyObject* a = PyArray_Empty(c.out.ndim, dims, descr, 0);
-      if (!a) throw nb::python_error();
-      c.result = nb::steal(a);
-      c.out.data = static_cast<char*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(a)));
-    } else if (p.d_v == p.d_k && same_strides(c.out, c.q)) {
+    if (fw == Framework::torch && p.d_v == p.d_k && same_strides(c.out, c.q)) {
       // torch.empty_like(q): ~0.9 us where torch.empty(shape, dtype=) parses keywords for ~1.5 us
       // (q's exact strides are the contiguous ones here, which empty_like keeps).
       PyObject* t = PyObject_CallOneArg(g_torch.empty_like, q);
@@ -801,15 +819,7 @@ void prepare(Call& c, PyObject* q, PyObject* k, PyObject* v, PyObject* out, PyOb
       c.result = nb::steal(t);
       c.out.data = static_cast<char*>(PyLong_AsVoidPtr(nb::steal(call0(t, s_data_ptr)).ptr()));
     } else {
-      PyObject* shape = PyTuple_New(c.out.ndim);
-      for (int i = 0; i < c.out.ndim; ++i) PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(c.out.shape[i]));
-      PyObject* dtype = c.q.dtype == Dtype::fp32 ? g_torch.f32 : c.q.dtype == Dtype::fp16 ? g_torch.f16 : g_torch.bf16;
-      PyObject* args[] = {nullptr, shape, dtype};
-      PyObject* t = PyObject_Vectorcall(g_torch.empty, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, s_dtype_kwnames);
-      Py_DECREF(shape);
-      if (!t) throw nb::python_error();
-      c.result = nb::steal(t);
-      c.out.data = static_cast<char*>(PyLong_AsVoidPtr(nb::steal(call0(t, s_data_ptr)).ptr()));
+      c.result = empty_array(fw, c.out.shape, c.out.ndim, c.q.dtype, &c.out.data);
     }
   } else {
     c.out = c.q;  // shape-only: a contiguous output
@@ -943,6 +953,24 @@ std::string_view str_arg(nb::handle h, const char* what) {
   return {text, static_cast<std::size_t>(n)};
 }
 
+std::optional<int> threads_arg(nb::handle h) {
+  if (h.is_none()) return std::nullopt;
+  if (!is_int(h)) type_error("threads: must be an int or None, got " + repr_of(h));
+  const long long t = PyLong_AsLongLong(h.ptr());
+  if (t < 1) bad_shape("threads: must be >= 1 (or None for all cores), got " + repr_of(h));
+  return static_cast<int>(std::min<long long>(t, std::numeric_limits<int>::max()));
+}
+
+std::optional<Dtype> kv_dtype_arg(nb::handle h) {
+  if (h.is_none()) return std::nullopt;
+  const std::string_view name = str_arg(h, "kv_dtype: must be a quantized type name (str) or None");
+  const std::optional<Dtype> kv = attune::parse_dtype(name);
+  if (!kv || !attune::is_quantized(*kv))
+    bad_shape("kv_dtype: must be int8, int8_kc, fp8_e4m3, fp8_e5m2 or int4 (float K/V types come from the K/V "
+              "arrays themselves), got '" + std::string(name) + "'");
+  return kv;
+}
+
 // The keyword arguments attention(), workspace_bytes() and resolve() share, as nanobind passes them.
 struct Args {
   nb::handle causal, scale, kernel, isa, threads, block_q, block_kv, kv_splits, max_memory, out, causal_align, window,
@@ -953,13 +981,7 @@ struct Args {
 Variants variants_of(Call& c, const Args& a) {
   std::optional<std::string> isa_name;
   if (!a.isa.is_none()) isa_name = std::string(str_arg(a.isa, "isa: must be an ISA name (str) or None"));
-  std::optional<int> nthreads;
-  if (!a.threads.is_none()) {
-    if (!is_int(a.threads)) type_error("threads: must be an int or None, got " + repr_of(a.threads));
-    const long long t = PyLong_AsLongLong(a.threads.ptr());
-    if (t < 1) bad_shape("threads: must be >= 1 (or None for all cores), got " + repr_of(a.threads));
-    nthreads = static_cast<int>(std::min<long long>(t, std::numeric_limits<int>::max()));
-  }
+  const std::optional<int> nthreads = threads_arg(a.threads);
   c.opt = options_of(std::string(str_arg(a.kernel, "kernel: must be a kernel name (str)")), isa_name, nthreads,
                      count_arg(a.block_q, "block_q"), count_arg(a.block_kv, "block_kv"),
                      static_cast<int>(std::min<std::int64_t>(count_arg(a.kv_splits, "kv_splits"), std::numeric_limits<int>::max())),
@@ -977,14 +999,7 @@ Variants variants_of(Call& c, const Args& a) {
   var.sinks = a.sinks.ptr();
   var.cu_seqlens_q = a.cu_seqlens_q.ptr();
   var.cu_seqlens_kv = a.cu_seqlens_kv.ptr();
-  if (!a.kv_dtype.is_none()) {
-    const std::string_view name = str_arg(a.kv_dtype, "kv_dtype: must be a quantized type name (str) or None");
-    const std::optional<Dtype> kv = attune::parse_dtype(name);
-    if (!kv || !attune::is_quantized(*kv))
-      bad_shape("kv_dtype: must be int8, int8_kc, fp8_e4m3, fp8_e5m2 or int4 (float K/V types come from k and v "
-                "themselves), got '" + std::string(name) + "'");
-    var.kv_dtype = kv;
-  }
+  var.kv_dtype = kv_dtype_arg(a.kv_dtype);
   var.k_scales = a.k_scales.ptr();
   var.v_scales = a.v_scales.ptr();
   return var;
@@ -1094,6 +1109,511 @@ threads: worker threads (None: all cores). block_q, block_kv, kv_splits: tile ov
 (0: default). max_memory: working-memory limit in bytes (0: the ATTUNE_MAX_MEMORY environment
 variable, else half the physical memory); above it MemoryError.
 Raises ValueError for bad shapes or options, TypeError for wrong types or devices.)";
+
+// ---- Paged K/V (Problem::paged): attune.paged_attention and attune.paged_append ----------------
+
+// A paged pool's axis order: 'heads_first' [num_blocks, heads_kv, block_size, d] (attune's default,
+// a KV head's rows of a block contiguous) or 'vllm' [num_blocks, block_size, heads_kv, d]
+// (vLLM's and transformers' continuous-batching pages).
+enum class PagedLayout : std::uint8_t { heads_first, vllm };
+
+const char* pool_text(PagedLayout layout) {
+  return layout == PagedLayout::heads_first ? "[num_blocks, heads_kv, block_size, d] (layout='heads_first')"
+                                            : "[num_blocks, block_size, heads_kv, d] (layout='vllm')";
+}
+
+PagedLayout layout_arg(nb::handle h) {
+  const std::string_view s = str_arg(h, "layout: must be 'heads_first' or 'vllm'");
+  if (s == "heads_first") return PagedLayout::heads_first;
+  if (s == "vllm") return PagedLayout::vllm;
+  bad_shape("layout: must be 'heads_first' ([num_blocks, heads_kv, block_size, d]) or 'vllm' ([num_blocks, "
+            "block_size, heads_kv, d]), got '" + std::string(s) + "'");
+}
+
+std::string strides_text(const View& v) {
+  std::string s = "(";
+  for (int i = 0; i < v.ndim; ++i) s += (i ? ", " : "") + std::to_string(v.strides[i]);
+  return s + (v.ndim == 1 ? ",)" : ")") + " bytes";
+}
+
+// The sizes of a pool and its element strides of (block, head, row), as the kernels read it in
+// place (int4: strides in nibbles). Refuses pools whose rows are not contiguous.
+struct Pool {
+  std::int64_t num_blocks = 0, heads_kv = 0, block_size = 0, d = 0;
+  attune::Strides strides;
+};
+
+Pool pool_of(const View& x, const char* name, PagedLayout layout) {
+  if (x.ndim != 4) bad_shape(std::string(name) + ": expected 4-D " + pool_text(layout) + ", got shape " + shape_text(x));
+  const int head_axis = layout == PagedLayout::heads_first ? 1 : 2, row_axis = 3 - head_axis;
+  const bool int4 = x.dtype == Dtype::int4;
+  Pool pool;
+  pool.num_blocks = x.shape[0];
+  pool.heads_kv = x.shape[head_axis];
+  pool.block_size = x.shape[row_axis];
+  pool.d = x.shape[3] * (int4 ? 2 : 1);
+  for (std::int64_t n : {pool.num_blocks, pool.heads_kv, pool.block_size, pool.d})
+    if (n < 1) bad_shape(std::string(name) + ": every axis must be >= 1, got shape " + shape_text(x) + " " + pool_text(layout));
+  const auto is = static_cast<std::int64_t>(x.itemsize);
+  bool ok = x.aligned && (x.shape[3] == 1 || x.strides[3] == is);
+  const int axes[3] = {0, head_axis, row_axis};
+  std::int64_t el[3] = {};
+  for (int i = 0; i < 3 && ok; ++i) {
+    if (x.shape[axes[i]] == 1) continue;  // never stepped along
+    ok = x.strides[axes[i]] >= 0 && x.strides[axes[i]] % is == 0;
+    el[i] = x.strides[axes[i]] / is * (int4 ? 2 : 1);
+  }
+  if (!ok)
+    bad_shape(std::string(name) + ": the cache is read in place, so its rows (last axis) must be contiguous and its "
+              "strides non-negative, got strides " + strides_text(x));
+  pool.strides = {el[0], el[1], el[2]};
+  return pool;
+}
+
+Framework same_framework(std::initializer_list<nb::handle> objects, const char* names) {
+  try {
+    const Framework fw = framework_of(objects.begin()->ptr());
+    for (nb::handle o : objects)
+      if (framework_of(o.ptr()) != fw) throw std::invalid_argument("");
+    return fw;
+  } catch (const std::invalid_argument&) {
+    std::string got;
+    for (nb::handle o : objects) got += (got.empty() ? "" : ", ") + type_name(o.ptr());
+    type_error(std::string(names) + " must be all numpy arrays or all torch tensors, got " + got);
+  }
+}
+
+// The paged caches (codes with kv_dtype), checked to agree; fills the problem's pool fields.
+void read_pools(Call& c, nb::handle k_cache, nb::handle v_cache, Framework fw, std::optional<Dtype> kv,
+                PagedLayout layout, Pool& kp, Pool& vp) {
+  const Elements kind = kv ? Elements::codes : Elements::floats;
+  view_of(k_cache.ptr(), fw, "k_cache", kind, c.k);
+  view_of(v_cache.ptr(), fw, "v_cache", kind, c.v);
+  if (kv) c.k.dtype = c.v.dtype = *kv;
+  if (c.k.dtype != c.v.dtype) type_error("k_cache and v_cache must have the same element type");
+  kp = pool_of(c.k, "k_cache", layout);
+  vp = pool_of(c.v, "v_cache", layout);
+  if (vp.num_blocks != kp.num_blocks || vp.heads_kv != kp.heads_kv || vp.block_size != kp.block_size)
+    bad_shape("k_cache and v_cache must agree on num_blocks, heads_kv and block_size, got shapes " + shape_text(c.k) +
+              " and " + shape_text(c.v) + " " + pool_text(layout));
+  attune::Problem& p = c.p;
+  p.heads_kv = kp.heads_kv;
+  p.d_k = kp.d;
+  p.d_v = vp.d;
+  p.block_size = kp.block_size;
+  p.num_blocks = kp.num_blocks;
+  p.kv_dtype = c.k.dtype;
+}
+
+// block_table [sequences, max_blocks]: an int32 C-contiguous array is read in place; other
+// integer arrays are converted (ids beyond int32 become INT32_MIN, refused if a context reaches them).
+void read_block_table(Call& c, nb::handle h, std::int64_t sequences) {
+  PyObject* o = h.ptr();
+  nb::object converted;
+  if (have_torch() && PyObject_TypeCheck(o, g_torch.tensor)) {
+    nb::object is_cpu = nb::steal(get(o, s_is_cpu));
+    if (is_cpu.ptr() != Py_True)
+      type_error("block_table: attune runs on the CPU, got a tensor on device '" + str_of(nb::steal(get(o, s_device)).ptr()) + "'");
+    nb::object dt = nb::steal(get(o, s_dtype));
+    if (nb::cast<bool>(dt.attr("is_floating_point")) || nb::cast<bool>(dt.attr("is_complex")) || dt.ptr() == g_torch.boolean)
+      type_error("block_table: element type must be int32 (or another integer type), got " + str_of(dt.ptr()));
+    converted = nb::handle(o).attr("numpy")();  // a view of the tensor's memory
+    o = converted.ptr();
+  } else if (!PyArray_Check(o)) {
+    type_error("block_table: must be a 2-D numpy array or CPU torch tensor of int32 block ids, got " + type_name(o));
+  }
+  auto* a = reinterpret_cast<PyArrayObject*>(o);
+  if (!PyArray_ISINTEGER(a))
+    type_error("block_table: element type must be int32 (or another integer type), got numpy " +
+               str_of(reinterpret_cast<PyObject*>(PyArray_DESCR(a))));
+  std::vector<std::int64_t> shape(PyArray_DIMS(a), PyArray_DIMS(a) + PyArray_NDIM(a));
+  if (shape.size() != 2) bad_shape("block_table: expected 2-D [sequences, max_blocks], got shape " + shape_text(shape));
+  if (shape[0] != sequences)
+    bad_shape("block_table: expected one row per sequence (len(seq_lens) = " + std::to_string(sequences) + "), got shape " +
+              shape_text(shape));
+  if (shape[1] < 1) bad_shape("block_table: max_blocks (axis 1) must be >= 1, got shape " + shape_text(shape));
+  c.p.max_blocks = shape[1];
+  if (PyArray_TYPE(a) == NPY_INT32 && PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISALIGNED(a) && PyArray_ISNOTSWAPPED(a)) {
+    c.data.block_table = static_cast<const std::int32_t*>(PyArray_DATA(a));
+    return;
+  }
+  nb::object wide = nb::steal(PyArray_FROM_OTF(o, NPY_INT64, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST));
+  if (!wide.is_valid()) throw nb::python_error();
+  const auto* ids = static_cast<const std::int64_t*>(PyArray_DATA(reinterpret_cast<PyArrayObject*>(wide.ptr())));
+  c.table.resize(static_cast<std::size_t>(shape[0] * shape[1]));
+  for (std::size_t i = 0; i < c.table.size(); ++i) {
+    const bool fits = ids[i] >= std::numeric_limits<std::int32_t>::min() && ids[i] <= std::numeric_limits<std::int32_t>::max();
+    c.table[i] = fits ? static_cast<std::int32_t>(ids[i]) : std::numeric_limits<std::int32_t>::min();
+  }
+  c.data.block_table = c.table.data();
+}
+
+// k_scales and v_scales of a quantized paged cache: per-token records [num_blocks, heads_kv,
+// block_size] ('heads_first') or [num_blocks, block_size, heads_kv] ('vllm'), float32 (int4:
+// [.., d / 32, 2] float16 (scale, min) pairs), read in place with any whole-record strides
+// (`write`: C-contiguous and writeable, as paged_append fills them); fp8: [heads_kv] or one number;
+// int8_kc's K: [heads_kv, d_k]. The records are not scanned: a pool's unwritten slots hold anything,
+// and only those the tables reach are read.
+void read_paged_scales(Call& c, PyObject* k_scales, PyObject* v_scales, Framework fw, PagedLayout layout, bool write) {
+  const attune::Problem& p = c.p;
+  const Dtype kv = p.kv_type();
+  const bool fp8 = kv == Dtype::fp8_e4m3 || kv == Dtype::fp8_e5m2;
+  const std::string type = "kv_dtype='" + std::string(attune::to_string(kv)) + "'";
+  const void* base[2] = {};
+  for (int i = 0; i < 2; ++i) {
+    const bool is_k = i == 0;
+    const char* name = is_k ? "k_scales" : "v_scales";
+    PyObject* o = is_k ? k_scales : v_scales;
+    if (o == Py_None)
+      bad_shape(std::string(name) + ": needed with " + type + " (the cache's scales: docs/python.md, paged K/V)");
+    const auto every_head = [&](float value) {
+      c.fp8_scales[i].assign(static_cast<std::size_t>(p.heads_kv), value);
+      base[i] = c.fp8_scales[i].data();
+    };
+    if (fp8 && (PyFloat_Check(o) || PyLong_Check(o))) {
+      every_head(static_cast<float>(PyFloat_AsDouble(o)));
+      continue;
+    }
+    const bool ok = fw == Framework::numpy ? PyArray_Check(o) : PyObject_TypeCheck(o, g_torch.tensor);
+    if (!ok) type_error(std::string(name) + ": must be of the cache's framework (a numpy array or a torch tensor), got " + type_name(o));
+    View s;
+    view_of(o, fw, name, Elements::floats, s);
+    const Dtype want_type = kv == Dtype::int4 ? Dtype::fp16 : Dtype::fp32;
+    if (s.dtype != want_type)
+      type_error(std::string(name) + ": " + type + " scales are " + (kv == Dtype::int4 ? "float16" : "float32") + ", got " +
+                 std::string(attune::to_string(s.dtype)));
+    std::int64_t count = 1;
+    for (int d = 0; d < s.ndim; ++d) count *= s.shape[d];
+    if (fp8 && count == 1) {
+      every_head(*reinterpret_cast<const float*>(s.data));
+      continue;
+    }
+    const bool per_token = !fp8 && !(kv == Dtype::int8_kc && is_k);
+    std::vector<std::int64_t> want;
+    if (fp8) {
+      want = {p.heads_kv};
+    } else if (!per_token) {
+      want = {p.heads_kv, p.d_k};
+    } else {
+      want = layout == PagedLayout::heads_first ? std::vector<std::int64_t>{p.num_blocks, p.heads_kv, p.block_size}
+                                                : std::vector<std::int64_t>{p.num_blocks, p.block_size, p.heads_kv};
+      if (kv == Dtype::int4) {
+        want.push_back((is_k ? p.d_k : p.d_v) / 32);
+        want.push_back(2);
+      }
+    }
+    bool shape_ok = s.ndim == static_cast<int>(want.size());
+    for (int d = 0; shape_ok && d < s.ndim; ++d) shape_ok = s.shape[d] == want[static_cast<std::size_t>(d)];
+    if (!shape_ok)
+      bad_shape(std::string(name) + ": shape " + shape_text(s) + " does not match the " + type + (is_k ? " K" : " V") +
+                " scales of this paged cache " + shape_text(want) + " (docs/python.md, paged K/V)");
+    if (write && per_token && (!is_dense(s) || !s.writeable))
+      bad_shape(std::string(name) + ": paged_append writes the scale records, which must be a C-contiguous, writeable array");
+    if (!per_token) {  // a few floats: gathered when not contiguous
+      if (is_dense(s)) {
+        base[i] = s.data;
+      } else {
+        c.scale_copies[i] = contiguous_like(s);
+        copy_view(s, c.scale_copies[i].view);
+        ++g_copies;
+        base[i] = c.scale_copies[i].view.data;
+      }
+      continue;
+    }
+    // Record strides of (block, head, row); int4's (group, pair) axes must be dense.
+    const auto record = static_cast<std::int64_t>(s.itemsize) * (kv == Dtype::int4 ? 2 * want[3] : 1);
+    const auto stride = [&](int axis) { return s.shape[axis] == 1 ? 0 : s.strides[axis]; };
+    const int head_axis = layout == PagedLayout::heads_first ? 1 : 2, row_axis = 3 - head_axis;
+    const std::int64_t st[3] = {stride(0), stride(head_axis), stride(row_axis)};
+    bool in_place = s.aligned && (kv != Dtype::int4 || ((stride(4) == 0 || stride(4) == 2) && (stride(3) == 0 || stride(3) == 4)));
+    for (std::int64_t x : st) in_place = in_place && x >= 0 && x % record == 0;
+    if (!in_place)
+      bad_shape(std::string(name) + ": the records are read in place, so their strides must be non-negative whole records, "
+                "got strides " + strides_text(s));
+    auto& rs = is_k ? c.data.kv_scales.k_strides : c.data.kv_scales.v_strides;
+    rs = {st[0] / record, st[1] / record, st[2] / record};
+    base[i] = s.data;
+  }
+  c.data.kv_scales.k = base[0];
+  c.data.kv_scales.v = base[1];
+  if (!write) return;  // attention: VariantData::validate checks fp8's
+  // paged_append divides by the fixed scales (fp8's per head, int8_kc's K per channel).
+  for (int i = 0; i < 2; ++i) {
+    const bool fixed = fp8 || (kv == Dtype::int8_kc && i == 0);
+    const std::int64_t count = fp8 ? p.heads_kv : p.heads_kv * p.d_k;
+    for (std::int64_t j = 0; fixed && j < count; ++j) {
+      const float x = static_cast<const float*>(base[i])[j];
+      if (!std::isfinite(x) || x <= 0.0f)
+        bad_shape(std::string(i == 0 ? "k_scales" : "v_scales") + "[" + std::to_string(j) + "] = " + std::to_string(x) +
+                  ": the cache's fixed scales must be finite and > 0");
+    }
+  }
+}
+
+// Element strides of a packed [total, heads, d] tensor as (batch, head, row), when its rows are
+// contiguous; the batch stride (batch 1) is the tensor's extent.
+std::optional<attune::Strides> packed_strides(const View& v) {
+  const auto is = static_cast<std::int64_t>(v.itemsize);
+  if (!v.aligned || (v.shape[2] > 1 && v.strides[2] != is)) return std::nullopt;
+  std::int64_t el[2] = {};
+  for (int i = 0; i < 2; ++i) {
+    if (v.shape[i] == 1) continue;
+    if (v.strides[i] < 0 || v.strides[i] % is != 0) return std::nullopt;
+    el[i] = v.strides[i] / is;
+  }
+  return attune::Strides{v.shape[0] * v.shape[1] * v.shape[2], el[1], el[0]};
+}
+
+nb::object paged_attention_call(nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle block_table,
+                                nb::handle seq_lens, nb::handle cu_seqlens_q, nb::handle scale, nb::handle causal,
+                                nb::handle window, nb::handle softcap, nb::handle alibi_slopes, nb::handle sinks,
+                                nb::handle kv_dtype, nb::handle k_scales, nb::handle v_scales, nb::handle kernel,
+                                nb::handle threads, nb::handle out, nb::handle layout) {
+  Call c;
+  c.opt = options_of(std::string(str_arg(kernel, "kernel: must be a kernel name (str)")), std::nullopt,
+                     threads_arg(threads), 0, 0, 0, 0);
+  const PagedLayout lay = layout_arg(layout);
+  Variants var;
+  const int truth = PyObject_IsTrue(causal.ptr());
+  if (truth < 0) throw nb::python_error();
+  var.causal = truth != 0;
+  var.window = int_arg(window, "window");
+  if (var.window < 0) bad_shape("window: must be >= 0 (0: no window), got " + std::to_string(var.window));
+  var.softcap = float_arg(softcap, "softcap");
+  if (!scale.is_none()) var.scale = float_arg(scale, "scale");
+  var.alibi_slopes = alibi_slopes.ptr();
+  var.sinks = sinks.ptr();
+  var.kv_dtype = kv_dtype_arg(kv_dtype);
+  if (!var.kv_dtype && (!k_scales.is_none() || !v_scales.is_none()))
+    bad_shape("k_scales, v_scales: given without kv_dtype (the quantized type of the cache, e.g. kv_dtype='int8')");
+  const Framework fw = same_framework({q, k_cache, v_cache}, "q, k_cache and v_cache");
+
+  attune::Problem& p = c.p;
+  Pool kp, vp;
+  read_pools(c, k_cache, v_cache, fw, var.kv_dtype, lay, kp, vp);
+  view_of(q.ptr(), fw, "q", Elements::floats, c.q);
+  if (c.q.ndim != 3)
+    bad_shape("q: expected 3-D [total_q, heads_q, d_k] (the sequences' queries packed along axis 0), got shape " + shape_text(c.q));
+  p.seq_q = c.q.shape[0];
+  p.heads_q = c.q.shape[1];
+  if (c.q.shape[2] != p.d_k)
+    bad_shape("d_k: q and k_cache must agree on the last axis" +
+              std::string(p.kv_type() == Dtype::int4 ? " (int4 codes: d_k / 2 bytes a row)" : "") + ", got shapes " +
+              shape_text(c.q) + " and " + shape_text(c.k));
+  p.dtype = c.q.dtype;
+  p.causal = var.causal;
+  p.window = var.window;
+  p.softcap = var.softcap;
+  p.scale = var.scale;
+  p.strided = true;  // queries [total, heads, d]: position-major
+  read_variant_arrays(c, var);  // alibi_slopes and sinks
+
+  // The sequences: context lengths -> cu_seqlens_kv; each one's queries end its context.
+  std::vector<std::int64_t> lens_storage;
+  const auto [lens, n] = small_array(seq_lens.ptr(), "seq_lens", lens_storage);
+  if (n < 1) bad_shape("seq_lens: expected one context length per sequence, got none");
+  c.cu_kv.assign(1, 0);
+  for (std::int64_t s = 0; s < n; ++s) {
+    if (lens[s] < 0 || lens[s] > (std::int64_t{1} << 48))
+      bad_shape("seq_lens[" + std::to_string(s) + "] = " + std::to_string(lens[s]) + " must be >= 0 (a context length)");
+    c.cu_kv.push_back(c.cu_kv.back() + lens[s]);
+  }
+  const auto [cu_q, nq] = small_array(cu_seqlens_q.ptr(), "cu_seqlens_q", c.cu_q);
+  if (nq != n + 1)
+    bad_shape("cu_seqlens_q: expected len(seq_lens) + 1 = " + std::to_string(n + 1) + " offsets (0, ..., total_q), got " +
+              std::to_string(nq));
+  const bool sorted = std::is_sorted(cu_q, cu_q + nq);  // else the library's message names the offset
+  for (std::int64_t s = 0; sorted && s < n; ++s) {
+    const std::int64_t queries = cu_q[s + 1] - cu_q[s];
+    if (queries > lens[s])
+      bad_shape("sequence " + std::to_string(s) + " has " + std::to_string(queries) + " queries but a context of " +
+                std::to_string(lens[s]) + " keys (seq_lens counts the queries too: they are the last positions of "
+                "their context)");
+  }
+  p.sequences = n;
+  p.seq_kv = c.cu_kv.back();
+  c.data.cu_seqlens_q = cu_q;
+  c.data.cu_seqlens_kv = c.cu_kv.data();
+  read_block_table(c, block_table, n);
+  c.data.k_strides = kp.strides;
+  c.data.v_strides = vp.strides;
+  if (var.kv_dtype) read_paged_scales(c, k_scales.ptr(), v_scales.ptr(), fw, lay, false);
+
+  const std::vector<std::int64_t> out_shape{p.seq_q, p.heads_q, p.d_v};
+  if (const auto qs = packed_strides(c.q)) {
+    c.data.q_strides = *qs;
+  } else {
+    c.copies[0] = contiguous_like(c.q);
+    c.data.q_strides = *packed_strides(c.copies[0].view);
+  }
+  if (!out.is_none()) {
+    const bool ok = fw == Framework::numpy ? PyArray_Check(out.ptr()) : PyObject_TypeCheck(out.ptr(), g_torch.tensor);
+    if (!ok) type_error(fw == Framework::numpy ? "out: must be a numpy array like q" : "out: must be a CPU torch tensor like q");
+    try {
+      view_of(out.ptr(), fw, "out", Elements::floats, c.out);
+    } catch (const TypeError&) {
+      type_error("out: element type must be q's");
+    }
+    if (c.out.dtype != c.q.dtype) type_error("out: element type must be q's");
+    if (c.out.ndim != 3 || c.out.shape[0] != p.seq_q || c.out.shape[1] != p.heads_q || c.out.shape[2] != p.d_v)
+      bad_shape("out: shape must be " + shape_text(out_shape) + " [total_q, heads_q, d_v], got " + shape_text(c.out));
+    if (!c.out.writeable) bad_shape("out: must be a writeable array");
+    c.result = nb::borrow(out);
+  } else {
+    char* data = nullptr;
+    c.result = empty_array(fw, out_shape.data(), 3, c.q.dtype, &data);
+    c.out = c.q;
+    c.out.data = data;
+    c.out.shape[2] = p.d_v;
+    c.out.strides[2] = static_cast<std::int64_t>(c.q.itemsize);
+    c.out.strides[1] = p.d_v * c.out.strides[2];
+    c.out.strides[0] = p.heads_q * c.out.strides[1];
+    c.out.writeable = c.out.aligned = true;
+  }
+  if (const auto os = packed_strides(c.out)) {
+    c.data.out_strides = *os;
+  } else {
+    c.copies[3] = contiguous_like(c.out);
+    c.data.out_strides = *packed_strides(c.copies[3].view);
+    c.scatter_out = true;
+  }
+  {
+    nb::gil_scoped_release release;
+    execute(c);
+  }
+  return std::move(c.result);
+}
+
+// attune.paged_append: vLLM's reshape_and_cache into a pool of either layout ('vllm' as a
+// heads_first pool of one KV head and heads_kv times the rows, one call per head).
+void paged_append_call(nb::handle k_cache, nb::handle v_cache, nb::handle key, nb::handle value, nb::handle slot_mapping,
+                       nb::handle k_scales, nb::handle v_scales, nb::handle kv_dtype, nb::handle layout, nb::handle threads) {
+  const PagedLayout lay = layout_arg(layout);
+  const std::optional<Dtype> kv = kv_dtype_arg(kv_dtype);
+  if (!kv && (!k_scales.is_none() || !v_scales.is_none()))
+    bad_shape("k_scales, v_scales: given without kv_dtype (the quantized type of the cache, e.g. kv_dtype='int8')");
+  const std::optional<int> nthreads = threads_arg(threads);
+  const Framework fw = same_framework({k_cache, v_cache, key, value}, "k_cache, v_cache, key and value");
+  Call c;  // the caches in c.k, c.v; the new rows in c.q, c.out
+  attune::Problem& p = c.p;
+  Pool kp, vp;
+  read_pools(c, k_cache, v_cache, fw, kv, lay, kp, vp);
+  for (const View* x : {&c.k, &c.v}) {
+    const char* name = x == &c.k ? "k_cache" : "v_cache";
+    if (!x->writeable) bad_shape(std::string(name) + ": must be a writeable array");
+    if (!is_dense(*x))
+      bad_shape(std::string(name) + ": paged_append writes C-contiguous pools " + pool_text(lay) + ", got strides " + strides_text(*x));
+  }
+  View& kn = c.q;
+  View& vn = c.out;
+  view_of(key.ptr(), fw, "key", Elements::floats, kn);
+  view_of(value.ptr(), fw, "value", Elements::floats, vn);
+  if (kn.dtype != vn.dtype) type_error("key and value must have the same element type");
+  const std::int64_t tokens = kn.ndim == 3 ? kn.shape[0] : -1;
+  if (kn.ndim != 3 || kn.shape[1] != p.heads_kv || kn.shape[2] != p.d_k || vn.ndim != 3 || vn.shape[0] != tokens ||
+      vn.shape[1] != p.heads_kv || vn.shape[2] != p.d_v)
+    bad_shape("key, value: expected [tokens, heads_kv, d_k] and [tokens, heads_kv, d_v] = [tokens, " +
+              std::to_string(p.heads_kv) + ", " + std::to_string(p.d_k) + "] and [tokens, " + std::to_string(p.heads_kv) +
+              ", " + std::to_string(p.d_v) + "] (the cache's), got shapes " + shape_text(kn) + " and " + shape_text(vn));
+  std::vector<std::int64_t> slot_storage;
+  const auto [slots, n] = small_array(slot_mapping.ptr(), "slot_mapping", slot_storage);
+  if (n != tokens)
+    bad_shape("slot_mapping: expected one slot per token (" + std::to_string(tokens) + "), got " + std::to_string(n));
+  // Checked here with the caller's slot numbers (the library checks again, in its own).
+  const std::int64_t pool_slots = p.num_blocks * p.block_size;
+  std::vector<std::pair<std::int64_t, std::int64_t>> used;
+  for (std::int64_t t = 0; t < n; ++t) {
+    if (slots[t] >= pool_slots)
+      bad_shape("slot_mapping[" + std::to_string(t) + "] = " + std::to_string(slots[t]) + " is outside the pool's " +
+                std::to_string(pool_slots) + " slots (num_blocks x block_size; negative: skip the token)");
+    if (slots[t] >= 0) used.emplace_back(slots[t], t);
+  }
+  std::sort(used.begin(), used.end());
+  for (std::size_t i = 1; i < used.size(); ++i)
+    if (used[i].first == used[i - 1].first)
+      bad_shape("slot_mapping: tokens " + std::to_string(used[i - 1].second) + " and " + std::to_string(used[i].second) +
+                " both write slot " + std::to_string(used[i].first));
+  if (kv) read_paged_scales(c, k_scales.ptr(), v_scales.ptr(), fw, lay, true);
+  for (int i : {0, 2}) {  // the new rows, contiguous
+    const View& x = i == 0 ? kn : vn;
+    if (is_dense(x)) continue;
+    c.copies[i] = contiguous_like(x);
+    copy_view(x, c.copies[i].view);
+  }
+  const void* k_rows = c.copies[0].bytes ? c.copies[0].view.data : kn.data;
+  const void* v_rows = c.copies[2].bytes ? c.copies[2].view.data : vn.data;
+  attune::PagedCache cache;
+  cache.dtype = p.kv_type();
+  cache.num_blocks = p.num_blocks;
+  cache.block_size = p.block_size;
+  cache.heads_kv = p.heads_kv;
+  cache.d_k = p.d_k;
+  cache.d_v = p.d_v;
+  cache.k = c.k.data;
+  cache.v = c.v.data;
+  cache.k_scales = const_cast<void*>(c.data.kv_scales.k);
+  cache.v_scales = const_cast<void*>(c.data.kv_scales.v);
+  nb::gil_scoped_release release;
+  if (lay == PagedLayout::heads_first || p.heads_kv == 1) {
+    attune::paged_append(cache, k_rows, v_rows, kn.dtype, tokens, slots, nthreads.value_or(0));
+    return;
+  }
+  // vLLM's [num_blocks, block_size, heads_kv, d] is [num_blocks, 1, block_size * heads_kv, d]:
+  // head h of slot s is row s * heads_kv + h of a one-head pool (its records too: [num_blocks,
+  // block_size, heads_kv]); per-head fixed scales (fp8, int8_kc's K) move to the head's own.
+  const std::int64_t hkv = p.heads_kv;
+  attune::PagedCache one = cache;
+  one.heads_kv = 1;
+  one.block_size = p.block_size * hkv;
+  const auto es = static_cast<std::int64_t>(kn.itemsize);
+  const auto bytes = [](std::int64_t n) { return static_cast<std::size_t>(n); };
+  std::vector<std::byte> k_head(bytes(tokens * p.d_k * es)), v_head(bytes(tokens * p.d_v * es));
+  std::vector<std::int64_t> head_slots(bytes(tokens));
+  for (std::int64_t h = 0; h < hkv; ++h) {
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      head_slots[bytes(t)] = slots[t] < 0 ? -1 : slots[t] * hkv + h;
+      std::memcpy(k_head.data() + t * p.d_k * es, static_cast<const std::byte*>(k_rows) + (t * hkv + h) * p.d_k * es,
+                  bytes(p.d_k * es));
+      std::memcpy(v_head.data() + t * p.d_v * es, static_cast<const std::byte*>(v_rows) + (t * hkv + h) * p.d_v * es,
+                  bytes(p.d_v * es));
+    }
+    const Dtype kvt = p.kv_type();
+    const bool fp8 = kvt == Dtype::fp8_e4m3 || kvt == Dtype::fp8_e5m2;
+    if (fp8) {
+      one.k_scales = static_cast<float*>(cache.k_scales) + h;
+      one.v_scales = static_cast<float*>(cache.v_scales) + h;
+    } else if (kvt == Dtype::int8_kc) {
+      one.k_scales = static_cast<float*>(cache.k_scales) + h * p.d_k;
+    }
+    attune::paged_append(one, k_head.data(), v_head.data(), kn.dtype, tokens, head_slots.data(), nthreads.value_or(0));
+  }
+}
+
+constexpr const char* kPagedAttentionDoc = R"(Attention of packed queries over a paged K/V cache (vLLM's PagedAttention), read in place.
+
+q [total_q, heads_q, d_k]: the queries of every sequence packed along axis 0 (FlashAttention's
+varlen and vLLM's layout; attention()'s varlen takes [heads_q, total_q, d_k], i.e. q.transpose(0, 1)),
+sequence s owning rows cu_seqlens_q[s]:cu_seqlens_q[s+1]. k_cache, v_cache: pools of blocks,
+[num_blocks, heads_kv, block_size, d] (layout="heads_first") or [num_blocks, block_size, heads_kv, d]
+(layout="vllm"), any strides whose rows are contiguous, never copied. block_table [sequences,
+max_blocks] int32 (other integer types are converted): key j of sequence s is row j % block_size of
+block block_table[s][j // block_size]; entries past a context are not read. seq_lens [sequences]:
+context lengths (the queries included: they are the last positions of their context, so causal
+is bottom-right; an empty context with no queries is allowed). Returns [total_q, heads_q, d_v] of
+q's type (or writes `out`). Variants: scale, causal (default True), window, softcap, alibi_slopes,
+sinks as in attention(). kv_dtype: the pools hold quantized codes, with k_scales, v_scales: per-token
+records [num_blocks, heads_kv, block_size] ("heads_first") or [num_blocks, block_size, heads_kv]
+("vllm") float32 (int4: [.., d / 32, 2] float16), fp8 [heads_kv] or one number, int8_kc's K
+[heads_kv, d_k] (paged_append writes them). Bad tables, lengths or types: ValueError / TypeError.)";
+
+constexpr const char* kPagedAppendDoc = R"(Writes new K/V rows into their slots of a paged cache, in place (vLLM's reshape_and_cache).
+
+key [tokens, heads_kv, d_k], value [tokens, heads_kv, d_v] (float32, float16 or bfloat16) go to slot
+slot_mapping[t] = block * block_size + row of k_cache, v_cache (C-contiguous pools in `layout`, see
+paged_attention); a negative slot skips the token. A quantized cache (kv_dtype) gets each row
+quantized as quantize_kv does: per-token scales are written into k_scales / v_scales (C-contiguous
+records), fp8's per-head and int8_kc's per-channel K scales are the cache's fixed ones. Everything
+is checked before anything is written (a slot outside the pool, two tokens for one slot: ValueError).)";
 
 // For bench/python_bench.py: seconds per call of the C++ API itself on these arrays and options,
 // timed in C++ (`calls` back-to-back calls, GIL released), so the Python call's overhead can be
@@ -1373,6 +1893,15 @@ NB_MODULE(_attune, m) {
   def_attention_like("resolve", &with_args<resolve>,
                      "What attention() would run: {\"kernel\", \"isa\", \"block_q\", \"block_kv\", \"threads\", "
                      "\"kv_splits\", \"micro\", \"strided\"} (\"strided\": the tensors are read in place with their strides).");
+  m.def("paged_attention", &paged_attention_call, "q"_a, "k_cache"_a, "v_cache"_a, "block_table"_a, "seq_lens"_a,
+        "cu_seqlens_q"_a, nb::kw_only(), "scale"_a.none() = nb::none(), "causal"_a = true, "window"_a = 0,
+        "softcap"_a = 0.0, "alibi_slopes"_a.none() = nb::none(), "sinks"_a.none() = nb::none(),
+        "kv_dtype"_a.none() = nb::none(), "k_scales"_a.none() = nb::none(), "v_scales"_a.none() = nb::none(),
+        "kernel"_a = "auto", "threads"_a.none() = nb::none(), "out"_a.none() = nb::none(), "layout"_a = "heads_first",
+        kPagedAttentionDoc);
+  m.def("paged_append", &paged_append_call, "k_cache"_a, "v_cache"_a, "key"_a, "value"_a, "slot_mapping"_a,
+        nb::kw_only(), "k_scales"_a.none() = nb::none(), "v_scales"_a.none() = nb::none(),
+        "kv_dtype"_a.none() = nb::none(), "layout"_a = "heads_first", "threads"_a.none() = nb::none(), kPagedAppendDoc);
   m.def("_sdpa", &sdpa_call, "q"_a, "k"_a, "v"_a, "mask"_a.none(), "is_causal"_a, "scale"_a.none(), "enable_gqa"_a,
         "sinks"_a.none() = nb::none(), "softcap"_a = 0.0f);
   m.def("quantize_kv", &quantize_kv, "x"_a, "dtype"_a, "is_k"_a.none());

@@ -15,7 +15,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 # Each example and the page that shows it.
 PAGES = {"quickstart.py": "README.md", "hf_backend.py": os.path.join("docs", "python.md"),
-         "variants_and_quantized_kv.py": os.path.join("docs", "python.md")}
+         "variants_and_quantized_kv.py": os.path.join("docs", "python.md"),
+         "paged_decode.py": os.path.join("docs", "python.md")}
 
 
 def read(*path):
