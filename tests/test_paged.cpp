@@ -271,11 +271,12 @@ TEST(Paged, AppendRefusesBadSlotsBeforeWriting) {
 namespace {
 
 // Cascade attention: a batch whose sequences share their first blocks gives the same result
-// (within the bound) as the same batch with private copies of those blocks, and not the same
-// bits: the shared prefix was attended in its own pass and merged (the cascade ran).
+// (within the bound) as the same batch with private copies of those blocks, and, with fp32
+// outputs, not the same bits: the shared prefix was attended in its own pass and merged (the
+// cascade ran).
 TEST(Paged, CascadeMatchesPrivateCopiesOfTheSharedBlocks) {
   namespace ref = attune::reference;
-  int cases = 0;
+  int cases = 0, fp32_cases = 0;
   for (const ref::Case& c : ref::paged_grid()) {
     const Dtype kv = c.problem.kv_type();
     if (!c.name.ends_with("_prefix") || (kv != Dtype::fp32 && kv != Dtype::bf16 && kv != Dtype::int8)) continue;
@@ -321,9 +322,14 @@ TEST(Paged, CascadeMatchesPrivateCopiesOfTheSharedBlocks) {
     const Dtype pv = choice.kernel->pv_dtype(p, choice.isa);
     EXPECT_TRUE(ref::compare(p, in, outs[0].data(), expect, pv, &abs_v).ok());
     EXPECT_TRUE(ref::compare(p, in, outs[1].data(), expect, pv, &abs_v).ok());
-    EXPECT_NE(outs[0], outs[1]) << "bit-identical: the shared prefix was not attended on its own";
+    // The bits differ where the output keeps them: fp32 O (16-bit O may round both to the same).
+    if (p.dtype == Dtype::fp32) {
+      EXPECT_NE(outs[0], outs[1]) << "bit-identical: the shared prefix was not attended on its own";
+      ++fp32_cases;
+    }
   }
   EXPECT_GE(cases, 6);
+  EXPECT_GE(fp32_cases, 4);
 }
 
 }  // namespace
