@@ -19,6 +19,7 @@
 #include "simd/vec.hpp"
 
 #include <limits>
+#include <new>
 #include <utility>
 
 namespace attune::simd {
@@ -36,11 +37,18 @@ inline std::int64_t clip_to_page(const TileArgs& a, std::int64_t j0, std::int64_
   return cols < end - j0 ? cols : end - j0;
 }
 
+// Room for a TileArgs that is only made when needed (a default-constructed TileArgs would be a
+// weak symbol of this ISA's unit: STYLE.md; a copy on every tile costs decoding ~2% instructions).
+struct ViewSlot {
+  alignas(TileArgs) unsigned char bytes[sizeof(TileArgs)];
+};
+
 // The task's arguments with K, V and their scale records rebased to key j0's block (kv_origin =
-// j0), for a tile clipped by clip_to_page, in `view` (a copy of `a`); `bytes` is the size of one
-// stored K/V element (int4: 1, its strides count bytes). Contiguous tasks are returned as they are.
-inline const TileArgs& page_view(const TileArgs& a, std::int64_t j0, std::int64_t bytes, TileArgs& view) {
+// j0), for a tile clipped by clip_to_page, made in `slot`; `bytes` is the size of one stored K/V
+// element (int4: 1, its strides count bytes). Contiguous tasks are returned as they are.
+inline const TileArgs& page_view(const TileArgs& a, std::int64_t j0, std::int64_t bytes, ViewSlot& slot) {
   if (a.pages == nullptr) return a;
+  TileArgs& view = *::new (static_cast<void*>(slot.bytes)) TileArgs(a);
   const std::int64_t block = j0 / a.page_size, row = j0 - block * a.page_size;
   const std::int64_t page = a.pages[block];
   const auto* k = static_cast<const char*>(a.k);
@@ -626,7 +634,7 @@ struct TileKernel {
       }
       // Tiles inside every row's band skip the band test (padded rows compute harmless values).
       const bool masked = j0 < last_band.lo || j0 + cols - 1 > first_band.hi;
-      TileArgs view = a;  // a copy (a default-constructed TileArgs would be a weak symbol here: STYLE.md)
+      ViewSlot view;
       Ctx cv = c;
       cv.a = kWiden ? &a : &page_view(a, j0, sizeof(T), view);
       tile(cv, j0, cols, masked);
@@ -641,7 +649,7 @@ struct TileKernel {
       const TileArgs& a = *c.a;
       for (std::int64_t s0 = j0, n = 0; s0 < j0 + cols; s0 += n) {
         n = clip_to_page(a, s0, j0 + cols - s0);
-        TileArgs view = a;
+        ViewSlot view;
         const TileArgs& b = page_view(a, s0, sizeof(T), view);
         const std::int64_t j = s0 - b.kv_origin, ahead = a.pages != nullptr ? 0 : n;
         widen_rows(static_cast<const T*>(b.k) + j * b.k_row, b.k_row, a.d_k, n, c.kw + (s0 - j0) * a.d_k, b.kq, j, ahead);
@@ -679,7 +687,7 @@ struct TileKernel {
     const std::int64_t k_stored = std::is_same_v<T, q4> ? a.d_k / 2 : a.d_k, v_stored = std::is_same_v<T, q4> ? a.d_v / 2 : a.d_v;
     for (std::int64_t s0 = j0, m = 0; s0 < j0 + n; s0 += m) {
       m = clip_to_page(a, s0, j0 + n - s0);
-      TileArgs view = a;
+      ViewSlot view;
       const TileArgs& b = page_view(a, s0, sizeof(T), view);
       const T* k = static_cast<const T*>(b.k);
       const T* v = static_cast<const T*>(b.v);
@@ -744,7 +752,7 @@ struct TileKernel {
       if constexpr (!kWiden) cols = clip_to_page(a, j0, cols);  // widened tiles gather across blocks
       // Only tiles crossing the diagonal apply the mask (padded rows compute harmless zeros).
       const bool masked = j0 + cols - 1 > first_full_limit;
-      TileArgs view = a;  // a copy (a default-constructed TileArgs would be a weak symbol here: STYLE.md)
+      ViewSlot view;
       Ctx cv = c;
       cv.a = kWiden ? &a : &page_view(a, j0, sizeof(T), view);
       if constexpr (Dot) {
@@ -802,46 +810,63 @@ struct DotKernel {
     }
   }
 
+  // Paged K/V (qk's prefetches, keys counted from the view's origin): the K rows kPrefetchRows
+  // ahead into L1, past the block end found through the table; the V rows of these keys; and,
+  // since the blocks lie anywhere and the hardware prefetchers cannot run ahead of a block end as
+  // they do along a contiguous cache, K and V rows four times as far ahead into L2.
+  template <int NK>
+  static void prefetch_paged_keys(const TileArgs& a, std::int64_t j, const T* krow, std::int64_t k_bytes,
+                                  std::int64_t v_bytes) {
+    const std::int64_t ahead_end = a.page_end - a.kv_origin;  // keys of this view
+    auto row_of = [&](const void* pool, std::int64_t page_stride, std::int64_t row_stride, std::int64_t key) {
+      return reinterpret_cast<const char*>(static_cast<const T*>(pool) + a.pages[key / a.page_size] * page_stride +
+                                           (key % a.page_size) * row_stride);
+    };
+    for (int t = 0; t < NK; ++t) {
+      const std::int64_t ahead = j + kPrefetchRows + t, key = ahead + a.kv_origin;
+      const char* kp = nullptr;
+      if (ahead < ahead_end) {
+        kp = reinterpret_cast<const char*>(krow + (kPrefetchRows + t) * a.k_row);
+      } else if (key < a.j_end) {
+        kp = row_of(a.k_pool, a.k_page, a.k_row, key);
+      }
+      const char* vp = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j + t) * a.v_row);
+      for (std::int64_t b = 0; kp != nullptr && b < k_bytes; b += 64) __builtin_prefetch(kp + b);
+      for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vp + b);
+      const std::int64_t far = a.kv_origin + j + 4 * kPrefetchRows + t;
+      if (far < a.j_end) {
+        const char* kf = row_of(a.k_pool, a.k_page, a.k_row, far);
+        const char* vf = row_of(a.v_pool, a.v_page, a.v_row, far);
+        for (std::int64_t b = 0; b < k_bytes; b += 64) __builtin_prefetch(kf + b, 0, 2);
+        for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vf + b, 0, 2);
+      }
+    }
+  }
+
   // Dot products of NK keys (from key j) with every row, full vectors of d only; the sums of
   // the lanes land in lanes[r][slot..slot+NK) for a later transpose-add.
-  template <int NK>
+  template <int NK, bool Paged>
+  // Paged: K/V through a block view (`a` from page_view; compiled apart so contiguous K/V keep
+  // the plain instruction stream).
   static void qk(const TileArgs& a, const float* q, std::int64_t j, B (*lanes)[W], int slot) {
     B acc[R][NK];
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < NK; ++t) acc[r][t] = V::set1(0.0f);
     // Keys are counted from the view's origin here (paged K/V: its block's first key).
-    j -= a.kv_origin;
+    if constexpr (Paged) j -= a.kv_origin;
     const T* krow = static_cast<const T*>(a.k) + j * a.k_row;
     // Decoding streams K and V from memory once: prefetch whole rows (one line per 64 bytes),
-    // K a few rows ahead (paged: past the block end, the next block's rows) and the V rows the
-    // PV pass of this tile will read.
+    // K a few rows ahead and the V rows the PV pass of this tile will read.
     const std::int64_t k_bytes = row_bytes(a.d_k), v_bytes = row_bytes(a.d_v);
-    const std::int64_t ahead_end = a.page_end - a.kv_origin;  // keys of this view (huge unless paged)
-    for (int t = 0; t < NK; ++t) {
-      const std::int64_t ahead = j + kPrefetchRows + t;
-      const char* kp = reinterpret_cast<const char*>(krow + (kPrefetchRows + t) * a.k_row);
-      if (ahead >= ahead_end) {  // paged, past this block: the row in its own block, if any
-        const std::int64_t key = ahead + a.kv_origin;
-        kp = key < a.j_end ? reinterpret_cast<const char*>(static_cast<const T*>(a.k_pool) +
-                                                           a.pages[key / a.page_size] * a.k_page + (key % a.page_size) * a.k_row)
-                           : nullptr;
+    if constexpr (!Paged) {
+      for (int t = 0; t < NK; ++t) {
+        const char* kp = reinterpret_cast<const char*>(krow + (kPrefetchRows + t) * a.k_row);
+        const char* vp = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j + t) * a.v_row);
+        for (std::int64_t b = 0; b < k_bytes; b += 64) __builtin_prefetch(kp + b);
+        for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vp + b);
       }
-      const char* vp = reinterpret_cast<const char*>(static_cast<const T*>(a.v) + (j + t) * a.v_row);
-      for (std::int64_t b = 0; kp != nullptr && b < k_bytes; b += 64) __builtin_prefetch(kp + b);
-      for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vp + b);
-      if (a.pages != nullptr) {
-        // Paged: the blocks lie anywhere, so the hardware prefetchers cannot run ahead of a block
-        // end as they do along a contiguous cache. K and V rows four times as far ahead go to L2,
-        // found through the table (the L1 prefetches above then hit there).
-        const std::int64_t key = a.kv_origin + j + 4 * kPrefetchRows + t;
-        if (key < a.j_end) {
-          const std::int64_t page = a.pages[key / a.page_size], row = key % a.page_size;
-          const char* kf = reinterpret_cast<const char*>(static_cast<const T*>(a.k_pool) + page * a.k_page + row * a.k_row);
-          const char* vf = reinterpret_cast<const char*>(static_cast<const T*>(a.v_pool) + page * a.v_page + row * a.v_row);
-          for (std::int64_t b = 0; b < k_bytes; b += 64) __builtin_prefetch(kf + b, 0, 2);
-          for (std::int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(vf + b, 0, 2);
-        }
-      }
+    } else {
+      prefetch_paged_keys<NK>(a, j, krow, k_bytes, v_bytes);
     }
     std::int64_t d = 0;
     if constexpr (kQ4) {
@@ -925,21 +950,28 @@ struct DotKernel {
       }
       cols = clip_to_page(a, j0, cols);
       // K, V and their scales through `kt` (the tile's block when paged), key j at j - kt.kv_origin.
-      TileArgs view = a;  // a copy (a default-constructed TileArgs would be a weak symbol here: STYLE.md)
+      ViewSlot view;
       const TileArgs& kt = page_view(a, j0, sizeof(T), view);
       const T* k = static_cast<const T*>(kt.k);  // key kt.kv_origin
       // Scores, W keys at a time: two-key steps fill `lanes`, one transpose-add per row.
       for (std::int64_t g = 0; g < cols; g += W) {
         B lanes[R][W];
         const int n = static_cast<int>(imin(W, cols - g));
-        int t = 0;
         // Quantized K with 32 registers: four keys per step, so each Q vector loaded serves
         // four FMAs (the loads otherwise keep pace with the FMAs once K is a byte an element).
-        if constexpr (kQ && W == 16) {
-          for (; t + 4 <= n; t += 4) qk<4>(kt, q, j0 + g + t, lanes, t);
+        auto steps = [&]<bool Paged>() {
+          int t = 0;
+          if constexpr (kQ && W == 16) {
+            for (; t + 4 <= n; t += 4) qk<4, Paged>(kt, q, j0 + g + t, lanes, t);
+          }
+          for (; t + 2 <= n; t += 2) qk<2, Paged>(kt, q, j0 + g + t, lanes, t);
+          for (; t < n; ++t) qk<1, Paged>(kt, q, j0 + g + t, lanes, t);
+        };
+        if (kt.pages == nullptr) {
+          steps.template operator()<false>();
+        } else {
+          steps.template operator()<true>();
         }
-        for (; t + 2 <= n; t += 2) qk<2>(kt, q, j0 + g + t, lanes, t);
-        for (; t < n; ++t) qk<1>(kt, q, j0 + g + t, lanes, t);
         for (int r = 0; r < R; ++r) {
           for (int u = n; u < W; ++u) lanes[r][u] = V::set1(0.0f);
           float* srow = s + r * s_stride + g;
