@@ -815,10 +815,11 @@ struct DotKernel {
   // since the blocks lie anywhere and the hardware prefetchers cannot run ahead of a block end as
   // they do along a contiguous cache, K and V rows four times as far ahead into L2.
   template <int NK>
-  static void prefetch_paged_keys(const TileArgs& a, std::int64_t j, const T* krow, std::int64_t k_bytes,
-                                  std::int64_t v_bytes) {
+  [[gnu::always_inline]] static void prefetch_paged_keys(const TileArgs& a, std::int64_t j, const T* krow,
+                                                         std::int64_t k_bytes, std::int64_t v_bytes) {
     const std::int64_t ahead_end = a.page_end - a.kv_origin;  // keys of this view
-    auto row_of = [&](const void* pool, std::int64_t page_stride, std::int64_t row_stride, std::int64_t key) {
+    const auto row_of = [&](const void* pool, std::int64_t page_stride, std::int64_t row_stride,
+                            std::int64_t key) [[gnu::always_inline]] {
       return reinterpret_cast<const char*>(static_cast<const T*>(pool) + a.pages[key / a.page_size] * page_stride +
                                            (key % a.page_size) * row_stride);
     };
@@ -845,10 +846,11 @@ struct DotKernel {
 
   // Dot products of NK keys (from key j) with every row, full vectors of d only; the sums of
   // the lanes land in lanes[r][slot..slot+NK) for a later transpose-add.
-  template <int NK, bool Paged>
   // Paged: K/V through a block view (`a` from page_view; compiled apart so contiguous K/V keep
-  // the plain instruction stream).
-  static void qk(const TileArgs& a, const float* q, std::int64_t j, B (*lanes)[W], int slot) {
+  // the plain instruction stream). Always inlined: called out of line, the paged form ran at half
+  // the speed.
+  template <int NK, bool Paged>
+  [[gnu::always_inline]] static void qk(const TileArgs& a, const float* q, std::int64_t j, B (*lanes)[W], int slot) {
     B acc[R][NK];
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < NK; ++t) acc[r][t] = V::set1(0.0f);
@@ -959,7 +961,7 @@ struct DotKernel {
         const int n = static_cast<int>(imin(W, cols - g));
         // Quantized K with 32 registers: four keys per step, so each Q vector loaded serves
         // four FMAs (the loads otherwise keep pace with the FMAs once K is a byte an element).
-        auto steps = [&]<bool Paged>() {
+        auto steps = [&]<bool Paged>() [[gnu::always_inline]] {
           int t = 0;
           if constexpr (kQ && W == 16) {
             for (; t + 4 <= n; t += 4) qk<4, Paged>(kt, q, j0 + g + t, lanes, t);
