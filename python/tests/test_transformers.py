@@ -38,6 +38,22 @@ def tokens(batch, seq, seed=1):
     return torch.randint(0, 256, (batch, seq), generator=torch.Generator().manual_seed(seed))
 
 
+def generate_and_compare(ref, ours, ids, max_new_tokens, attention_mask=None):
+    """Greedy generation with the KV cache on both models: the same tokens and, step by step, the
+    same logits within ATOL, with no call falling back to sdpa. Returns the attune calls made."""
+    args = dict(max_new_tokens=max_new_tokens, do_sample=False, return_dict_in_generate=True, output_logits=True,
+                attention_mask=torch.ones_like(ids) if attention_mask is None else attention_mask, pad_token_id=0)
+    before = backend.calls()
+    with torch.no_grad():
+        expected, got = ref.generate(ids, **args), ours.generate(ids, **args)
+    after = backend.calls()
+    assert after["sdpa_fallback"] == before["sdpa_fallback"]
+    assert torch.equal(got.sequences, expected.sequences)
+    for step, (a, b) in enumerate(zip(got.logits, expected.logits)):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=lambda m, s=step: f"step {s}: {m}")
+    return after["attune"] - before["attune"]
+
+
 @pytest.mark.parametrize("kind", ["llama", "mistral"])
 def test_prefill_logits_match_sdpa(kind):
     ref, ours = pair(small_config(kind))
@@ -55,17 +71,7 @@ def test_prefill_logits_match_sdpa(kind):
 def test_generation_with_kv_cache_matches_sdpa(kind):
     ref, ours = pair(small_config(kind))
     ids = tokens(1, 24)
-    args = dict(max_new_tokens=12, do_sample=False, return_dict_in_generate=True, output_logits=True,
-                attention_mask=torch.ones_like(ids), pad_token_id=0)
-    before = backend.calls()
-    with torch.no_grad():
-        expected, got = ref.generate(ids, **args), ours.generate(ids, **args)
-    after = backend.calls()
-    assert after["attune"] - before["attune"] == 2 * 12  # prefill + 11 cached decoding steps, 2 layers
-    assert after["sdpa_fallback"] == before["sdpa_fallback"]
-    assert torch.equal(got.sequences, expected.sequences)
-    for step, (a, b) in enumerate(zip(got.logits, expected.logits)):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=lambda m, s=step: f"step {s}: {m}")
+    assert generate_and_compare(ref, ours, ids, 12) == 2 * 12  # prefill + 11 cached decoding steps, 2 layers
 
 
 def test_a_padded_batch_runs_attune_with_its_mask():
@@ -88,15 +94,7 @@ def test_padded_generation_matches_sdpa():
     ids = tokens(2, 12)
     mask = torch.ones_like(ids)
     mask[0, :4] = 0
-    args = dict(max_new_tokens=6, do_sample=False, return_dict_in_generate=True, output_logits=True,
-                attention_mask=mask, pad_token_id=0)
-    before = backend.calls()
-    with torch.no_grad():
-        expected, got = ref.generate(ids, **args), ours.generate(ids, **args)
-    assert backend.calls()["sdpa_fallback"] == before["sdpa_fallback"]
-    assert torch.equal(got.sequences, expected.sequences)
-    for a, b in zip(got.logits, expected.logits):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    generate_and_compare(ref, ours, ids, 6, attention_mask=mask)
 
 
 def test_mistral_sliding_window_runs_attune():
@@ -206,15 +204,7 @@ def test_gpt_oss_sinks_run_attune_and_match_eager():
 def test_gpt_oss_generation_with_kv_cache_matches_eager():
     ref, ours = gpt_oss_pair()
     ids = tokens(1, 20)
-    args = dict(max_new_tokens=8, do_sample=False, return_dict_in_generate=True, output_logits=True,
-                attention_mask=torch.ones_like(ids), pad_token_id=0)
-    before = backend.calls()
-    with torch.no_grad():
-        expected, got = ref.generate(ids, **args), ours.generate(ids, **args)
-    assert backend.calls()["sdpa_fallback"] == before["sdpa_fallback"]
-    assert torch.equal(got.sequences, expected.sequences)
-    for a, b in zip(got.logits, expected.logits):
-        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    generate_and_compare(ref, ours, ids, 8)
 
 
 def test_gpt_oss_under_torch_compile_fullgraph_matches_eager():
