@@ -67,6 +67,42 @@ def test_every_kernel_that_lists_it_agrees(attune_bin, tmp_path):
         assert np.abs(got - base).max() < 1e-4
 
 
+def test_kernels_kv_lists_every_storage_pair_and_each_runs_verbatim(attune_bin, tmp_path):
+    """`attune kernels --kv`: '<kernel> <isa> <dtype> <kv-dtype>' lines; the same-type lines are
+    exactly the triples of `attune kernels`; the vector kernels list every quantized type under
+    fp32 Q/O; each quantized line runs verbatim through `attune run` and agrees with naive's
+    output for the same types (every kernel dequantizes the same codes)."""
+    r = attune(attune_bin, "kernels", "--kv")
+    assert_ok(r)
+    assert r.stderr == ""
+    quads = [tuple(line.split()) for line in r.stdout.splitlines()]
+    assert quads and all(len(t) == 4 for t in quads)
+    assert len(set(quads)) == len(quads)
+    plain = attune(attune_bin, "kernels")
+    assert_ok(plain)
+    triples = [tuple(line.split()) for line in plain.stdout.splitlines()]
+    assert [t[:3] for t in quads if t[2] == t[3]] == triples
+    assert {t[3] for t in quads} <= {"fp32", "bf16", "fp16", *QUANT}
+    for kernel in ("simd", "flash"):
+        isas = {t[1] for t in triples if t[0] == kernel}
+        for isa in isas:
+            for kv in QUANT:
+                assert (kernel, isa, "fp32", kv) in quads, (kernel, isa, kv)
+    long = attune(attune_bin, "kernels", "--kv", "--long")
+    assert_ok(long)
+    assert [tuple(l.split()[:4]) for l in long.stdout.splitlines()] == quads
+    assert all(len(l.split()) > 4 for l in long.stdout.splitlines())
+    q, k, v, paths = inputs(tmp_path)
+    base = {}
+    for kernel, isa, dtype, kv in quads:
+        if kv not in QUANT or dtype != "fp32":
+            continue
+        got = run(attune_bin, paths, tmp_path / "o.npy", "--kernel", kernel, "--isa", isa, "--kv-dtype", kv)
+        if kv not in base:
+            base[kv] = run(attune_bin, paths, tmp_path / "n.npy", "--kernel", "naive", "--kv-dtype", kv)
+        assert np.abs(got - base[kv]).max() < 1e-4, (kernel, isa, kv)
+
+
 def test_int4_needs_whole_groups(attune_bin, tmp_path):
     _, _, _, paths = inputs(tmp_path, d=48)
     out = tmp_path / "out.npy"
