@@ -600,6 +600,19 @@ TEST_F(OnlineTuning, EachNewKeyRacesOnceAndResultsStayWithinTheBound) {
   EXPECT_EQ(attune::online_tuning_stats().races, first.races);
 }
 
+TEST_F(OnlineTuning, TheDefaultKernelsTileNeighboursRaceToo) {
+  // With room in the budget, the race times more than the kernels' defaults: the default
+  // kernel's query tiles under the shape's extent (16, 32, 64 here), key tiles (64, 32) and
+  // micro tiles (1, 2) each start; every one passes the check.
+  attune::set_tuning(attune::TuningMode::online, {2000.0, ""});
+  const auto before = attune::online_tuning_stats();
+  run_checked(shape(128, 128, 32, true));
+  const auto after = attune::online_tuning_stats();
+  EXPECT_EQ(after.races - before.races, 1u);
+  EXPECT_GE(after.candidates - before.candidates, 8u);
+  EXPECT_EQ(after.rejected, before.rejected);
+}
+
 TEST_F(OnlineTuning, ConcurrentFirstCallsOfOneKeyRaceOnce) {
   const Problem p = shape(200, 200, 48);
   const auto before = attune::online_tuning_stats().races;

@@ -1,5 +1,6 @@
 // Online tuning on first use: the first attention() call of an untuned table key races a few
-// candidates (the smart strategy's first stage) on the caller's own tensors, each checked first
+// candidates (the smart strategy's first stage, and the default kernel's one-parameter
+// neighbours) on the caller's own tensors, each checked first
 // against the `naive` kernel on a small instance; the winner serves the key for the process.
 #include "tuned_impl.hpp"
 #include "tuning_file.hpp"
@@ -236,6 +237,30 @@ std::optional<TunedEntry> race(const Problem& p, const void* q, const void* k, c
   if (nearest) {
     add(find_kernel(nearest->kernel), *parse_isa(nearest->isa),
         Config{nearest->block_q, nearest->block_kv, nearest->threads, nearest->kv_splits, nearest->micro});
+  }
+  // The default kernel's one-parameter neighbours, where the tuner's winners mostly lie: each
+  // query tile the shape fills (smallest first), each key tile (largest first), each micro tile,
+  // and key splits for decoding; the budget decides how many of them start.
+  const Isa def_isa = runnable_isas(*def, p).front();
+  const std::int64_t q_extent = p.seq_q * p.group_size();
+  for (const ParamSpec& spec : def->params()) {
+    std::vector<std::int64_t> values = spec.values;
+    if (spec.name == "block_kv") std::reverse(values.begin(), values.end());
+    for (std::int64_t x : values) {
+      Config c;
+      if (spec.name == "block_q" && x < q_extent) {
+        c.block_q = x;
+      } else if (spec.name == "block_kv" && x < p.seq_kv) {
+        c.block_kv = x;
+      } else if (spec.name == "micro" && x > 0) {
+        c.micro = static_cast<int>(x);
+      } else if (spec.name == "kv_splits" && p.seq_q == 1 && x > 1 && p.seq_kv / x >= 64) {
+        c.kv_splits = static_cast<int>(x);
+      } else {
+        continue;
+      }
+      add(def, def_isa, c);
+    }
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (const Kernel* kernel : kernels()) {
