@@ -280,16 +280,18 @@ std::optional<TunedEntry> race(const Problem& p, const void* q, const void* k, c
     c.kernel->run(p, Tensors{q, k, v, scratch.data(), VariantData{}}, c.config, c.isa);
     return std::chrono::duration<double>(Clock::now() - s).count();
   };
-  double best = 1e300, default_small = 0.0;
-  // Round 1: each candidate checked, then one warm-up call, while the budget allows a call as
-  // slow as the cut (2.5x the best) to finish in it.
+  double best = 1e300, default_small = 0.0, check_ms = 0.0;
+  // Round 1: each candidate checked, then one warm-up call, while the budget allows the longest
+  // check so far and a call as slow as the cut (2.5x the best) to finish in it.
   for (std::size_t i = 0; i < list.size(); ++i) {
     Candidate& c = list[i];
-    if (i > 0 && elapsed_ms() + 2.5 * best * 1e3 > budget_ms) {
+    if (i > 0 && elapsed_ms() + check_ms + 2.5 * best * 1e3 > budget_ms) {
       c.dropped = true;
       continue;
     }
+    const double check_start = elapsed_ms();
     const double small = verify(p, c);
+    check_ms = std::max(check_ms, elapsed_ms() - check_start);
     if (small < 0) {
       ++stats.rejected;
       c.dropped = true;
@@ -307,7 +309,8 @@ std::optional<TunedEntry> race(const Problem& p, const void* q, const void* k, c
     try {
       const double t = time_call(c);  // warm-up; hopeless candidates end here
       ++stats.candidates;
-      if (t > 2.5 * best) {
+      // Too slow, or no room left for its first sample (the default always gets one).
+      if (t > 2.5 * best || (i > 0 && elapsed_ms() + t * 1e3 > budget_ms)) {
         c.dropped = true;
         continue;
       }
