@@ -791,6 +791,7 @@ struct DotKernel {
   static constexpr int W = V::width;
   static constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   static constexpr int kPrefetchRows = 16 * 4 / static_cast<int>(sizeof(T));  // the same bytes ahead for every type
+  alignas(64) static constexpr float kLaneIndex[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   // Quantized K/V (vec.hpp's codes): the scales are folded where they cost least (KvDequant):
   // per-channel and per-head K factors into Q once per task, a per-token K scale into each score,
   // per-token and per-head V factors into each weight (a row of factors per tile, `vf`); int4's
@@ -974,10 +975,29 @@ struct DotKernel {
         } else {
           steps.template operator()<true>();
         }
+        // A whole vector of keys with no d tail, no variant and adjacent token scales (if any)
+        // finishes as vectors: a scale vector, one compare against the row's limit.
+        [[maybe_unused]] const float* tok = nullptr;
+        bool vector_finish = !Var && n == W && d_full == a.d_k;
+        if constexpr (kQ) {
+          if (kt.kq.tok != nullptr) {
+            tok = kt.kq.tok + (j0 + g - kt.kv_origin) * kt.kq.tok_row;
+            vector_finish = vector_finish && kt.kq.tok_row == 1;
+          }
+        }
         for (int r = 0; r < R; ++r) {
           for (int u = n; u < W; ++u) lanes[r][u] = V::set1(0.0f);
           float* srow = s + r * s_stride + g;
           V::hsum_rows(lanes[r], srow);
+          if (vector_finish) {
+            B dot = V::load(srow);
+            if constexpr (kQ) {
+              if (tok != nullptr) dot = dot * V::load(tok);
+            }
+            const B key = V::set1(static_cast<float>(j0 + g)) + V::load(kLaneIndex);
+            V::store(srow, V::keep_le(key, V::set1(limit[r]), dot, V::set1(kNegInf)));
+            continue;
+          }
           for (int u = 0; u < n; ++u) {
             const std::int64_t j = j0 + g + u;
             float dot = srow[u];
