@@ -1,6 +1,7 @@
 // A strict reader and an atomic writer for .npy files. The reader accepts exactly
-// little-endian C-order float32 ('<f4'), float16 ('<f2') and bfloat16 (ml_dtypes' '<V2') and
-// checks every size before allocating.
+// little-endian C-order float32 ('<f4'), float16 ('<f2') and bfloat16 (ml_dtypes' '<V2') (and,
+// where asked for, masks, quantized codes and int32/int64 indices) and checks every size before
+// allocating.
 #include "npy.hpp"
 
 #include <attune/error.hpp>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string_view>
 #include <utility>
@@ -108,9 +110,16 @@ std::vector<std::int64_t> parse_shape(std::string_view text) {
 bool kCodesSentinel = false;
 bool* const kCodes = &kCodesSentinel;
 
+// A header string's text without its quotes (nothing when it is not a quoted string).
+std::optional<std::string_view> unquoted(std::string_view descr) {
+  if (descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"') && descr.back() == descr.front())
+    return descr.substr(1, descr.size() - 2);
+  return std::nullopt;
+}
+
 Dtype descr_dtype(std::string_view descr, bool* boolean = nullptr) {
-  if (descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"') && descr.back() == descr.front()) {
-    const auto text = descr.substr(1, descr.size() - 2);
+  if (const auto quoted = unquoted(descr)) {
+    const std::string_view text = *quoted;
     if (boolean == kCodes) {
       if (text == "|i1" || text == "|u1") return Dtype::int8;
       bad("unsupported .npy dtype " + std::string(descr) + " for quantized K/V codes: attune reads int8 ('|i1') "
@@ -142,8 +151,15 @@ std::int64_t TypedArray::elements() const {
 
 namespace {
 
-// parse_typed and parse_mask: `boolean` non-null accepts the mask types (see descr_dtype).
-TypedArray parse_image(const unsigned char* bytes, std::size_t size, bool* boolean) {
+// The shape and data bytes of a .npy image. `element` reads the header's quoted descr (throwing
+// IoError for a type the caller does not take) and returns the size of one element in bytes.
+struct RawImage {
+  std::vector<std::int64_t> shape;
+  std::vector<std::byte> bytes;
+};
+
+template <typename Element>
+RawImage parse_raw(const unsigned char* bytes, std::size_t size, const Element& element) {
   if (size == 0) bad("empty .npy file");
   if (size < 10 || std::memcmp(bytes, kMagic, sizeof kMagic) != 0) bad("not a .npy file (bad magic)");
   const int major = bytes[6];
@@ -167,17 +183,18 @@ TypedArray parse_image(const unsigned char* bytes, std::size_t size, bool* boole
     bad("malformed .npy header: no dict");
   const auto dict = header.substr(open, close - open + 1);
 
-  TypedArray array;
-  array.dtype = descr_dtype(dict_value(dict, "descr"), boolean);
+  RawImage image;
+  const std::size_t element_bytes = element(dict_value(dict, "descr"));
   const auto fortran = dict_value(dict, "fortran_order");
   if (fortran == "True") bad("unsupported .npy layout: Fortran order (save with C order)");
   if (fortran != "False") bad("malformed .npy header: fortran_order is " + std::string(fortran));
   const auto shape_text = dict_value(dict, "shape");
   if (shape_text.empty() || shape_text.front() != '(') bad("malformed .npy header: shape is not a tuple");
 
-  array.shape = parse_shape(shape_text);  // at most 2^40 elements: the byte count cannot overflow
-  const std::size_t element = boolean != nullptr && (boolean == kCodes || *boolean) ? 1 : size_of(array.dtype);
-  const std::size_t data_bytes = static_cast<std::size_t>(array.elements()) * element;
+  image.shape = parse_shape(shape_text);  // at most 2^40 elements: the byte count cannot overflow
+  std::size_t elements = 1;
+  for (auto d : image.shape) elements *= static_cast<std::size_t>(d);
+  const std::size_t data_bytes = elements * element_bytes;
   const std::size_t available = size - offset - header_len;
   if (available < data_bytes) {
     bad("truncated .npy file: shape needs " + std::to_string(data_bytes) + " data bytes, file has " +
@@ -185,7 +202,19 @@ TypedArray parse_image(const unsigned char* bytes, std::size_t size, bool* boole
   }
   if (available > data_bytes) bad("malformed .npy file: " + std::to_string(available - data_bytes) + " bytes past the data");
   const auto* data = reinterpret_cast<const std::byte*>(bytes + offset + header_len);
-  array.bytes.assign(data, data + data_bytes);
+  image.bytes.assign(data, data + data_bytes);
+  return image;
+}
+
+// parse_typed and parse_mask: `boolean` non-null accepts the mask types (see descr_dtype).
+TypedArray parse_image(const unsigned char* bytes, std::size_t size, bool* boolean) {
+  TypedArray array;
+  RawImage image = parse_raw(bytes, size, [&](std::string_view descr) {
+    array.dtype = descr_dtype(descr, boolean);
+    return boolean != nullptr && (boolean == kCodes || *boolean) ? std::size_t{1} : size_of(array.dtype);
+  });
+  array.shape = std::move(image.shape);
+  array.bytes = std::move(image.bytes);
   return array;
 }
 
@@ -205,6 +234,31 @@ MaskArray parse_mask(const unsigned char* bytes, std::size_t size) {
   if (boolean)  // NumPy's bool is 0 or 1, uint8 any byte: both mean "visible" when non-zero
     for (std::byte& b : mask.bytes) b = b != std::byte{0} ? std::byte{1} : std::byte{0};
   return mask;
+}
+
+IndexArray parse_indices(const unsigned char* bytes, std::size_t size) {
+  IndexArray array;
+  RawImage image = parse_raw(bytes, size, [&](std::string_view descr) {
+    const std::string_view text = unquoted(descr).value_or("");
+    if (text == "<i4" || text == "<i8") {
+      array.bits = text == "<i4" ? 32 : 64;
+      return std::size_t{text == "<i4" ? 4u : 8u};
+    }
+    bad("unsupported .npy dtype " + std::string(descr) + " for indices: attune reads int32 ('<i4') and int64 ('<i8')");
+  });
+  array.shape = std::move(image.shape);
+  const std::size_t n = image.bytes.size() / static_cast<std::size_t>(array.bits / 8);
+  array.values.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (array.bits == 32) {
+      std::int32_t x;
+      std::memcpy(&x, image.bytes.data() + i * 4, 4);
+      array.values[i] = x;
+    } else {
+      std::memcpy(&array.values[i], image.bytes.data() + i * 8, 8);
+    }
+  }
+  return array;
 }
 
 Array parse(const unsigned char* bytes, std::size_t size) {
@@ -258,6 +312,8 @@ TypedArray read_typed(const std::string& path) { return read_with(path, parse_ty
 TypedArray read_codes(const std::string& path) { return read_with(path, parse_codes); }
 
 MaskArray read_mask(const std::string& path) { return read_with(path, parse_mask); }
+
+IndexArray read_indices(const std::string& path) { return read_with(path, parse_indices); }
 
 void write(const std::string& path, const std::vector<std::int64_t>& shape, const float* data) {
   write(path, shape, Dtype::fp32, data);

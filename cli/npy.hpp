@@ -1,6 +1,7 @@
-// Reading and writing .npy files (NumPy's format 1.0-3.0) of float32, float16 and bfloat16,
-// with strict validation: the tensor format of the `attune` command (library attune_npy, also
-// linked by the tests and the fuzz target), not part of the attune library.
+// Reading and writing .npy files (NumPy's format 1.0-3.0) of float32, float16 and bfloat16 (and
+// reading masks, quantized codes and int32/int64 indices), with strict validation: the tensor
+// format of the `attune` command (library attune_npy, also linked by the tests and the fuzz
+// target), not part of the attune library.
 #pragma once
 
 #include <attune/dtype.hpp>
@@ -55,6 +56,16 @@ struct MaskArray {
 };
 MaskArray read_mask(const std::string& path);
 MaskArray parse_mask(const unsigned char* bytes, std::size_t size);
+
+// An index file (a paged problem's block table): int32 ('<i4') or int64 ('<i8') entries, widened
+// to int64; `bits` says which the file held. Same validation as read().
+struct IndexArray {
+  std::vector<std::int64_t> shape;
+  int bits = 32;
+  std::vector<std::int64_t> values;  // C order
+};
+IndexArray read_indices(const std::string& path);
+IndexArray parse_indices(const unsigned char* bytes, std::size_t size);
 
 // Writes atomically: a temporary file in the same directory, then rename. On failure the
 // destination is untouched and no temporary is left. Throws IoError. `data` holds the

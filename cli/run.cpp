@@ -25,7 +25,7 @@ const char* const kRunHelp =
     "                  [--kv-splits N] [--micro auto|narrow|wide] [--max-memory SIZE]\n"
     "                  [--causal [top-left|bottom-right]] [--window N] [--softcap C] [--alibi | --alibi-slopes S.npy]\n"
     "                  [--sinks S.npy] [--mask M.npy] [--top-k K] [--cu-seqlens-q 0,A,.. --cu-seqlens-kv 0,B,..]\n"
-    "                  [--layout bhsd|bshd]\n\n"
+    "                  [--layout bhsd|bshd] [--block-table T.npy]\n\n"
     "Inputs: little-endian C-order .npy of float32 ('<f4'), float16 ('<f2') or bfloat16 ('<V2', as\n"
     "np.save writes an ml_dtypes.bfloat16 array), shape [batch, heads, seq, dim] (or 3-D\n"
     "[heads, seq, dim]); K/V may have fewer heads than Q (grouped-query). Output:\n"
@@ -58,6 +58,15 @@ const char* const kRunHelp =
     "spans the packed tokens [seq_q, seq_kv] and sequence s reads its diagonal block in its own frame.\n"
     "--layout bshd: Q, K, V and the output are [batch, seq, heads, dim] (3-D: [seq, heads, dim]), read\n"
     "and written in place through strides (default bhsd: [batch, heads, seq, dim]).\n"
+    "--block-table T.npy (with --cu-seqlens-q/--cu-seqlens-kv): paged K/V, docs/paged-kv.md. K and V are\n"
+    "block pools [num_blocks, heads_kv, block_size, d] (sizes from their shapes); T is int32\n"
+    "[sequences, max_blocks] (int64 is converted when every entry fits int32): key j of sequence s is\n"
+    "row j % block_size of block T[s][j / block_size]. --cu-seqlens-kv gives the context lengths,\n"
+    "--cu-seqlens-q the packed new tokens of Q [heads_q, total_q, d] (or [1, heads_q, total_q, d]),\n"
+    "which are the last positions of their contexts (--causal: bottom-right). A quantized --kv-dtype\n"
+    "quantizes the whole pools on load (fp8 and int8_kc's K: scales per KV head over the pool).\n"
+    "Not with --layout bshd, --weights or --k-scales. A table of the wrong shape is a usage error (2);\n"
+    "a block id outside the pool or a context longer than its row holds is an input error (1).\n"
     "A variant the chosen kernel does not implement, or a variant file of the wrong shape, is a usage\n"
     "error (2); an unreadable or mistyped file is an input error (1).\n"
     "Exit status: 0 success, 1 data/input error, 2 usage error.\n";
@@ -80,6 +89,50 @@ Tensor4 as_bhsd(const std::vector<std::int64_t>& s, const char* name, bool seq_m
   if (s.size() == 3) return seq_major ? Tensor4{1, s[1], s[0], s[2]} : Tensor4{1, s[0], s[1], s[2]};
   throw IoError(std::string(name) + " must be 3-D [heads, seq, dim] or 4-D [batch, heads, seq, dim], got " +
                 std::to_string(s.size()) + "-D");
+}
+
+// A shape as NumPy prints it: "(2, 3)", "(4,)".
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string t = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
+  return t + (shape.size() == 1 ? ",)" : ")");
+}
+
+// A paged K or V pool, [num_blocks, heads_kv, block_size, d], as a Tensor4 whose batch is the
+// blocks and whose seq is the rows of a block.
+Tensor4 as_pool(const std::vector<std::int64_t>& s, const char* name) {
+  if (s.size() != 4)
+    throw IoError(std::string(name) + " must be a 4-D pool [num_blocks, heads_kv, block_size, d] with --block-table, got " +
+                  std::to_string(s.size()) + "-D");
+  if (s[0] == 0 || s[2] == 0)
+    throw IoError(std::string(name) + " pool " + shape_text(s) + " has no keys: num_blocks and block_size must be positive");
+  return {s[0], s[1], s[2], s[3]};
+}
+
+// [outer, inner, rest] -> [inner, outer, rest] (`rest` the remaining elements): a paged pool
+// [num_blocks, heads_kv, block_size, ...] as one cache per KV head, and back.
+template <typename T>
+std::vector<T> swap_outer(const std::vector<T>& x, std::int64_t outer, std::int64_t inner) {
+  const auto n_outer = static_cast<std::size_t>(outer), n_inner = static_cast<std::size_t>(inner);
+  const std::size_t rest = x.size() / (n_outer * n_inner);
+  std::vector<T> out(x.size());
+  for (std::size_t o = 0; o < n_outer; ++o)
+    for (std::size_t i = 0; i < n_inner; ++i)
+      std::copy_n(x.data() + (o * n_inner + i) * rest, rest, out.data() + (i * n_outer + o) * rest);
+  return out;
+}
+
+// The K/V of a paged problem's pools as one contiguous cache per KV head (batch 1, seq_kv
+// num_blocks * block_size): what quantize_kv_tensor quantizes them as.
+Problem pool_as_cache(const Problem& p) {
+  Problem cache;
+  cache.heads_q = cache.heads_kv = p.heads_kv;
+  cache.seq_kv = p.num_blocks * p.block_size;
+  cache.d_k = p.d_k;
+  cache.d_v = p.d_v;
+  cache.dtype = p.dtype;
+  cache.kv_dtype = p.kv_dtype;
+  return cache;
 }
 
 // Upper bound of `attune run --weights` (16 Mi floats): the weights are for looking at.
@@ -161,9 +214,10 @@ std::vector<std::string> split_causal(const std::vector<std::string>& argv) {
 }
 
 // The variant flags of `attune run`: --causal-align, --window, --softcap, --alibi,
-// --alibi-slopes, --sinks, --mask, --top-k.
+// --alibi-slopes, --sinks, --mask, --top-k, varlen, --layout and paged K/V (--block-table).
 const std::set<std::string> kVariantFlags = {"--causal-align", "--window", "--softcap", "--alibi-slopes", "--sinks",
-                                             "--mask", "--top-k", "--cu-seqlens-q", "--cu-seqlens-kv", "--layout"};
+                                             "--mask", "--top-k", "--cu-seqlens-q", "--cu-seqlens-kv", "--layout",
+                                             "--block-table"};
 
 // "0,17,40": cumulative sequence lengths for varlen; usage errors name the flag.
 std::vector<std::int64_t> parse_offsets(const std::string& flag, const std::string& text) {
@@ -190,10 +244,12 @@ struct VariantFiles {
   std::vector<float> slopes, sinks;
   std::vector<std::byte> mask;
   std::vector<std::int64_t> cu_q, cu_kv;
+  std::vector<std::int32_t> block_table;
   VariantData data() const {
     VariantData d;
     if (!cu_q.empty()) d.cu_seqlens_q = cu_q.data();
     if (!cu_kv.empty()) d.cu_seqlens_kv = cu_kv.data();
+    if (!block_table.empty()) d.block_table = block_table.data();
     if (!slopes.empty()) d.alibi_slopes = slopes.data();
     if (!sinks.empty()) d.sinks = sinks.data();
     if (!mask.empty()) d.mask = mask.data();
@@ -219,7 +275,9 @@ void parse_variant_flags(const Args& a, Problem& p) {
   if (auto k = a.get_int("--top-k", 1)) p.top_k = *k;
   if (a.has("--cu-seqlens-q") != a.has("--cu-seqlens-kv"))
     throw UsageError("--cu-seqlens-q and --cu-seqlens-kv go together (varlen)");
-  for (const char* flag : {"--alibi-slopes", "--sinks", "--mask"})
+  if (a.has("--block-table") && !a.has("--cu-seqlens-q"))
+    throw UsageError("--block-table needs --cu-seqlens-q and --cu-seqlens-kv (the new tokens and the contexts)");
+  for (const char* flag : {"--alibi-slopes", "--sinks", "--mask", "--block-table"})
     if (a.has(flag) && a.get(flag)->empty()) throw UsageError(std::string(flag) + " needs a non-empty value");
 }
 
@@ -232,6 +290,48 @@ std::vector<float> read_per_head(const std::string& path, const char* flag, std:
   return x.data;
 }
 
+// `p` without the arrays that are read later or not at all (variant files, K/V scales), for
+// VariantData::validate of the offsets and the block table alone.
+Problem without_arrays(Problem p) {
+  p.alibi = p.sinks = false;
+  p.mask = MaskKind::none;
+  p.kv_dtype.reset();
+  return p;
+}
+
+// --block-table: int32 [sequences, max_blocks] (int64 converted when every entry fits int32),
+// checked by the library's validation against the pools (p.num_blocks, p.block_size, set from
+// the K/V shapes) and the contexts (f.cu_kv); sets p.max_blocks. A table of another shape is a
+// usage error, an unreadable or mistyped file or one whose entries do not fit the pool and the
+// contexts an input error.
+std::vector<std::int32_t> read_block_table(const std::string& path, const VariantFiles& f, Problem& p) {
+  const npy::IndexArray t = npy::read_indices(path);
+  if (t.shape.size() != 2 || t.shape[0] != p.sequences || t.shape[1] == 0)
+    throw UsageError("--block-table: " + path + " has shape " + shape_text(t.shape) +
+                     ", not [sequences, max_blocks] = [" + std::to_string(p.sequences) + ", >= 1]");
+  std::vector<std::int32_t> table(t.values.size());
+  const auto columns = static_cast<std::size_t>(t.shape[1]);
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    const std::int64_t id = t.values[i];
+    if (id < std::numeric_limits<std::int32_t>::min() || id > std::numeric_limits<std::int32_t>::max())
+      throw IoError("--block-table: " + path + ": entry [" + std::to_string(i / columns) + "][" +
+                    std::to_string(i % columns) + "] = " + std::to_string(id) + " does not fit int32");
+    table[i] = static_cast<std::int32_t>(id);
+  }
+  p.max_blocks = t.shape[1];
+  try {
+    p.validate();  // the pool's and the table's sizes
+    VariantData check;
+    check.cu_seqlens_q = f.cu_q.data();
+    check.cu_seqlens_kv = f.cu_kv.data();
+    check.block_table = table.data();
+    check.validate(without_arrays(p));  // every id a context reads, every context against its row
+  } catch (const InvalidArgument& e) {
+    throw IoError("--block-table: " + path + ": " + e.what());
+  }
+  return table;
+}
+
 // The variants' files, checked against the problem (shapes as usage errors, exit 2).
 VariantFiles read_variant_files(const Args& a, Problem& p) {
   VariantFiles f;
@@ -242,19 +342,19 @@ VariantFiles read_variant_files(const Args& a, Problem& p) {
       throw UsageError("--cu-seqlens-q has " + std::to_string(f.cu_q.size()) + " offsets, --cu-seqlens-kv " +
                        std::to_string(f.cu_kv.size()) + ": one per sequence boundary each");
     p.sequences = static_cast<std::int64_t>(f.cu_q.size()) - 1;
+    Problem only = without_arrays(p);  // the offsets' checks alone (the table is read below)
+    only.block_size = only.num_blocks = only.max_blocks = 0;
     try {
-      p.validate();
+      only.validate();
       VariantData check;
       check.cu_seqlens_q = f.cu_q.data();
       check.cu_seqlens_kv = f.cu_kv.data();
-      Problem only = p;  // the offsets' checks alone (the other arrays are read below)
-      only.alibi = only.sinks = false;
-      only.mask = MaskKind::none;
       check.validate(only);
     } catch (const InvalidArgument& e) {
       throw UsageError(std::string("varlen: ") + e.what());
     }
   }
+  if (auto path = a.get("--block-table")) f.block_table = read_block_table(*path, f, p);
   if (a.has("--alibi")) {  // the ALiBi paper's geometric slopes 2^(-8 h / heads_q), h = 1 .. heads_q
     for (std::int64_t h = 1; h <= p.heads_q; ++h)
       f.slopes.push_back(static_cast<float>(std::exp2(-8.0 * static_cast<double>(h) / static_cast<double>(p.heads_q))));
@@ -330,6 +430,20 @@ int cmd_run(const std::vector<std::string>& argv_in) {
     throw UsageError("--k-scales/--v-scales need a quantized --kv-dtype (int8, int8_kc, fp8_e4m3, fp8_e5m2, int4)");
   if (is_quantized(types.kv_dtype) && layout != "bhsd")
     throw UsageError("--kv-dtype " + std::string(to_string(types.kv_dtype)) + " takes --layout bhsd inputs only");
+  // Paged K/V (--block-table): pools in the default order, quantized (if at all) on load; the
+  // contexts' total is the problem's seq_kv.
+  const bool paged = a.has("--block-table");
+  std::int64_t contexts = 0;
+  if (paged) {
+    if (layout != "bhsd") throw UsageError("--block-table takes --layout bhsd pools [num_blocks, heads_kv, block_size, d] only");
+    if (weights_path) throw UsageError("--weights does not take paged K/V (--block-table)");
+    if (prequantized)
+      throw UsageError("--k-scales/--v-scales do not take paged K/V (--block-table): float pools are quantized on load");
+    const auto cu_kv = *a.get("--cu-seqlens-kv");
+    contexts = parse_offsets("--cu-seqlens-kv", cu_kv).back();
+    if (contexts == 0)
+      throw UsageError("--cu-seqlens-kv = '" + cu_kv + "': every context is empty (a paged run needs at least one key)");
+  }
 
   npy::TypedArray q = npy::read_typed(q_path);
   npy::TypedArray k = prequantized ? npy::read_codes(k_path) : npy::read_typed(k_path);
@@ -338,19 +452,27 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   // written in place through strides, never transposed.
   const bool seq_major = layout == "bshd";
   const Tensor4 tq = as_bhsd(q.shape, "Q", seq_major);
-  Tensor4 tk = as_bhsd(k.shape, "K", seq_major), tv = as_bhsd(v.shape, "V", seq_major);
+  Tensor4 tk = paged ? as_pool(k.shape, "K") : as_bhsd(k.shape, "K", seq_major);
+  Tensor4 tv = paged ? as_pool(v.shape, "V") : as_bhsd(v.shape, "V", seq_major);
   if (prequantized && types.kv_dtype == Dtype::int4) {  // two codes a byte: the last axis holds d / 2
     tk.dim *= 2;
     tv.dim *= 2;
   }
-  if (q.shape.size() != k.shape.size() || q.shape.size() != v.shape.size())
-    throw IoError("Q, K and V must have the same number of dimensions");
-  if (tk.batch != tq.batch || tv.batch != tq.batch)
-    throw IoError("batch sizes differ: Q " + std::to_string(tq.batch) + ", K " + std::to_string(tk.batch) +
-                  ", V " + std::to_string(tv.batch));
+  if (paged) {
+    if (tk.batch != tv.batch)
+      throw IoError("K and V pools differ in num_blocks: " + std::to_string(tk.batch) + " vs " + std::to_string(tv.batch));
+    if (tk.seq != tv.seq)
+      throw IoError("K and V pools differ in block_size: " + std::to_string(tk.seq) + " vs " + std::to_string(tv.seq));
+  } else {
+    if (q.shape.size() != k.shape.size() || q.shape.size() != v.shape.size())
+      throw IoError("Q, K and V must have the same number of dimensions");
+    if (tk.batch != tq.batch || tv.batch != tq.batch)
+      throw IoError("batch sizes differ: Q " + std::to_string(tq.batch) + ", K " + std::to_string(tk.batch) +
+                    ", V " + std::to_string(tv.batch));
+  }
   if (tk.heads != tv.heads)
     throw IoError("K and V head counts differ: " + std::to_string(tk.heads) + " vs " + std::to_string(tv.heads));
-  if (tk.seq != tv.seq)
+  if (!paged && tk.seq != tv.seq)
     throw IoError("K and V sequence lengths differ: " + std::to_string(tk.seq) + " vs " + std::to_string(tv.seq));
   if (tk.dim != tq.dim)
     throw IoError("Q and K head dims differ: d_k " + std::to_string(tq.dim) + " vs " + std::to_string(tk.dim));
@@ -360,7 +482,7 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   p.heads_q = tq.heads;
   p.heads_kv = tk.heads;
   p.seq_q = tq.seq;
-  p.seq_kv = tk.seq;
+  p.seq_kv = paged ? contexts : tk.seq;
   p.d_k = tq.dim;
   p.d_v = tv.dim;
   p.causal = a.has("--causal");
@@ -368,6 +490,10 @@ int cmd_run(const std::vector<std::string>& argv_in) {
   p.dtype = types.dtype;
   if (types.kv_dtype != types.dtype) p.kv_dtype = types.kv_dtype;
   p.validate();
+  if (paged) {  // checked with the table, which comes with the other variant files
+    p.num_blocks = tk.batch;
+    p.block_size = tk.seq;
+  }
   const VariantFiles variant_files = read_variant_files(a, p);
   VariantData variant = variant_files.data();
   if (seq_major) {
@@ -421,18 +547,13 @@ int cmd_run(const std::vector<std::string>& argv_in) {
       const std::string flag = is_k ? "--k-scales" : "--v-scales";
       npy::TypedArray sc = npy::read_typed(is_k ? *k_scales_path : *v_scales_path);
       const Dtype want_type = kv == Dtype::int4 ? Dtype::fp16 : Dtype::fp32;
-      auto text = [](const std::vector<std::int64_t>& shape) {
-        std::string t = "(";
-        for (std::size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
-        return t + (shape.size() == 1 ? ",)" : ")");
-      };
       if (sc.dtype != want_type)
         throw IoError(flag + ": " + std::string(to_string(kv)) + " scales are " +
                       (want_type == Dtype::fp16 ? "float16 ('<f2')" : "float32 ('<f4')") + ", got " +
                       std::string(to_string(sc.dtype)));
       if (sc.shape != want)
-        throw IoError(flag + ": shape " + text(sc.shape) + " does not match the " + std::string(to_string(kv)) +
-                      (is_k ? " K" : " V") + " scales of this problem " + text(want) + " (docs/quantized-kv.md)");
+        throw IoError(flag + ": shape " + shape_text(sc.shape) + " does not match the " + std::string(to_string(kv)) +
+                      (is_k ? " K" : " V") + " scales of this problem " + shape_text(want) + " (docs/quantized-kv.md)");
       (is_k ? k_scales : v_scales) = std::move(sc.bytes);
     }
     variant.kv_scales.k = k_scales.data();
@@ -444,7 +565,11 @@ int cmd_run(const std::vector<std::string>& argv_in) {
     }
   } else if (is_quantized(p.kv_type())) {
     // Float .npy K/V quantized on load (quantize_kv_tensor: the documented rounding), in the
-    // [batch, heads, seq, dim] layout the scales follow.
+    // [batch, heads, seq, dim] layout the scales follow. A paged pool is quantized as one cache
+    // per KV head, [heads_kv, num_blocks * block_size, d], so its scales are those a paged problem
+    // reads: fp8's per head and int8_kc's K per channel over the whole pool, the others per row
+    // (codes and row records are put back in pool order).
+    const Problem cache = paged ? pool_as_cache(p) : p;
     for (const bool is_k : {true, false}) {
       npy::TypedArray& x = is_k ? k : v;
       std::vector<float> wide = widened(x.bytes, x.dtype);
@@ -453,11 +578,17 @@ int cmd_run(const std::vector<std::string>& argv_in) {
           throw IoError(std::string(is_k ? "--k" : "--v") + ": element " + std::to_string(i) + " is " +
                         std::to_string(wide[i]) + ": only finite values can be quantized to " +
                         std::string(to_string(p.kv_type())));
+      if (paged) wide = swap_outer(wide, p.num_blocks, p.heads_kv);
       auto& codes = is_k ? k_stored : v_stored;
       auto& scales = is_k ? k_scales : v_scales;
       codes.resize(row_bytes(p.kv_type(), static_cast<std::int64_t>(wide.size())));
-      scales.resize(static_cast<std::size_t>(scale_elements(p, is_k)) * scale_element_bytes(p.kv_type()));
-      quantize_kv_tensor(p, is_k, wide.data(), codes.data(), scales.data());
+      scales.resize(static_cast<std::size_t>(scale_elements(cache, is_k)) * scale_element_bytes(p.kv_type()));
+      quantize_kv_tensor(cache, is_k, wide.data(), codes.data(), scales.data());
+      if (paged) {
+        codes = swap_outer(codes, p.heads_kv, p.num_blocks);
+        if (scale_record_elements(p.kv_type(), is_k ? p.d_k : p.d_v, is_k) > 0)
+          scales = swap_outer(scales, p.heads_kv, p.num_blocks);
+      }
       if (is_k && weights_path) {
         k_dequantized.resize(wide.size());
         dequantize_kv_tensor(p, true, codes.data(), scales.data(), k_dequantized.data());

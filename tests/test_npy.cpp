@@ -84,6 +84,29 @@ TEST(Npy, RejectsMalformedImages) {
   expect_error(image(kGood, 28), "past the data");
 }
 
+// Index files (block tables): int32 and int64, widened to int64; nothing else.
+TEST(Npy, ParsesInt32AndInt64Indices) {
+  auto i4 = image("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 2), }", 16);
+  const std::int32_t v4[] = {0, -1, 7, 2147483647};
+  std::memcpy(i4.data() + i4.size() - sizeof v4, v4, sizeof v4);
+  const auto a = attune::npy::parse_indices(i4.data(), i4.size());
+  EXPECT_EQ(a.bits, 32);
+  EXPECT_EQ(a.shape, (std::vector<std::int64_t>{2, 2}));
+  EXPECT_EQ(a.values, (std::vector<std::int64_t>{0, -1, 7, 2147483647}));
+  auto i8 = image("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", 24);
+  const std::int64_t v8[] = {std::int64_t{1} << 40, -5, 3};
+  std::memcpy(i8.data() + i8.size() - sizeof v8, v8, sizeof v8);
+  const auto b = attune::npy::parse_indices(i8.data(), i8.size());
+  EXPECT_EQ(b.bits, 64);
+  EXPECT_EQ(b.values, (std::vector<std::int64_t>{std::int64_t{1} << 40, -5, 3}));
+  for (const char* descr : {"<f4", "<i2", "<u4", ">i4", "|i1", "<u8"}) {
+    const auto bad = image(std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (2,), }", 8);
+    EXPECT_THROW(attune::npy::parse_indices(bad.data(), bad.size()), attune::IoError) << descr;
+  }
+  const auto short_i8 = image("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", 8);
+  EXPECT_THROW(attune::npy::parse_indices(short_i8.data(), short_i8.size()), attune::IoError);
+}
+
 TEST(Npy, WriteThenReadRoundTrips) {
   const auto dir = std::filesystem::temp_directory_path() / ("attune_npy_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
