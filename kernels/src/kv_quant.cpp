@@ -1,11 +1,14 @@
 // Quantized K/V rows: quantize_kv (the "reshape_and_cache" step), dequantize_kv (the documented
 // decoding the reference computes from) and the scale checks. docs/quantized-kv.md is the spec.
-// Plain loops over contiguous rows, no ISA flags: the per-row work is a max and a divide.
+// quantize_kv's loops here are the scalar reference; the vector builds (quant/<isa>.cpp, one per
+// ISA, byte-identical) are chosen from the table below, by the best runnable ISA.
 #include <attune/error.hpp>
 #include <attune/kv_quant.hpp>
 #include <attune/problem.hpp>
 
 #include "detail/convert.hpp"
+#include "quant/formats.hpp"
+#include "quant/quant.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -15,16 +18,8 @@
 namespace attune {
 namespace {
 
-// An OCP FP8 format: exponent and mantissa bits, bias, and the largest finite byte (sign off).
-struct Fp8Format {
-  int mbits, bias, emax_field;
-  std::uint8_t max_byte;
-  bool has_inf;
-};
-constexpr Fp8Format kE4m3{3, 7, 15, 0x7e, false};  // E4M3FN: no inf, S.1111.111 is NaN, max 448
-constexpr Fp8Format kE5m2{2, 15, 31, 0x7b, true};  // E5M2: IEEE-like, max 57344
-
-const Fp8Format& fp8_format(Dtype kv) { return kv == Dtype::fp8_e4m3 ? kE4m3 : kE5m2; }
+using quant::Fp8Format;
+using quant::fp8_format;
 
 float fp8_decode(const Fp8Format& f, std::uint8_t b) {
   const int e = (b >> f.mbits) & f.emax_field, m = b & ((1 << f.mbits) - 1);
@@ -44,7 +39,7 @@ float fp8_decode(const Fp8Format& f, std::uint8_t b) {
 // y rounded to nearest even into the format, saturating at its largest finite value.
 std::uint8_t fp8_encode(const Fp8Format& f, float y) {
   const std::uint8_t sign = std::signbit(y) ? 0x80 : 0x00;
-  if (std::isnan(y)) return static_cast<std::uint8_t>(sign | (f.has_inf ? 0x7f : 0x7f));
+  if (std::isnan(y)) return static_cast<std::uint8_t>(sign | 0x7f);
   const float a = std::fabs(y);
   const float min_normal = std::ldexp(1.0f, 1 - f.bias);
   std::uint32_t byte;
@@ -69,7 +64,16 @@ std::uint8_t fp8_encode(const Fp8Format& f, float y) {
   return static_cast<std::uint8_t>(sign | byte);
 }
 
-std::int8_t int8_code(float y) { return static_cast<std::int8_t>(std::clamp(std::nearbyint(y), -127.0f, 127.0f)); }
+// A NaN element gets code 0 (written out: the float-to-integer conversions of x86 and AArch64
+// gave 0 here before, through a cast whose result C++ leaves undefined).
+std::int8_t int8_code(float y) {
+  const float r = std::clamp(std::nearbyint(y), -127.0f, 127.0f);
+  return r == r ? static_cast<std::int8_t>(r) : 0;
+}
+std::uint8_t int4_code(float x, float m, float s) {
+  const float r = std::clamp(std::nearbyint((x - m) / s), 0.0f, 15.0f);
+  return r == r ? static_cast<std::uint8_t>(r) : 0;
+}
 
 void require_quantized(Dtype kv, const char* who) {
   if (!is_quantized(kv))
@@ -115,7 +119,7 @@ void kv_head_scales(Dtype kv, bool is_k, const float* x, std::int64_t tokens, st
     for (std::int64_t c = 0; c < d; ++c) {
       float amax = 0.0f;
       for (std::int64_t t = 0; t < tokens; ++t) amax = std::max(amax, std::fabs(x[t * d + c]));
-      out[c] = amax > 0.0f && std::isfinite(amax) ? amax / 127.0f : 1.0f;
+      out[c] = quant::int8_row_scale(amax);  // the same rule over a channel
     }
   }
 }
@@ -127,6 +131,14 @@ void quantize_kv(Dtype kv, bool is_k, const float* x, std::int64_t tokens, std::
   if (per_token(kv, is_k) ? scales == nullptr : fixed_scale == nullptr)
     throw InvalidArgument("quantize_kv: " + std::string(to_string(kv)) + (is_k ? " K" : " V") + " needs its " +
                           (per_token(kv, is_k) ? "scales array" : "fixed scale"));
+  static const quant::RowsFn rows = quant::rows_fn(quant::best_build());
+  rows(kv, is_k, x, tokens, d, codes, scales, fixed_scale);
+}
+
+namespace quant {
+
+void reference_rows(Dtype kv, bool is_k, const float* x, std::int64_t tokens, std::int64_t d, void* codes,
+                    void* scales, const float* fixed_scale) {
   auto* out = static_cast<std::uint8_t*>(codes);
   const std::size_t rb = row_bytes(kv, d);
   for (std::int64_t t = 0; t < tokens; ++t) {
@@ -141,7 +153,7 @@ void quantize_kv(Dtype kv, bool is_k, const float* x, std::int64_t tokens, std::
         }
         float amax = 0.0f;
         for (std::int64_t c = 0; c < d; ++c) amax = std::max(amax, std::fabs(row[c]));
-        const float s = amax > 0.0f && std::isfinite(amax) ? amax / 127.0f : 1.0f;
+        const float s = int8_row_scale(amax);
         static_cast<float*>(scales)[t] = s;
         for (std::int64_t c = 0; c < d; ++c) code[c] = static_cast<std::uint8_t>(int8_code(row[c] / s));
         break;
@@ -161,19 +173,12 @@ void quantize_kv(Dtype kv, bool is_k, const float* x, std::int64_t tokens, std::
             mn = std::min(mn, v[i]);
             mx = std::max(mx, v[i]);
           }
-          std::uint16_t sh = detail::float_to_fp16((mx - mn) / 15.0f);
-          if (detail::fp16_to_float(sh) == 0.0f || !std::isfinite(detail::fp16_to_float(sh)))
-            sh = detail::float_to_fp16(1.0f);
-          const std::uint16_t mh = detail::float_to_fp16(mn);
-          rec[2 * g] = sh;
-          rec[2 * g + 1] = mh;
-          const float s = detail::fp16_to_float(sh), m = detail::fp16_to_float(mh);
+          const Int4Group q = int4_group(mn, mx);
+          rec[2 * g] = q.scale_bits;
+          rec[2 * g + 1] = q.min_bits;
           std::uint8_t* block = code + g * 16;
-          for (int i = 0; i < 16; ++i) {
-            const auto lo = static_cast<std::uint8_t>(std::clamp(std::nearbyint((v[i] - m) / s), 0.0f, 15.0f));
-            const auto hi = static_cast<std::uint8_t>(std::clamp(std::nearbyint((v[i + 16] - m) / s), 0.0f, 15.0f));
-            block[i] = static_cast<std::uint8_t>(lo | hi << 4);
-          }
+          for (int i = 0; i < 16; ++i)
+            block[i] = static_cast<std::uint8_t>(int4_code(v[i], q.min, q.scale) | int4_code(v[i + 16], q.min, q.scale) << 4);
         }
         break;
       }
@@ -182,6 +187,38 @@ void quantize_kv(Dtype kv, bool is_k, const float* x, std::int64_t tokens, std::
     }
   }
 }
+
+// The vector builds compiled in (quant_isa_list.inc, from attune_add_quant_isa), best first.
+#define ATTUNE_QUANT_ISA(name) RowsFn rows_##name();
+#include "quant_isa_list.inc"
+#undef ATTUNE_QUANT_ISA
+
+Isa build_for(Isa isa) {
+  // avx512_bf16 and amx imply AVX-512F (cpu_supports): they run avx512's build.
+  [[maybe_unused]] const Isa want = isa == Isa::avx512_bf16 || isa == Isa::amx ? Isa::avx512 : isa;
+#define ATTUNE_QUANT_ISA(name) \
+  if (want == Isa::name) return Isa::name;
+#include "quant_isa_list.inc"
+#undef ATTUNE_QUANT_ISA
+  return Isa::scalar;
+}
+
+RowsFn rows_fn(Isa isa) {
+  [[maybe_unused]] const Isa build = build_for(isa);
+#define ATTUNE_QUANT_ISA(name) \
+  if (build == Isa::name) return rows_##name();
+#include "quant_isa_list.inc"
+#undef ATTUNE_QUANT_ISA
+  return &reference_rows;
+}
+
+Isa best_build() {
+  for (Isa isa : runnable_isas())
+    if (build_for(isa) != Isa::scalar) return build_for(isa);
+  return Isa::scalar;
+}
+
+}  // namespace quant
 
 float kv_code_value(Dtype kv, const void* row, std::int64_t index) {
   const auto* b = static_cast<const std::uint8_t*>(row);

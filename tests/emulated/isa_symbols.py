@@ -1,5 +1,6 @@
 """The static half of the every-CPU check (the emulated runs are the dynamic half): translation
-units compiled with ISA flags (kernels/src/isa/*, probes_avx512) must define no weak symbol.
+units compiled with ISA flags (kernels/src/isa/*, kernels/src/quant/*, probes_avx512) must define no
+weak symbol.
 A weak definition is an inline function or template instantiation with external linkage; the
 linker keeps one copy of it for the whole program, and if it keeps the one compiled with
 -mavx512f, a CPU without AVX-512 faults in code that never asked for AVX-512.
@@ -8,7 +9,7 @@ import subprocess
 import sys
 
 objects = [o for o in sys.argv[1].split(";") if o]
-flagged = [o for o in objects if "/src/isa/" in o or o.endswith("probes_avx512.cpp.o")]
+flagged = [o for o in objects if "/src/isa/" in o or "/src/quant/" in o or o.endswith("probes_avx512.cpp.o")]
 if len(flagged) < 2:
     sys.exit("isa_symbols: expected the ISA translation units among %d objects, found %s" % (len(objects), flagged))
 bad = []

@@ -23,9 +23,11 @@ MODELS = {
     "Conroe": ["scalar"],
 }
 # What each GoogleTest binary runs under emulation: ISA detection and dispatch, `auto`, the
-# per-ISA exp2, AMX's absence, the tuned table's dispatch.
+# per-ISA exp2, quantize_kv's builds (each against the reference) and its choice, AMX's absence,
+# the tuned table's dispatch.
 GTEST_FILTERS = {
-    "ATTUNE_TESTS_BIN": "Isa.*:Amx.*:Attention.*:VariantDispatch.*:Dtype.*:Isa/Exp2.*",
+    "ATTUNE_TESTS_BIN": "Isa.*:Amx.*:Attention.*:VariantDispatch.*:Dtype.*:Isa/Exp2.*:Isa/KvQuantBuild.*:"
+                        "KvQuant.QuantizeKvRunsTheBestBuild:KvQuant.NanAndInfinity",
     "ATTUNE_TUNER_TESTS_BIN": "TunedDispatch.*:TunedHeader.*:RuntimeTuning.*:MachineSelection.*:FleetHeader.*",
 }
 # qemu warns on stderr about host-only CPUID bits of a model that TCG cannot emulate.
