@@ -73,21 +73,21 @@ struct Rows {
     if (c < d) acc = max_kept(acc, xsimd::abs(load_tail(row + c, d - c)));
     const float s = int8_row_scale(hmax(acc));
     const B sv(s);
-    each_vector(row, d, code, [&](const B& v, std::int64_t, std::int64_t) { return int8_code(v / sv); });
+    each_vector(row, d, code, [&](const B& v, std::int64_t, std::int64_t) { return int8_code(div(v, sv)); });
     return s;
   }
 
   // int8_kc's K: x / scale[channel], the head's fixed channel scales.
   static void per_channel_int8(const float* row, std::int64_t d, const float* channel, std::uint8_t* code) {
     each_vector(row, d, code, [&](const B& v, std::int64_t c, std::int64_t n) {
-      return int8_code(v / (n == W ? load(channel + c) : load_tail(channel + c, n)));
+      return int8_code(div(v, n == W ? load(channel + c) : load_tail(channel + c, n)));
     });
   }
 
   template <bool E4m3>
   static void fp8_row(const float* row, std::int64_t d, float scale, std::uint8_t* code) {
     const B sv(scale);
-    each_vector(row, d, code, [&](const B& v, std::int64_t, std::int64_t) { return fp8_bytes<E4m3>(v / sv); });
+    each_vector(row, d, code, [&](const B& v, std::int64_t, std::int64_t) { return fp8_bytes<E4m3>(div(v, sv)); });
   }
 
   // Groups of 32: min and max, the shared group record, then byte i = code i | code (i + 16) << 4.
@@ -124,7 +124,7 @@ struct Rows {
   // clamp(nearbyint(y), -127, 127); NaN gives 0.
   static I int8_code(const B& y) { return code_lanes(round_even(y), -127.0f, 127.0f); }
   // clamp(nearbyint((x - min) / scale), 0, 15); NaN gives 0.
-  static I int4_code(const B& x, const B& m, const B& s) { return code_lanes(round_even((x - m) / s), 0.0f, 15.0f); }
+  static I int4_code(const B& x, const B& m, const B& s) { return code_lanes(round_even(div(x - m, s)), 0.0f, 15.0f); }
   static I code_lanes(const B& r, float lo, float hi) {
     // Not r != r: xsimd 8.1 compares with _CMP_NEQ_OQ on AVX and AVX-512, false for NaN.
     const B c = xsimd::min(B(hi), xsimd::max(B(lo), r));
@@ -204,6 +204,15 @@ struct Rows {
     float m = t[0];
     for (int i = 1; i < W; ++i) m = t[i] < m ? t[i] : m;
     return m;
+  }
+
+  // x / y, correctly rounded (IEEE): xsimd 8.1 divides floats on neon64 by a reciprocal estimate
+  // and two Newton steps, which is not the reference's division (ties, denormal scales).
+  static B div(const B& x, const B& y) {
+#if defined(__aarch64__)
+    if constexpr (std::is_same_v<Arch, xsimd::neon64>) return B(vdivq_f32(x, y));
+#endif
+    return x / y;
   }
 
   // To nearest, ties to even, whatever the rounding mode (the reference's nearbyint in the
